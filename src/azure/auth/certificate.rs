@@ -1,0 +1,326 @@
+//! Client certificate credential (`AZURE_CLIENT_CERTIFICATE_PATH`): a PEM file holding the
+//! certificate and its RSA private key signs a client-assertion JWT (PS256, header `x5t#S256`
+//! = base64url(SHA-256(certificate DER)), `aud` = the token endpoint URL, `iss` = `sub` = client
+//! id, random `jti`, valid for 10 minutes). The file is re-read on every token request, so a
+//! rotated certificate is picked up.
+//!
+//! Encrypted keys (`ENCRYPTED PRIVATE KEY`, legacy `Proc-Type: 4,ENCRYPTED`) and PKCS#12 files
+//! are rejected with a clear error: no available crate decrypts them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Serialize;
+
+use super::entra::request_token;
+use super::{AccessToken, Credential, CredentialError};
+use crate::azure::http::HttpClient;
+use crate::azure::types::AzureError;
+use crate::clock::Clock;
+use crate::secret::Secret;
+
+const ASSERTION_LIFETIME: Duration = Duration::from_secs(10 * 60);
+
+/// A parsed certificate + RSA key, ready to sign assertions.
+pub struct ClientCertificate {
+    cert_der: Vec<u8>,
+    key: EncodingKey,
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    aud: &'a str,
+    iss: &'a str,
+    sub: &'a str,
+    jti: String,
+    nbf: u64,
+    iat: u64,
+    exp: u64,
+}
+
+impl ClientCertificate {
+    /// Parses a PEM bundle: the first `CERTIFICATE` is the client certificate; the key is a
+    /// `PRIVATE KEY` (PKCS#8) or `RSA PRIVATE KEY` (PKCS#1) block matching it.
+    pub fn from_pem(data: &[u8], password_given: bool) -> Result<Self, String> {
+        let blocks = pem::parse_many(data).map_err(|e| format!("not a valid PEM file ({e})"))?;
+        if blocks.is_empty() {
+            return Err(
+                "no PEM blocks found (PKCS#12/PFX files are not supported; convert with \
+                 `openssl pkcs12 -in cert.pfx -nodes -out cert.pem`)"
+                    .into(),
+            );
+        }
+        let cert_der = blocks
+            .iter()
+            .find(|b| b.tag() == "CERTIFICATE")
+            .map(|b| b.contents().to_vec())
+            .ok_or("no CERTIFICATE block found")?;
+        let encrypted_hint = if password_given {
+            "AZURE_CLIENT_CERTIFICATE_PASSWORD is set, but encrypted private keys are not supported"
+        } else {
+            "the private key is encrypted, which is not supported"
+        };
+        let decrypt_advice = "; decrypt it with `openssl pkey -in key.pem -out plain.pem` and \
+                              protect the file with permissions instead";
+        if blocks.iter().any(|b| b.tag() == "ENCRYPTED PRIVATE KEY") {
+            return Err(format!("{encrypted_hint}{decrypt_advice}"));
+        }
+        let key_block = blocks
+            .iter()
+            .find(|b| b.tag() == "PRIVATE KEY" || b.tag() == "RSA PRIVATE KEY")
+            .ok_or_else(|| {
+                if blocks.iter().any(|b| b.tag() == "EC PRIVATE KEY") {
+                    "the private key is an EC key; only RSA keys are supported".to_string()
+                } else {
+                    "no PRIVATE KEY or RSA PRIVATE KEY block found".to_string()
+                }
+            })?;
+        if key_block
+            .headers()
+            .get("Proc-Type")
+            .is_some_and(|v| v.contains("ENCRYPTED"))
+        {
+            return Err(format!("{encrypted_hint}{decrypt_advice}"));
+        }
+        let pair = if key_block.tag() == "PRIVATE KEY" {
+            ring::signature::RsaKeyPair::from_pkcs8(key_block.contents())
+        } else {
+            ring::signature::RsaKeyPair::from_der(key_block.contents())
+        }
+        .map_err(|e| format!("the private key is not a usable RSA key ({e})"))?;
+        // The certificate's SubjectPublicKeyInfo embeds the RSAPublicKey DER verbatim.
+        let public = ring::signature::KeyPair::public_key(&pair).as_ref();
+        if !cert_der.windows(public.len()).any(|w| w == public) {
+            return Err("the private key does not belong to the first certificate".into());
+        }
+        let key_pem = pem::encode(&pem::Pem::new(key_block.tag(), key_block.contents()));
+        let key = EncodingKey::from_rsa_pem(key_pem.as_bytes())
+            .map_err(|e| format!("the private key cannot be used for signing ({e})"))?;
+        Ok(ClientCertificate { cert_der, key })
+    }
+
+    /// base64url(SHA-256(certificate DER)), the `x5t#S256` header value.
+    pub fn thumbprint_s256(&self) -> String {
+        URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, &self.cert_der))
+    }
+
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    /// A signed client assertion for `audience` (the token endpoint URL).
+    pub fn assertion(
+        &self,
+        client_id: &str,
+        audience: &str,
+        now: SystemTime,
+    ) -> Result<Secret, String> {
+        let mut header = Header::new(Algorithm::PS256);
+        header.typ = Some("JWT".into());
+        header.x5t_s256 = Some(self.thumbprint_s256());
+        let now_secs = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let claims = Claims {
+            aud: audience,
+            iss: client_id,
+            sub: client_id,
+            jti: uuid::Uuid::new_v4().to_string(),
+            nbf: now_secs,
+            iat: now_secs,
+            exp: now_secs + ASSERTION_LIFETIME.as_secs(),
+        };
+        jsonwebtoken::encode(&header, &claims, &self.key)
+            .map(Secret::new)
+            .map_err(|e| format!("cannot sign the client assertion ({e})"))
+    }
+}
+
+/// Client credentials with a certificate assertion.
+pub struct ClientCertificateCredential {
+    tenant: String,
+    client_id: String,
+    path: PathBuf,
+    password_given: bool,
+    authority: String,
+    http: Arc<HttpClient>,
+    clock: Arc<dyn Clock>,
+}
+
+impl ClientCertificateCredential {
+    pub fn new(
+        tenant: &str,
+        client_id: &str,
+        path: PathBuf,
+        password_given: bool,
+        authority: &str,
+        http: Arc<HttpClient>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        ClientCertificateCredential {
+            tenant: tenant.to_string(),
+            client_id: client_id.to_string(),
+            path,
+            password_given,
+            authority: authority.to_string(),
+            http,
+            clock,
+        }
+    }
+}
+
+impl Credential for ClientCertificateCredential {
+    fn name(&self) -> &'static str {
+        "EnvironmentCredential (client certificate)"
+    }
+
+    fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
+        let fail = |m: String| CredentialError::Failed(AzureError::Auth(m));
+        let data = std::fs::read(&self.path).map_err(|e| {
+            fail(format!(
+                "AZURE_CLIENT_CERTIFICATE_PATH {:?} cannot be read: {e}",
+                self.path
+            ))
+        })?;
+        let cert = ClientCertificate::from_pem(&data, self.password_given).map_err(|m| {
+            fail(format!(
+                "AZURE_CLIENT_CERTIFICATE_PATH {:?}: {m}",
+                self.path
+            ))
+        })?;
+        let tenant = tenant.unwrap_or(&self.tenant);
+        let now = self.clock.now();
+        request_token(&self.http, &self.authority, tenant, scope, |endpoint| {
+            let assertion = cert.assertion(&self.client_id, endpoint, now)?;
+            Ok(vec![
+                ("client_id".to_string(), Secret::new(self.client_id.clone())),
+                (
+                    "client_assertion_type".to_string(),
+                    Secret::new("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                ),
+                ("client_assertion".to_string(), assertion),
+            ])
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A fresh 2048-bit RSA key as PKCS#8 PEM (ring, behind rcgen, cannot generate RSA).
+    pub(crate) fn rsa_key_pem() -> String {
+        use rsa::pkcs8::EncodePrivateKey;
+        let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
+            .unwrap()
+            .to_string()
+    }
+
+    /// A self-signed RSA certificate and its PKCS#8 key, as PEM, plus the certificate DER.
+    pub(crate) fn rsa_cert_pem() -> (String, String, Vec<u8>) {
+        let key_pem = rsa_key_pem();
+        let key = rcgen::KeyPair::from_pem(&key_pem).unwrap();
+        let params = rcgen::CertificateParams::new(vec!["client.test".to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key_pem, cert.der().to_vec())
+    }
+
+    #[test]
+    fn parses_and_signs_verifiable_assertion() {
+        let (cert_pem, key_pem, cert_der) = rsa_cert_pem();
+        let bundle = format!("{cert_pem}\n{key_pem}");
+        let cert = ClientCertificate::from_pem(bundle.as_bytes(), false).unwrap();
+        let expected =
+            URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, &cert_der));
+        assert_eq!(cert.thumbprint_s256(), expected);
+
+        let now = SystemTime::now();
+        let aud = "https://login.example/tenant/oauth2/v2.0/token";
+        let jwt = cert.assertion("client-1", aud, now).unwrap();
+        let header = jsonwebtoken::decode_header(jwt.expose()).unwrap();
+        assert_eq!(header.alg, Algorithm::PS256);
+        assert_eq!(header.x5t_s256.as_deref(), Some(expected.as_str()));
+
+        // Verify the signature with the certificate's public key.
+        let kp = rcgen::KeyPair::from_pem(&key_pem).unwrap();
+        let spki = kp.public_key_der();
+        let dk = jsonwebtoken::DecodingKey::from_rsa_der(rsa_public_from_spki(&spki));
+        let mut v = jsonwebtoken::Validation::new(Algorithm::PS256);
+        v.set_audience(&[aud]);
+        v.set_issuer(&["client-1"]);
+        let data = jsonwebtoken::decode::<serde_json::Value>(jwt.expose(), &dk, &v).unwrap();
+        assert_eq!(data.claims["sub"], "client-1");
+        assert_eq!(
+            data.claims["exp"].as_u64().unwrap() - data.claims["nbf"].as_u64().unwrap(),
+            600
+        );
+        assert!(data.claims["jti"].as_str().unwrap().len() >= 32);
+    }
+
+    /// SubjectPublicKeyInfo DER → the embedded RSAPublicKey (the BIT STRING contents).
+    fn rsa_public_from_spki(spki: &[u8]) -> &[u8] {
+        // SEQUENCE { SEQUENCE { oid, NULL }, BIT STRING { 0x00, RSAPublicKey } }: the
+        // RSAPublicKey is the trailing SEQUENCE (0x30 0x82 ...).
+        let pos = spki.windows(2).rposition(|w| w == [0x03, 0x82]).unwrap();
+        &spki[pos + 5..]
+    }
+
+    #[test]
+    fn clear_errors_for_unsupported_inputs() {
+        let (cert_pem, key_pem, _) = rsa_cert_pem();
+        let e = ClientCertificate::from_pem(b"\x30\x82\x01\x00binary-pfx", false)
+            .err()
+            .unwrap();
+        assert!(e.contains("PKCS#12"), "{e}");
+        let e = ClientCertificate::from_pem(key_pem.as_bytes(), false)
+            .err()
+            .unwrap();
+        assert!(e.contains("CERTIFICATE"), "{e}");
+        let e = ClientCertificate::from_pem(cert_pem.as_bytes(), false)
+            .err()
+            .unwrap();
+        assert!(e.contains("PRIVATE KEY"), "{e}");
+        let enc = format!(
+            "{cert_pem}\n-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"
+        );
+        let e = ClientCertificate::from_pem(enc.as_bytes(), true)
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("AZURE_CLIENT_CERTIFICATE_PASSWORD") && e.contains("openssl"),
+            "{e}"
+        );
+        let ec = rcgen::KeyPair::generate().unwrap();
+        let mixed = format!("{cert_pem}\n{}", ec.serialize_pem());
+        let e = ClientCertificate::from_pem(mixed.as_bytes(), false)
+            .err()
+            .unwrap();
+        assert!(e.contains("RSA"), "{e}");
+        // A key that does not match the certificate.
+        let (other_cert, _, _) = rsa_cert_pem();
+        let wrong = format!("{other_cert}\n{key_pem}");
+        let e = ClientCertificate::from_pem(wrong.as_bytes(), false)
+            .err()
+            .unwrap();
+        assert!(e.contains("does not belong"), "{e}");
+        // PKCS#1 keys work too.
+        let pkcs1 = {
+            use rsa::pkcs1::EncodeRsaPrivateKey;
+            use rsa::pkcs8::DecodePrivateKey;
+            rsa::RsaPrivateKey::from_pkcs8_pem(&key_pem)
+                .unwrap()
+                .to_pkcs1_pem(rsa::pkcs8::LineEnding::LF)
+                .unwrap()
+                .to_string()
+        };
+        assert!(
+            ClientCertificate::from_pem(format!("{cert_pem}{pkcs1}").as_bytes(), false).is_ok()
+        );
+    }
+}

@@ -1,0 +1,461 @@
+//! Microsoft Entra ID client-credentials grant: `POST {authority}{tenant}/oauth2/v2.0/token`,
+//! form-encoded, with a client secret, a certificate assertion or a federated (workload
+//! identity) token as the client's proof.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::certificate::ClientCertificateCredential;
+use super::{
+    describe_token_error, parse_token_response, validate_tenant, AccessToken, Credential,
+    CredentialError,
+};
+use crate::azure::http::{form_encode, HttpClient, HttpRequest};
+use crate::azure::types::AzureError;
+use crate::azure::{env_get, EnvSnapshot};
+use crate::clock::Clock;
+use crate::secret::Secret;
+
+fn failed(m: String) -> CredentialError {
+    CredentialError::Failed(AzureError::Auth(m))
+}
+
+/// Requests a token. `proof` receives the token endpoint URL (the assertion audience) and
+/// returns the client-specific form fields.
+pub(crate) fn request_token(
+    http: &HttpClient,
+    authority: &str,
+    tenant: &str,
+    scope: &str,
+    proof: impl FnOnce(&str) -> Result<Vec<(String, Secret)>, String>,
+) -> Result<AccessToken, CredentialError> {
+    let tenant = validate_tenant(tenant).map_err(CredentialError::Failed)?;
+    let endpoint = format!("{authority}{tenant}/oauth2/v2.0/token");
+    let fields = proof(&endpoint).map_err(failed)?;
+    let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials"), ("scope", scope)];
+    form.extend(fields.iter().map(|(k, v)| (k.as_str(), v.expose())));
+    let req = HttpRequest::new("POST", endpoint.clone())
+        .header("Accept", "application/json")
+        .form_body(form_encode(&form));
+    let resp = http.send(&req).map_err(CredentialError::Failed)?;
+    if !resp.is_success() {
+        return Err(failed(format!(
+            "token request to {endpoint} was refused: {}",
+            describe_token_error(resp.status, &resp.body)
+        )));
+    }
+    parse_token_response(&resp.body, http.clock().now())
+        .map_err(|m| CredentialError::Failed(AzureError::Decode(format!("{endpoint}: {m}"))))
+}
+
+/// Client id + client secret.
+pub struct ClientSecretCredential {
+    name: &'static str,
+    tenant: String,
+    client_id: String,
+    secret: Secret,
+    authority: String,
+    http: Arc<HttpClient>,
+}
+
+impl ClientSecretCredential {
+    pub fn new(
+        name: &'static str,
+        tenant: &str,
+        client_id: &str,
+        secret: Secret,
+        authority: &str,
+        http: Arc<HttpClient>,
+    ) -> Result<Self, AzureError> {
+        let tenant = validate_tenant(tenant)?;
+        if client_id.trim().is_empty() || secret.is_empty() {
+            return Err(AzureError::Config(format!(
+                "{name}: the client id and secret must not be empty"
+            )));
+        }
+        Ok(ClientSecretCredential {
+            name,
+            tenant: tenant.to_string(),
+            client_id: client_id.trim().to_string(),
+            secret,
+            authority: authority.to_string(),
+            http,
+        })
+    }
+}
+
+impl Credential for ClientSecretCredential {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
+        request_token(
+            &self.http,
+            &self.authority,
+            tenant.unwrap_or(&self.tenant),
+            scope,
+            |_| {
+                Ok(vec![
+                    ("client_id".into(), Secret::new(self.client_id.clone())),
+                    ("client_secret".into(), self.secret.clone()),
+                ])
+            },
+        )
+    }
+}
+
+enum Setup {
+    Ready(Box<dyn Credential>),
+    /// Not configured: the chain moves on.
+    Unavailable(String),
+    /// Configured wrongly: the chain stops with this.
+    Broken(AzureError),
+}
+
+impl Setup {
+    fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
+        match self {
+            Setup::Ready(c) => c.fetch(tenant, scope),
+            Setup::Unavailable(m) => Err(CredentialError::Unavailable(m.clone())),
+            Setup::Broken(e) => Err(CredentialError::Failed(e.clone())),
+        }
+    }
+}
+
+/// `AZURE_TENANT_ID` + `AZURE_CLIENT_ID` + (`AZURE_CLIENT_SECRET` or
+/// `AZURE_CLIENT_CERTIFICATE_PATH` [+ `AZURE_CLIENT_CERTIFICATE_PASSWORD`]).
+pub struct EnvironmentCredential {
+    setup: Setup,
+}
+
+impl EnvironmentCredential {
+    pub fn from_env(
+        env: &EnvSnapshot,
+        authority: &str,
+        http: Arc<HttpClient>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let tenant = env_get(env, "AZURE_TENANT_ID");
+        let client = env_get(env, "AZURE_CLIENT_ID");
+        let secret = env_get(env, "AZURE_CLIENT_SECRET");
+        let cert = env_get(env, "AZURE_CLIENT_CERTIFICATE_PATH");
+        let setup = match (tenant, client, secret, cert) {
+            (Some(t), Some(c), Some(s), _) => match ClientSecretCredential::new(
+                "EnvironmentCredential (client secret)",
+                t,
+                c,
+                Secret::new(s),
+                authority,
+                http,
+            ) {
+                Ok(cred) => Setup::Ready(Box::new(cred)),
+                Err(e) => Setup::Broken(e),
+            },
+            (Some(t), Some(c), None, Some(path)) => match validate_tenant(t) {
+                Ok(t) => Setup::Ready(Box::new(ClientCertificateCredential::new(
+                    t,
+                    c,
+                    PathBuf::from(path),
+                    env_get(env, "AZURE_CLIENT_CERTIFICATE_PASSWORD").is_some(),
+                    authority,
+                    http,
+                    clock,
+                ))),
+                Err(e) => Setup::Broken(e),
+            },
+            (Some(_), Some(_), None, None) => Setup::Unavailable(
+                "AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH is not set".into(),
+            ),
+            _ => Setup::Unavailable("AZURE_TENANT_ID and AZURE_CLIENT_ID are not both set".into()),
+        };
+        EnvironmentCredential { setup }
+    }
+}
+
+impl Credential for EnvironmentCredential {
+    fn name(&self) -> &'static str {
+        "EnvironmentCredential"
+    }
+    fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
+        self.setup.fetch(tenant, scope)
+    }
+}
+
+struct Workload {
+    tenant: String,
+    client_id: String,
+    token_file: PathBuf,
+    authority: String,
+    http: Arc<HttpClient>,
+}
+
+impl Credential for Workload {
+    fn name(&self) -> &'static str {
+        "WorkloadIdentityCredential"
+    }
+
+    fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
+        // Re-read every time: kubelet rotates the projected token.
+        let raw = std::fs::read_to_string(&self.token_file).map_err(|e| {
+            failed(format!(
+                "AZURE_FEDERATED_TOKEN_FILE {:?} cannot be read: {e}",
+                self.token_file
+            ))
+        })?;
+        let assertion = Secret::new(raw.trim());
+        if assertion.is_empty() {
+            return Err(failed(format!(
+                "AZURE_FEDERATED_TOKEN_FILE {:?} is empty",
+                self.token_file
+            )));
+        }
+        request_token(
+            &self.http,
+            &self.authority,
+            tenant.unwrap_or(&self.tenant),
+            scope,
+            |_| {
+                Ok(vec![
+                    ("client_id".into(), Secret::new(self.client_id.clone())),
+                    (
+                        "client_assertion_type".into(),
+                        Secret::new("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                    ),
+                    ("client_assertion".into(), assertion),
+                ])
+            },
+        )
+    }
+}
+
+/// AKS workload identity: `AZURE_FEDERATED_TOKEN_FILE` + `AZURE_CLIENT_ID` + `AZURE_TENANT_ID`.
+pub struct WorkloadIdentityCredential {
+    setup: Setup,
+}
+
+impl WorkloadIdentityCredential {
+    pub fn from_env(env: &EnvSnapshot, authority: &str, http: Arc<HttpClient>) -> Self {
+        let file = env_get(env, "AZURE_FEDERATED_TOKEN_FILE");
+        let client = env_get(env, "AZURE_CLIENT_ID");
+        let tenant = env_get(env, "AZURE_TENANT_ID");
+        let setup = match (file, client, tenant) {
+            (Some(f), Some(c), Some(t)) => match validate_tenant(t) {
+                Ok(t) => Setup::Ready(Box::new(Workload {
+                    tenant: t.to_string(),
+                    client_id: c.to_string(),
+                    token_file: PathBuf::from(f),
+                    authority: authority.to_string(),
+                    http,
+                })),
+                Err(e) => Setup::Broken(e),
+            },
+            _ => {
+                let missing: Vec<&str> = [
+                    ("AZURE_FEDERATED_TOKEN_FILE", file),
+                    ("AZURE_CLIENT_ID", client),
+                    ("AZURE_TENANT_ID", tenant),
+                ]
+                .iter()
+                .filter(|(_, v)| v.is_none())
+                .map(|(n, _)| *n)
+                .collect();
+                Setup::Unavailable(format!("{} not set", missing.join(", ")))
+            }
+        };
+        WorkloadIdentityCredential { setup }
+    }
+}
+
+impl Credential for WorkloadIdentityCredential {
+    fn name(&self) -> &'static str {
+        "WorkloadIdentityCredential"
+    }
+    fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
+        self.setup.fetch(tenant, scope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::azure::http::tests::{resp, Scripted};
+    use crate::azure::http::HttpResponse;
+    use crate::azure::http::{RetryPolicy, Transport, TransportError};
+    use crate::clock::ManualClock;
+    use std::sync::Mutex;
+    use std::time::{Duration, SystemTime};
+
+    /// Records request method, URL and body; answers from a script.
+    struct Recorder {
+        inner: Scripted,
+        seen: Mutex<Vec<(String, String, String)>>,
+    }
+
+    impl Transport for Recorder {
+        fn execute(&self, req: &HttpRequest) -> Result<HttpResponse, TransportError> {
+            self.seen.lock().unwrap().push((
+                req.method.to_string(),
+                req.url.clone(),
+                String::from_utf8_lossy(req.body.as_deref().unwrap_or_default()).into_owned(),
+            ));
+            self.inner.execute(req)
+        }
+    }
+
+    fn scripted(outcomes: Vec<HttpResponse>) -> (Arc<HttpClient>, Arc<Recorder>) {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let rec = Arc::new(Recorder {
+            inner: Scripted::new(outcomes.into_iter().map(Ok).collect()),
+            seen: Mutex::new(Vec::new()),
+        });
+        (
+            Arc::new(HttpClient::new(
+                rec.clone(),
+                Arc::new(clock),
+                RetryPolicy::default(),
+            )),
+            rec,
+        )
+    }
+
+    fn ok_token() -> HttpResponse {
+        let mut r = resp(200, &[]);
+        r.body = br#"{"token_type":"Bearer","expires_in":3599,"access_token":"at-1"}"#.to_vec();
+        r
+    }
+
+    #[test]
+    fn client_secret_form_and_endpoint() {
+        let (http, rec) = scripted(vec![ok_token()]);
+        let c = ClientSecretCredential::new(
+            "x",
+            "tenant-1.example",
+            "client-1",
+            Secret::new("s3cr&t"),
+            "https://login.example/",
+            http,
+        )
+        .unwrap();
+        let t = c.fetch(None, "https://vault.azure.net/.default").unwrap();
+        assert_eq!(t.token.expose(), "at-1");
+        let seen = rec.seen.lock().unwrap();
+        assert_eq!(seen[0].0, "POST");
+        assert_eq!(
+            seen[0].1,
+            "https://login.example/tenant-1.example/oauth2/v2.0/token"
+        );
+        assert_eq!(
+            seen[0].2,
+            "grant_type=client_credentials&scope=https%3A%2F%2Fvault.azure.net%2F.default&client_id=client-1&client_secret=s3cr%26t"
+        );
+    }
+
+    #[test]
+    fn challenge_tenant_overrides_and_refusals_are_readable() {
+        let mut refused = resp(401, &[]);
+        refused.body = br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided."}"#.to_vec();
+        let (http, rec) = scripted(vec![refused]);
+        let c = ClientSecretCredential::new(
+            "x",
+            "t1",
+            "c",
+            Secret::new("pw-value"),
+            "https://l/",
+            http,
+        )
+        .unwrap();
+        let e = c.fetch(Some("t2"), "s").unwrap_err();
+        assert_eq!(
+            rec.seen.lock().unwrap()[0].1,
+            "https://l/t2/oauth2/v2.0/token"
+        );
+        let msg = e.to_string();
+        assert!(msg.contains("AADSTS7000215"), "{msg}");
+        assert!(!msg.contains("pw-value"));
+        // A tenant that would escape the path is refused before any request.
+        let (http, rec) = scripted(vec![]);
+        let c = ClientSecretCredential::new("x", "t1", "c", Secret::new("pw"), "https://l/", http)
+            .unwrap();
+        assert!(matches!(
+            c.fetch(Some("../x"), "s"),
+            Err(CredentialError::Failed(AzureError::Config(_)))
+        ));
+        assert!(rec.seen.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn environment_credential_availability() {
+        let (http, _) = scripted(vec![]);
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(SystemTime::now()));
+        let mut env = EnvSnapshot::new();
+        let c = EnvironmentCredential::from_env(&env, "https://l/", http.clone(), clock.clone());
+        assert!(matches!(
+            c.fetch(None, "s"),
+            Err(CredentialError::Unavailable(_))
+        ));
+        env.insert("AZURE_TENANT_ID".into(), "t".into());
+        env.insert("AZURE_CLIENT_ID".into(), "c".into());
+        let c = EnvironmentCredential::from_env(&env, "https://l/", http.clone(), clock.clone());
+        assert!(
+            matches!(c.fetch(None, "s"), Err(CredentialError::Unavailable(m)) if m.contains("AZURE_CLIENT_SECRET"))
+        );
+        env.insert(
+            "AZURE_CLIENT_CERTIFICATE_PATH".into(),
+            "/nonexistent/cert.pem".into(),
+        );
+        let c = EnvironmentCredential::from_env(&env, "https://l/", http.clone(), clock.clone());
+        assert!(
+            matches!(c.fetch(None, "s"), Err(CredentialError::Failed(AzureError::Auth(m))) if m.contains("cannot be read"))
+        );
+        env.insert("AZURE_TENANT_ID".into(), "bad/tenant".into());
+        env.insert("AZURE_CLIENT_SECRET".into(), "x".into());
+        let c = EnvironmentCredential::from_env(&env, "https://l/", http, clock);
+        assert!(matches!(
+            c.fetch(None, "s"),
+            Err(CredentialError::Failed(AzureError::Config(_)))
+        ));
+    }
+
+    #[test]
+    fn workload_identity_rereads_the_token_file() {
+        let dir = std::env::temp_dir().join(format!("azkv-wi-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "federated-1\n").unwrap();
+        let (http, rec) = scripted(vec![ok_token(), ok_token()]);
+        let mut env = EnvSnapshot::new();
+        env.insert("AZURE_TENANT_ID".into(), "t".into());
+        env.insert("AZURE_CLIENT_ID".into(), "c".into());
+        env.insert(
+            "AZURE_FEDERATED_TOKEN_FILE".into(),
+            file.display().to_string(),
+        );
+        let c = WorkloadIdentityCredential::from_env(&env, "https://l/", http);
+        c.fetch(None, "s").unwrap();
+        std::fs::write(&file, "federated-2").unwrap();
+        c.fetch(None, "s").unwrap();
+        let seen = rec.seen.lock().unwrap();
+        assert!(
+            seen[0].2.ends_with("client_assertion=federated-1"),
+            "{}",
+            seen[0].2
+        );
+        assert!(seen[1].2.ends_with("client_assertion=federated-2"));
+        assert!(seen[0].2.contains("client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"));
+        std::fs::remove_file(&file).unwrap();
+        let e = c.fetch(None, "s").unwrap_err();
+        assert!(e.to_string().contains("cannot be read"));
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let c =
+            WorkloadIdentityCredential::from_env(&EnvSnapshot::new(), "https://l/", http_only());
+        assert!(
+            matches!(c.fetch(None, "s"), Err(CredentialError::Unavailable(m)) if m.contains("AZURE_FEDERATED_TOKEN_FILE"))
+        );
+    }
+
+    fn http_only() -> Arc<HttpClient> {
+        scripted(vec![]).0
+    }
+}

@@ -1,0 +1,1167 @@
+//! HTTP plumbing shared by Key Vault, Entra ID and managed identity calls: a pooled `ureq`
+//! agent (rustls with the system roots plus `SSL_CERT_FILE` / `SSL_CERT_DIR`), proxies from
+//! `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY`, and the retry policy (408/429/5xx and transport
+//! errors, `Retry-After` honored, bounded back-off slept through the injectable [`Clock`]).
+//!
+//! Requests and responses are plain structs so the retry logic can be unit-tested with a
+//! scripted [`Transport`]. Neither type implements a `Debug` that could print a header value
+//! or a body: both can carry bearer tokens, client secrets and assertions.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use log::{debug, warn};
+
+use crate::azure::types::AzureError;
+use crate::azure::{env_get, EnvSnapshot};
+use crate::clock::Clock;
+
+/// Largest response body read; Key Vault pages and token responses are a few KiB.
+const MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const PROBE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+const USER_AGENT: &str = concat!("azure_key_vault-spire-plugin/", env!("CARGO_PKG_VERSION"));
+
+// ---------------------------------------------------------------------------------------------
+// URLs
+
+/// A parsed absolute `http(s)` URL: just enough to build requests, compare hosts and pick a
+/// proxy. Hosts are lower-cased; IPv6 literals keep their brackets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Url {
+    pub scheme: String,
+    pub host: String,
+    pub port: Option<u16>,
+    /// Path plus query, starting with `/`; the fragment is dropped.
+    pub path_and_query: String,
+}
+
+impl Url {
+    pub fn parse(s: &str) -> Result<Url, String> {
+        let s = s.trim();
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| format!("{s:?} is not an absolute URL"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme != "https" && scheme != "http" {
+            return Err(format!("{s:?}: unsupported scheme {scheme:?}"));
+        }
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        if authority.contains('@') {
+            return Err(format!("{s:?}: user info in URLs is not supported"));
+        }
+        let (host, port) = split_host_port(authority).ok_or_else(|| format!("{s:?}: bad host"))?;
+        let tail = tail.split('#').next().unwrap_or("");
+        let path_and_query = if tail.is_empty() {
+            "/".to_string()
+        } else if tail.starts_with('?') {
+            format!("/{tail}")
+        } else {
+            tail.to_string()
+        };
+        if path_and_query.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(format!("{s:?}: invalid characters in the path"));
+        }
+        Ok(Url {
+            scheme,
+            host,
+            port,
+            path_and_query,
+        })
+    }
+
+    pub fn default_port(&self) -> u16 {
+        if self.scheme == "https" {
+            443
+        } else {
+            80
+        }
+    }
+
+    pub fn effective_port(&self) -> u16 {
+        self.port.unwrap_or_else(|| self.default_port())
+    }
+
+    /// `host[:port]`, the port omitted when it is the scheme's default.
+    pub fn authority(&self) -> String {
+        match self.port {
+            Some(p) if p != self.default_port() => format!("{}:{p}", self.host),
+            _ => self.host.clone(),
+        }
+    }
+
+    /// `scheme://authority`, no trailing slash.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority())
+    }
+
+    /// The path without the query.
+    pub fn path(&self) -> &str {
+        self.path_and_query
+            .split('?')
+            .next()
+            .unwrap_or(&self.path_and_query)
+    }
+
+    pub fn query(&self) -> Option<&str> {
+        self.path_and_query.split_once('?').map(|(_, q)| q)
+    }
+
+    /// The host without IPv6 brackets, for IP parsing.
+    pub fn bare_host(&self) -> &str {
+        self.host.trim_start_matches('[').trim_end_matches(']')
+    }
+}
+
+impl fmt::Display for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.origin(), self.path_and_query)
+    }
+}
+
+fn split_host_port(authority: &str) -> Option<(String, Option<u16>)> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        h.parse::<Ipv6Addr>().ok()?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (format!("[{h}]"), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (authority.to_string(), None),
+        }
+    };
+    if host.is_empty()
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '[' | ']' | ':'))
+    {
+        return None;
+    }
+    let port = match port {
+        None => None,
+        Some(p) => Some(p.parse::<u16>().ok()?),
+    };
+    Some((host.to_ascii_lowercase(), port))
+}
+
+/// Percent-encodes everything outside RFC 3986 "unreserved": safe in a path segment and in a
+/// form or query value.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `application/x-www-form-urlencoded` body.
+pub fn form_encode(fields: &[(&str, &str)]) -> Vec<u8> {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+        .into_bytes()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests and responses
+
+/// One HTTP request. Not `Debug`: headers carry bearer tokens and bodies carry secrets.
+pub struct HttpRequest {
+    pub method: &'static str,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    /// Short connect timeout and no retry on transport errors: used to probe IMDS, which is
+    /// absent (and unroutable) outside Azure.
+    pub probe: bool,
+}
+
+impl HttpRequest {
+    pub fn new(method: &'static str, url: impl Into<String>) -> Self {
+        HttpRequest {
+            method,
+            url: url.into(),
+            headers: Vec::new(),
+            body: None,
+            probe: false,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+
+    pub fn json_body(mut self, body: Vec<u8>) -> Self {
+        self.headers
+            .push(("Content-Type".into(), "application/json".into()));
+        self.body = Some(body);
+        self
+    }
+
+    pub fn form_body(mut self, body: Vec<u8>) -> Self {
+        self.headers.push((
+            "Content-Type".into(),
+            "application/x-www-form-urlencoded".into(),
+        ));
+        self.body = Some(body);
+        self
+    }
+
+    /// `METHOD scheme://host/path` without the query: what logs and errors may show.
+    pub fn describe(&self) -> String {
+        let no_query = self.url.split('?').next().unwrap_or(&self.url);
+        format!("{} {no_query}", self.method)
+    }
+}
+
+/// A complete response: status, headers (names lower-cased) and the whole body.
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+impl fmt::Debug for HttpResponse {
+    // The body may hold an access token.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpResponse")
+            .field("status", &self.status)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+/// A request that produced no HTTP response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportError {
+    pub message: String,
+    /// Connection refused/reset, timeouts, truncated bodies: worth another try. TLS
+    /// verification failures and bad URLs are not.
+    pub retryable: bool,
+}
+
+/// Sends one request, no retries. Implemented over `ureq` in production and by scripted
+/// fakes in unit tests.
+pub trait Transport: Send + Sync {
+    fn execute(&self, req: &HttpRequest) -> Result<HttpResponse, TransportError>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retry policy
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub base_delay: Duration,
+    /// Cap for computed delays; a server hint above it means "give up now".
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 3,
+            base_delay: Duration::from_millis(800),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before retry number `retry` (0-based): base doubling, capped.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let factor = 1u32.checked_shl(retry.min(20)).unwrap_or(u32::MAX);
+        self.base_delay
+            .checked_mul(factor)
+            .unwrap_or(self.max_delay)
+            .min(self.max_delay)
+    }
+}
+
+/// Statuses that the Azure SDKs retry.
+pub fn is_retryable_status(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+/// The server's requested delay: `retry-after-ms`, `x-ms-retry-after-ms` (milliseconds), then
+/// `Retry-After` (seconds or an HTTP date, relative to `now`). A date in the past is zero.
+pub fn retry_after_hint(resp: &HttpResponse, now: SystemTime) -> Option<Duration> {
+    for name in ["retry-after-ms", "x-ms-retry-after-ms"] {
+        if let Some(ms) = resp
+            .header(name)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0)
+        {
+            return Some(Duration::from_secs_f64(ms / 1000.0));
+        }
+    }
+    resp.header("retry-after")
+        .and_then(|v| parse_retry_after(v, now))
+}
+
+/// `Retry-After` value: delta seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        if (0.0..1e9).contains(&secs) {
+            return Some(Duration::from_secs_f64(secs));
+        }
+        return None;
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client
+
+/// The transport plus the retry policy and the clock the back-offs sleep on.
+pub struct HttpClient {
+    transport: Arc<dyn Transport>,
+    clock: Arc<dyn Clock>,
+    policy: RetryPolicy,
+}
+
+impl HttpClient {
+    pub fn new(transport: Arc<dyn Transport>, clock: Arc<dyn Clock>, policy: RetryPolicy) -> Self {
+        HttpClient {
+            transport,
+            clock,
+            policy,
+        }
+    }
+
+    /// The production client: `ureq` configured from the environment snapshot.
+    pub fn from_env(env: &EnvSnapshot, clock: Arc<dyn Clock>) -> Result<Self, AzureError> {
+        let transport = UreqTransport::from_env(env)?;
+        Ok(HttpClient::new(
+            Arc::new(transport),
+            clock,
+            RetryPolicy::default(),
+        ))
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Sends `req`, retrying retryable statuses and transport errors per the policy. Returns
+    /// the final response whatever its status (callers map non-2xx to errors), or the last
+    /// transport error.
+    pub fn send(&self, req: &HttpRequest) -> Result<HttpResponse, AzureError> {
+        let mut retry = 0u32;
+        loop {
+            let (delay, reason) = match self.transport.execute(req) {
+                Ok(resp) => {
+                    if !is_retryable_status(resp.status) || retry >= self.policy.max_retries {
+                        return Ok(resp);
+                    }
+                    let delay = match retry_after_hint(&resp, self.clock.now()) {
+                        Some(hint) if hint > self.policy.max_delay => {
+                            warn!(
+                                "{} returned HTTP {} asking to wait {:.1}s, more than the {:.0}s cap; not retrying",
+                                req.describe(),
+                                resp.status,
+                                hint.as_secs_f64(),
+                                self.policy.max_delay.as_secs_f64()
+                            );
+                            return Ok(resp);
+                        }
+                        Some(hint) => hint,
+                        None => self.policy.backoff(retry),
+                    };
+                    (delay, format!("HTTP {}", resp.status))
+                }
+                Err(e) => {
+                    if !e.retryable || req.probe || retry >= self.policy.max_retries {
+                        return Err(AzureError::Transport(format!(
+                            "{}: {}",
+                            req.describe(),
+                            e.message
+                        )));
+                    }
+                    (self.policy.backoff(retry), e.message)
+                }
+            };
+            warn!(
+                "{} failed ({reason}); retry {} of {} in {:.1}s",
+                req.describe(),
+                retry + 1,
+                self.policy.max_retries,
+                delay.as_secs_f64()
+            );
+            self.clock.sleep(delay);
+            retry += 1;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Proxy selection
+
+/// One `NO_PROXY` entry (curl/Go semantics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NoProxyEntry {
+    All,
+    /// `example.com`, `.example.com` and `*.example.com` all match `example.com` and its
+    /// subdomains (curl semantics); an optional `:port` restricts the match to that port.
+    Domain {
+        name: String,
+        port: Option<u16>,
+    },
+    Ip {
+        ip: IpAddr,
+        port: Option<u16>,
+    },
+    Cidr {
+        net: IpAddr,
+        prefix: u8,
+    },
+}
+
+/// Parsed `NO_PROXY` list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NoProxy {
+    entries: Vec<NoProxyEntry>,
+}
+
+impl NoProxy {
+    pub fn parse(value: &str) -> NoProxy {
+        let entries = value
+            .split([',', ' ', '\t'])
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .filter_map(parse_no_proxy_entry)
+            .collect();
+        NoProxy { entries }
+    }
+
+    /// Whether a connection to `host:port` must bypass the proxy.
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let ip = host.parse::<IpAddr>().ok();
+        self.entries.iter().any(|e| match e {
+            NoProxyEntry::All => true,
+            NoProxyEntry::Domain { name, port: p } => {
+                p.is_none_or(|p| p == port)
+                    && (host == *name || host.ends_with(&format!(".{name}")))
+            }
+            NoProxyEntry::Ip { ip: e, port: p } => p.is_none_or(|p| p == port) && ip == Some(*e),
+            NoProxyEntry::Cidr { net, prefix } => ip.is_some_and(|ip| in_cidr(ip, *net, *prefix)),
+        })
+    }
+}
+
+fn parse_no_proxy_entry(e: &str) -> Option<NoProxyEntry> {
+    if e == "*" {
+        return Some(NoProxyEntry::All);
+    }
+    if let Some((net, prefix)) = e.split_once('/') {
+        let net = net.parse::<IpAddr>().ok()?;
+        let prefix = prefix.parse::<u8>().ok()?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        return (prefix <= max).then_some(NoProxyEntry::Cidr { net, prefix });
+    }
+    if let Ok(ip) = e
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        return Some(NoProxyEntry::Ip { ip, port: None });
+    }
+    // `[v6]:port`, `v4:port`, `name:port`
+    let (host, port) = if let Some(rest) = e.strip_prefix('[') {
+        let (h, p) = rest.split_once(']')?;
+        (h, p.strip_prefix(':'))
+    } else {
+        match e.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (e, None),
+        }
+    };
+    let port = match port {
+        Some(p) => Some(p.parse::<u16>().ok()?),
+        None => None,
+    };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Some(NoProxyEntry::Ip { ip, port });
+    }
+    let name = host
+        .trim_start_matches('*')
+        .trim_start_matches('.')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    (!name.is_empty()).then_some(NoProxyEntry::Domain { name, port })
+}
+
+fn in_cidr(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Loopback and link-local (IMDS) hosts are never proxied: a proxy cannot reach them.
+fn never_proxied(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match bare.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => v4.is_loopback() || v4.is_link_local(),
+        Ok(IpAddr::V6(v6)) => v6.is_loopback() || (v6.segments()[0] & 0xffc0) == 0xfe80,
+        Err(_) => false,
+    }
+}
+
+fn first_env<'a>(env: &'a EnvSnapshot, names: &[&str]) -> Option<&'a str> {
+    names.iter().find_map(|n| env_get(env, n))
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS roots
+
+/// Well-known CA bundle locations, used when `SSL_CERT_FILE`/`SSL_CERT_DIR` made
+/// rustls-native-certs skip the platform store (we want the system roots *plus* those).
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+fn pem_certs(data: &[u8]) -> Vec<Vec<u8>> {
+    pem::parse_many(data)
+        .map(|items| {
+            items
+                .into_iter()
+                .filter(|p| p.tag() == "CERTIFICATE" || p.tag() == "TRUSTED CERTIFICATE")
+                .map(|p| p.into_contents())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// System roots plus the certificates of `SSL_CERT_FILE` and every file in `SSL_CERT_DIR`
+/// (`:`-separated). An unreadable or empty `SSL_CERT_FILE` is a configuration error: the
+/// operator asked for it explicitly.
+pub fn load_root_certs(env: &EnvSnapshot) -> Result<Vec<Vec<u8>>, AzureError> {
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        debug!("loading system CA certificates: {e}");
+    }
+    let mut roots: Vec<Vec<u8>> = native.certs.iter().map(|c| c.as_ref().to_vec()).collect();
+    let process_overrides =
+        std::env::var_os("SSL_CERT_FILE").is_some() || std::env::var_os("SSL_CERT_DIR").is_some();
+    if process_overrides || roots.is_empty() {
+        if let Some(bundle) = SYSTEM_BUNDLES.iter().find(|p| Path::new(p).is_file()) {
+            if let Ok(data) = std::fs::read(bundle) {
+                roots.extend(pem_certs(&data));
+            }
+        }
+    }
+    if let Some(file) = env_get(env, "SSL_CERT_FILE") {
+        let data = std::fs::read(file).map_err(|e| {
+            AzureError::Config(format!("SSL_CERT_FILE {file:?} cannot be read: {e}"))
+        })?;
+        let certs = pem_certs(&data);
+        if certs.is_empty() {
+            return Err(AzureError::Config(format!(
+                "SSL_CERT_FILE {file:?} contains no PEM certificate"
+            )));
+        }
+        roots.extend(certs);
+    }
+    if let Some(dirs) = env_get(env, "SSL_CERT_DIR") {
+        for dir in dirs.split(':').filter(|d| !d.is_empty()) {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(e) => e,
+                Err(e) => {
+                    warn!("SSL_CERT_DIR entry {dir:?} cannot be read: {e}");
+                    continue;
+                }
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_file() {
+                    if let Ok(data) = std::fs::read(&path) {
+                        roots.extend(pem_certs(&data));
+                    }
+                }
+            }
+        }
+    }
+    roots.sort();
+    roots.dedup();
+    if roots.is_empty() {
+        return Err(AzureError::Config(
+            "no trusted CA certificates found (system store empty; set SSL_CERT_FILE or SSL_CERT_DIR)"
+                .into(),
+        ));
+    }
+    Ok(roots)
+}
+
+// ---------------------------------------------------------------------------------------------
+// ureq transport
+
+struct ProxyRoute {
+    agent: ureq::Agent,
+    /// `host:port` of the proxy, for logs (never its credentials).
+    display: String,
+}
+
+/// The production transport: one pooled agent for direct connections and one per configured
+/// proxy, chosen per request (`NO_PROXY` is matched here, with curl semantics, because
+/// ureq's own matcher knows no CIDRs or ports).
+pub struct UreqTransport {
+    direct: ureq::Agent,
+    https_proxy: Option<ProxyRoute>,
+    http_proxy: Option<ProxyRoute>,
+    no_proxy: NoProxy,
+}
+
+impl UreqTransport {
+    pub fn from_env(env: &EnvSnapshot) -> Result<Self, AzureError> {
+        let roots = load_root_certs(env)?;
+        let certs: Vec<ureq::tls::Certificate<'static>> = roots
+            .iter()
+            .map(|der| ureq::tls::Certificate::from_der(der).to_owned())
+            .collect();
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+            .build();
+        let make_agent = |proxy: Option<ureq::Proxy>| -> ureq::Agent {
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                // Never follow redirects: a redirect must not carry a bearer token elsewhere.
+                .max_redirects(0)
+                .proxy(proxy)
+                .tls_config(tls.clone())
+                .timeout_connect(Some(CONNECT_TIMEOUT))
+                .timeout_global(Some(CALL_TIMEOUT))
+                .max_idle_connections(32)
+                .max_idle_connections_per_host(16)
+                .user_agent(USER_AGENT)
+                .build()
+                .new_agent()
+        };
+        let route = |names: &[&str]| -> Result<Option<ProxyRoute>, AzureError> {
+            let Some(value) = first_env(env, names) else {
+                return Ok(None);
+            };
+            let with_scheme = if value.contains("://") {
+                value.to_string()
+            } else {
+                format!("http://{value}")
+            };
+            let proxy = ureq::Proxy::new(&with_scheme).map_err(|_| {
+                AzureError::Config(format!("{} is not a valid proxy URL", names[0]))
+            })?;
+            let display = format!("{}:{}", proxy.host(), proxy.port());
+            Ok(Some(ProxyRoute {
+                agent: make_agent(Some(proxy)),
+                display,
+            }))
+        };
+        let https_proxy = route(&["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"])?;
+        let http_proxy = route(&["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"])?;
+        let no_proxy = NoProxy::parse(first_env(env, &["NO_PROXY", "no_proxy"]).unwrap_or(""));
+        if let Some(p) = &https_proxy {
+            debug!("https requests go through proxy {}", p.display);
+        }
+        Ok(UreqTransport {
+            direct: make_agent(None),
+            https_proxy,
+            http_proxy,
+            no_proxy,
+        })
+    }
+
+    fn agent_for(&self, url: &Url) -> &ureq::Agent {
+        let route = if url.scheme == "https" {
+            &self.https_proxy
+        } else {
+            &self.http_proxy
+        };
+        match route {
+            Some(r)
+                if !never_proxied(&url.host)
+                    && !self.no_proxy.matches(&url.host, url.effective_port()) =>
+            {
+                &r.agent
+            }
+            _ => &self.direct,
+        }
+    }
+}
+
+fn classify(e: ureq::Error) -> TransportError {
+    let retryable = match &e {
+        // rustls reports certificate failures as InvalidData I/O errors: not transient.
+        ureq::Error::Io(io) => io.kind() != std::io::ErrorKind::InvalidData,
+        ureq::Error::Timeout(_)
+        | ureq::Error::ConnectionFailed
+        | ureq::Error::HostNotFound
+        | ureq::Error::Protocol(_) => true,
+        _ => false,
+    };
+    let mut message = e.to_string();
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("certificate") || lower.contains("unknownissuer") {
+        message
+            .push_str(" (is the server's CA in the system roots, SSL_CERT_FILE or SSL_CERT_DIR?)");
+    }
+    TransportError { message, retryable }
+}
+
+/// Runs one request; probes get a 1 s connect timeout (IMDS may black-hole packets).
+fn run<B: ureq::AsSendBody>(
+    agent: &ureq::Agent,
+    request: ureq::http::Request<B>,
+    probe: bool,
+) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    if probe {
+        let request = agent
+            .configure_request(request)
+            .timeout_connect(Some(PROBE_CONNECT_TIMEOUT))
+            .timeout_global(Some(PROBE_CALL_TIMEOUT))
+            .build();
+        agent.run(request)
+    } else {
+        agent.run(request)
+    }
+}
+
+impl Transport for UreqTransport {
+    fn execute(&self, req: &HttpRequest) -> Result<HttpResponse, TransportError> {
+        let url = Url::parse(&req.url).map_err(|m| TransportError {
+            message: m,
+            retryable: false,
+        })?;
+        let agent = self.agent_for(&url);
+        let mut builder = ureq::http::Request::builder()
+            .method(req.method)
+            .uri(req.url.as_str());
+        for (k, v) in &req.headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        let bad_request = |e: ureq::http::Error| TransportError {
+            message: format!("cannot build request: {e}"),
+            retryable: false,
+        };
+        let result = match &req.body {
+            Some(body) => run(
+                agent,
+                builder.body(body.clone()).map_err(bad_request)?,
+                req.probe,
+            ),
+            None => run(agent, builder.body(()).map_err(bad_request)?, req.probe),
+        };
+        let response = result.map_err(classify)?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut body = response.into_body();
+        let body = body
+            .with_config()
+            .limit(MAX_BODY_BYTES)
+            .read_to_vec()
+            .map_err(|e| {
+                let mut t = classify(e);
+                t.message = format!("reading the response body (HTTP {status}): {}", t.message);
+                t
+            })?;
+        Ok(HttpResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// Whether the plugin's logger may emit a record. `ureq_proto` hex-dumps every byte sent and
+/// received at TRACE level (`Authorization` headers, client secrets in token requests, access
+/// tokens in responses), so those records must be dropped whatever the configured level.
+pub fn log_record_allowed(target: &str, level: log::Level) -> bool {
+    !(level == log::Level::Trace && (target == "ureq_proto" || target.starts_with("ureq_proto::")))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    /// Replays scripted outcomes and counts calls.
+    pub(crate) struct Scripted {
+        pub outcomes: Mutex<VecDeque<Result<HttpResponse, TransportError>>>,
+        pub calls: Mutex<usize>,
+    }
+
+    impl Scripted {
+        pub(crate) fn new(outcomes: Vec<Result<HttpResponse, TransportError>>) -> Self {
+            Scripted {
+                outcomes: Mutex::new(outcomes.into()),
+                calls: Mutex::new(0),
+            }
+        }
+        pub(crate) fn calls(&self) -> usize {
+            *self.calls.lock().unwrap()
+        }
+    }
+
+    impl Transport for Scripted {
+        fn execute(&self, _req: &HttpRequest) -> Result<HttpResponse, TransportError> {
+            *self.calls.lock().unwrap() += 1;
+            self.outcomes
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or_else(|| Ok(resp(200, &[])))
+        }
+    }
+
+    pub(crate) fn resp(status: u16, headers: &[(&str, &str)]) -> HttpResponse {
+        HttpResponse {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+                .collect(),
+            body: Vec::new(),
+        }
+    }
+
+    fn transport_err(retryable: bool) -> Result<HttpResponse, TransportError> {
+        Err(TransportError {
+            message: "connection reset".into(),
+            retryable,
+        })
+    }
+
+    fn client(
+        outcomes: Vec<Result<HttpResponse, TransportError>>,
+    ) -> (HttpClient, Arc<Scripted>, ManualClock) {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let t = Arc::new(Scripted::new(outcomes));
+        let c = HttpClient::new(t.clone(), Arc::new(clock.clone()), RetryPolicy::default());
+        (c, t, clock)
+    }
+
+    #[test]
+    fn backoff_schedule_doubles_from_800ms_and_caps() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.backoff(0), Duration::from_millis(800));
+        assert_eq!(p.backoff(1), Duration::from_millis(1600));
+        assert_eq!(p.backoff(2), Duration::from_millis(3200));
+        assert_eq!(p.backoff(3), Duration::from_millis(6400));
+        assert_eq!(p.backoff(4), Duration::from_secs(10));
+        assert_eq!(p.backoff(63), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_retry_after(" 1.5 ", now),
+            Some(Duration::from_millis(1500))
+        );
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(7));
+        assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(7)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(7));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-3", now), None);
+    }
+
+    #[test]
+    fn ms_headers_take_precedence() {
+        let now = SystemTime::UNIX_EPOCH;
+        let r = resp(429, &[("Retry-After", "9"), ("x-ms-retry-after-ms", "250")]);
+        assert_eq!(retry_after_hint(&r, now), Some(Duration::from_millis(250)));
+        let r = resp(
+            429,
+            &[("retry-after-ms", "100"), ("x-ms-retry-after-ms", "250")],
+        );
+        assert_eq!(retry_after_hint(&r, now), Some(Duration::from_millis(100)));
+        let r = resp(429, &[("Retry-After", "3")]);
+        assert_eq!(retry_after_hint(&r, now), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after_hint(&resp(429, &[]), now), None);
+    }
+
+    #[test]
+    fn retries_statuses_with_backoff_then_succeeds() {
+        let (c, t, clock) = client(vec![
+            Ok(resp(503, &[])),
+            Ok(resp(500, &[])),
+            Ok(resp(429, &[("Retry-After", "2")])),
+            Ok(resp(200, &[])),
+        ]);
+        let r = c.send(&HttpRequest::new("GET", "https://x/")).unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(t.calls(), 4);
+        assert_eq!(
+            clock.slept(),
+            vec![
+                Duration::from_millis(800),
+                Duration::from_millis(1600),
+                Duration::from_secs(2)
+            ]
+        );
+    }
+
+    #[test]
+    fn gives_up_after_three_retries_returning_last_response() {
+        let (c, t, clock) = client(vec![
+            Ok(resp(503, &[])),
+            Ok(resp(503, &[])),
+            Ok(resp(503, &[])),
+            Ok(resp(504, &[])),
+            Ok(resp(200, &[])),
+        ]);
+        let r = c.send(&HttpRequest::new("GET", "https://x/")).unwrap();
+        assert_eq!(r.status, 504);
+        assert_eq!(t.calls(), 4);
+        assert_eq!(clock.slept().len(), 3);
+    }
+
+    #[test]
+    fn non_retryable_statuses_are_returned_at_once() {
+        for status in [400u16, 401, 403, 404, 409] {
+            let (c, t, clock) = client(vec![Ok(resp(status, &[])), Ok(resp(200, &[]))]);
+            let r = c.send(&HttpRequest::new("GET", "https://x/")).unwrap();
+            assert_eq!(r.status, status);
+            assert_eq!(t.calls(), 1);
+            assert!(clock.slept().is_empty());
+        }
+    }
+
+    #[test]
+    fn hint_above_cap_is_not_retried() {
+        let (c, t, clock) = client(vec![
+            Ok(resp(429, &[("Retry-After", "30")])),
+            Ok(resp(200, &[])),
+        ]);
+        let r = c.send(&HttpRequest::new("GET", "https://x/")).unwrap();
+        assert_eq!(r.status, 429);
+        assert_eq!(t.calls(), 1);
+        assert!(clock.slept().is_empty());
+    }
+
+    #[test]
+    fn transport_errors_retry_unless_fatal_or_probe() {
+        let (c, t, clock) = client(vec![transport_err(true), Ok(resp(200, &[]))]);
+        assert_eq!(
+            c.send(&HttpRequest::new("GET", "https://x/"))
+                .unwrap()
+                .status,
+            200
+        );
+        assert_eq!(t.calls(), 2);
+        assert_eq!(clock.slept(), vec![Duration::from_millis(800)]);
+
+        let (c, t, _) = client(vec![transport_err(false), Ok(resp(200, &[]))]);
+        let e = c
+            .send(&HttpRequest::new("GET", "https://x/a?b=c"))
+            .unwrap_err();
+        assert_eq!(t.calls(), 1);
+        assert_eq!(
+            e,
+            AzureError::Transport("GET https://x/a: connection reset".into())
+        );
+
+        let (c, t, _) = client(vec![transport_err(true), Ok(resp(200, &[]))]);
+        let mut probe = HttpRequest::new("GET", "http://127.0.0.1:1/");
+        probe.probe = true;
+        assert!(c.send(&probe).is_err());
+        assert_eq!(t.calls(), 1);
+
+        let (c, t, clock) = client((0..5).map(|_| transport_err(true)).collect());
+        assert!(matches!(
+            c.send(&HttpRequest::new("GET", "https://x/")),
+            Err(AzureError::Transport(_))
+        ));
+        assert_eq!(t.calls(), 4);
+        assert_eq!(clock.slept().len(), 3);
+    }
+
+    #[test]
+    fn url_parsing() {
+        let u = Url::parse("HTTPS://My.Vault.Azure.NET:443/keys?api-version=7.6#frag").unwrap();
+        assert_eq!(u.scheme, "https");
+        assert_eq!(u.host, "my.vault.azure.net");
+        assert_eq!(u.port, Some(443));
+        assert_eq!(u.authority(), "my.vault.azure.net");
+        assert_eq!(u.path(), "/keys");
+        assert_eq!(u.query(), Some("api-version=7.6"));
+        let u = Url::parse("https://127.0.0.1:8443").unwrap();
+        assert_eq!(u.authority(), "127.0.0.1:8443");
+        assert_eq!(u.path_and_query, "/");
+        let u = Url::parse("http://[::1]:80/x").unwrap();
+        assert_eq!(u.host, "[::1]");
+        assert_eq!(u.origin(), "http://[::1]");
+        assert!(Url::parse("ftp://x/").is_err());
+        assert!(Url::parse("https://user:pw@x/").is_err());
+        assert!(Url::parse("https://:443/").is_err());
+        assert!(Url::parse("https://x:99999/").is_err());
+        assert!(Url::parse("vault.azure.net").is_err());
+    }
+
+    #[test]
+    fn percent_and_form_encoding() {
+        assert_eq!(percent_encode("a-Z_0.~"), "a-Z_0.~");
+        assert_eq!(percent_encode("a b/c+&="), "a%20b%2Fc%2B%26%3D");
+        assert_eq!(
+            form_encode(&[("scope", "https://vault.azure.net/.default"), ("x", "1")]),
+            b"scope=https%3A%2F%2Fvault.azure.net%2F.default&x=1".to_vec()
+        );
+    }
+
+    #[test]
+    fn no_proxy_matching() {
+        let np = NoProxy::parse("example.com, .internal.net,*.corp, 10.0.0.0/8 ,192.168.1.7,host:8443,[fd00::1],fd01::/16");
+        assert!(np.matches("example.com", 443));
+        assert!(np.matches("a.example.com", 443));
+        assert!(!np.matches("badexample.com", 443));
+        assert!(np.matches("x.internal.net", 443));
+        assert!(np.matches("internal.net", 443));
+        assert!(np.matches("a.b.corp", 443));
+        assert!(np.matches("10.1.2.3", 443));
+        assert!(!np.matches("11.1.2.3", 443));
+        assert!(np.matches("192.168.1.7", 80));
+        assert!(!np.matches("192.168.1.8", 80));
+        assert!(np.matches("host", 8443));
+        assert!(!np.matches("host", 443));
+        assert!(np.matches("[fd00::1]", 443));
+        assert!(np.matches("fd01:2::3", 443));
+        assert!(!np.matches("fd02::3", 443));
+        assert!(np.matches("EXAMPLE.COM.", 443));
+        assert!(NoProxy::parse("*").matches("anything", 1));
+        assert!(!NoProxy::parse("").matches("anything", 1));
+    }
+
+    #[test]
+    fn loopback_and_link_local_bypass_proxies() {
+        assert!(never_proxied("127.0.0.1"));
+        assert!(never_proxied("localhost"));
+        assert!(never_proxied("169.254.169.254"));
+        assert!(never_proxied("[::1]"));
+        assert!(!never_proxied("vault.azure.net"));
+        assert!(!never_proxied("10.0.0.1"));
+    }
+
+    #[test]
+    fn proxy_selection_honors_no_proxy() {
+        let mut env = EnvSnapshot::new();
+        env.insert("HTTPS_PROXY".into(), "http://proxy.example:3128".into());
+        env.insert("NO_PROXY".into(), ".internal".into());
+        let t = UreqTransport::from_env(&env).unwrap();
+        let proxied = t
+            .https_proxy
+            .as_ref()
+            .map(|r| &r.agent as *const ureq::Agent);
+        let pick = |u: &str| t.agent_for(&Url::parse(u).unwrap()) as *const ureq::Agent;
+        assert_eq!(Some(pick("https://v.vault.azure.net/")), proxied);
+        assert_eq!(pick("https://v.internal/"), &t.direct as *const ureq::Agent);
+        assert_eq!(
+            pick("https://127.0.0.1:8443/"),
+            &t.direct as *const ureq::Agent
+        );
+        // No HTTP_PROXY: plain http goes direct.
+        assert_eq!(pick("http://10.0.0.1/"), &t.direct as *const ureq::Agent);
+        assert_eq!(
+            t.https_proxy.as_ref().unwrap().display,
+            "proxy.example:3128"
+        );
+    }
+
+    #[test]
+    fn wire_dumps_are_not_loggable() {
+        assert!(!log_record_allowed("ureq_proto::util", log::Level::Trace));
+        assert!(!log_record_allowed("ureq_proto", log::Level::Trace));
+        assert!(log_record_allowed("ureq_proto::client", log::Level::Debug));
+        assert!(log_record_allowed("ureq::run", log::Level::Trace));
+        assert!(log_record_allowed("azkv::azure::http", log::Level::Trace));
+    }
+
+    #[test]
+    fn bad_ssl_cert_file_is_a_config_error() {
+        let mut env = EnvSnapshot::new();
+        env.insert("SSL_CERT_FILE".into(), "/nonexistent/ca.pem".into());
+        assert!(
+            matches!(load_root_certs(&env), Err(AzureError::Config(m)) if m.contains("SSL_CERT_FILE"))
+        );
+    }
+
+    #[test]
+    fn ssl_cert_file_adds_to_roots() {
+        let ca = rcgen::generate_simple_self_signed(vec!["test-ca.invalid".to_string()]).unwrap();
+        let dir = std::env::temp_dir().join(format!("azkv-roots-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ca.pem");
+        std::fs::write(&file, ca.cert.pem()).unwrap();
+        let mut env = EnvSnapshot::new();
+        env.insert("SSL_CERT_FILE".into(), file.display().to_string());
+        let roots = load_root_certs(&env).unwrap();
+        assert!(roots.iter().any(|r| r.as_slice() == ca.cert.der().as_ref()));
+        let mut env = EnvSnapshot::new();
+        env.insert("SSL_CERT_DIR".into(), dir.display().to_string());
+        let roots = load_root_certs(&env).unwrap();
+        assert!(roots.iter().any(|r| r.as_slice() == ca.cert.der().as_ref()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,149 @@
+//! The Azure layer: a hand-written Key Vault REST client and the Entra ID / managed identity
+//! credentials it authenticates with, over a blocking `ureq` agent. No Azure SDK.
+//!
+//! The rest of the plugin calls [`connect`] once and then talks to the returned client through
+//! the [`types::KeyVaultApi`] trait.
+
+pub mod auth;
+pub mod challenge;
+pub mod cloud;
+pub mod http;
+pub mod keyvault;
+pub mod types;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::secret::Secret;
+
+pub use auth::{AccessToken, Credential, CredentialError, TokenCache};
+pub use keyvault::KeyVaultClient;
+pub use types::{AzureError, KeyVaultApi};
+
+/// A snapshot of the process environment (`std::env::vars().collect()` in production). Passed
+/// in rather than read globally so tests never mutate the real process environment.
+pub type EnvSnapshot = HashMap<String, String>;
+
+/// Default Key Vault REST api-version: accepted by real Azure and every lowkey-vault release.
+pub const DEFAULT_API_VERSION: &str = "7.6";
+
+/// `tenant_id` + `app_id` + `app_secret` from the plugin configuration.
+#[derive(Clone, Debug)]
+pub struct StaticCredentials {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+}
+
+/// Everything [`connect`] needs.
+#[derive(Clone)]
+pub struct AzureSettings {
+    /// `key_vault_uri`; must be `https`.
+    pub vault_uri: String,
+    /// Static credentials from the plugin config; when set they win over the default chain.
+    pub static_credentials: Option<StaticCredentials>,
+    /// Environment snapshot (credential variables, `AZURE_AUTHORITY_HOST`, proxies, CA files).
+    pub env: EnvSnapshot,
+    /// Key Vault api-version; empty means [`DEFAULT_API_VERSION`].
+    pub api_version: String,
+}
+
+impl fmt::Debug for AzureSettings {
+    // The environment can hold AZURE_CLIENT_SECRET and proxy passwords: list names only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&String> = self.env.keys().collect();
+        names.sort();
+        f.debug_struct("AzureSettings")
+            .field("vault_uri", &self.vault_uri)
+            .field("static_credentials", &self.static_credentials)
+            .field("env_names", &names)
+            .field("api_version", &self.api_version)
+            .finish()
+    }
+}
+
+/// Builds the Key Vault client: validates the vault URI, loads TLS roots and proxy settings,
+/// and assembles the credential chain and token cache. Performs no network I/O; the first
+/// token is fetched by the first Key Vault call.
+pub fn connect(
+    settings: AzureSettings,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<KeyVaultClient>, AzureError> {
+    let vault = keyvault::VaultEndpoint::parse(&settings.vault_uri)?;
+    let api_version = keyvault::validate_api_version(&settings.api_version)?;
+    let http = Arc::new(http::HttpClient::from_env(&settings.env, clock.clone())?);
+    let authority = cloud::authority_host(&vault.url.host, &settings.env)?;
+    let scope = cloud::scope_for_vault_host(&vault.url.host);
+    let credential = auth::build_credential(
+        settings.static_credentials,
+        &settings.env,
+        &authority,
+        http.clone(),
+        clock.clone(),
+    )?;
+    let tokens = Arc::new(TokenCache::new(credential, clock));
+    Ok(Arc::new(KeyVaultClient::new(
+        vault,
+        api_version,
+        scope,
+        http,
+        tokens,
+    )))
+}
+
+/// A non-empty, trimmed environment value.
+pub(crate) fn env_get<'a>(env: &'a EnvSnapshot, name: &str) -> Option<&'a str> {
+    env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::time::SystemTime;
+
+    fn settings(uri: &str) -> AzureSettings {
+        AzureSettings {
+            vault_uri: uri.to_string(),
+            static_credentials: None,
+            env: EnvSnapshot::new(),
+            api_version: String::new(),
+        }
+    }
+
+    #[test]
+    fn connect_rejects_plain_http_vaults() {
+        let clock = Arc::new(ManualClock::new(SystemTime::now()));
+        let err = connect(settings("http://v.vault.azure.net/"), clock).unwrap_err();
+        assert!(
+            matches!(err, AzureError::Config(ref m) if m.contains("https")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn connect_builds_without_network() {
+        let clock = Arc::new(ManualClock::new(SystemTime::now()));
+        let client = connect(settings("https://v.vault.azure.net"), clock).unwrap();
+        assert_eq!(client.api_version(), DEFAULT_API_VERSION);
+        assert_eq!(client.scope(), "https://vault.azure.net/.default");
+    }
+
+    #[test]
+    fn settings_debug_hides_env_values_and_secret() {
+        let mut s = settings("https://v.vault.azure.net");
+        s.env
+            .insert("AZURE_CLIENT_SECRET".into(), "very-secret-value".into());
+        s.static_credentials = Some(StaticCredentials {
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            client_secret: Secret::new("another-secret"),
+        });
+        let d = format!("{s:?}");
+        assert!(d.contains("AZURE_CLIENT_SECRET"));
+        assert!(!d.contains("very-secret-value"));
+        assert!(!d.contains("another-secret"));
+    }
+}

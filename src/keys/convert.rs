@@ -1,0 +1,340 @@
+//! Key material conversions: Key Vault JWK → PKIX DER (SubjectPublicKeyInfo), Key Vault's raw
+//! `r||s` ECDSA signatures → ASN.1 DER, and the key fingerprint. DER is written by hand: the
+//! structures are tiny and fixed.
+
+use base64::Engine;
+
+use crate::azure::types::JsonWebKey;
+use crate::plugin::proto::keymanager::KeyType;
+
+const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
+
+/// Decodes base64url with or without padding; standard base64 is accepted too.
+pub fn decode_b64(s: &str) -> Result<Vec<u8>, String> {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let trimmed = s.trim().trim_end_matches('=');
+    URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .or_else(|_| STANDARD_NO_PAD.decode(trimmed))
+        .map_err(|e| format!("invalid base64: {e}"))
+}
+
+fn der_len(len: usize, out: &mut Vec<u8>) {
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+}
+
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(content.len() + 6);
+    out.push(tag);
+    der_len(content.len(), &mut out);
+    out.extend_from_slice(content);
+    out
+}
+
+/// A DER INTEGER holding the unsigned big-endian `bytes` (minimal encoding).
+fn der_uint(bytes: &[u8]) -> Vec<u8> {
+    let start = bytes.iter().take_while(|b| **b == 0).count();
+    let mut v = bytes[start..].to_vec();
+    if v.is_empty() {
+        v.push(0);
+    } else if v[0] & 0x80 != 0 {
+        v.insert(0, 0);
+    }
+    der(0x02, &v)
+}
+
+fn strip_leading_zeros(b: &[u8]) -> &[u8] {
+    let start = b.iter().take_while(|x| **x == 0).count();
+    &b[start..]
+}
+
+/// A public key taken from a Key Vault JWK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedKey {
+    pub key_type: KeyType,
+    pub pkix: Vec<u8>,
+}
+
+/// The SPIRE key type of a JWK: RSA 2048/4096 by modulus size, EC P-256/P-384 by curve;
+/// `-HSM` variants (Managed HSM) are accepted. Errors name what is unsupported.
+pub fn parse_jwk(jwk: &JsonWebKey) -> Result<ParsedKey, String> {
+    let kty = jwk.kty.as_deref().ok_or("key type is missing")?;
+    match kty {
+        "RSA" | "RSA-HSM" => {
+            let n = decode_b64(jwk.n.as_deref().ok_or("RSA key without modulus (n)")?)?;
+            let e = decode_b64(jwk.e.as_deref().ok_or("RSA key without exponent (e)")?)?;
+            let n_bytes = strip_leading_zeros(&n);
+            let key_type = match n_bytes.len() {
+                256 => KeyType::Rsa2048,
+                512 => KeyType::Rsa4096,
+                other => return Err(format!("unsupported RSA key size: {} bits", other * 8)),
+            };
+            if strip_leading_zeros(&e).is_empty() {
+                return Err("RSA key with a zero exponent".into());
+            }
+            let rsa_key = der(0x30, &[der_uint(n_bytes), der_uint(&e)].concat());
+            let mut bits = vec![0u8];
+            bits.extend_from_slice(&rsa_key);
+            let alg = der(
+                0x30,
+                &[der(0x06, OID_RSA_ENCRYPTION), vec![0x05, 0x00]].concat(),
+            );
+            Ok(ParsedKey {
+                key_type,
+                pkix: der(0x30, &[alg, der(0x03, &bits)].concat()),
+            })
+        }
+        "EC" | "EC-HSM" => {
+            let crv = jwk.crv.as_deref().ok_or("EC key without curve (crv)")?;
+            let (key_type, size, oid) = match crv {
+                "P-256" => (KeyType::EcP256, 32, OID_P256),
+                "P-384" => (KeyType::EcP384, 48, OID_P384),
+                other => return Err(format!("unsupported EC curve: {other}")),
+            };
+            let x = fixed_width(
+                &decode_b64(jwk.x.as_deref().ok_or("EC key without x")?)?,
+                size,
+            )
+            .ok_or("EC x coordinate has the wrong length")?;
+            let y = fixed_width(
+                &decode_b64(jwk.y.as_deref().ok_or("EC key without y")?)?,
+                size,
+            )
+            .ok_or("EC y coordinate has the wrong length")?;
+            let mut point = Vec::with_capacity(1 + 2 * size);
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            let on_curve = match key_type {
+                KeyType::EcP256 => p256::PublicKey::from_sec1_bytes(&point).is_ok(),
+                _ => p384::PublicKey::from_sec1_bytes(&point).is_ok(),
+            };
+            if !on_curve {
+                return Err(format!("EC public key is not a point on {crv}"));
+            }
+            let mut bits = vec![0u8];
+            bits.extend_from_slice(&point);
+            let alg = der(
+                0x30,
+                &[der(0x06, OID_EC_PUBLIC_KEY), der(0x06, oid)].concat(),
+            );
+            Ok(ParsedKey {
+                key_type,
+                pkix: der(0x30, &[alg, der(0x03, &bits)].concat()),
+            })
+        }
+        other => Err(format!("unsupported key type: {other}")),
+    }
+}
+
+/// Left-pads (or strips leading zeros from) a big-endian coordinate to exactly `size` bytes.
+fn fixed_width(b: &[u8], size: usize) -> Option<Vec<u8>> {
+    let s = strip_leading_zeros(b);
+    if s.len() > size {
+        return None;
+    }
+    let mut v = vec![0u8; size - s.len()];
+    v.extend_from_slice(s);
+    Some(v)
+}
+
+/// The message SPIRE's reference plugin returns for a malformed EC signature.
+pub const MALFORMED_SIGNATURE: &str = "failed to convert Key Vault signature to ASN.1/DER format: rpc error: code = Internal desc = malformed signature response";
+
+/// Converts Key Vault's signature into what SPIRE's Go signers expect: ASN.1 DER
+/// `SEQUENCE { r, s }` for ECDSA (from raw `r||s`), the raw bytes for RSA. Lengths are checked.
+pub fn signature_to_spire(key_type: KeyType, raw: &[u8]) -> Result<Vec<u8>, String> {
+    match key_type {
+        KeyType::EcP256 | KeyType::EcP384 => {
+            let half = if key_type == KeyType::EcP256 { 32 } else { 48 };
+            if raw.len() != 2 * half {
+                return Err(MALFORMED_SIGNATURE.to_string());
+            }
+            let (r, s) = raw.split_at(half);
+            if strip_leading_zeros(r).is_empty() || strip_leading_zeros(s).is_empty() {
+                return Err(MALFORMED_SIGNATURE.to_string());
+            }
+            Ok(der(0x30, &[der_uint(r), der_uint(s)].concat()))
+        }
+        KeyType::Rsa2048 | KeyType::Rsa4096 => {
+            let want = if key_type == KeyType::Rsa2048 {
+                256
+            } else {
+                512
+            };
+            if raw.len() != want {
+                return Err(format!(
+                    "malformed signature response: RSA signature is {} bytes, expected {want}",
+                    raw.len()
+                ));
+            }
+            Ok(raw.to_vec())
+        }
+        KeyType::UnspecifiedKeyType => Err("key type is required".into()),
+    }
+}
+
+/// Lowercase hex SHA-256 of the PKIX DER, the fingerprint convention of every SPIRE built-in.
+pub fn fingerprint(pkix: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, pkix);
+    let mut s = String::with_capacity(64);
+    for b in digest.as_ref() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    use rsa::traits::PublicKeyParts;
+
+    fn b64(b: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(b)
+    }
+
+    #[test]
+    fn ec_p256_jwk_to_pkix_matches_reference_encoding() {
+        let sk = p256::SecretKey::from_slice(&[7u8; 32]).unwrap();
+        let pt = sk.public_key().to_encoded_point(false);
+        let jwk = JsonWebKey {
+            kty: Some("EC-HSM".into()),
+            crv: Some("P-256".into()),
+            x: Some(b64(pt.x().unwrap())),
+            y: Some(b64(pt.y().unwrap())),
+            ..Default::default()
+        };
+        let parsed = parse_jwk(&jwk).unwrap();
+        assert_eq!(parsed.key_type, KeyType::EcP256);
+        use p256::pkcs8::EncodePublicKey;
+        let want = sk.public_key().to_public_key_der().unwrap();
+        assert_eq!(parsed.pkix, want.as_bytes());
+    }
+
+    #[test]
+    fn ec_p384_with_leading_zero_padding() {
+        let sk = p384::SecretKey::from_slice(&[9u8; 48]).unwrap();
+        let pt = sk.public_key().to_encoded_point(false);
+        let mut x = vec![0u8];
+        x.extend_from_slice(pt.x().unwrap());
+        let jwk = JsonWebKey {
+            kty: Some("EC".into()),
+            crv: Some("P-384".into()),
+            x: Some(b64(&x)),
+            y: Some(format!("{}==", b64(pt.y().unwrap()))),
+            ..Default::default()
+        };
+        let parsed = parse_jwk(&jwk).unwrap();
+        use p384::pkcs8::EncodePublicKey;
+        assert_eq!(
+            parsed.pkix,
+            sk.public_key().to_public_key_der().unwrap().as_bytes()
+        );
+    }
+
+    #[test]
+    fn ec_point_off_curve_is_rejected() {
+        let jwk = JsonWebKey {
+            kty: Some("EC".into()),
+            crv: Some("P-256".into()),
+            x: Some(b64(&[1u8; 32])),
+            y: Some(b64(&[2u8; 32])),
+            ..Default::default()
+        };
+        assert!(parse_jwk(&jwk).unwrap_err().contains("not a point"));
+    }
+
+    #[test]
+    fn rsa_jwk_to_pkix_matches_reference_encoding() {
+        let mut rng = rand_core_rng();
+        let sk = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
+        let pk = sk.to_public_key();
+        let jwk = JsonWebKey {
+            kty: Some("RSA-HSM".into()),
+            n: Some(b64(&pk.n().to_bytes_be())),
+            e: Some(b64(&pk.e().to_bytes_be())),
+            ..Default::default()
+        };
+        let parsed = parse_jwk(&jwk).unwrap();
+        assert_eq!(parsed.key_type, KeyType::Rsa2048);
+        use rsa::pkcs8::EncodePublicKey;
+        assert_eq!(parsed.pkix, pk.to_public_key_der().unwrap().as_bytes());
+    }
+
+    fn rand_core_rng() -> impl rsa::rand_core::CryptoRngCore {
+        rsa::rand_core::OsRng
+    }
+
+    #[test]
+    fn unsupported_keys() {
+        let mut jwk = JsonWebKey {
+            kty: Some("EC".into()),
+            crv: Some("P-521".into()),
+            ..Default::default()
+        };
+        assert!(parse_jwk(&jwk)
+            .unwrap_err()
+            .contains("unsupported EC curve"));
+        jwk.kty = None;
+        assert_eq!(parse_jwk(&jwk).unwrap_err(), "key type is missing");
+        jwk.kty = Some("RSA".into());
+        jwk.n = Some(b64(&[0xffu8; 128]));
+        jwk.e = Some("AQAB".into());
+        assert!(parse_jwk(&jwk).unwrap_err().contains("1024 bits"));
+        jwk.kty = Some("oct".into());
+        assert!(parse_jwk(&jwk)
+            .unwrap_err()
+            .contains("unsupported key type"));
+    }
+
+    #[test]
+    fn ecdsa_raw_to_der() {
+        let mut raw = vec![0u8; 64];
+        raw[0] = 0x80; // r needs a leading zero in DER
+        raw[31] = 1;
+        raw[63] = 5; // s = 5 (minimal)
+        let der = signature_to_spire(KeyType::EcP256, &raw).unwrap();
+        let sig = p256::ecdsa::Signature::from_der(&der).unwrap();
+        assert_eq!(sig.to_bytes().to_vec(), raw);
+        assert_eq!(
+            signature_to_spire(KeyType::EcP256, &raw[..63]).unwrap_err(),
+            MALFORMED_SIGNATURE
+        );
+        assert!(signature_to_spire(KeyType::EcP384, &raw).is_err());
+        assert!(signature_to_spire(KeyType::Rsa2048, &[1u8; 255]).is_err());
+        assert_eq!(
+            signature_to_spire(KeyType::Rsa2048, &[1u8; 256])
+                .unwrap()
+                .len(),
+            256
+        );
+    }
+
+    #[test]
+    fn fingerprint_is_lowercase_sha256_hex() {
+        assert_eq!(
+            fingerprint(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn base64_tolerance() {
+        assert_eq!(decode_b64("AQAB").unwrap(), vec![1, 0, 1]);
+        assert_eq!(decode_b64("-_8=").unwrap(), vec![0xfb, 0xff]);
+        assert_eq!(decode_b64("+/8").unwrap(), vec![0xfb, 0xff]);
+        assert!(decode_b64("***").is_err());
+    }
+}

@@ -1,0 +1,440 @@
+//! The key manager core: configuration state, the key cache, key generation, signing and
+//! public keys. It talks to Key Vault only through `KeyVaultApi`, so it is tested without a
+//! network; the transport reaches it through `PluginCore`.
+
+pub mod algorithm;
+pub mod cache;
+pub mod convert;
+pub mod discovery;
+pub mod naming;
+pub mod server_id;
+pub mod shared;
+#[cfg(test)]
+pub mod testing;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use crate::azure::types::{AzureError, CreateKeyParams, KeyVaultApi};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{KeyIdentifierSource, PluginConfig};
+use crate::error::{Code, PluginError};
+use crate::maintenance::{self, Maintenance, MaintenanceHandle};
+use crate::plugin::proto::config::CoreConfiguration;
+use crate::plugin::proto::keymanager::{KeyType, PublicKey};
+use crate::plugin::{PluginCore, Signature, SignerOpts};
+use cache::{KeyCache, KeyEntry};
+
+/// Builds the Key Vault client for a configuration (the Azure layer in production, an
+/// in-memory vault in tests).
+pub type VaultConnector =
+    dyn Fn(&PluginConfig) -> Result<Arc<dyn KeyVaultApi>, PluginError> + Send + Sync;
+
+/// How long `stop` waits for a maintenance call in flight.
+const MAINTENANCE_STOP_WAIT: Duration = Duration::from_secs(2);
+
+/// Everything that exists once Configure succeeded. Replaced as a whole on reconfigure.
+struct Active {
+    config: PluginConfig,
+    server_id: String,
+    vault: Arc<dyn KeyVaultApi>,
+    cache: Arc<KeyCache>,
+    shared: Option<shared::SharedKeys>,
+    maintenance: MaintenanceHandle,
+    /// One lock per SPIRE key id: generations of one id are serialized, other ids and all
+    /// signing proceed.
+    generation_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl Active {
+    fn generation_lock(&self, id: &str) -> Arc<Mutex<()>> {
+        let mut locks = self
+            .generation_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        Arc::clone(locks.entry(id.to_string()).or_default())
+    }
+}
+
+pub struct KeyManager {
+    clock: Arc<dyn Clock>,
+    connector: Box<VaultConnector>,
+    settings: maintenance::Settings,
+    shared_settings: shared::Settings,
+    state: RwLock<Option<Arc<Active>>>,
+    /// Serializes Configure calls; never taken by the signing path.
+    configure_lock: Mutex<()>,
+}
+
+impl KeyManager {
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        connector: Box<VaultConnector>,
+        settings: maintenance::Settings,
+        shared_settings: shared::Settings,
+    ) -> Self {
+        KeyManager {
+            clock,
+            connector,
+            settings,
+            shared_settings,
+            state: RwLock::new(None),
+            configure_lock: Mutex::new(()),
+        }
+    }
+
+    /// The production wiring: system clock, the Azure layer, settings from the environment.
+    pub fn new_default() -> Self {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let connector_clock = Arc::clone(&clock);
+        let connector = Box::new(move |cfg: &PluginConfig| {
+            let settings = crate::azure::AzureSettings {
+                vault_uri: cfg.key_vault_uri.clone(),
+                static_credentials: cfg.static_credentials.as_ref().map(|c| {
+                    crate::azure::StaticCredentials {
+                        tenant_id: c.tenant_id.clone(),
+                        client_id: c.app_id.clone(),
+                        client_secret: c.app_secret.clone(),
+                    }
+                }),
+                // Read at each Configure, so a reconfigure picks up rotated settings.
+                env: std::env::vars().collect(),
+                api_version: String::new(),
+            };
+            crate::azure::connect(settings, Arc::clone(&connector_clock))
+                .map(|c| c as Arc<dyn KeyVaultApi>)
+                .map_err(|e| match e {
+                    AzureError::Config(m) => PluginError::invalid_argument(m),
+                    other => {
+                        PluginError::internal(format!("failed to create Key Vault client: {other}"))
+                    }
+                })
+        });
+        let settings = maintenance::Settings::from_env_value(
+            std::env::var(maintenance::SETTINGS_ENV).ok().as_deref(),
+        );
+        let shared_settings =
+            shared::Settings::from_env_value(std::env::var(shared::SETTINGS_ENV).ok().as_deref());
+        KeyManager::new(clock, connector, settings, shared_settings)
+    }
+
+    fn active(&self) -> Result<Arc<Active>, PluginError> {
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| PluginError::failed_precondition("plugin not configured"))
+    }
+
+    fn resolve_server_id(config: &PluginConfig) -> Result<String, PluginError> {
+        match &config.key_identifier {
+            KeyIdentifierSource::Value(v) => Ok(v.clone()),
+            KeyIdentifierSource::File(path) => {
+                let (id, created) = server_id::load_or_create(path)?;
+                if created {
+                    log::info!(server_id = id.as_str(), path = path.display().to_string(); "Created a new server id file");
+                }
+                Ok(id)
+            }
+            KeyIdentifierSource::None => {
+                let id = uuid::Uuid::new_v4().hyphenated().to_string();
+                log::warn!(server_id = id.as_str(); "No key identifier configured: per-server keys (X.509 CA) use a server id generated for this start and will be recreated after a restart (the old ones are swept later). Set key_identifier_file to keep them across restarts");
+                Ok(id)
+            }
+        }
+    }
+
+    fn create_params(
+        key_type: KeyType,
+        tags: HashMap<String, String>,
+    ) -> Result<CreateKeyParams, PluginError> {
+        let (kty, key_size, crv) = match key_type {
+            KeyType::EcP256 => ("EC", None, Some("P-256")),
+            KeyType::EcP384 => ("EC", None, Some("P-384")),
+            KeyType::Rsa2048 => ("RSA", Some(2048), None),
+            KeyType::Rsa4096 => ("RSA", Some(4096), None),
+            KeyType::UnspecifiedKeyType => {
+                return Err(PluginError::invalid_argument("key type is required"))
+            }
+        };
+        Ok(CreateKeyParams {
+            kty: kty.to_string(),
+            key_size,
+            crv: crv.map(str::to_string),
+            key_ops: vec!["sign".into(), "verify".into()],
+            tags,
+        })
+    }
+
+    /// Standard mode: a brand-new key under a fresh name; the cache switches only after Key
+    /// Vault created it, and the replaced key is queued for deletion.
+    fn generate_standard(
+        &self,
+        active: &Active,
+        id: &str,
+        key_type: KeyType,
+    ) -> Result<PublicKey, PluginError> {
+        let name = naming::new_key_name(id);
+        let tags = naming::key_tags(&active.config.trust_domain, &active.server_id, id);
+        let params = Self::create_params(key_type, tags)?;
+        let bundle = active
+            .vault
+            .create_key(&name, &params)
+            .map_err(|e| PluginError::internal(format!("failed to create key: {e}")))?;
+        let entry = entry_from_created(id, &name, &bundle, key_type, false).inspect_err(|_| {
+            // Never leave a key we will not use behind.
+            active.maintenance.queue_delete(name.clone());
+        })?;
+        log::debug!(key_id = bundle.key.kid.clone().unwrap_or_default(), key_name = name.as_str(), algorithm = params.kty.as_str(); "Key created");
+        let public_key = entry.public_key.clone();
+        if let Some(old) = active.cache.insert(entry) {
+            if !old.shared && !old.name.eq_ignore_ascii_case(&name) {
+                active.maintenance.queue_delete(old.name.clone());
+            }
+        }
+        Ok(public_key)
+    }
+}
+
+/// A cache entry from a create response, checked against the requested type.
+fn entry_from_created(
+    id: &str,
+    name: &str,
+    bundle: &crate::azure::types::KeyBundle,
+    requested: KeyType,
+    shared: bool,
+) -> Result<KeyEntry, PluginError> {
+    let parsed = convert::parse_jwk(&bundle.key)
+        .map_err(|e| PluginError::internal(format!("failed to marshal public key: {e}")))?;
+    if parsed.key_type != requested {
+        return Err(PluginError::internal(format!(
+            "Key Vault returned a {} key for a {} request",
+            algorithm::key_type_name(parsed.key_type),
+            algorithm::key_type_name(requested)
+        )));
+    }
+    let version = bundle
+        .version()
+        .ok_or_else(|| PluginError::internal("malformed create key response: no key version"))?;
+    Ok(discovery::entry_from_parts(
+        id,
+        name,
+        version,
+        parsed.key_type,
+        parsed.pkix,
+        shared,
+    ))
+}
+
+enum SignFailure {
+    Plugin(PluginError),
+    Vault(AzureError),
+}
+
+impl SignFailure {
+    fn into_plugin(self) -> PluginError {
+        match self {
+            SignFailure::Plugin(e) => e,
+            SignFailure::Vault(e) => azure_to_plugin("failed to sign", e),
+        }
+    }
+}
+
+/// Signs with one cache entry and reports that entry's fingerprint, so the signature and the
+/// fingerprint always belong to the same key.
+fn sign_with(
+    active: &Active,
+    entry: &KeyEntry,
+    data: &[u8],
+    opts: SignerOpts,
+) -> Result<Signature, SignFailure> {
+    let alg = algorithm::select(entry.key_type, opts, data).map_err(SignFailure::Plugin)?;
+    let raw = active
+        .vault
+        .sign(&entry.name, &entry.version, alg, data)
+        .map_err(SignFailure::Vault)?;
+    let signature = convert::signature_to_spire(entry.key_type, &raw)
+        .map_err(|e| SignFailure::Plugin(PluginError::new(Code::Internal, e)))?;
+    Ok(Signature {
+        signature,
+        key_fingerprint: entry.fingerprint().to_string(),
+    })
+}
+
+fn core_config(core: Option<&CoreConfiguration>) -> Option<crate::config::CoreConfig> {
+    core.map(|c| crate::config::CoreConfig {
+        trust_domain: c.trust_domain.clone(),
+    })
+}
+
+/// Parses and validates; the first problem is the Configure error (InvalidArgument).
+fn load_config(core: Option<&CoreConfiguration>, hcl: &str) -> Result<PluginConfig, PluginError> {
+    crate::config::validate(core_config(core).as_ref(), hcl)
+        .into_result()
+        .map_err(|e| PluginError::invalid_argument(e.message()))
+}
+
+pub(crate) fn azure_to_plugin(prefix: &str, e: AzureError) -> PluginError {
+    PluginError::internal(format!("{prefix}: {e}"))
+}
+
+impl PluginCore for KeyManager {
+    fn configure(&self, core: Option<&CoreConfiguration>, hcl: &str) -> Result<(), PluginError> {
+        let _serial = self
+            .configure_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let config = load_config(core, hcl)?;
+        for note in config.ignored_key_notes() {
+            log::warn!("{note}");
+        }
+        let server_id = Self::resolve_server_id(&config)?;
+        log::debug!(server_id = server_id.as_str(); "Loaded server id");
+        let vault = (self.connector)(&config)?;
+        let shared = config
+            .shared_keys
+            .as_ref()
+            .map(|s| shared::SharedKeys::new(s.clone(), &config.trust_domain, &server_id));
+
+        let found = discovery::discover(
+            vault.as_ref(),
+            &config.trust_domain,
+            &server_id,
+            shared
+                .as_ref()
+                .map(|s| s as &dyn discovery::SharedKeyMatcher),
+        )?;
+        log::info!(keys = found.entries.len().to_string(), duplicates = found.duplicates.len().to_string(); "Keys discovered");
+
+        let previous = self.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut pending = found.duplicates;
+        if let Some(prev) = &previous {
+            // Deletions queued against the same vault survive a reconfigure.
+            let carried = prev.maintenance.stop(MAINTENANCE_STOP_WAIT);
+            if prev.config.key_vault_uri == config.key_vault_uri {
+                pending.extend(carried);
+            }
+        }
+        let cache = Arc::new(KeyCache::from_entries(found.entries));
+        let shared_check: maintenance::SharedNameCheck = match &shared {
+            Some(s) => {
+                let s = s.clone();
+                Arc::new(move |name: &str| {
+                    discovery::SharedKeyMatcher::shared_key_id(&s, name).is_some()
+                })
+            }
+            None => Arc::new(|_: &str| false),
+        };
+        let m = Maintenance::new(
+            Arc::clone(&vault),
+            Arc::clone(&cache),
+            Arc::clone(&self.clock),
+            self.settings.clone(),
+            config.trust_domain.clone(),
+            server_id.clone(),
+            shared_check,
+            pending,
+        );
+        let active = Arc::new(Active {
+            config,
+            server_id,
+            vault,
+            cache,
+            shared,
+            maintenance: MaintenanceHandle::spawn(m),
+            generation_locks: Mutex::new(HashMap::new()),
+        });
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = Some(active);
+        log::info!("Plugin configured");
+        Ok(())
+    }
+
+    fn validate(&self, core: Option<&CoreConfiguration>, hcl: &str) -> (bool, Vec<String>) {
+        let v = crate::config::validate(core_config(core).as_ref(), hcl);
+        (v.is_valid(), v.notes())
+    }
+
+    fn generate_key(&self, key_id: &str, key_type: KeyType) -> Result<PublicKey, PluginError> {
+        let active = self.active()?;
+        let lock = active.generation_lock(key_id);
+        let _serial = lock.lock().unwrap_or_else(|e| e.into_inner());
+        match &active.shared {
+            Some(shared) if shared::is_shared_key_id(key_id) => {
+                let entry = shared.generate(
+                    active.vault.as_ref(),
+                    self.clock.as_ref(),
+                    &self.shared_settings,
+                    key_id,
+                    key_type,
+                    Self::create_params(key_type, shared.tags(key_id))?,
+                )?;
+                let public_key = entry.public_key.clone();
+                if let Some(old) = active.cache.insert(entry) {
+                    // A per-server JWT key from before shared mode: rotated out like any key.
+                    if !old.shared {
+                        active.maintenance.queue_delete(old.name.clone());
+                    }
+                }
+                Ok(public_key)
+            }
+            _ => self.generate_standard(&active, key_id, key_type),
+        }
+    }
+
+    fn get_public_key(&self, key_id: &str) -> Result<PublicKey, PluginError> {
+        let active = self.active()?;
+        active
+            .cache
+            .get(key_id)
+            .map(|e| e.public_key.clone())
+            .ok_or_else(|| PluginError::not_found(format!("key {key_id:?} not found")))
+    }
+
+    fn get_public_keys(&self) -> Result<Vec<PublicKey>, PluginError> {
+        let active = self.active()?;
+        Ok(active
+            .cache
+            .entries()
+            .iter()
+            .map(|e| e.public_key.clone())
+            .collect())
+    }
+
+    fn sign_data(
+        &self,
+        key_id: &str,
+        data: &[u8],
+        opts: SignerOpts,
+    ) -> Result<Signature, PluginError> {
+        let active = self.active()?;
+        let entry = active
+            .cache
+            .get(key_id)
+            .ok_or_else(|| PluginError::not_found(format!("key {key_id:?} not found")))?;
+        match sign_with(&active, &entry, data, opts) {
+            // A rotation replaced (and deleted) the key while this request was in flight:
+            // sign with the key that replaced it.
+            Err(SignFailure::Vault(e)) if e.is_not_found() => match active.cache.get(key_id) {
+                Some(current) if current.name != entry.name => {
+                    sign_with(&active, &current, data, opts).map_err(SignFailure::into_plugin)
+                }
+                _ => Err(azure_to_plugin("failed to sign", e)),
+            },
+            other => other.map_err(SignFailure::into_plugin),
+        }
+    }
+
+    fn deinit(&self) {
+        if let Some(active) = self
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let _ = active.maintenance.stop(Duration::from_millis(100));
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Key Vault names and tags for SPIRE keys.
+//!
+//! Standard names are `spire-key-<uuid>-<spire key id>`, exactly as SPIRE's Go plugin makes
+//! them, so either plugin discovers the other's keys. Key Vault names allow only
+//! `[0-9a-zA-Z-]` and 127 characters; SPIRE ids outside that (the ACME bundle endpoint's
+//! `bundle-acme-example.org`, `bundle-acme-acme_account+key`) are encoded, and the original id
+//! always travels in tag `spire-key-id`.
+
+use std::collections::HashMap;
+
+pub const TAG_TRUST_DOMAIN: &str = "spire-server-td";
+pub const TAG_SERVER_ID: &str = "spire-server-id";
+pub const TAG_KEY_ID: &str = "spire-key-id";
+
+pub const NAME_PREFIX: &str = "spire-key-";
+/// `spire-key-` + 36-char UUID + `-`: the offset where the Go plugin reads the SPIRE key id.
+pub const ID_OFFSET: usize = 47;
+pub const MAX_NAME_LEN: usize = 127;
+const MAX_ID_PART: usize = MAX_NAME_LEN - ID_OFFSET;
+
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// The name part for a SPIRE key id: the id itself when it is already a valid name fragment
+/// (the Go plugin's layout), otherwise each byte outside `[0-9a-zA-Z-]` becomes `-xHH`
+/// (`.` → `-x2e`), and an id still too long is cut and suffixed with a hash of the full id so
+/// distinct ids never share a name.
+pub fn encode_key_id(id: &str) -> String {
+    let plain = id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let mut out = if plain {
+        id.to_string()
+    } else {
+        let mut s = String::with_capacity(id.len() + 8);
+        for b in id.bytes() {
+            if b.is_ascii_alphanumeric() || b == b'-' {
+                s.push(b as char);
+            } else {
+                s.push_str(&format!("-x{b:02x}"));
+            }
+        }
+        s
+    };
+    if out.len() > MAX_ID_PART {
+        let digest = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+        let hash: String = digest.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        out.truncate(MAX_ID_PART - hash.len() - 1);
+        out.push('-');
+        out.push_str(&hash);
+    }
+    out
+}
+
+/// A fresh standard name for `id`.
+pub fn new_key_name(id: &str) -> String {
+    format!(
+        "{NAME_PREFIX}{}-{}",
+        uuid::Uuid::new_v4(),
+        encode_key_id(id)
+    )
+}
+
+/// The SPIRE key id of a key owned by a server: tag `spire-key-id` when present (our keys),
+/// otherwise the Go plugin's layout (everything after byte 47 of the name).
+pub fn spire_key_id(name: &str, tags: &HashMap<String, String>) -> Option<String> {
+    if let Some(id) = tags.get(TAG_KEY_ID).filter(|v| !v.is_empty()) {
+        return Some(id.clone());
+    }
+    if name.len() > ID_OFFSET && name.is_char_boundary(ID_OFFSET) {
+        Some(name[ID_OFFSET..].to_string())
+    } else {
+        None
+    }
+}
+
+pub fn key_tags(trust_domain: &str, server_id: &str, key_id: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (TAG_TRUST_DOMAIN.to_string(), trust_domain.to_string()),
+        (TAG_SERVER_ID.to_string(), server_id.to_string()),
+        (TAG_KEY_ID.to_string(), key_id.to_string()),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spire_ids_keep_the_go_layout() {
+        let name = new_key_name("x509-CA-A");
+        assert!(name.starts_with("spire-key-"));
+        assert_eq!(&name[ID_OFFSET..], "x509-CA-A");
+        assert!(is_valid_name(&name));
+        assert_eq!(spire_key_id(&name, &HashMap::new()).unwrap(), "x509-CA-A");
+    }
+
+    #[test]
+    fn acme_ids_become_valid_names_and_keep_the_id_in_a_tag() {
+        for id in [
+            "bundle-acme-example.org",
+            "bundle-acme-acme_account+key",
+            "bundle-acme-foo.bar+rsa",
+        ] {
+            let name = new_key_name(id);
+            assert!(is_valid_name(&name), "{name}");
+            let tags = key_tags("td", "sid", id);
+            assert_eq!(spire_key_id(&name, &tags).unwrap(), id);
+        }
+        assert_eq!(
+            encode_key_id("bundle-acme-example.org"),
+            "bundle-acme-example-x2eorg"
+        );
+        assert_ne!(encode_key_id("a.b"), encode_key_id("a+b"));
+    }
+
+    #[test]
+    fn long_ids_are_cut_with_a_distinguishing_hash() {
+        let a = format!("bundle-acme-{}.example.org", "a".repeat(120));
+        let b = format!("bundle-acme-{}.example.net", "a".repeat(120));
+        let (na, nb) = (new_key_name(&a), new_key_name(&b));
+        assert!(is_valid_name(&na) && is_valid_name(&nb));
+        assert_eq!(na.len(), MAX_NAME_LEN);
+        assert_ne!(na[ID_OFFSET..], nb[ID_OFFSET..]);
+    }
+
+    #[test]
+    fn unparseable_names() {
+        assert_eq!(spire_key_id("spire-key-short", &HashMap::new()), None);
+        let mut tags = HashMap::new();
+        tags.insert(TAG_KEY_ID.to_string(), String::new());
+        assert_eq!(spire_key_id("x", &tags), None);
+    }
+
+    #[test]
+    fn name_validation() {
+        assert!(is_valid_name("a-B-9"));
+        assert!(!is_valid_name(""));
+        assert!(!is_valid_name("a_b"));
+        assert!(!is_valid_name(&"a".repeat(128)));
+    }
+}

@@ -1,0 +1,265 @@
+//! Shared keys mode: several servers publish the same JWT signing keys. Only `JWT-Signer-*` ids
+//! are shared; their Key Vault name comes from `jwt_key_template`, and a rotation adds a version
+//! to that one key.
+//!
+//! Convergence: a rotation first adopts a version created by any server within the freshness
+//! window (15 minutes). Otherwise it waits a random moment, looks again, and only then creates
+//! a version; after a settle period (longer than Key Vault's 1-second `created` resolution plus
+//! a peer's check-to-create gap) it re-reads the versions and every server adopts the same one:
+//! the earliest `created` inside the window, ties broken by version id. A server whose own
+//! version lost disables it, so exactly one new version stays usable.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::azure::types::{
+    CreateKeyParams, KeyItem, KeyVaultApi, UpdateAttributes, UpdateKeyParams,
+};
+use crate::clock::{unix_seconds, Clock};
+use crate::config::SharedKeysConfig;
+use crate::error::{Code, PluginError};
+use crate::keys::cache::KeyEntry;
+use crate::keys::discovery::{fetch_one_entry, SharedKeyMatcher};
+use crate::keys::naming::{is_valid_name, key_tags};
+use crate::maintenance::TAG_SHARED;
+use crate::plugin::proto::keymanager::KeyType;
+use crate::template::TemplateContext;
+
+pub const SHARED_PREFIX: &str = "JWT-Signer-";
+
+pub fn is_shared_key_id(id: &str) -> bool {
+    id.starts_with(SHARED_PREFIX)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub freshness: Duration,
+    pub settle: Duration,
+    pub max_jitter: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            freshness: Duration::from_secs(15 * 60),
+            settle: Duration::from_secs(3),
+            max_jitter: Duration::from_millis(1500),
+        }
+    }
+}
+
+/// Test hook: `AZKV_TEST_SHARED="freshness=15m,settle=3s,jitter=1500ms"`.
+pub const SETTINGS_ENV: &str = "AZKV_TEST_SHARED";
+
+impl Settings {
+    pub fn from_env_value(value: Option<&str>) -> Settings {
+        let mut s = Settings::default();
+        let Some(value) = value else { return s };
+        for part in value.split(',').filter(|p| !p.trim().is_empty()) {
+            let parsed = part
+                .split_once('=')
+                .and_then(|(k, v)| crate::maintenance::parse_duration(v).map(|d| (k.trim(), d)));
+            match parsed {
+                Some(("freshness", d)) => s.freshness = d,
+                Some(("settle", d)) => s.settle = d,
+                Some(("jitter", d)) => s.max_jitter = d,
+                _ => log::warn!(part = part; "Ignoring malformed shared keys setting"),
+            }
+        }
+        s
+    }
+}
+
+#[derive(Clone)]
+pub struct SharedKeys {
+    config: SharedKeysConfig,
+    trust_domain: String,
+    server_id: String,
+}
+
+impl SharedKeys {
+    pub fn new(config: SharedKeysConfig, trust_domain: &str, server_id: &str) -> Self {
+        SharedKeys {
+            config,
+            trust_domain: trust_domain.to_string(),
+            server_id: server_id.to_string(),
+        }
+    }
+
+    /// The Key Vault name of a shared key, validated.
+    pub fn name_for(&self, key_id: &str) -> Result<String, PluginError> {
+        let ctx = TemplateContext {
+            trust_domain: &self.trust_domain,
+            server_id: &self.server_id,
+            key_id,
+        };
+        let name = self.config.jwt_key_template.render(&ctx).map_err(|e| {
+            PluginError::internal(format!(
+                "could not generate key name: failed to execute jwt_key_template: {e}"
+            ))
+        })?;
+        if !is_valid_name(&name) {
+            return Err(PluginError::invalid_argument(format!(
+                "jwt_key_template rendered {name:?} for key id {key_id:?}, which is not a valid Key Vault key name (1-127 characters of 0-9, a-z, A-Z and -)"
+            )));
+        }
+        Ok(name)
+    }
+
+    pub fn tags(&self, key_id: &str) -> HashMap<String, String> {
+        let mut t = key_tags(&self.trust_domain, &self.server_id, key_id);
+        t.insert(TAG_SHARED.to_string(), "true".to_string());
+        t
+    }
+
+    /// Rotation of a shared key; see the module comment.
+    pub fn generate(
+        &self,
+        vault: &dyn KeyVaultApi,
+        clock: &dyn Clock,
+        settings: &Settings,
+        key_id: &str,
+        key_type: KeyType,
+        params: CreateKeyParams,
+    ) -> Result<KeyEntry, PluginError> {
+        let name = self.name_for(key_id)?;
+        if let Some(entry) = self.adopt_fresh(vault, clock, settings, key_id, &name, key_type)? {
+            log::info!(key_id = key_id, key_name = name.as_str(), version = entry.version.as_str(); "Shared key is already fresh; reusing it");
+            return Ok(entry);
+        }
+        // Spread servers that rotate at the same moment, then look once more.
+        clock.sleep(jitter(settings.max_jitter));
+        if let Some(entry) = self.adopt_fresh(vault, clock, settings, key_id, &name, key_type)? {
+            log::info!(key_id = key_id, key_name = name.as_str(), version = entry.version.as_str(); "Shared key was just rotated by another server; reusing it");
+            return Ok(entry);
+        }
+        let created = vault.create_key(&name, &params).map_err(|e| {
+            if e.is_deleted_but_recoverable() {
+                PluginError::new(
+                    Code::FailedPrecondition,
+                    format!("shared key {name:?} is soft-deleted in Key Vault (deleted but recoverable): recover it or purge it, then retry"),
+                )
+            } else {
+                PluginError::internal(format!("failed to create key: {e}"))
+            }
+        })?;
+        let own_version = created.version().unwrap_or_default().to_string();
+        log::info!(key_id = key_id, key_name = name.as_str(), version = own_version.as_str(); "Shared key version created");
+        clock.sleep(settings.settle);
+        let adopted = self.adopt_fresh(vault, clock, settings, key_id, &name, key_type)?;
+        match adopted {
+            Some(entry) => {
+                if !own_version.is_empty() && entry.version != own_version {
+                    log::info!(key_name = name.as_str(), adopted = entry.version.as_str(), disabled = own_version.as_str(); "Another server's version won; disabling ours");
+                    let disable = UpdateKeyParams {
+                        attributes: Some(UpdateAttributes {
+                            enabled: Some(false),
+                        }),
+                        ..Default::default()
+                    };
+                    if let Err(e) = vault.update_key(&name, &own_version, &disable) {
+                        log::warn!(key_name = name.as_str(), version = own_version.as_str(), reason = e.to_string(); "Could not disable the unused shared key version");
+                    }
+                }
+                Ok(entry)
+            }
+            // Our version is not visible yet (or its clock is off): use what we made.
+            None => fetch_one_entry(vault, key_id, &name, Some(&own_version), true),
+        }
+    }
+
+    /// The earliest enabled version created within the freshness window with the requested
+    /// type, if any.
+    fn adopt_fresh(
+        &self,
+        vault: &dyn KeyVaultApi,
+        clock: &dyn Clock,
+        settings: &Settings,
+        key_id: &str,
+        name: &str,
+        key_type: KeyType,
+    ) -> Result<Option<KeyEntry>, PluginError> {
+        let versions = match vault.list_key_versions(name) {
+            Ok(v) => v,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => {
+                return Err(PluginError::internal(format!(
+                    "failed to list key versions: {e}"
+                )))
+            }
+        };
+        let cutoff = unix_seconds(clock.now()) - settings.freshness.as_secs_f64();
+        for v in fresh_candidates(versions, cutoff) {
+            let Some(version) = v.version() else { continue };
+            match fetch_one_entry(vault, key_id, name, Some(version), true) {
+                Ok(entry) if entry.key_type == key_type => return Ok(Some(entry)),
+                Ok(_) => continue,
+                Err(e) if e.code == Code::FailedPrecondition => continue, // disabled meanwhile
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Enabled versions created at or after `cutoff`, earliest first, ties by version id.
+pub fn fresh_candidates(versions: Vec<KeyItem>, cutoff: f64) -> Vec<KeyItem> {
+    let mut v: Vec<KeyItem> = versions
+        .into_iter()
+        .filter(|i| i.attributes.enabled != Some(false))
+        .filter(|i| i.attributes.created.is_some_and(|c| c >= cutoff))
+        .collect();
+    v.sort_by(|a, b| {
+        let ca = a.attributes.created.unwrap_or(0.0);
+        let cb = b.attributes.created.unwrap_or(0.0);
+        ca.partial_cmp(&cb)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.version().cmp(&b.version()))
+    });
+    v
+}
+
+/// The newest enabled version of a shared key (what a restarted server loads).
+pub fn latest_enabled_version(
+    vault: &dyn KeyVaultApi,
+    name: &str,
+) -> Result<Option<String>, PluginError> {
+    let versions = vault
+        .list_key_versions(name)
+        .map_err(|e| PluginError::internal(format!("failed to fetch key details: {e}")))?;
+    let best = versions
+        .iter()
+        .filter(|i| i.attributes.enabled != Some(false))
+        .max_by(|a, b| {
+            let ca = a.attributes.created.unwrap_or(0.0);
+            let cb = b.attributes.created.unwrap_or(0.0);
+            // Among equal times the smallest version id wins, as in adoption.
+            ca.partial_cmp(&cb)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then_with(|| b.version().cmp(&a.version()))
+        });
+    Ok(best.and_then(|i| i.version().map(str::to_string)))
+}
+
+fn jitter(max: Duration) -> Duration {
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    let r = uuid::Uuid::new_v4().as_u128() as u64;
+    Duration::from_nanos(r % (max.as_nanos() as u64).max(1))
+}
+
+impl SharedKeyMatcher for SharedKeys {
+    /// A name is a shared key only when the regex captures an id that is shared AND the
+    /// template maps that id back to exactly this name, so an over-broad regex never picks up
+    /// another server's per-server keys.
+    fn shared_key_id(&self, name: &str) -> Option<String> {
+        let caps = self.config.key_id_extraction_regex.captures(name)?;
+        let id = caps.get(1)?.as_str();
+        if !is_shared_key_id(id) {
+            return None;
+        }
+        let expected = self.name_for(id).ok()?;
+        expected.eq_ignore_ascii_case(name).then(|| id.to_string())
+    }
+}

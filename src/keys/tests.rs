@@ -1,0 +1,495 @@
+//! Core tests against the in-memory vault: the reference's TestGenerateKey, TestSignData,
+//! TestGetPublicKey(s), discovery and crash-healing cases, and concurrency.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::testing::MemoryVault;
+use super::*;
+use crate::azure::types::AzureError;
+use crate::clock::ManualClock;
+use crate::plugin::proto::keymanager::HashAlgorithm;
+
+const TD: &str = "test.example.org";
+const SID: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+
+fn start() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+struct Fixture {
+    km: KeyManager,
+    vault: Arc<MemoryVault>,
+    clock: ManualClock,
+}
+
+fn fixture() -> Fixture {
+    let clock = ManualClock::new(start());
+    let vault = MemoryVault::new(Arc::new(clock.clone()));
+    let v: Arc<dyn KeyVaultApi> = vault.clone();
+    let km = KeyManager::new(
+        Arc::new(clock.clone()),
+        Box::new(move |_cfg: &PluginConfig| Ok(Arc::clone(&v))),
+        maintenance::Settings {
+            max_wait: Duration::from_millis(5),
+            ..Default::default()
+        },
+        shared::Settings {
+            max_jitter: Duration::ZERO,
+            ..Default::default()
+        },
+    );
+    Fixture { km, vault, clock }
+}
+
+fn core() -> CoreConfiguration {
+    CoreConfiguration {
+        trust_domain: TD.into(),
+    }
+}
+
+fn standard_hcl() -> String {
+    format!("key_vault_uri = \"https://spire-server.vault.azure.net/\"\nkey_identifier_value = \"{SID}\"")
+}
+
+fn configure(f: &Fixture) {
+    f.km.configure(Some(&core()), &standard_hcl()).unwrap();
+}
+
+fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..400 {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+fn digest(h: HashAlgorithm) -> Vec<u8> {
+    use sha2::Digest;
+    match h {
+        HashAlgorithm::Sha256 => sha2::Sha256::digest(b"").to_vec(),
+        HashAlgorithm::Sha384 => sha2::Sha384::digest(b"").to_vec(),
+        _ => sha2::Sha512::digest(b"").to_vec(),
+    }
+}
+
+/// Verifies a SPIRE-format signature against the PKIX key.
+fn verify(pkix: &[u8], h: HashAlgorithm, pss: bool, sig: &[u8]) {
+    use p256::pkcs8::DecodePublicKey;
+    let d = digest(h);
+    if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_der(pkix) {
+        use p256::ecdsa::signature::hazmat::PrehashVerifier;
+        let s = p256::ecdsa::Signature::from_der(sig).unwrap();
+        k.verify_prehash(&d, &s).unwrap();
+    } else if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_der(pkix) {
+        use p384::ecdsa::signature::hazmat::PrehashVerifier;
+        let s = p384::ecdsa::Signature::from_der(sig).unwrap();
+        k.verify_prehash(&d, &s).unwrap();
+    } else {
+        let k = rsa::RsaPublicKey::from_public_key_der(pkix).unwrap();
+        use rsa::{Pkcs1v15Sign, Pss};
+        use sha2::{Sha256, Sha384, Sha512};
+        let r = match (h, pss) {
+            (HashAlgorithm::Sha256, false) => k.verify(Pkcs1v15Sign::new::<Sha256>(), &d, sig),
+            (HashAlgorithm::Sha384, false) => k.verify(Pkcs1v15Sign::new::<Sha384>(), &d, sig),
+            (HashAlgorithm::Sha512, false) => k.verify(Pkcs1v15Sign::new::<Sha512>(), &d, sig),
+            (HashAlgorithm::Sha256, true) => k.verify(Pss::new::<Sha256>(), &d, sig),
+            (HashAlgorithm::Sha384, true) => k.verify(Pss::new::<Sha384>(), &d, sig),
+            _ => k.verify(Pss::new::<Sha512>(), &d, sig),
+        };
+        r.unwrap();
+    }
+}
+
+#[test]
+fn generate_sign_and_get_every_type() {
+    let f = fixture();
+    configure(&f);
+    let cases = [
+        (KeyType::EcP256, HashAlgorithm::Sha256, false),
+        (KeyType::EcP384, HashAlgorithm::Sha384, false),
+        (KeyType::Rsa2048, HashAlgorithm::Sha256, false),
+        (KeyType::Rsa2048, HashAlgorithm::Sha384, false),
+        (KeyType::Rsa2048, HashAlgorithm::Sha512, false),
+        (KeyType::Rsa2048, HashAlgorithm::Sha256, true),
+        (KeyType::Rsa2048, HashAlgorithm::Sha384, true),
+        (KeyType::Rsa2048, HashAlgorithm::Sha512, true),
+    ];
+    for (i, (kt, h, pss)) in cases.into_iter().enumerate() {
+        let id = format!("spireKeyID-{i}");
+        let pk = f.km.generate_key(&id, kt).unwrap();
+        assert_eq!(pk.id, id);
+        assert_eq!(pk.r#type, kt as i32);
+        assert_eq!(pk.fingerprint, convert::fingerprint(&pk.pkix_data));
+        assert_eq!(f.km.get_public_key(&id).unwrap(), pk);
+        let opts = if pss {
+            SignerOpts::Pss {
+                hash: h,
+                salt_length: 256,
+            }
+        } else {
+            SignerOpts::Hash(h)
+        };
+        let sig = f.km.sign_data(&id, &digest(h), opts).unwrap();
+        assert_eq!(sig.key_fingerprint, pk.fingerprint);
+        verify(&pk.pkix_data, h, pss, &sig.signature);
+    }
+    assert_eq!(f.km.get_public_keys().unwrap().len(), 8);
+    // Names follow the Go plugin's layout and carry the ownership tags.
+    for name in f.vault.names() {
+        assert!(
+            name.starts_with("spire-key-") && name.len() > naming::ID_OFFSET,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn sign_errors_match_the_reference() {
+    let f = fixture();
+    configure(&f);
+    f.km.generate_key("spireKeyID", KeyType::EcP256).unwrap();
+    let e =
+        f.km.sign_data(
+            "does_not_exists",
+            &[0; 32],
+            SignerOpts::Hash(HashAlgorithm::Sha256),
+        )
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (Code::NotFound, "key \"does_not_exists\" not found")
+    );
+    let e =
+        f.km.sign_data(
+            "spireKeyID",
+            &[0; 64],
+            SignerOpts::Hash(HashAlgorithm::Sha512),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, Code::InvalidArgument);
+    assert_eq!(
+        e.message,
+        "unsupported combination of key type: EC_P256 and hashing algorithm: SHA512"
+    );
+    let e =
+        f.km.sign_data(
+            "spireKeyID",
+            &[0; 32],
+            SignerOpts::Hash(HashAlgorithm::UnspecifiedHashAlgorithm),
+        )
+        .unwrap_err();
+    assert_eq!(e.message, "hash algorithm is required");
+    f.vault
+        .fail("sign", AzureError::Transport("sign error".into()), 1);
+    let e =
+        f.km.sign_data(
+            "spireKeyID",
+            &digest(HashAlgorithm::Sha256),
+            SignerOpts::Hash(HashAlgorithm::Sha256),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, Code::Internal);
+    assert!(e.message.starts_with("failed to sign: "), "{}", e.message);
+    let e = f.km.get_public_key("some-other-id").unwrap_err();
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (Code::NotFound, "key \"some-other-id\" not found")
+    );
+}
+
+#[test]
+fn rotation_replaces_the_key_and_deletes_the_old_one() {
+    let f = fixture();
+    configure(&f);
+    let a = f.km.generate_key("id", KeyType::EcP256).unwrap();
+    let old_name = f.vault.names()[0].clone();
+    let b = f.km.generate_key("id", KeyType::Rsa2048).unwrap();
+    assert_ne!(a.fingerprint, b.fingerprint);
+    let sig =
+        f.km.sign_data(
+            "id",
+            &digest(HashAlgorithm::Sha256),
+            SignerOpts::Hash(HashAlgorithm::Sha256),
+        )
+        .unwrap();
+    assert_eq!(sig.key_fingerprint, b.fingerprint);
+    assert!(
+        wait_until(|| !f.vault.names().contains(&old_name)),
+        "old key not deleted"
+    );
+    assert_eq!(f.vault.names().len(), 1);
+}
+
+#[test]
+fn failed_create_keeps_the_old_key_usable() {
+    let f = fixture();
+    configure(&f);
+    let a = f.km.generate_key("id", KeyType::EcP256).unwrap();
+    f.vault.fail(
+        "create",
+        AzureError::Service {
+            status: 500,
+            code: None,
+            inner_code: None,
+            message: "something went wrong".into(),
+        },
+        1,
+    );
+    let e = f.km.generate_key("id", KeyType::EcP256).unwrap_err();
+    assert_eq!(e.code, Code::Internal);
+    assert!(
+        e.message.starts_with("failed to create key: "),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("something went wrong"));
+    let sig =
+        f.km.sign_data(
+            "id",
+            &digest(HashAlgorithm::Sha256),
+            SignerOpts::Hash(HashAlgorithm::Sha256),
+        )
+        .unwrap();
+    assert_eq!(sig.key_fingerprint, a.fingerprint);
+    verify(&a.pkix_data, HashAlgorithm::Sha256, false, &sig.signature);
+    assert_eq!(f.vault.names().len(), 1);
+}
+
+#[test]
+fn restart_discovers_the_same_keys_and_creates_none() {
+    let f = fixture();
+    configure(&f);
+    let a = f.km.generate_key("x509-CA-A", KeyType::EcP256).unwrap();
+    let b =
+        f.km.generate_key("bundle-acme-acme_account+key", KeyType::EcP384)
+            .unwrap();
+    let creates = f.vault.calls("create");
+    // A new process: a fresh KeyManager over the same vault.
+    let v: Arc<dyn KeyVaultApi> = f.vault.clone();
+    let km2 = KeyManager::new(
+        Arc::new(f.clock.clone()),
+        Box::new(move |_c: &PluginConfig| Ok(Arc::clone(&v))),
+        Default::default(),
+        Default::default(),
+    );
+    km2.configure(Some(&core()), &standard_hcl()).unwrap();
+    assert_eq!(km2.get_public_key("x509-CA-A").unwrap(), a);
+    assert_eq!(
+        km2.get_public_key("bundle-acme-acme_account+key").unwrap(),
+        b
+    );
+    assert_eq!(f.vault.calls("create"), creates);
+}
+
+#[test]
+fn adopts_go_plugin_keys_and_ignores_others() {
+    let f = fixture();
+    let t = 1_800_000_000.0;
+    let mine = "spire-key-0f8e3e4a-8e16-4b5e-9b0c-1a2b3c4d5e6f-x509-CA-A";
+    f.vault.insert(
+        mine,
+        "EC",
+        &[("spire-server-td", TD), ("spire-server-id", SID)],
+        t,
+        t,
+    );
+    f.vault.insert(
+        "spire-key-0f8e3e4a-8e16-4b5e-9b0c-1a2b3c4d5e6f-x509-CA-B",
+        "EC",
+        &[("spire-server-td", TD), ("spire-server-id", "other")],
+        t,
+        t,
+    );
+    f.vault.insert(
+        "spire-key-0f8e3e4a-8e16-4b5e-9b0c-1a2b3c4d5e6f-JWT-Signer-A",
+        "EC",
+        &[("spire-server-td", "other.org"), ("spire-server-id", SID)],
+        t,
+        t,
+    );
+    f.vault.insert(
+        "short",
+        "EC",
+        &[("spire-server-td", TD), ("spire-server-id", SID)],
+        t,
+        t,
+    );
+    f.vault.insert("untagged", "EC", &[], t, t);
+    configure(&f);
+    let keys = f.km.get_public_keys().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].id, "x509-CA-A");
+}
+
+#[test]
+fn crash_between_rotation_and_deletion_heals_on_start() {
+    let f = fixture();
+    let t = 1_800_000_000.0;
+    let tags = [("spire-server-td", TD), ("spire-server-id", SID)];
+    let old = "spire-key-00000000-0000-4000-8000-000000000001-x509-CA-A";
+    let new = "spire-key-00000000-0000-4000-8000-000000000002-x509-CA-A";
+    f.vault.insert(old, "EC", &tags, t - 100.0, t - 100.0);
+    f.vault.insert(new, "EC", &tags, t, t);
+    configure(&f);
+    let sig =
+        f.km.sign_data(
+            "x509-CA-A",
+            &digest(HashAlgorithm::Sha256),
+            SignerOpts::Hash(HashAlgorithm::Sha256),
+        )
+        .unwrap();
+    let pk = f.km.get_public_key("x509-CA-A").unwrap();
+    assert_eq!(sig.key_fingerprint, pk.fingerprint);
+    assert!(
+        wait_until(|| f.vault.names() == vec![new.to_string()]),
+        "{:?}",
+        f.vault.names()
+    );
+}
+
+#[test]
+fn discovery_errors() {
+    let f = fixture();
+    let t = 1_800_000_000.0;
+    let name = "spire-key-00000000-0000-4000-8000-000000000001-x509-CA-A";
+    f.vault.insert(
+        name,
+        "EC",
+        &[("spire-server-td", TD), ("spire-server-id", SID)],
+        t,
+        t,
+    );
+    f.vault.fail(
+        "list",
+        AzureError::Transport("fake list keys error".into()),
+        1,
+    );
+    let e = f.km.configure(Some(&core()), &standard_hcl()).unwrap_err();
+    assert_eq!(e.code, Code::Internal);
+    assert!(
+        e.message.starts_with("failed while listing keys: "),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("fake list keys error"));
+    f.vault
+        .fail("get", AzureError::Transport("get key error".into()), 1);
+    let e = f.km.configure(Some(&core()), &standard_hcl()).unwrap_err();
+    assert_eq!(e.code, Code::Internal);
+    assert!(
+        e.message.contains("failed to fetch key details: "),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("get key error"));
+    f.vault.set_enabled(name, false);
+    let e = f.km.configure(Some(&core()), &standard_hcl()).unwrap_err();
+    assert_eq!(e.code, Code::FailedPrecondition);
+    assert!(
+        e.message.contains("found disabled SPIRE key"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn failed_reconfigure_keeps_the_old_state() {
+    let f = fixture();
+    configure(&f);
+    let a = f.km.generate_key("id", KeyType::EcP256).unwrap();
+    assert!(f
+        .km
+        .configure(Some(&core()), "key_vault_uri = \"\"")
+        .is_err());
+    f.vault
+        .fail("list", AzureError::Transport("down".into()), 1);
+    assert!(f.km.configure(Some(&core()), &standard_hcl()).is_err());
+    assert_eq!(f.km.get_public_key("id").unwrap(), a);
+    f.km.sign_data(
+        "id",
+        &digest(HashAlgorithm::Sha256),
+        SignerOpts::Hash(HashAlgorithm::Sha256),
+    )
+    .unwrap();
+}
+
+#[test]
+fn signing_never_mismatches_under_concurrent_rotation() {
+    let f = Arc::new(fixture());
+    configure(&f);
+    f.km.generate_key("busy", KeyType::EcP256).unwrap();
+    f.km.generate_key("rotating", KeyType::EcP256).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for _ in 0..16 {
+        let f = Arc::clone(&f);
+        let stop = Arc::clone(&stop);
+        handles.push(std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for id in ["busy", "rotating"] {
+                    let sig =
+                        f.km.sign_data(
+                            id,
+                            &digest(HashAlgorithm::Sha256),
+                            SignerOpts::Hash(HashAlgorithm::Sha256),
+                        )
+                        .unwrap();
+                    // The fingerprint always belongs to the key that made the signature.
+                    let pk =
+                        f.km.get_public_keys()
+                            .unwrap()
+                            .into_iter()
+                            .find(|k| k.fingerprint == sig.key_fingerprint);
+                    if let Some(pk) = pk {
+                        verify(&pk.pkix_data, HashAlgorithm::Sha256, false, &sig.signature);
+                    }
+                    n += 1;
+                }
+            }
+            n
+        }));
+    }
+    for _ in 0..20 {
+        f.km.generate_key("rotating", KeyType::EcP256).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(total > 0);
+}
+
+#[test]
+fn shared_keys_converge_and_stay_per_server_for_x509() {
+    let f = fixture();
+    let hcl = format!(
+        "{}\nshared_keys {{\n jwt_key_template = \"spire-{{{{ .TrustDomain | replace \\\".\\\" \\\"-\\\" }}}}-{{{{ .KeyID }}}}\"\n key_id_extraction_regex = \"^spire-test-example-org-(.+)$\"\n}}",
+        standard_hcl()
+    );
+    f.km.configure(Some(&core()), &hcl).unwrap();
+    let jwt = f.km.generate_key("JWT-Signer-A", KeyType::EcP256).unwrap();
+    assert!(
+        f.vault
+            .names()
+            .contains(&"spire-test-example-org-JWT-Signer-A".to_string()),
+        "{:?}",
+        f.vault.names()
+    );
+    f.km.generate_key("x509-CA-A", KeyType::EcP256).unwrap();
+    assert!(f
+        .vault
+        .names()
+        .iter()
+        .any(|n| n.starts_with("spire-key-") && n.ends_with("-x509-CA-A")));
+    // A second rotation within the freshness window reuses the version.
+    let again = f.km.generate_key("JWT-Signer-A", KeyType::EcP256).unwrap();
+    assert_eq!(again, jwt);
+    assert_eq!(f.vault.versions("spire-test-example-org-JWT-Signer-A"), 1);
+    // Older than 15 minutes: a new version.
+    f.clock.advance(Duration::from_secs(16 * 60));
+    let rotated = f.km.generate_key("JWT-Signer-A", KeyType::EcP256).unwrap();
+    assert_ne!(rotated.fingerprint, jwt.fingerprint);
+    assert_eq!(f.vault.versions("spire-test-example-org-JWT-Signer-A"), 2);
+}

@@ -1,0 +1,137 @@
+//! Runs the plugin: socket, grpcio server, handshake line, then waits for the host to unload it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use grpcio::{EnvBuilder, ServerBuilder, ServerCredentials};
+
+use super::handshake::{announce, SocketDir};
+use super::pool::WorkerPool;
+use super::services::{Services, StopReason};
+use super::PluginCore;
+
+/// Most blocking RPCs in flight at once (SignData fan-out from a busy SPIRE server).
+const MAX_WORKERS: usize = 64;
+/// How long a SIGTERM waits for the host's orderly Deinit/Shutdown before exiting anyway.
+const TERM_GRACE: Duration = Duration::from_secs(5);
+
+/// Blocks SIGTERM in the calling thread (and so in every thread started later) and ignores
+/// SIGINT. Call first thing in `main`, before any thread exists.
+pub fn prepare_signals() -> libc::sigset_t {
+    unsafe {
+        // Ctrl-C reaches the whole process group; the host unloads us in order instead.
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn spawn_signal_thread(set: libc::sigset_t, stop: Sender<StopReason>) {
+    let _ = std::thread::Builder::new()
+        .name("azkv-signals".into())
+        .spawn(move || loop {
+            let mut sig: libc::c_int = 0;
+            let rc = unsafe { libc::sigwait(&set, &mut sig) };
+            if rc == 0 && sig == libc::SIGTERM {
+                let _ = stop.send(StopReason::Terminated);
+            }
+        });
+}
+
+fn spawn_parent_watch(stop: Sender<StopReason>) {
+    let parent = unsafe { libc::getppid() };
+    let _ = std::thread::Builder::new()
+        .name("azkv-parent-watch".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(500));
+            if unsafe { libc::getppid() } != parent {
+                let _ = stop.send(StopReason::HostGone);
+                return;
+            }
+        });
+}
+
+/// Serves until the host unloads the plugin. Returns the process exit code.
+pub fn serve(core: Arc<dyn PluginCore>, signals: libc::sigset_t) -> i32 {
+    let base = std::env::var_os("PLUGIN_UNIX_SOCKET_DIR")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from);
+    let socket = match SocketDir::create(base.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!(error = e.to_string(); "Could not create the plugin socket directory");
+            return 1;
+        }
+    };
+
+    let (stop_tx, stop_rx) = crossbeam_channel::unbounded();
+    let pool = Arc::new(WorkerPool::new(MAX_WORKERS));
+    let env = Arc::new(
+        EnvBuilder::new()
+            .cq_count(2)
+            .name_prefix("azkv-grpc")
+            .build(),
+    );
+    let mut builder = ServerBuilder::new(env);
+    for service in Services::new(Arc::clone(&core), pool, stop_tx.clone()).build() {
+        builder = builder.register_service(service);
+    }
+    let mut server = match builder.build() {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!(error = e.to_string(); "Could not build the gRPC server");
+            return 1;
+        }
+    };
+    let addr = format!("unix:{}", socket.socket_path().display());
+    if let Err(e) = server.add_listening_port(addr, ServerCredentials::insecure()) {
+        log::error!(error = e.to_string(); "Could not listen on the plugin socket");
+        return 1;
+    }
+    server.start();
+
+    spawn_signal_thread(signals, stop_tx.clone());
+    spawn_parent_watch(stop_tx);
+
+    // Only now may the host dial.
+    if let Err(e) = announce(socket.socket_path()) {
+        log::error!(error = e.to_string(); "Could not write the handshake line");
+        return 1;
+    }
+    log::debug!(socket = socket.socket_path().display().to_string(); "Plugin listening");
+
+    let reason = wait_for_stop(&stop_rx);
+    log::debug!(reason = format!("{reason:?}"); "Plugin stopping");
+    core.deinit();
+    // Not awaited: the process exits right after; cancelling the calls ends the held streams.
+    drop(server.shutdown());
+    server.cancel_all_calls();
+    socket.remove();
+    0
+}
+
+fn wait_for_stop(stop: &Receiver<StopReason>) -> StopReason {
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let msg = match deadline {
+            None => stop.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(d) => stop.recv_timeout(d.saturating_duration_since(Instant::now())),
+        };
+        match msg {
+            Ok(StopReason::Terminated) => {
+                if deadline.is_none() {
+                    log::info!(
+                        "SIGTERM received; waiting briefly for spire-server to unload the plugin"
+                    );
+                    deadline = Some(Instant::now() + TERM_GRACE);
+                }
+            }
+            Ok(reason) => return reason,
+            Err(_) => return StopReason::Terminated,
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! Evaluator for parsed key-name templates, following Go's `text/template/exec.go`
+//! (truth, variables and their scopes, pipelines, `if`/`with`/`range`, `and`/`or` laziness).
+//! Work is bounded: steps, produced data and output size have limits, so no template can
+//! hang or exhaust memory.
+
+use super::parse::{Node, Operand, Pipe, Term};
+use super::sprig::{self, Spec};
+use super::value::{format_value, FmtSpec, Value};
+use super::TemplateError;
+
+/// Most nodes and calls evaluated in one render.
+const MAX_STEPS: u64 = 200_000;
+/// Most bytes of values produced by function calls in one render.
+const MAX_PRODUCED: usize = 32 << 20;
+/// Longest rendered text.
+const MAX_OUTPUT: usize = 1 << 20;
+
+enum Flow {
+    Normal,
+    Break,
+    Continue,
+}
+
+type R<T> = Result<T, (usize, String)>;
+
+struct Exec {
+    vars: Vec<(String, Value)>,
+    out: String,
+    steps: u64,
+    produced: usize,
+}
+
+/// Renders `nodes` with `root` as both `.` and `$`.
+pub(super) fn execute(src: &str, nodes: &[Node], root: Value) -> Result<String, TemplateError> {
+    let mut ex = Exec {
+        vars: vec![("$".to_string(), root.clone())],
+        out: String::new(),
+        steps: 0,
+        produced: 0,
+    };
+    match ex.walk(&root, nodes) {
+        Ok(_) => Ok(ex.out),
+        Err((pos, msg)) => Err(TemplateError::at(src, pos, msg)),
+    }
+}
+
+impl Exec {
+    fn step(&mut self, pos: usize) -> R<()> {
+        self.steps += 1;
+        if self.steps > MAX_STEPS {
+            return Err((pos, "template evaluation exceeded its step limit".into()));
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, pos: usize, s: &str) -> R<()> {
+        if self.out.len() + s.len() > MAX_OUTPUT {
+            return Err((pos, "rendered text exceeds the size limit".into()));
+        }
+        self.out.push_str(s);
+        Ok(())
+    }
+
+    fn walk(&mut self, dot: &Value, nodes: &[Node]) -> R<Flow> {
+        for node in nodes {
+            match node {
+                Node::Text(t) => {
+                    self.step(0)?;
+                    self.write(0, t)?;
+                }
+                Node::Action(pipe) => {
+                    self.step(pipe.pos)?;
+                    let v = self.pipeline(dot, pipe)?;
+                    if pipe.decl.is_empty() {
+                        // Go prints a missing value as "<no value>".
+                        let s = match &v {
+                            Value::Nil => "<no value>".to_string(),
+                            v => {
+                                let mut s = String::new();
+                                format_value(&mut s, 'v', &FmtSpec::default(), v);
+                                s
+                            }
+                        };
+                        self.write(pipe.pos, &s)?;
+                    }
+                }
+                Node::If {
+                    pipe,
+                    then,
+                    otherwise,
+                }
+                | Node::With {
+                    pipe,
+                    then,
+                    otherwise,
+                } => {
+                    self.step(pipe.pos)?;
+                    let mark = self.vars.len();
+                    let v = self.pipeline(dot, pipe)?;
+                    let flow = if v.truth() {
+                        let inner = if matches!(node, Node::With { .. }) {
+                            &v
+                        } else {
+                            dot
+                        };
+                        self.walk(inner, then)
+                    } else if let Some(list) = otherwise {
+                        self.walk(dot, list)
+                    } else {
+                        Ok(Flow::Normal)
+                    };
+                    self.vars.truncate(mark);
+                    match flow? {
+                        Flow::Normal => {}
+                        f => return Ok(f),
+                    }
+                }
+                Node::Range {
+                    pipe,
+                    body,
+                    otherwise,
+                } => {
+                    self.step(pipe.pos)?;
+                    let mark = self.vars.len();
+                    let r = self.range(dot, pipe, body, otherwise.as_deref());
+                    self.vars.truncate(mark);
+                    r?;
+                }
+                Node::Break => return Ok(Flow::Break),
+                Node::Continue => return Ok(Flow::Continue),
+            }
+        }
+        Ok(Flow::Normal)
+    }
+
+    fn range(
+        &mut self,
+        dot: &Value,
+        pipe: &Pipe,
+        body: &[Node],
+        otherwise: Option<&[Node]>,
+    ) -> R<()> {
+        let v = self.commands(dot, pipe)?;
+        let items: Vec<(Value, Value)> = match &v {
+            Value::List(l) => l
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (Value::Int(i as i64), e.clone()))
+                .collect(),
+            Value::Map(m) => m
+                .iter()
+                .map(|(k, e)| (Value::string(k.as_str()), e.clone()))
+                .collect(),
+            Value::Int(n) => {
+                if pipe.decl.len() > 1 {
+                    return Err((
+                        pipe.pos,
+                        format!("can't use {n} to iterate over more than one variable"),
+                    ));
+                }
+                let n = usize::try_from(*n).unwrap_or(0);
+                if n > sprig::MAX_LIST {
+                    return Err((
+                        pipe.pos,
+                        format!("range over {n} exceeds the iteration limit"),
+                    ));
+                }
+                (0..n)
+                    .map(|i| (Value::Int(i as i64), Value::Int(i as i64)))
+                    .collect()
+            }
+            Value::Nil => Vec::new(),
+            other => {
+                return Err((
+                    pipe.pos,
+                    format!("range can't iterate over {}", other.to_go_string()),
+                ))
+            }
+        };
+        // Declared variables hold the whole value first (visible in {{else}}), then each
+        // iteration's index and element.
+        let base = self.vars.len();
+        for name in &pipe.decl {
+            if pipe.is_assign {
+                self.set_var(pipe.pos, name, v.clone())?;
+            } else {
+                self.vars.push((name.clone(), v.clone()));
+            }
+        }
+        if items.is_empty() {
+            if let Some(list) = otherwise {
+                self.walk(dot, list)?;
+            }
+            return Ok(());
+        }
+        for (index, elem) in items {
+            self.step(pipe.pos)?;
+            let values = match pipe.decl.len() {
+                1 => vec![elem.clone()],
+                2 => vec![index, elem.clone()],
+                _ => Vec::new(),
+            };
+            for (i, (name, val)) in pipe.decl.iter().zip(values).enumerate() {
+                if pipe.is_assign {
+                    self.set_var(pipe.pos, name, val)?;
+                } else if let Some(slot) = self.vars.get_mut(base + i) {
+                    slot.1 = val;
+                }
+            }
+            let mark = self.vars.len();
+            let flow = self.walk(&elem, body);
+            self.vars.truncate(mark);
+            match flow? {
+                Flow::Break => break,
+                Flow::Continue | Flow::Normal => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn set_var(&mut self, pos: usize, name: &str, v: Value) -> R<()> {
+        match self.vars.iter_mut().rev().find(|(n, _)| n == name) {
+            Some(slot) => {
+                slot.1 = v;
+                Ok(())
+            }
+            None => Err((pos, format!("undefined variable: {name}"))),
+        }
+    }
+
+    fn var(&self, pos: usize, name: &str) -> R<Value> {
+        self.vars
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| (pos, format!("undefined variable: {name}")))
+    }
+
+    /// The commands of a pipeline, each result piped into the next as its last argument.
+    fn commands(&mut self, dot: &Value, pipe: &Pipe) -> R<Value> {
+        let mut v: Option<Value> = None;
+        for cmd in &pipe.cmds {
+            let Some(first) = cmd.args.first() else {
+                return Err((cmd.pos, "empty command".into()));
+            };
+            v = Some(match &first.term {
+                Term::Func(spec) if first.fields.is_empty() => {
+                    self.call(dot, spec, first.pos, &cmd.args[1..], v.take())?
+                }
+                _ => {
+                    if v.is_some() || cmd.args.len() > 1 {
+                        return Err((first.pos, "can't give argument to non-function".into()));
+                    }
+                    self.operand(dot, first)?
+                }
+            });
+        }
+        Ok(v.unwrap_or(Value::Nil))
+    }
+
+    fn pipeline(&mut self, dot: &Value, pipe: &Pipe) -> R<Value> {
+        let v = self.commands(dot, pipe)?;
+        for name in &pipe.decl {
+            if pipe.is_assign {
+                self.set_var(pipe.pos, name, v.clone())?;
+            } else {
+                self.vars.push((name.clone(), v.clone()));
+            }
+        }
+        Ok(v)
+    }
+
+    fn call(
+        &mut self,
+        dot: &Value,
+        spec: &'static Spec,
+        pos: usize,
+        args: &[Operand],
+        piped: Option<Value>,
+    ) -> R<Value> {
+        self.step(pos)?;
+        let n = args.len() + usize::from(piped.is_some());
+        sprig::check_arity(spec, n).map_err(|m| (pos, m))?;
+        let fail = |m: String| (pos, format!("error calling {}: {m}", spec.name));
+        if spec.is_lazy() {
+            // `and` stops at the first false argument, `or` at the first true one.
+            let want = spec.name == "or";
+            let mut last = Value::Nil;
+            for a in args {
+                last = self.arg(dot, sprig::P::A, a)?;
+                if last.truth() == want {
+                    return Ok(last);
+                }
+            }
+            if let Some(p) = piped {
+                last = p;
+            }
+            return Ok(last);
+        }
+        let mut vals = Vec::with_capacity(n);
+        for (i, a) in args.iter().enumerate() {
+            let v = self.arg(dot, spec.param(i), a)?;
+            vals.push(v);
+        }
+        if let Some(p) = piped {
+            let v = sprig::convert(spec.param(args.len()), p).map_err(|m| (pos, m))?;
+            vals.push(v);
+        }
+        let result = (spec.f)(&vals).map_err(fail)?;
+        self.produced = self.produced.saturating_add(result.size());
+        if self.produced > MAX_PRODUCED {
+            return Err((pos, "template evaluation exceeded its memory limit".into()));
+        }
+        Ok(result)
+    }
+
+    /// One argument, converted to the parameter type like Go's `evalArg`.
+    fn arg(&mut self, dot: &Value, p: sprig::P, a: &Operand) -> R<Value> {
+        if a.fields.is_empty() {
+            match &a.term {
+                Term::Lit(lit) => return sprig::literal_arg(p, lit).map_err(|m| (a.pos, m)),
+                Term::Nil => return sprig::nil_arg(p).map_err(|m| (a.pos, m)),
+                _ => {}
+            }
+        }
+        let v = self.operand(dot, a)?;
+        sprig::convert(p, v).map_err(|m| (a.pos, m))
+    }
+
+    fn operand(&mut self, dot: &Value, a: &Operand) -> R<Value> {
+        let mut v = match &a.term {
+            Term::Dot => dot.clone(),
+            Term::Nil => return Err((a.pos, "nil is not a command".into())),
+            Term::Lit(lit) => sprig::ideal(lit).map_err(|m| (a.pos, m))?,
+            Term::Var(name) => self.var(a.pos, name)?,
+            Term::Func(spec) => self.call(dot, spec, a.pos, &[], None)?,
+            Term::Pipe(p) => {
+                // A parenthesized pipeline's declarations stay in scope, as in Go.
+                self.pipeline(dot, p)?
+            }
+        };
+        for f in &a.fields {
+            v = field(&v, f).map_err(|m| (a.pos, m))?;
+        }
+        Ok(v)
+    }
+}
+
+fn field(v: &Value, name: &str) -> Result<Value, String> {
+    match v {
+        Value::Data(d) => d
+            .field(name)
+            .map(Value::string)
+            .ok_or_else(|| format!("can't evaluate field {name} in type {}", v.type_name())),
+        Value::Map(m) => Ok(m.get(name).cloned().unwrap_or(Value::Nil)),
+        // Go treats a missing value like a missing map key: the result is missing too.
+        Value::Nil => Ok(Value::Nil),
+        other => Err(format!(
+            "can't evaluate field {name} in type {}",
+            other.type_name()
+        )),
+    }
+}

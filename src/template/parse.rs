@@ -1,0 +1,894 @@
+//! Parser for Go `text/template` actions, following Go's `text/template/parse/parse.go`.
+//! Functions are resolved here, so unknown and non-deterministic functions, wrong argument
+//! counts, mistyped literal arguments and undefined variables are all parse errors.
+
+use super::lex::{lex, unquote_body, Kw, Tok, Token};
+use super::sprig::{self, Lookup, Spec, P};
+use super::value::DATA_FIELDS;
+use super::TemplateError;
+
+/// Deepest nesting of parentheses and control structures (keeps recursion bounded).
+const MAX_DEPTH: usize = 64;
+
+#[derive(Clone, Debug)]
+pub(super) enum Node {
+    Text(String),
+    Action(Pipe),
+    If {
+        pipe: Pipe,
+        then: Vec<Node>,
+        otherwise: Option<Vec<Node>>,
+    },
+    With {
+        pipe: Pipe,
+        then: Vec<Node>,
+        otherwise: Option<Vec<Node>>,
+    },
+    Range {
+        pipe: Pipe,
+        body: Vec<Node>,
+        otherwise: Option<Vec<Node>>,
+    },
+    Break,
+    Continue,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Pipe {
+    pub(super) pos: usize,
+    pub(super) decl: Vec<String>,
+    pub(super) is_assign: bool,
+    pub(super) cmds: Vec<Cmd>,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Cmd {
+    pub(super) pos: usize,
+    pub(super) args: Vec<Operand>,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Operand {
+    pub(super) pos: usize,
+    pub(super) term: Term,
+    /// Field chain applied to the term (`.A.B`, `$x.A`, `(pipe).A`).
+    pub(super) fields: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub(super) enum Term {
+    Dot,
+    Nil,
+    Lit(Lit),
+    Var(String),
+    Func(&'static Spec),
+    Pipe(Box<Pipe>),
+}
+
+#[derive(Clone, Debug)]
+pub(super) enum Lit {
+    Str(String),
+    Bool(bool),
+    Num(NumLit),
+}
+
+/// A numeric constant with Go's dual int/float view (`3.0` is also the integer 3).
+#[derive(Clone, Debug)]
+pub(super) struct NumLit {
+    pub(super) text: String,
+    pub(super) int: Option<i64>,
+    pub(super) float: Option<f64>,
+    /// Written with `.`, `e` or `p` (so an untyped use yields float64).
+    pub(super) floaty: bool,
+}
+
+impl Lit {
+    /// Go's rendering of the literal node, for error messages.
+    pub(super) fn describe(&self) -> String {
+        match self {
+            Lit::Str(s) => super::value::go_quote(s, false),
+            Lit::Bool(b) => b.to_string(),
+            Lit::Num(n) => n.text.clone(),
+        }
+    }
+}
+
+enum Stop {
+    Eof(usize),
+    Else(usize, Option<Kw>),
+    End(usize),
+}
+
+struct Parser<'a> {
+    src: &'a str,
+    toks: Vec<Token>,
+    i: usize,
+    vars: Vec<String>,
+    depth: usize,
+    range_depth: usize,
+    /// Whether `.` is the root data here (not inside `with` or `range`).
+    dot_is_root: bool,
+}
+
+/// Parses a whole template.
+pub(super) fn parse(src: &str) -> Result<Vec<Node>, TemplateError> {
+    let toks = lex(src)?;
+    let mut p = Parser {
+        src,
+        toks,
+        i: 0,
+        vars: vec!["$".to_string()],
+        depth: 0,
+        range_depth: 0,
+        dot_is_root: true,
+    };
+    let (nodes, stop) = p.item_list()?;
+    match stop {
+        Stop::Eof(_) => Ok(nodes),
+        Stop::Else(pos, _) => Err(p.err(pos, "unexpected {{else}}")),
+        Stop::End(pos) => Err(p.err(pos, "unexpected {{end}}")),
+    }
+}
+
+fn describe_tok(t: &Tok) -> String {
+    match t {
+        Tok::Text(_) => "text".into(),
+        Tok::LeftDelim => "\"{{\"".into(),
+        Tok::RightDelim => "\"}}\"".into(),
+        Tok::Space => "space".into(),
+        Tok::Pipe => "\"|\"".into(),
+        Tok::LParen => "\"(\"".into(),
+        Tok::RParen => "\")\"".into(),
+        Tok::Declare => "\":=\"".into(),
+        Tok::Assign => "\"=\"".into(),
+        Tok::Char(c) => format!("{:?}", c.to_string()),
+        Tok::Str(s) => super::value::go_quote(s, false),
+        Tok::CharConst(s) | Tok::Number(s) | Tok::Ident(s) | Tok::Var(s) => format!("{s:?}"),
+        Tok::Bool(b) => format!("\"{b}\""),
+        Tok::Nil => "\"nil\"".into(),
+        Tok::Dot => "\".\"".into(),
+        Tok::Field(f) => format!("\".{f}\""),
+        Tok::Kw(k) => format!("<{}>", format!("{k:?}").to_lowercase()),
+        Tok::Eof => "end of template".into(),
+    }
+}
+
+impl Parser<'_> {
+    fn err(&self, pos: usize, msg: impl Into<String>) -> TemplateError {
+        TemplateError::at(self.src, pos, msg)
+    }
+
+    fn next(&mut self) -> Token {
+        let t = self.toks.get(self.i).cloned().unwrap_or(Token {
+            tok: Tok::Eof,
+            pos: self.src.len(),
+        });
+        if self.i < self.toks.len() {
+            self.i += 1;
+        }
+        t
+    }
+
+    fn peek(&self) -> Token {
+        self.toks.get(self.i).cloned().unwrap_or(Token {
+            tok: Tok::Eof,
+            pos: self.src.len(),
+        })
+    }
+
+    fn backup(&mut self) {
+        self.i = self.i.saturating_sub(1);
+    }
+
+    fn next_non_space(&mut self) -> Token {
+        loop {
+            let t = self.next();
+            if t.tok != Tok::Space {
+                return t;
+            }
+        }
+    }
+
+    fn peek_non_space(&mut self) -> Token {
+        let t = self.next_non_space();
+        self.backup();
+        t
+    }
+
+    fn expect_right_delim(&mut self, context: &str) -> Result<(), TemplateError> {
+        let t = self.next_non_space();
+        if t.tok == Tok::RightDelim {
+            Ok(())
+        } else {
+            Err(self.err(
+                t.pos,
+                format!("unexpected {} in {context}", describe_tok(&t.tok)),
+            ))
+        }
+    }
+
+    fn enter(&mut self, pos: usize) -> Result<(), TemplateError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.err(pos, "template nests too deeply"));
+        }
+        Ok(())
+    }
+
+    /// Text and actions up to EOF, `{{else}}` or `{{end}}`.
+    fn item_list(&mut self) -> Result<(Vec<Node>, Stop), TemplateError> {
+        let mut nodes = Vec::new();
+        loop {
+            let t = self.next();
+            match t.tok {
+                Tok::Eof => return Ok((nodes, Stop::Eof(t.pos))),
+                Tok::Text(s) => nodes.push(Node::Text(s)),
+                Tok::LeftDelim => {
+                    let k = self.next_non_space();
+                    match k.tok {
+                        Tok::Kw(Kw::Else) => {
+                            let chained = match self.peek_non_space().tok {
+                                Tok::Kw(kw @ (Kw::If | Kw::With)) => {
+                                    self.next_non_space();
+                                    Some(kw)
+                                }
+                                _ => {
+                                    self.expect_right_delim("else")?;
+                                    None
+                                }
+                            };
+                            return Ok((nodes, Stop::Else(k.pos, chained)));
+                        }
+                        Tok::Kw(Kw::End) => {
+                            self.expect_right_delim("end")?;
+                            return Ok((nodes, Stop::End(k.pos)));
+                        }
+                        _ => {
+                            self.backup();
+                            nodes.push(self.action()?);
+                        }
+                    }
+                }
+                other => {
+                    return Err(self.err(t.pos, format!("unexpected {}", describe_tok(&other))))
+                }
+            }
+        }
+    }
+
+    /// The inside of `{{ ... }}` that is neither `else` nor `end`.
+    fn action(&mut self) -> Result<Node, TemplateError> {
+        let t = self.next_non_space();
+        match t.tok {
+            Tok::Kw(Kw::If) => self.control(t.pos, Kw::If),
+            Tok::Kw(Kw::With) => self.control(t.pos, Kw::With),
+            Tok::Kw(Kw::Range) => self.control(t.pos, Kw::Range),
+            Tok::Kw(kw @ (Kw::Break | Kw::Continue)) => {
+                let name = if kw == Kw::Break { "break" } else { "continue" };
+                if self.range_depth == 0 {
+                    return Err(self.err(t.pos, format!("{{{{{name}}}}} outside {{{{range}}}}")));
+                }
+                self.expect_right_delim(name)?;
+                Ok(if kw == Kw::Break {
+                    Node::Break
+                } else {
+                    Node::Continue
+                })
+            }
+            Tok::Kw(Kw::Define | Kw::Template | Kw::Block) => Err(self.err(
+                t.pos,
+                "{{define}}, {{template}} and {{block}} are not supported in key name templates",
+            )),
+            _ => {
+                self.backup();
+                let pipe = self.pipeline("command", true)?;
+                Ok(Node::Action(pipe))
+            }
+        }
+    }
+
+    /// `if`, `with` or `range`, after the keyword.
+    fn control(&mut self, pos: usize, kw: Kw) -> Result<Node, TemplateError> {
+        self.enter(pos)?;
+        let context = match kw {
+            Kw::If => "if",
+            Kw::With => "with",
+            _ => "range",
+        };
+        let mark = self.vars.len();
+        let pipe = self.pipeline(context, true)?;
+        let after_pipe = self.vars.len();
+        let outer_root = self.dot_is_root;
+        if kw != Kw::If {
+            self.dot_is_root = false;
+        }
+        if kw == Kw::Range {
+            self.range_depth += 1;
+        }
+        let body = self.item_list();
+        if kw == Kw::Range {
+            self.range_depth -= 1;
+        }
+        self.dot_is_root = outer_root;
+        let (then, stop) = body?;
+        self.vars.truncate(after_pipe);
+        let otherwise = match stop {
+            Stop::End(_) => None,
+            Stop::Eof(p) => return Err(self.err(p, format!("unexpected EOF in {{{{{context}}}}}"))),
+            Stop::Else(p, Some(chained)) => {
+                let ok =
+                    (kw == Kw::If && chained == Kw::If) || (kw == Kw::With && chained == Kw::With);
+                if !ok {
+                    return Err(self.err(
+                        p,
+                        format!("unexpected {{{{else {chained:?}}}}} in {{{{{context}}}}}")
+                            .to_lowercase(),
+                    ));
+                }
+                // `{{else if x}}` is `{{else}}{{if x}}...{{end}}{{end}}` sharing the final end.
+                Some(vec![self.control(p, chained)?])
+            }
+            Stop::Else(_, None) => {
+                let (list, stop) = self.item_list()?;
+                match stop {
+                    Stop::End(_) => Some(list),
+                    Stop::Eof(p) => {
+                        return Err(self.err(p, format!("unexpected EOF in {{{{{context}}}}}")))
+                    }
+                    Stop::Else(p, _) => {
+                        return Err(self.err(
+                            p,
+                            format!("expected end; found {{{{else}}}} in {{{{{context}}}}}"),
+                        ))
+                    }
+                }
+            }
+        };
+        self.vars.truncate(mark);
+        self.depth -= 1;
+        Ok(match kw {
+            Kw::If => Node::If {
+                pipe,
+                then,
+                otherwise,
+            },
+            Kw::With => Node::With {
+                pipe,
+                then,
+                otherwise,
+            },
+            _ => Node::Range {
+                pipe,
+                body: then,
+                otherwise,
+            },
+        })
+    }
+
+    fn check_var(&self, pos: usize, name: &str) -> Result<(), TemplateError> {
+        if self.vars.iter().any(|v| v == name) {
+            Ok(())
+        } else {
+            Err(self.err(pos, format!("undefined variable {name:?}")))
+        }
+    }
+
+    /// A pipeline ending at `}}` (`in_action`) or at `)`.
+    fn pipeline(&mut self, context: &str, in_action: bool) -> Result<Pipe, TemplateError> {
+        let pos = self.peek_non_space().pos;
+        let mut decl = Vec::new();
+        let mut is_assign = false;
+        let start = self.i;
+        if let Tok::Var(v) = self.peek_non_space().tok {
+            self.next_non_space();
+            let next = self.next_non_space();
+            match next.tok {
+                Tok::Declare | Tok::Assign => {
+                    is_assign = next.tok == Tok::Assign;
+                    decl.push((v, pos));
+                }
+                Tok::Char(',') if context == "range" => {
+                    let v2 = self.next_non_space();
+                    let Tok::Var(name2) = v2.tok else {
+                        return Err(self.err(v2.pos, "range can only initialize variables"));
+                    };
+                    let op = self.next_non_space();
+                    match op.tok {
+                        Tok::Declare | Tok::Assign => is_assign = op.tok == Tok::Assign,
+                        Tok::Char(',') => {
+                            return Err(self.err(op.pos, "too many declarations in range"))
+                        }
+                        other => {
+                            return Err(self.err(
+                                op.pos,
+                                format!("unexpected {} in range declaration", describe_tok(&other)),
+                            ))
+                        }
+                    }
+                    decl.push((v, pos));
+                    decl.push((name2, v2.pos));
+                }
+                Tok::Char(',') => {
+                    return Err(self.err(next.pos, format!("too many declarations in {context}")))
+                }
+                _ => self.i = start,
+            }
+        }
+        if is_assign {
+            for (name, p) in &decl {
+                self.check_var(*p, name)?;
+            }
+        }
+        let mut cmds = Vec::new();
+        loop {
+            let t = self.next_non_space();
+            match t.tok {
+                Tok::RightDelim if in_action => break,
+                Tok::RParen if !in_action => break,
+                Tok::Bool(_)
+                | Tok::CharConst(_)
+                | Tok::Dot
+                | Tok::Field(_)
+                | Tok::Ident(_)
+                | Tok::Number(_)
+                | Tok::Nil
+                | Tok::Str(_)
+                | Tok::Var(_)
+                | Tok::LParen => {
+                    self.backup();
+                    // Like Go, a trailing `|` before the closing delimiter is accepted.
+                    cmds.push(self.command()?);
+                }
+                other => {
+                    return Err(self.err(
+                        t.pos,
+                        format!("unexpected {} in {context}", describe_tok(&other)),
+                    ))
+                }
+            }
+        }
+        if cmds.is_empty() {
+            return Err(self.err(pos, format!("missing value for {context}")));
+        }
+        for (stage, cmd) in cmds.iter().enumerate() {
+            self.check_command(cmd, stage)?;
+        }
+        if !is_assign {
+            for (name, _) in &decl {
+                self.vars.push(name.clone());
+            }
+        }
+        Ok(Pipe {
+            pos,
+            decl: decl.into_iter().map(|(n, _)| n).collect(),
+            is_assign,
+            cmds,
+        })
+    }
+
+    /// Static checks Go only does while executing: functions, arity, literal argument types.
+    fn check_command(&self, cmd: &Cmd, stage: usize) -> Result<(), TemplateError> {
+        let Some(first) = cmd.args.first() else {
+            return Err(self.err(cmd.pos, "empty command"));
+        };
+        match &first.term {
+            Term::Func(spec) => {
+                let piped = usize::from(stage > 0);
+                sprig::check_arity(spec, cmd.args.len() - 1 + piped)
+                    .map_err(|m| self.err(first.pos, m))?;
+                for (i, arg) in cmd.args.iter().enumerate().skip(1) {
+                    self.check_arg(spec.param(i - 1), arg)?;
+                }
+            }
+            other => {
+                if stage > 0 {
+                    let what = match other {
+                        Term::Lit(_) | Term::Nil => "non executable command",
+                        Term::Dot if first.fields.is_empty() => "non executable command",
+                        _ => "non-function command",
+                    };
+                    return Err(
+                        self.err(first.pos, format!("{what} in pipeline stage {}", stage + 1))
+                    );
+                }
+                if matches!(other, Term::Nil) {
+                    return Err(self.err(first.pos, "nil is not a command"));
+                }
+                if cmd.args.len() > 1 {
+                    return Err(self.err(
+                        first.pos,
+                        format!(
+                            "can't give argument to non-function {}",
+                            self.describe(first)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_arg(&self, p: P, arg: &Operand) -> Result<(), TemplateError> {
+        if !arg.fields.is_empty() {
+            return Ok(());
+        }
+        match &arg.term {
+            Term::Lit(lit) => {
+                sprig::literal_arg(p, lit).map_err(|m| self.err(arg.pos, m))?;
+            }
+            Term::Nil => {
+                sprig::nil_arg(p).map_err(|m| self.err(arg.pos, m))?;
+            }
+            Term::Func(spec) => {
+                sprig::check_arity(spec, 0).map_err(|m| self.err(arg.pos, m))?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn describe(&self, op: &Operand) -> String {
+        let base = match &op.term {
+            Term::Dot => String::new(),
+            Term::Nil => "nil".into(),
+            Term::Lit(l) => l.describe(),
+            Term::Var(v) => v.clone(),
+            Term::Func(s) => s.name.to_string(),
+            Term::Pipe(_) => "(...)".into(),
+        };
+        let fields: String = op.fields.iter().map(|f| format!(".{f}")).collect();
+        if base.is_empty() && fields.is_empty() {
+            ".".into()
+        } else {
+            base + &fields
+        }
+    }
+
+    fn command(&mut self) -> Result<Cmd, TemplateError> {
+        let pos = self.peek_non_space().pos;
+        let mut args = Vec::new();
+        loop {
+            while self.peek().tok == Tok::Space {
+                self.next();
+            }
+            if let Some(op) = self.operand()? {
+                args.push(op);
+            }
+            let t = self.next();
+            match t.tok {
+                Tok::Space => continue,
+                Tok::RightDelim | Tok::RParen => {
+                    self.backup();
+                    break;
+                }
+                Tok::Pipe => break,
+                other => {
+                    return Err(self.err(
+                        t.pos,
+                        format!("unexpected {} in operand", describe_tok(&other)),
+                    ))
+                }
+            }
+        }
+        if args.is_empty() {
+            return Err(self.err(pos, "empty command"));
+        }
+        Ok(Cmd { pos, args })
+    }
+
+    fn operand(&mut self) -> Result<Option<Operand>, TemplateError> {
+        let Some(mut op) = self.term()? else {
+            return Ok(None);
+        };
+        let chain_allowed = match &op.term {
+            Term::Var(_) | Term::Pipe(_) => true,
+            Term::Dot => !op.fields.is_empty(),
+            _ => false,
+        };
+        while let Tok::Field(f) = self.peek().tok {
+            if !chain_allowed {
+                let t = self.peek();
+                return Err(self.err(
+                    t.pos,
+                    format!("unexpected .{f} after term {}", self.describe(&op)),
+                ));
+            }
+            self.next();
+            op.fields.push(f);
+        }
+        // The root data only has three string fields: catch typos at parse time.
+        let on_root = match &op.term {
+            Term::Dot => self.dot_is_root,
+            Term::Var(v) => v == "$",
+            _ => false,
+        };
+        if on_root {
+            if let Some(first) = op.fields.first() {
+                if !DATA_FIELDS.contains(&first.as_str()) {
+                    return Err(self.err(
+                        op.pos,
+                        format!(
+                            "can't evaluate field {first}: key name templates only have .TrustDomain, .KeyID and .ServerID"
+                        ),
+                    ));
+                }
+                if let Some(second) = op.fields.get(1) {
+                    return Err(self.err(
+                        op.pos,
+                        format!("can't evaluate field {second} in type string"),
+                    ));
+                }
+            }
+        }
+        Ok(Some(op))
+    }
+
+    fn term(&mut self) -> Result<Option<Operand>, TemplateError> {
+        let t = self.next_non_space();
+        let pos = t.pos;
+        let op = |term| Operand {
+            pos,
+            term,
+            fields: Vec::new(),
+        };
+        Ok(Some(match t.tok {
+            Tok::Ident(name) => match sprig::lookup(&name) {
+                Lookup::Func(spec) => op(Term::Func(spec)),
+                Lookup::NotAllowed => {
+                    return Err(self.err(
+                        pos,
+                        format!(
+                            "function {name:?} is not allowed: key names must be deterministic"
+                        ),
+                    ))
+                }
+                Lookup::Unsupported => {
+                    return Err(self.err(
+                        pos,
+                        format!("function {name:?} is not supported in key name templates"),
+                    ))
+                }
+                Lookup::Unknown => {
+                    return Err(self.err(pos, format!("function {name:?} not defined")))
+                }
+            },
+            Tok::Dot => op(Term::Dot),
+            Tok::Nil => op(Term::Nil),
+            Tok::Var(name) => {
+                self.check_var(pos, &name)?;
+                op(Term::Var(name))
+            }
+            Tok::Field(f) => Operand {
+                pos,
+                term: Term::Dot,
+                fields: vec![f],
+            },
+            Tok::Bool(b) => op(Term::Lit(Lit::Bool(b))),
+            Tok::Str(s) => op(Term::Lit(Lit::Str(s))),
+            Tok::Number(text) => {
+                let n = parse_number(&text).map_err(|m| self.err(pos, m))?;
+                op(Term::Lit(Lit::Num(n)))
+            }
+            Tok::CharConst(text) => {
+                let c = parse_char(&text).map_err(|m| self.err(pos, m))?;
+                op(Term::Lit(Lit::Num(NumLit {
+                    text,
+                    int: Some(i64::from(c)),
+                    float: Some(f64::from(c)),
+                    floaty: false,
+                })))
+            }
+            Tok::LParen => {
+                self.enter(pos)?;
+                let pipe = self.pipeline("parenthesized pipeline", false)?;
+                self.depth -= 1;
+                op(Term::Pipe(Box::new(pipe)))
+            }
+            _ => {
+                self.backup();
+                return Ok(None);
+            }
+        }))
+    }
+}
+
+/// Go's `strconv.UnquoteChar` on a character constant: the rune's value.
+fn parse_char(text: &str) -> Result<u32, String> {
+    let body = text
+        .strip_prefix('\'')
+        .and_then(|t| t.strip_suffix('\''))
+        .unwrap_or("");
+    let bad = || format!("malformed character constant: {text}");
+    // Byte escapes denote the rune with that value in a character constant.
+    if let Some(hex) = body.strip_prefix("\\x") {
+        return if hex.len() == 2 {
+            u32::from_str_radix(hex, 16).map_err(|_| bad())
+        } else {
+            Err(bad())
+        };
+    }
+    if body.len() == 4
+        && body.starts_with('\\')
+        && body[1..].bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
+        let v = u32::from_str_radix(&body[1..], 8).map_err(|_| bad())?;
+        return if v <= 255 { Ok(v) } else { Err(bad()) };
+    }
+    let s = unquote_body(body, '\'').map_err(|_| bad())?;
+    let mut chars = s.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) => Ok(c as u32),
+        _ => Err(bad()),
+    }
+}
+
+/// Go's `strconv.ParseInt(s, 0, 64)`: sign, `0x`/`0o`/`0b`/`0` prefixes, `_` separators.
+pub(super) fn parse_go_int(s: &str) -> Option<i64> {
+    let (neg, body) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let lower = body.to_ascii_lowercase();
+    let (radix, digits, prefixed) = if let Some(d) = lower.strip_prefix("0x") {
+        (16, d, true)
+    } else if let Some(d) = lower.strip_prefix("0o") {
+        (8, d, true)
+    } else if let Some(d) = lower.strip_prefix("0b") {
+        (2, d, true)
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        (8, &lower[1..], true)
+    } else {
+        (10, lower.as_str(), false)
+    };
+    if !underscores_ok(digits, prefixed) {
+        return None;
+    }
+    let clean: String = digits.chars().filter(|&c| c != '_').collect();
+    if clean.is_empty() || clean.starts_with(['+', '-']) {
+        return None;
+    }
+    let mag = u64::from_str_radix(&clean, radix).ok()?;
+    if neg {
+        if mag == 1u64 << 63 {
+            Some(i64::MIN)
+        } else {
+            i64::try_from(mag).ok().map(|v| -v)
+        }
+    } else {
+        i64::try_from(mag).ok()
+    }
+}
+
+/// Go's rule: `_` only between digits, or right after a base prefix.
+fn underscores_ok(digits: &str, prefixed: bool) -> bool {
+    let mut prev_underscore = false;
+    for (i, c) in digits.chars().enumerate() {
+        if c == '_' {
+            if (i == 0 && !prefixed) || prev_underscore {
+                return false;
+            }
+            prev_underscore = true;
+        } else {
+            prev_underscore = false;
+        }
+    }
+    !prev_underscore
+}
+
+/// A number constant as Go's template parser reads it.
+fn parse_number(text: &str) -> Result<NumLit, String> {
+    if text.ends_with('i') {
+        return Err(format!("complex number {text} is not supported"));
+    }
+    let lower = text.to_ascii_lowercase();
+    let hex = lower.trim_start_matches(['+', '-']).starts_with("0x");
+    let floaty = if hex {
+        lower.contains('p')
+    } else {
+        lower.contains(['.', 'e'])
+    };
+    if let Some(i) = parse_go_int(text) {
+        return Ok(NumLit {
+            text: text.to_string(),
+            int: Some(i),
+            float: Some(i as f64),
+            floaty,
+        });
+    }
+    if !floaty {
+        if text
+            .trim_start_matches(['+', '-'])
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '_')
+            && !text.trim_start_matches(['+', '-']).starts_with('0')
+        {
+            return Err(format!("integer overflow: {text:?}"));
+        }
+        return Err(format!("illegal number syntax: {text:?}"));
+    }
+    if hex {
+        return Err(format!(
+            "hexadecimal floating-point constant {text} is not supported"
+        ));
+    }
+    // Go allows `_` only between digits.
+    let b = text.as_bytes();
+    let separated = b.iter().enumerate().all(|(i, &c)| {
+        c != b'_'
+            || (i > 0 && b[i - 1].is_ascii_digit() && b.get(i + 1).is_some_and(u8::is_ascii_digit))
+    });
+    if !separated {
+        return Err(format!("illegal number syntax: {text:?}"));
+    }
+    let clean: String = text.chars().filter(|&c| c != '_').collect();
+    let f: f64 = clean
+        .parse()
+        .map_err(|_| format!("illegal number syntax: {text:?}"))?;
+    if !f.is_finite() {
+        return Err(format!("number {text} is out of range"));
+    }
+    // An integral float also has an integer value (Go's NumberNode.IsInt).
+    let int = if f.fract() == 0.0 && f.abs() < 9.2e18 {
+        Some(f as i64)
+    } else {
+        None
+    };
+    Ok(NumLit {
+        text: text.to_string(),
+        int,
+        float: Some(f),
+        floaty: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_integer_syntax() {
+        assert_eq!(parse_go_int("42"), Some(42));
+        assert_eq!(parse_go_int("-0x1F"), Some(-31));
+        assert_eq!(parse_go_int("0o17"), Some(15));
+        assert_eq!(parse_go_int("017"), Some(15));
+        assert_eq!(parse_go_int("0b101"), Some(5));
+        assert_eq!(parse_go_int("1_000"), Some(1000));
+        assert_eq!(parse_go_int("0x_1F"), Some(31));
+        assert_eq!(parse_go_int("08"), None);
+        assert_eq!(parse_go_int("1__0"), None);
+        assert_eq!(parse_go_int("_1"), None);
+        assert_eq!(parse_go_int("9223372036854775808"), None);
+        assert_eq!(parse_go_int("-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_go_int(""), None);
+        assert_eq!(parse_go_int("--1"), None);
+    }
+
+    #[test]
+    fn numbers_have_go_int_and_float_views() {
+        let n = parse_number("3.0").unwrap();
+        assert_eq!((n.int, n.floaty), (Some(3), true));
+        let n = parse_number("1e3").unwrap();
+        assert_eq!((n.int, n.float), (Some(1000), Some(1000.0)));
+        assert!(parse_number("3.5").unwrap().int.is_none());
+        assert!(parse_number("99999999999999999999")
+            .unwrap_err()
+            .contains("overflow"));
+        assert!(parse_number("1i").is_err());
+        assert!(parse_number("0x1p3").is_err());
+        assert!(parse_number("-").is_err());
+        assert!(parse_number("-._0").is_err());
+        assert_eq!(parse_number("1_0.5").unwrap().float, Some(10.5));
+    }
+
+    #[test]
+    fn char_constants() {
+        assert_eq!(parse_char("'a'"), Ok(97));
+        assert_eq!(parse_char("'\\n'"), Ok(10));
+        assert_eq!(parse_char("'\\xff'"), Ok(255));
+        assert_eq!(parse_char("'\\377'"), Ok(255));
+        assert_eq!(parse_char("'é'"), Ok(0xE9));
+        assert!(parse_char("'ab'").is_err());
+        assert!(parse_char("''").is_err());
+    }
+}

@@ -1,0 +1,2188 @@
+//! The function set: Go `text/template` builtins plus the deterministic Sprig v3 functions,
+//! with Sprig's argument order (the piped value is the last argument) and semantics.
+//! Sprig's non-deterministic functions are refused at parse time, as are the deterministic
+//! ones this plugin does not implement.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use regex::Regex;
+
+use super::parse::{parse_go_int, Lit};
+use super::strcase::{
+    abbreviate_full, byte_slice, bytes_to_string, camel_to_lower, delete_white_space, initials,
+    swap_case, title, to_camel_case, uncapitalize, wrap_custom,
+};
+use super::unicode::{go_is_print, go_lower, go_upper};
+use super::value::{go_quote, sprint, sprintf, sprintln, strval, Value};
+
+/// Largest string a single function may produce.
+pub(crate) const MAX_STR: usize = 1 << 20;
+/// Largest list a single function may produce.
+pub(crate) const MAX_LIST: usize = 100_000;
+
+pub(crate) type SprigFn = fn(&[Value]) -> Result<Value, String>;
+
+/// Parameter types, as Go's reflection-based call checks them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum P {
+    /// string
+    S,
+    /// int
+    I,
+    /// bool
+    B,
+    /// float64
+    F,
+    /// map[string]interface{}
+    M,
+    /// interface{}
+    A,
+}
+
+impl P {
+    fn type_name(self) -> &'static str {
+        match self {
+            P::S => "string",
+            P::I => "int",
+            P::B => "bool",
+            P::F => "float64",
+            P::M => "map[string]interface {}",
+            P::A => "interface {}",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Spec {
+    pub(crate) name: &'static str,
+    params: &'static [P],
+    variadic: Option<P>,
+    pub(crate) f: SprigFn,
+}
+
+impl Spec {
+    /// Type of the i-th argument.
+    pub(crate) fn param(&self, i: usize) -> P {
+        self.params
+            .get(i)
+            .copied()
+            .or(self.variadic)
+            .unwrap_or(P::A)
+    }
+
+    /// `and` / `or` evaluate their arguments lazily.
+    pub(crate) fn is_lazy(&self) -> bool {
+        self.name == "and" || self.name == "or"
+    }
+}
+
+pub(crate) enum Lookup {
+    Func(&'static Spec),
+    NotAllowed,
+    Unsupported,
+    Unknown,
+}
+
+/// Sprig functions whose result depends on time, randomness, the environment or the network.
+const NON_DETERMINISTIC: &[&str] = &[
+    "now",
+    "ago",
+    "date",
+    "date_in_zone",
+    "dateInZone",
+    "date_modify",
+    "dateModify",
+    "must_date_modify",
+    "mustDateModify",
+    "htmlDate",
+    "htmlDateInZone",
+    "toDate",
+    "mustToDate",
+    "unixEpoch",
+    "randAlphaNum",
+    "randAlpha",
+    "randAscii",
+    "randNumeric",
+    "randBytes",
+    "randInt",
+    "shuffle",
+    "uuidv4",
+    "env",
+    "expandenv",
+    "getHostByName",
+    "bcrypt",
+    "htpasswd",
+    "genPrivateKey",
+    "genCA",
+    "genCAWithKey",
+    "genSelfSignedCert",
+    "genSelfSignedCertWithKey",
+    "genSignedCert",
+    "genSignedCertWithKey",
+    "buildCustomCert",
+    "encryptAES",
+];
+
+/// Deterministic functions of Go templates or Sprig that key names have no use for.
+const UNSUPPORTED: &[&str] = &[
+    "call",
+    "duration",
+    "durationRound",
+    "add1f",
+    "addf",
+    "subf",
+    "mulf",
+    "divf",
+    "fromJson",
+    "mustFromJson",
+    "toJson",
+    "mustToJson",
+    "toPrettyJson",
+    "mustToPrettyJson",
+    "toRawJson",
+    "mustToRawJson",
+    "set",
+    "unset",
+    "merge",
+    "mergeOverwrite",
+    "mustMerge",
+    "mustMergeOverwrite",
+    "semver",
+    "semverCompare",
+    "urlParse",
+    "urlJoin",
+    "derivePassword",
+    "decryptAES",
+];
+
+pub(crate) fn lookup(name: &str) -> Lookup {
+    if let Some(spec) = SPECS.iter().find(|s| s.name == name) {
+        Lookup::Func(spec)
+    } else if NON_DETERMINISTIC.contains(&name) {
+        Lookup::NotAllowed
+    } else if UNSUPPORTED.contains(&name) {
+        Lookup::Unsupported
+    } else {
+        Lookup::Unknown
+    }
+}
+
+pub(crate) fn check_arity(spec: &Spec, n: usize) -> Result<(), String> {
+    let k = spec.params.len();
+    if spec.variadic.is_some() {
+        if n < k {
+            return Err(format!(
+                "wrong number of args for {}: want at least {k} got {n}",
+                spec.name
+            ));
+        }
+    } else if n != k {
+        return Err(format!(
+            "wrong number of args for {}: want {k} got {n}",
+            spec.name
+        ));
+    }
+    Ok(())
+}
+
+/// A literal argument converted to the parameter type, as Go's `evalArg` does for constants.
+pub(crate) fn literal_arg(p: P, lit: &Lit) -> Result<Value, String> {
+    match (p, lit) {
+        (P::A, l) => ideal(l),
+        (P::S, Lit::Str(s)) => Ok(Value::string(s.as_str())),
+        (P::S, l) => Err(format!("expected string; found {}", l.describe())),
+        (P::I, Lit::Num(n)) => n
+            .int
+            .map(Value::Int)
+            .ok_or_else(|| format!("expected integer; found {}", n.text)),
+        (P::I, l) => Err(format!("expected integer; found {}", l.describe())),
+        (P::B, Lit::Bool(b)) => Ok(Value::Bool(*b)),
+        (P::B, l) => Err(format!("expected bool; found {}", l.describe())),
+        (P::F, Lit::Num(n)) => n
+            .float
+            .map(Value::Float)
+            .ok_or_else(|| format!("expected float; found {}", n.text)),
+        (P::F, l) => Err(format!("expected float; found {}", l.describe())),
+        (P::M, l) => Err(format!(
+            "can't handle {} for arg of type {}",
+            l.describe(),
+            P::M.type_name()
+        )),
+    }
+}
+
+/// An untyped constant's default type (Go's `idealConstant`).
+pub(crate) fn ideal(lit: &Lit) -> Result<Value, String> {
+    match lit {
+        Lit::Str(s) => Ok(Value::string(s.as_str())),
+        Lit::Bool(b) => Ok(Value::Bool(*b)),
+        Lit::Num(n) => {
+            if n.floaty {
+                n.float
+                    .map(Value::Float)
+                    .ok_or_else(|| format!("{} is not a valid number", n.text))
+            } else {
+                n.int
+                    .map(Value::Int)
+                    .ok_or_else(|| format!("{} overflows int", n.text))
+            }
+        }
+    }
+}
+
+/// The `nil` literal as an argument.
+pub(crate) fn nil_arg(p: P) -> Result<Value, String> {
+    match p {
+        P::A => Ok(Value::Nil),
+        P::M => Ok(Value::map(BTreeMap::new())),
+        p => Err(format!("cannot assign nil to {}", p.type_name())),
+    }
+}
+
+/// A computed value checked against the parameter type (Go's `validateType`).
+pub(crate) fn convert(p: P, v: Value) -> Result<Value, String> {
+    match (p, v) {
+        (P::A, v) => Ok(v),
+        (P::S, v @ Value::Str(_))
+        | (P::I, v @ Value::Int(_))
+        | (P::B, v @ Value::Bool(_))
+        | (P::F, v @ Value::Float(_))
+        | (P::M, v @ Value::Map(_)) => Ok(v),
+        (P::M, Value::Nil) => Ok(Value::map(BTreeMap::new())),
+        (p, Value::Nil) => Err(format!("invalid value; expected {}", p.type_name())),
+        (p, v) => Err(format!(
+            "wrong type for value; expected {}; got {}",
+            p.type_name(),
+            v.type_name()
+        )),
+    }
+}
+
+// ---- argument accessors (types were checked by the caller; errors are defensive) ------
+
+const BAD_ARG: &str = "internal error: argument of unexpected type";
+const NIL_DEREF: &str = "runtime error: invalid memory address or nil pointer dereference";
+
+fn at(a: &[Value], i: usize) -> Result<&Value, String> {
+    a.get(i).ok_or_else(|| BAD_ARG.to_string())
+}
+
+fn arg(a: &[Value], i: usize) -> Value {
+    a.get(i).cloned().unwrap_or(Value::Nil)
+}
+
+fn s(a: &[Value], i: usize) -> Result<&str, String> {
+    match a.get(i) {
+        Some(Value::Str(s)) => Ok(s),
+        _ => Err(BAD_ARG.into()),
+    }
+}
+
+fn int(a: &[Value], i: usize) -> Result<i64, String> {
+    match a.get(i) {
+        Some(Value::Int(n)) => Ok(*n),
+        _ => Err(BAD_ARG.into()),
+    }
+}
+
+fn float(a: &[Value], i: usize) -> Result<f64, String> {
+    match a.get(i) {
+        Some(Value::Float(f)) => Ok(*f),
+        _ => Err(BAD_ARG.into()),
+    }
+}
+
+fn boolean(a: &[Value], i: usize) -> Result<bool, String> {
+    match a.get(i) {
+        Some(Value::Bool(b)) => Ok(*b),
+        _ => Err(BAD_ARG.into()),
+    }
+}
+
+fn map_arg(a: &[Value], i: usize) -> Result<&BTreeMap<String, Value>, String> {
+    match a.get(i) {
+        Some(Value::Map(m)) => Ok(m),
+        _ => Err(BAD_ARG.into()),
+    }
+}
+
+fn string(s: impl Into<String>) -> Result<Value, String> {
+    let s = s.into();
+    check_len(s.len())?;
+    Ok(Value::string(s))
+}
+
+fn list(v: Vec<Value>) -> Result<Value, String> {
+    check_list(v.len())?;
+    Ok(Value::list(v))
+}
+
+fn check_len(n: usize) -> Result<(), String> {
+    if n > MAX_STR {
+        Err(format!(
+            "result of {n} bytes exceeds the {MAX_STR}-byte limit"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_list(n: usize) -> Result<(), String> {
+    if n > MAX_LIST {
+        Err(format!(
+            "list of {n} items exceeds the {MAX_LIST}-item limit"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A list argument of a Sprig list function; `what` completes Sprig's error message.
+fn list_arg<'a>(v: &'a Value, what: &str) -> Result<&'a [Value], String> {
+    match v {
+        Value::List(l) => Ok(l),
+        Value::Nil => Err(NIL_DEREF.into()),
+        other => Err(format!("Cannot {what} on type {}", other.kind_name())),
+    }
+}
+
+fn usize_of(n: i64) -> Result<usize, String> {
+    usize::try_from(n).map_err(|_| format!("negative count {n}"))
+}
+
+// ---- conversions (spf13/cast, strconv) -------------------------------------------------
+
+/// cast's `trimZeroDecimal`: "10.00" -> "10".
+fn trim_zero_decimal(s: &str) -> &str {
+    let mut found_zero = false;
+    for (i, b) in s.bytes().enumerate().rev() {
+        match b {
+            b'.' if found_zero => return &s[..i],
+            b'.' => {}
+            b'0' => found_zero = true,
+            _ => return s,
+        }
+    }
+    s
+}
+
+/// `cast.ToInt64` (errors become 0, as in Sprig).
+pub(crate) fn to_int64(v: &Value) -> i64 {
+    match v {
+        Value::Int(i) => *i,
+        Value::Float(f) => float_to_int(*f),
+        Value::Bool(b) => i64::from(*b),
+        Value::Str(s) => parse_go_int(trim_zero_decimal(s)).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Go's `int64(f)` as amd64 computes it: out-of-range values and NaN give the minimum.
+fn float_to_int(f: f64) -> i64 {
+    if !(-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) {
+        i64::MIN
+    } else {
+        f as i64
+    }
+}
+
+/// `cast.ToFloat64` (errors become 0).
+fn to_float64(v: &Value) -> f64 {
+    match v {
+        Value::Int(i) => *i as f64,
+        Value::Float(f) => *f,
+        Value::Bool(b) => f64::from(u8::from(*b)),
+        Value::Str(s) => {
+            let clean: String = s.chars().filter(|&c| c != '_').collect();
+            clean.parse().unwrap_or(0.0)
+        }
+        _ => 0.0,
+    }
+}
+
+/// Sprig's `strslice` (`toStrings`): nils dropped, elements through `strval`.
+fn strslice(v: &Value) -> Vec<String> {
+    match v {
+        Value::List(l) => l
+            .iter()
+            .filter(|x| !matches!(x, Value::Nil))
+            .map(strval)
+            .collect(),
+        Value::Nil => Vec::new(),
+        other => vec![strval(other)],
+    }
+}
+
+fn strs_to_list(v: Vec<String>) -> Result<Value, String> {
+    list(v.into_iter().map(Value::string).collect())
+}
+
+// ---- Go builtins -----------------------------------------------------------------------
+
+fn f_and(a: &[Value]) -> Result<Value, String> {
+    for v in a {
+        if !v.truth() {
+            return Ok(v.clone());
+        }
+    }
+    Ok(a.last().cloned().unwrap_or(Value::Nil))
+}
+
+fn f_or(a: &[Value]) -> Result<Value, String> {
+    for v in a {
+        if v.truth() {
+            return Ok(v.clone());
+        }
+    }
+    Ok(a.last().cloned().unwrap_or(Value::Nil))
+}
+
+fn f_not(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Bool(!arg(a, 0).truth()))
+}
+
+fn f_len(a: &[Value]) -> Result<Value, String> {
+    let n = match arg(a, 0) {
+        Value::Str(s) => s.len(),
+        Value::List(l) => l.len(),
+        Value::Map(m) => m.len(),
+        Value::Nil => return Err("len of nil pointer".into()),
+        other => return Err(format!("len of type {}", other.type_name())),
+    };
+    Ok(Value::Int(i64::try_from(n).unwrap_or(i64::MAX)))
+}
+
+fn f_index(a: &[Value]) -> Result<Value, String> {
+    let mut item = arg(a, 0);
+    if matches!(item, Value::Nil) {
+        return Err("index of untyped nil".into());
+    }
+    for idx in a.iter().skip(1) {
+        item = match &item {
+            Value::List(_) | Value::Str(_) => {
+                let len = match &item {
+                    Value::List(l) => l.len(),
+                    Value::Str(s) => s.len(),
+                    _ => 0,
+                };
+                let i = match idx {
+                    Value::Int(i) => *i,
+                    Value::Nil => return Err("cannot index slice/array with nil".into()),
+                    other => {
+                        return Err(format!(
+                            "cannot index slice/array with type {}",
+                            other.type_name()
+                        ))
+                    }
+                };
+                let ui = usize::try_from(i)
+                    .ok()
+                    .filter(|&u| u < len)
+                    .ok_or_else(|| format!("index out of range: {i}"))?;
+                match &item {
+                    Value::List(l) => l.get(ui).cloned().unwrap_or(Value::Nil),
+                    Value::Str(s) => {
+                        Value::Int(i64::from(s.as_bytes().get(ui).copied().unwrap_or(0)))
+                    }
+                    _ => Value::Nil,
+                }
+            }
+            Value::Map(m) => match idx {
+                Value::Str(k) => m.get(&**k).cloned().unwrap_or(Value::Nil),
+                other => {
+                    return Err(format!(
+                        "value has type {}; should be string",
+                        other.type_name()
+                    ))
+                }
+            },
+            Value::Nil => return Err("index of nil pointer".into()),
+            other => return Err(format!("can't index item of type {}", other.type_name())),
+        };
+    }
+    Ok(item)
+}
+
+fn compare_err() -> String {
+    "incompatible types for comparison".into()
+}
+
+/// Go's `eq` for one pair.
+fn eq_pair(x: &Value, y: &Value) -> Result<bool, String> {
+    use Value::*;
+    Ok(match (x, y) {
+        (Bool(a), Bool(b)) => a == b,
+        (Int(a), Int(b)) => a == b,
+        (Float(a), Float(b)) => a == b,
+        (Str(a), Str(b)) => a == b,
+        (Nil, Nil) => true,
+        (Nil, _) | (_, Nil) => false,
+        (Data(a), Data(b)) => a == b,
+        (List(_) | Map(_) | Data(_), List(_) | Map(_) | Data(_)) => {
+            return Err(format!(
+                "non-comparable types {}, {}",
+                x.type_name(),
+                y.type_name()
+            ))
+        }
+        _ => return Err(compare_err()),
+    })
+}
+
+fn f_eq(a: &[Value]) -> Result<Value, String> {
+    let first = arg(a, 0);
+    if a.len() < 2 {
+        return Err("missing argument for comparison".into());
+    }
+    for other in a.get(1..).unwrap_or(&[]) {
+        if eq_pair(&first, other)? {
+            return Ok(Value::Bool(true));
+        }
+    }
+    Ok(Value::Bool(false))
+}
+
+fn f_ne(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Bool(!eq_pair(&arg(a, 0), &arg(a, 1))?))
+}
+
+fn lt_pair(x: &Value, y: &Value) -> Result<bool, String> {
+    use Value::*;
+    let basic = |v: &Value| matches!(v, Int(_) | Float(_) | Str(_) | Bool(_));
+    if !basic(x) || !basic(y) {
+        return Err("invalid type for comparison".into());
+    }
+    match (x, y) {
+        (Int(a), Int(b)) => Ok(a < b),
+        (Float(a), Float(b)) => Ok(a < b),
+        (Str(a), Str(b)) => Ok(a < b),
+        (Bool(_), Bool(_)) => Err("invalid type for comparison".into()),
+        _ => Err(compare_err()),
+    }
+}
+
+fn f_lt(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Bool(lt_pair(&arg(a, 0), &arg(a, 1))?))
+}
+
+fn f_le(a: &[Value]) -> Result<Value, String> {
+    let (x, y) = (arg(a, 0), arg(a, 1));
+    Ok(Value::Bool(lt_pair(&x, &y)? || eq_pair(&x, &y)?))
+}
+
+fn f_gt(a: &[Value]) -> Result<Value, String> {
+    let (x, y) = (arg(a, 0), arg(a, 1));
+    Ok(Value::Bool(!(lt_pair(&x, &y)? || eq_pair(&x, &y)?)))
+}
+
+fn f_ge(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Bool(!lt_pair(&arg(a, 0), &arg(a, 1))?))
+}
+
+fn f_print(a: &[Value]) -> Result<Value, String> {
+    string(sprint(a))
+}
+
+fn f_printf(a: &[Value]) -> Result<Value, String> {
+    string(sprintf(s(a, 0)?, a.get(1..).unwrap_or(&[])))
+}
+
+fn f_println(a: &[Value]) -> Result<Value, String> {
+    string(sprintln(a))
+}
+
+/// Go's template `evalArgs`: a single string as is, else `fmt.Sprint`.
+fn eval_args(a: &[Value]) -> String {
+    match a {
+        [Value::Str(s)] => s.to_string(),
+        _ => sprint(a),
+    }
+}
+
+fn f_html(a: &[Value]) -> Result<Value, String> {
+    let mut out = String::new();
+    for c in eval_args(a).chars() {
+        match c {
+            '\0' => out.push('\u{FFFD}'),
+            '"' => out.push_str("&#34;"),
+            '\'' => out.push_str("&#39;"),
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    string(out)
+}
+
+fn f_js(a: &[Value]) -> Result<Value, String> {
+    let mut out = String::new();
+    for c in eval_args(a).chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '"' => out.push_str("\\\""),
+            '<' => out.push_str("\\u003C"),
+            '>' => out.push_str("\\u003E"),
+            '&' => out.push_str("\\u0026"),
+            '=' => out.push_str("\\u003D"),
+            c if (c as u32) < 0x20 || (!c.is_ascii() && !go_is_print(c)) => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    string(out)
+}
+
+fn f_urlquery(a: &[Value]) -> Result<Value, String> {
+    let mut out = String::new();
+    for b in eval_args(a).bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(char::from(b))
+            }
+            b' ' => out.push('+'),
+            b => {
+                let _ = write!(out, "%{b:02X}");
+            }
+        }
+    }
+    string(out)
+}
+
+// ---- Sprig strings ---------------------------------------------------------------------
+
+fn f_hello(_: &[Value]) -> Result<Value, String> {
+    string("Hello!")
+}
+
+fn f_abbrev(a: &[Value]) -> Result<Value, String> {
+    let (w, st) = (int(a, 0)?, s(a, 1)?);
+    if w < 4 {
+        return string(st);
+    }
+    string(abbreviate_full(st, 0, w).unwrap_or_default())
+}
+
+fn f_abbrevboth(a: &[Value]) -> Result<Value, String> {
+    let (left, right, st) = (int(a, 0)?, int(a, 1)?, s(a, 2)?);
+    if right < 4 || (left > 0 && right < 7) {
+        return string(st);
+    }
+    string(abbreviate_full(st, left, right).unwrap_or_default())
+}
+
+fn f_trunc(a: &[Value]) -> Result<Value, String> {
+    let (c, st) = (int(a, 0)?, s(a, 1)?);
+    let len = st.len() as i64;
+    if c < 0 && len + c > 0 {
+        return string(byte_slice(st, (len + c) as usize, st.len()).unwrap_or_default());
+    }
+    if c >= 0 && len > c {
+        return string(byte_slice(st, 0, c as usize).unwrap_or_default());
+    }
+    string(st)
+}
+
+fn f_trim(a: &[Value]) -> Result<Value, String> {
+    string(s(a, 0)?.trim())
+}
+
+fn f_upper(a: &[Value]) -> Result<Value, String> {
+    string(go_upper(s(a, 0)?))
+}
+
+fn f_lower(a: &[Value]) -> Result<Value, String> {
+    string(go_lower(s(a, 0)?))
+}
+
+fn f_title(a: &[Value]) -> Result<Value, String> {
+    string(title(s(a, 0)?))
+}
+
+fn f_untitle(a: &[Value]) -> Result<Value, String> {
+    string(uncapitalize(s(a, 0)?))
+}
+
+fn f_substr(a: &[Value]) -> Result<Value, String> {
+    let (start, end, st) = (int(a, 0)?, int(a, 1)?, s(a, 2)?);
+    let len = st.len() as i64;
+    let oob =
+        || format!("runtime error: slice bounds out of range [{start}:{end}] with length {len}");
+    let (from, to) = if start < 0 {
+        (0, end)
+    } else if end < 0 || end > len {
+        (start, len)
+    } else {
+        (start, end)
+    };
+    if from > to || to > len || to < 0 {
+        return Err(oob());
+    }
+    string(byte_slice(st, from as usize, to as usize).ok_or_else(oob)?)
+}
+
+fn f_repeat(a: &[Value]) -> Result<Value, String> {
+    let (count, st) = (int(a, 0)?, s(a, 1)?);
+    let count = usize::try_from(count).map_err(|_| "strings: negative Repeat count".to_string())?;
+    check_len(count.saturating_mul(st.len()))?;
+    string(st.repeat(count))
+}
+
+fn f_trim_all(a: &[Value]) -> Result<Value, String> {
+    let (cut, st) = (s(a, 0)?, s(a, 1)?);
+    string(st.trim_matches(|c| cut.contains(c)))
+}
+
+fn f_trim_suffix(a: &[Value]) -> Result<Value, String> {
+    let (suf, st) = (s(a, 0)?, s(a, 1)?);
+    string(st.strip_suffix(suf).unwrap_or(st))
+}
+
+fn f_trim_prefix(a: &[Value]) -> Result<Value, String> {
+    let (pre, st) = (s(a, 0)?, s(a, 1)?);
+    string(st.strip_prefix(pre).unwrap_or(st))
+}
+
+fn f_nospace(a: &[Value]) -> Result<Value, String> {
+    string(delete_white_space(s(a, 0)?))
+}
+
+fn f_initials(a: &[Value]) -> Result<Value, String> {
+    string(initials(s(a, 0)?))
+}
+
+fn f_swapcase(a: &[Value]) -> Result<Value, String> {
+    string(swap_case(s(a, 0)?))
+}
+
+fn f_snakecase(a: &[Value]) -> Result<Value, String> {
+    string(camel_to_lower(s(a, 0)?, '_'))
+}
+
+fn f_kebabcase(a: &[Value]) -> Result<Value, String> {
+    string(camel_to_lower(s(a, 0)?, '-'))
+}
+
+fn f_camelcase(a: &[Value]) -> Result<Value, String> {
+    string(to_camel_case(s(a, 0)?, true))
+}
+
+fn f_wrap(a: &[Value]) -> Result<Value, String> {
+    string(wrap_custom(s(a, 1)?, int(a, 0)?, "", false))
+}
+
+fn f_wrap_with(a: &[Value]) -> Result<Value, String> {
+    let (l, sep, st) = (int(a, 0)?, s(a, 1)?, s(a, 2)?);
+    check_len(
+        st.len()
+            .saturating_mul(sep.len().max(1))
+            .saturating_add(st.len()),
+    )?;
+    string(wrap_custom(st, l, sep, true))
+}
+
+fn f_contains(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Bool(s(a, 1)?.contains(s(a, 0)?)))
+}
+
+fn f_has_prefix(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Bool(s(a, 1)?.starts_with(s(a, 0)?)))
+}
+
+fn f_has_suffix(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Bool(s(a, 1)?.ends_with(s(a, 0)?)))
+}
+
+fn f_quote(a: &[Value]) -> Result<Value, String> {
+    let parts: Vec<String> = a
+        .iter()
+        .filter(|v| !matches!(v, Value::Nil))
+        .map(|v| go_quote(&strval(v), false))
+        .collect();
+    string(parts.join(" "))
+}
+
+fn f_squote(a: &[Value]) -> Result<Value, String> {
+    let parts: Vec<String> = a
+        .iter()
+        .filter(|v| !matches!(v, Value::Nil))
+        .map(|v| format!("'{}'", v.to_go_string()))
+        .collect();
+    string(parts.join(" "))
+}
+
+fn f_cat(a: &[Value]) -> Result<Value, String> {
+    let parts: Vec<String> = a
+        .iter()
+        .filter(|v| !matches!(v, Value::Nil))
+        .map(Value::to_go_string)
+        .collect();
+    string(parts.join(" "))
+}
+
+fn indent(spaces: i64, st: &str) -> Result<String, String> {
+    let n = usize::try_from(spaces).map_err(|_| "strings: negative Repeat count".to_string())?;
+    let lines = st.matches('\n').count() + 1;
+    check_len(n.saturating_mul(lines).saturating_add(st.len()))?;
+    let pad = " ".repeat(n);
+    Ok(format!("{pad}{}", st.replace('\n', &format!("\n{pad}"))))
+}
+
+fn f_indent(a: &[Value]) -> Result<Value, String> {
+    string(indent(int(a, 0)?, s(a, 1)?)?)
+}
+
+fn f_nindent(a: &[Value]) -> Result<Value, String> {
+    string(format!("\n{}", indent(int(a, 0)?, s(a, 1)?)?))
+}
+
+fn f_replace(a: &[Value]) -> Result<Value, String> {
+    let (old, new, src) = (s(a, 0)?, s(a, 1)?, s(a, 2)?);
+    let matches = if old.is_empty() {
+        src.chars().count() + 1
+    } else {
+        src.matches(old).count()
+    };
+    check_len(src.len().saturating_add(matches.saturating_mul(new.len())))?;
+    string(src.replace(old, new))
+}
+
+fn f_plural(a: &[Value]) -> Result<Value, String> {
+    let (one, many, count) = (s(a, 0)?, s(a, 1)?, int(a, 2)?);
+    string(if count == 1 { one } else { many })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+fn f_sha1sum(a: &[Value]) -> Result<Value, String> {
+    let d = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, s(a, 0)?.as_bytes());
+    string(hex(d.as_ref()))
+}
+
+fn f_sha256sum(a: &[Value]) -> Result<Value, String> {
+    let d = ring::digest::digest(&ring::digest::SHA256, s(a, 0)?.as_bytes());
+    string(hex(d.as_ref()))
+}
+
+fn f_sha512sum(a: &[Value]) -> Result<Value, String> {
+    let d = ring::digest::digest(&ring::digest::SHA512, s(a, 0)?.as_bytes());
+    string(hex(d.as_ref()))
+}
+
+fn f_adler32sum(a: &[Value]) -> Result<Value, String> {
+    const MOD: u32 = 65521;
+    let (mut x, mut y) = (1u32, 0u32);
+    for b in s(a, 0)?.bytes() {
+        x = (x + u32::from(b)) % MOD;
+        y = (y + x) % MOD;
+    }
+    string(((y << 16) | x).to_string())
+}
+
+fn f_to_string(a: &[Value]) -> Result<Value, String> {
+    string(strval(&arg(a, 0)))
+}
+
+// ---- Sprig conversions -----------------------------------------------------------------
+
+fn f_atoi(a: &[Value]) -> Result<Value, String> {
+    let st = s(a, 0)?;
+    // strconv.Atoi: optional sign and decimal digits only.
+    let digits = st.strip_prefix(['+', '-']).unwrap_or(st);
+    let ok = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+    Ok(Value::Int(if ok { st.parse().unwrap_or(0) } else { 0 }))
+}
+
+fn f_int(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Int(to_int64(&arg(a, 0))))
+}
+
+fn f_float64(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Float(to_float64(&arg(a, 0))))
+}
+
+fn f_to_decimal(a: &[Value]) -> Result<Value, String> {
+    let text = arg(a, 0).to_go_string();
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(&text);
+    let ok = !digits.is_empty() && digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    let v = if ok {
+        i64::from_str_radix(&text, 8).unwrap_or(0)
+    } else {
+        0
+    };
+    Ok(Value::Int(v))
+}
+
+/// Go's `untilStep`, bounded in size.
+fn until_step(start: i64, stop: i64, step: i64) -> Result<Vec<i64>, String> {
+    let count: i128 = if stop < start {
+        if step >= 0 {
+            0
+        } else {
+            (i128::from(start) - i128::from(stop) + (-i128::from(step)) - 1) / -i128::from(step)
+        }
+    } else if step <= 0 {
+        0
+    } else {
+        (i128::from(stop) - i128::from(start) + i128::from(step) - 1) / i128::from(step)
+    };
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
+    check_list(count)?;
+    // Exactly `count` terms of the arithmetic sequence (no overflow: each lies in range).
+    Ok((0..count)
+        .map(|k| (i128::from(start) + k as i128 * i128::from(step)) as i64)
+        .collect())
+}
+
+fn ints(v: Vec<i64>) -> Result<Value, String> {
+    list(v.into_iter().map(Value::Int).collect())
+}
+
+fn f_until(a: &[Value]) -> Result<Value, String> {
+    let count = int(a, 0)?;
+    ints(until_step(0, count, if count < 0 { -1 } else { 1 })?)
+}
+
+fn f_until_step(a: &[Value]) -> Result<Value, String> {
+    ints(until_step(int(a, 0)?, int(a, 1)?, int(a, 2)?)?)
+}
+
+fn f_seq(a: &[Value]) -> Result<Value, String> {
+    let p: Vec<i64> = a
+        .iter()
+        .map(|v| match v {
+            Value::Int(i) => *i,
+            _ => 0,
+        })
+        .collect();
+    let nums = match p.as_slice() {
+        [end] => {
+            let inc = if *end < 1 { -1 } else { 1 };
+            until_step(1, end.saturating_add(inc), inc)?
+        }
+        [start, end] => {
+            let step = if end < start { -1 } else { 1 };
+            until_step(*start, end.saturating_add(step), step)?
+        }
+        [start, step, end] => {
+            let mut inc = 1;
+            if end < start {
+                inc = -1;
+                if *step > 0 {
+                    return string("");
+                }
+            }
+            until_step(*start, end.saturating_add(inc), *step)?
+        }
+        _ => Vec::new(),
+    };
+    let parts: Vec<String> = nums.iter().map(i64::to_string).collect();
+    string(parts.join(" "))
+}
+
+/// Go's `strings.SplitN` (n < 0: all), including the empty-separator explode.
+fn go_split(st: &str, sep: &str, n: i64) -> Vec<String> {
+    if n == 0 {
+        return Vec::new();
+    }
+    if sep.is_empty() {
+        let chars: Vec<char> = st.chars().collect();
+        let l = chars.len();
+        let k = if n < 0 || n as u64 > l as u64 {
+            l
+        } else {
+            n as usize
+        };
+        let mut out: Vec<String> = chars
+            .iter()
+            .take(k.saturating_sub(1))
+            .map(|c| c.to_string())
+            .collect();
+        if k > 0 {
+            out.push(chars[k - 1..].iter().collect());
+        }
+        return out;
+    }
+    if n < 0 {
+        st.split(sep).map(str::to_string).collect()
+    } else {
+        st.splitn(usize::try_from(n).unwrap_or(usize::MAX), sep)
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+fn split_map(parts: Vec<String>) -> Result<Value, String> {
+    check_list(parts.len())?;
+    Ok(Value::map(
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (format!("_{i}"), Value::string(p)))
+            .collect(),
+    ))
+}
+
+fn f_split(a: &[Value]) -> Result<Value, String> {
+    split_map(go_split(s(a, 1)?, s(a, 0)?, -1))
+}
+
+fn f_split_list(a: &[Value]) -> Result<Value, String> {
+    strs_to_list(go_split(s(a, 1)?, s(a, 0)?, -1))
+}
+
+fn f_splitn(a: &[Value]) -> Result<Value, String> {
+    split_map(go_split(s(a, 2)?, s(a, 0)?, int(a, 1)?))
+}
+
+fn f_to_strings(a: &[Value]) -> Result<Value, String> {
+    strs_to_list(strslice(&arg(a, 0)))
+}
+
+fn f_join(a: &[Value]) -> Result<Value, String> {
+    let sep = s(a, 0)?;
+    let parts = strslice(&arg(a, 1));
+    let total = parts.iter().map(String::len).sum::<usize>()
+        + sep.len().saturating_mul(parts.len().saturating_sub(1));
+    check_len(total)?;
+    string(parts.join(sep))
+}
+
+fn f_sort_alpha(a: &[Value]) -> Result<Value, String> {
+    let v = arg(a, 0);
+    let mut parts = match &v {
+        Value::List(_) => strslice(&v),
+        other => vec![strval(other)],
+    };
+    parts.sort();
+    strs_to_list(parts)
+}
+
+// ---- Sprig math ------------------------------------------------------------------------
+
+fn f_add1(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Int(to_int64(&arg(a, 0)).wrapping_add(1)))
+}
+
+fn f_add(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Int(
+        a.iter().fold(0i64, |acc, v| acc.wrapping_add(to_int64(v))),
+    ))
+}
+
+fn f_sub(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Int(
+        to_int64(&arg(a, 0)).wrapping_sub(to_int64(&arg(a, 1))),
+    ))
+}
+
+fn f_div(a: &[Value]) -> Result<Value, String> {
+    let d = to_int64(&arg(a, 1));
+    if d == 0 {
+        return Err("runtime error: integer divide by zero".into());
+    }
+    Ok(Value::Int(to_int64(&arg(a, 0)).wrapping_div(d)))
+}
+
+fn f_mod(a: &[Value]) -> Result<Value, String> {
+    let d = to_int64(&arg(a, 1));
+    if d == 0 {
+        return Err("runtime error: integer divide by zero".into());
+    }
+    Ok(Value::Int(to_int64(&arg(a, 0)).wrapping_rem(d)))
+}
+
+fn f_mul(a: &[Value]) -> Result<Value, String> {
+    let first = to_int64(&arg(a, 0));
+    Ok(Value::Int(
+        a.iter()
+            .skip(1)
+            .fold(first, |acc, v| acc.wrapping_mul(to_int64(v))),
+    ))
+}
+
+fn f_max(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Int(
+        a.iter().map(to_int64).fold(to_int64(&arg(a, 0)), i64::max),
+    ))
+}
+
+fn f_min(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Int(
+        a.iter().map(to_int64).fold(to_int64(&arg(a, 0)), i64::min),
+    ))
+}
+
+/// Go's `math.Max` (NaN wins, +0 beats -0).
+fn go_fmax(x: f64, y: f64) -> f64 {
+    if x.is_nan() || y.is_nan() {
+        f64::NAN
+    } else if x == 0.0 && y == 0.0 {
+        if x.is_sign_negative() {
+            y
+        } else {
+            x
+        }
+    } else if x > y {
+        x
+    } else {
+        y
+    }
+}
+
+/// Go's `math.Min` (NaN wins, -0 beats +0).
+fn go_fmin(x: f64, y: f64) -> f64 {
+    if x.is_nan() || y.is_nan() {
+        f64::NAN
+    } else if x == 0.0 && y == 0.0 {
+        if x.is_sign_negative() {
+            x
+        } else {
+            y
+        }
+    } else if x < y {
+        x
+    } else {
+        y
+    }
+}
+
+fn f_maxf(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Float(
+        a.iter()
+            .skip(1)
+            .map(to_float64)
+            .fold(to_float64(&arg(a, 0)), go_fmax),
+    ))
+}
+
+fn f_minf(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Float(
+        a.iter()
+            .skip(1)
+            .map(to_float64)
+            .fold(to_float64(&arg(a, 0)), go_fmin),
+    ))
+}
+
+fn f_ceil(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Float(to_float64(&arg(a, 0)).ceil()))
+}
+
+fn f_floor(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Float(to_float64(&arg(a, 0)).floor()))
+}
+
+fn f_round(a: &[Value]) -> Result<Value, String> {
+    let val = to_float64(&arg(a, 0));
+    let places = int(a, 1)? as f64;
+    let round_on = match a.get(2) {
+        Some(_) => float(a, 2)?,
+        None => 0.5,
+    };
+    let pow = 10f64.powf(places);
+    let digit = pow * val;
+    let frac = digit.fract();
+    let r = if frac >= round_on {
+        digit.ceil()
+    } else {
+        digit.floor()
+    };
+    Ok(Value::Float(r / pow))
+}
+
+// ---- Sprig defaults, reflection, paths, encodings --------------------------------------
+
+fn f_default(a: &[Value]) -> Result<Value, String> {
+    match a.get(1) {
+        Some(given) if given.truth() => Ok(given.clone()),
+        _ => Ok(arg(a, 0)),
+    }
+}
+
+fn f_empty(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Bool(!arg(a, 0).truth()))
+}
+
+fn f_coalesce(a: &[Value]) -> Result<Value, String> {
+    Ok(a.iter().find(|v| v.truth()).cloned().unwrap_or(Value::Nil))
+}
+
+fn f_all(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Bool(a.iter().all(Value::truth)))
+}
+
+fn f_any(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Bool(a.iter().any(Value::truth)))
+}
+
+fn f_compact(a: &[Value]) -> Result<Value, String> {
+    let l = list_arg(at(a, 0)?, "compact")?;
+    list(l.iter().filter(|v| v.truth()).cloned().collect())
+}
+
+fn f_ternary(a: &[Value]) -> Result<Value, String> {
+    Ok(if boolean(a, 2)? { arg(a, 0) } else { arg(a, 1) })
+}
+
+fn f_identity(a: &[Value]) -> Result<Value, String> {
+    Ok(arg(a, 0))
+}
+
+fn f_type_of(a: &[Value]) -> Result<Value, String> {
+    string(arg(a, 0).type_name())
+}
+
+fn f_type_is(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Bool(s(a, 0)? == arg(a, 1).type_name()))
+}
+
+fn f_type_is_like(a: &[Value]) -> Result<Value, String> {
+    let (target, t) = (s(a, 0)?, arg(a, 1).type_name());
+    Ok(Value::Bool(target == t || format!("*{target}") == t))
+}
+
+fn f_kind_of(a: &[Value]) -> Result<Value, String> {
+    string(arg(a, 0).kind_name())
+}
+
+fn f_kind_is(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Bool(s(a, 0)? == arg(a, 1).kind_name()))
+}
+
+fn f_deep_equal(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Bool(arg(a, 0) == arg(a, 1)))
+}
+
+/// Go's `path.Clean`.
+fn path_clean(p: &str) -> String {
+    if p.is_empty() {
+        return ".".into();
+    }
+    let b = p.as_bytes();
+    let n = b.len();
+    let rooted = b[0] == b'/';
+    let mut out: Vec<u8> = Vec::with_capacity(n);
+    let (mut r, mut dotdot) = (0usize, 0usize);
+    if rooted {
+        out.push(b'/');
+        r = 1;
+        dotdot = 1;
+    }
+    let at = |i: usize| b.get(i).copied();
+    while r < n {
+        if at(r) == Some(b'/') || (at(r) == Some(b'.') && (r + 1 == n || at(r + 1) == Some(b'/'))) {
+            r += 1;
+        } else if at(r) == Some(b'.')
+            && at(r + 1) == Some(b'.')
+            && (r + 2 == n || at(r + 2) == Some(b'/'))
+        {
+            r += 2;
+            if out.len() > dotdot {
+                out.pop();
+                while out.len() > dotdot && out.last() != Some(&b'/') {
+                    out.pop();
+                }
+                if out.len() > dotdot {
+                    // Drop the separator that preceded the removed element.
+                    out.pop();
+                }
+            } else if !rooted {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(b"..");
+                dotdot = out.len();
+            }
+        } else {
+            if (rooted && out.len() != 1) || (!rooted && !out.is_empty()) {
+                out.push(b'/');
+            }
+            while let Some(c) = at(r) {
+                if c == b'/' {
+                    break;
+                }
+                out.push(c);
+                r += 1;
+            }
+        }
+    }
+    if out.is_empty() {
+        return ".".into();
+    }
+    bytes_to_string(out)
+}
+
+fn f_base(a: &[Value]) -> Result<Value, String> {
+    let p = s(a, 0)?;
+    if p.is_empty() {
+        return string(".");
+    }
+    let p = p.trim_end_matches('/');
+    let p = match p.rfind('/') {
+        Some(i) => &p[i + 1..],
+        None => p,
+    };
+    string(if p.is_empty() { "/" } else { p })
+}
+
+fn f_dir(a: &[Value]) -> Result<Value, String> {
+    let p = s(a, 0)?;
+    let dir = match p.rfind('/') {
+        Some(i) => &p[..=i],
+        None => "",
+    };
+    string(path_clean(dir))
+}
+
+fn f_clean(a: &[Value]) -> Result<Value, String> {
+    string(path_clean(s(a, 0)?))
+}
+
+fn f_ext(a: &[Value]) -> Result<Value, String> {
+    let p = s(a, 0)?;
+    for (i, b) in p.bytes().enumerate().rev() {
+        if b == b'/' {
+            break;
+        }
+        if b == b'.' {
+            return string(&p[i..]);
+        }
+    }
+    string("")
+}
+
+fn f_is_abs(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Bool(s(a, 0)?.starts_with('/')))
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const B32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+fn f_b64enc(a: &[Value]) -> Result<Value, String> {
+    let src = s(a, 0)?.as_bytes();
+    let mut out = String::with_capacity(src.len().div_ceil(3) * 4);
+    for chunk in src.chunks(3) {
+        let b = [
+            chunk.first().copied().unwrap_or(0),
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for k in 0..4 {
+            if k <= chunk.len() {
+                out.push(char::from(B64[((v >> (18 - 6 * k)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    string(out)
+}
+
+/// Go's `base64.StdEncoding.DecodeString` (newlines ignored, lenient trailing bits);
+/// Err carries the offending input offset.
+fn b64_decode(src: &[u8]) -> Result<Vec<u8>, usize> {
+    let val = |c: u8| B64.iter().position(|&x| x == c).map(|p| p as u32);
+    let is_nl = |c: u8| c == b'\n' || c == b'\r';
+    let mut out = Vec::with_capacity(src.len() / 4 * 3);
+    let mut si = 0usize;
+    loop {
+        let mut dbuf = [0u32; 4];
+        let mut dlen = 4;
+        let mut j = 0usize;
+        while j < 4 {
+            let Some(&c) = src.get(si) else {
+                if j == 0 {
+                    return Ok(out);
+                }
+                return Err(si - j);
+            };
+            si += 1;
+            if is_nl(c) {
+                continue;
+            }
+            if let Some(v) = val(c) {
+                dbuf[j] = v;
+                j += 1;
+                continue;
+            }
+            if c != b'=' {
+                return Err(si - 1);
+            }
+            match j {
+                0 | 1 => return Err(si - 1),
+                2 => {
+                    while src.get(si).is_some_and(|&c| is_nl(c)) {
+                        si += 1;
+                    }
+                    match src.get(si) {
+                        None => return Err(src.len()),
+                        Some(&b'=') => si += 1,
+                        Some(_) => return Err(si - 1),
+                    }
+                }
+                _ => {}
+            }
+            while src.get(si).is_some_and(|&c| is_nl(c)) {
+                si += 1;
+            }
+            if si < src.len() {
+                return Err(si);
+            }
+            dlen = j;
+            break;
+        }
+        let v = (dbuf[0] << 18) | (dbuf[1] << 12) | (dbuf[2] << 6) | dbuf[3];
+        let bytes = [(v >> 16) as u8, (v >> 8) as u8, v as u8];
+        let take = match dlen {
+            4 => 3,
+            3 => 2,
+            2 => 1,
+            _ => 0,
+        };
+        out.extend_from_slice(&bytes[..take]);
+        if dlen < 4 {
+            return Ok(out);
+        }
+    }
+}
+
+fn f_b64dec(a: &[Value]) -> Result<Value, String> {
+    match b64_decode(s(a, 0)?.as_bytes()) {
+        Ok(b) => string(bytes_to_string(b)),
+        // Sprig returns the error text as the result.
+        Err(at) => string(format!("illegal base64 data at input byte {at}")),
+    }
+}
+
+fn f_b32enc(a: &[Value]) -> Result<Value, String> {
+    let src = s(a, 0)?.as_bytes();
+    let mut out = String::with_capacity(src.len().div_ceil(5) * 8);
+    for chunk in src.chunks(5) {
+        let mut buf = [0u8; 5];
+        buf[..chunk.len()].copy_from_slice(chunk);
+        let v = buf.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+        let chars = match chunk.len() {
+            1 => 2,
+            2 => 4,
+            3 => 5,
+            4 => 7,
+            _ => 8,
+        };
+        for k in 0..8 {
+            if k < chars {
+                out.push(char::from(B32[((v >> (35 - 5 * k)) & 31) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    string(out)
+}
+
+/// Go's `base32.StdEncoding.DecodeString` (newlines stripped first).
+fn b32_decode(input: &[u8]) -> Result<Vec<u8>, usize> {
+    let src: Vec<u8> = input
+        .iter()
+        .copied()
+        .filter(|&c| c != b'\n' && c != b'\r')
+        .collect();
+    let val = |c: u8| B32.iter().position(|&x| x == c).map(|p| p as u64);
+    let olen = src.len();
+    let mut out = Vec::new();
+    let mut rest: &[u8] = &src;
+    let mut end = false;
+    while !rest.is_empty() && !end {
+        let mut dbuf = [0u64; 8];
+        let mut dlen = 8;
+        let mut j = 0usize;
+        while j < 8 {
+            let Some((&c, tail)) = rest.split_first() else {
+                return Err(olen - j);
+            };
+            rest = tail;
+            if c == b'=' && j >= 2 && rest.len() < 8 {
+                if rest.len() + j < 7 {
+                    return Err(olen);
+                }
+                for k in 0..(7 - j) {
+                    if rest.get(k).is_some_and(|&x| x != b'=') {
+                        return Err(olen - rest.len() + k - 1);
+                    }
+                }
+                dlen = j;
+                end = true;
+                if matches!(dlen, 1 | 3 | 6) {
+                    return Err(olen - rest.len() - 1);
+                }
+                break;
+            }
+            match val(c) {
+                Some(v) => dbuf[j] = v,
+                None => return Err(olen - rest.len() - 1),
+            }
+            j += 1;
+        }
+        let v = dbuf.iter().fold(0u64, |acc, &d| (acc << 5) | d);
+        let bytes = [
+            (v >> 32) as u8,
+            (v >> 24) as u8,
+            (v >> 16) as u8,
+            (v >> 8) as u8,
+            v as u8,
+        ];
+        let take = match dlen {
+            8 => 5,
+            7 => 4,
+            5 => 3,
+            4 => 2,
+            2 => 1,
+            _ => 0,
+        };
+        out.extend_from_slice(&bytes[..take]);
+    }
+    Ok(out)
+}
+
+fn f_b32dec(a: &[Value]) -> Result<Value, String> {
+    match b32_decode(s(a, 0)?.as_bytes()) {
+        Ok(b) => string(bytes_to_string(b)),
+        Err(at) => string(format!("illegal base32 data at input byte {at}")),
+    }
+}
+
+// ---- Sprig lists and dicts -------------------------------------------------------------
+
+fn f_list(a: &[Value]) -> Result<Value, String> {
+    list(a.to_vec())
+}
+
+fn f_dict(a: &[Value]) -> Result<Value, String> {
+    let mut m = BTreeMap::new();
+    for pair in a.chunks(2) {
+        let Some(k) = pair.first() else { continue };
+        let key = strval(k);
+        let v = pair.get(1).cloned().unwrap_or_else(|| Value::string(""));
+        m.insert(key, v);
+    }
+    Ok(Value::map(m))
+}
+
+fn f_get(a: &[Value]) -> Result<Value, String> {
+    let (m, k) = (map_arg(a, 0)?, s(a, 1)?);
+    Ok(m.get(k).cloned().unwrap_or_else(|| Value::string("")))
+}
+
+fn f_has_key(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Bool(map_arg(a, 0)?.contains_key(s(a, 1)?)))
+}
+
+fn f_pluck(a: &[Value]) -> Result<Value, String> {
+    let name = s(a, 0)?;
+    let mut out = Vec::new();
+    for i in 1..a.len() {
+        if let Some(v) = map_arg(a, i)?.get(name) {
+            out.push(v.clone());
+        }
+    }
+    list(out)
+}
+
+fn f_keys(a: &[Value]) -> Result<Value, String> {
+    let mut out = Vec::new();
+    for i in 0..a.len() {
+        out.extend(map_arg(a, i)?.keys().map(|k| Value::string(k.as_str())));
+    }
+    list(out)
+}
+
+fn f_pick(a: &[Value]) -> Result<Value, String> {
+    let m = map_arg(a, 0)?;
+    let mut out = BTreeMap::new();
+    for i in 1..a.len() {
+        let k = s(a, i)?;
+        if let Some(v) = m.get(k) {
+            out.insert(k.to_string(), v.clone());
+        }
+    }
+    Ok(Value::map(out))
+}
+
+fn f_omit(a: &[Value]) -> Result<Value, String> {
+    let mut m = map_arg(a, 0)?.clone();
+    for i in 1..a.len() {
+        m.remove(s(a, i)?);
+    }
+    Ok(Value::map(m))
+}
+
+fn f_values(a: &[Value]) -> Result<Value, String> {
+    list(map_arg(a, 0)?.values().cloned().collect())
+}
+
+fn f_dig(a: &[Value]) -> Result<Value, String> {
+    if a.len() < 3 {
+        return Err("dig needs at least three arguments".into());
+    }
+    let default = arg(a, a.len() - 2);
+    let mut cur = match at(a, a.len() - 1)? {
+        Value::Map(m) => m.clone(),
+        other => {
+            return Err(format!(
+                "interface conversion: interface {{}} is {}, not map[string]interface {{}}",
+                other.type_name()
+            ))
+        }
+    };
+    let keys = a.get(..a.len() - 2).unwrap_or(&[]);
+    for (i, k) in keys.iter().enumerate() {
+        let Value::Str(k) = k else {
+            return Err(format!(
+                "interface conversion: interface {{}} is {}, not string",
+                k.type_name()
+            ));
+        };
+        let Some(step) = cur.get(&**k).cloned() else {
+            return Ok(default);
+        };
+        if i == keys.len() - 1 {
+            return Ok(step);
+        }
+        cur = match step {
+            Value::Map(m) => m,
+            other => {
+                return Err(format!(
+                    "interface conversion: interface {{}} is {}, not map[string]interface {{}}",
+                    other.type_name()
+                ))
+            }
+        };
+    }
+    Ok(default)
+}
+
+fn f_push(a: &[Value]) -> Result<Value, String> {
+    let mut l = list_arg(at(a, 0)?, "push")?.to_vec();
+    l.push(arg(a, 1));
+    list(l)
+}
+
+fn f_prepend(a: &[Value]) -> Result<Value, String> {
+    let l = list_arg(at(a, 0)?, "prepend")?;
+    let mut out = Vec::with_capacity(l.len() + 1);
+    out.push(arg(a, 1));
+    out.extend_from_slice(l);
+    list(out)
+}
+
+fn f_first(a: &[Value]) -> Result<Value, String> {
+    Ok(list_arg(at(a, 0)?, "find first")?
+        .first()
+        .cloned()
+        .unwrap_or(Value::Nil))
+}
+
+fn f_last(a: &[Value]) -> Result<Value, String> {
+    Ok(list_arg(at(a, 0)?, "find last")?
+        .last()
+        .cloned()
+        .unwrap_or(Value::Nil))
+}
+
+fn f_rest(a: &[Value]) -> Result<Value, String> {
+    let l = list_arg(at(a, 0)?, "find rest")?;
+    list(l.get(1..).unwrap_or(&[]).to_vec())
+}
+
+fn f_initial(a: &[Value]) -> Result<Value, String> {
+    let l = list_arg(at(a, 0)?, "find initial")?;
+    list(l.get(..l.len().saturating_sub(1)).unwrap_or(&[]).to_vec())
+}
+
+fn f_reverse(a: &[Value]) -> Result<Value, String> {
+    let mut l = list_arg(at(a, 0)?, "find reverse")?.to_vec();
+    l.reverse();
+    list(l)
+}
+
+fn f_uniq(a: &[Value]) -> Result<Value, String> {
+    let l = list_arg(at(a, 0)?, "find uniq")?;
+    let mut out: Vec<Value> = Vec::new();
+    for v in l {
+        if !out.contains(v) {
+            out.push(v.clone());
+        }
+    }
+    list(out)
+}
+
+fn f_without(a: &[Value]) -> Result<Value, String> {
+    let l = list_arg(at(a, 0)?, "find without")?;
+    let omit = a.get(1..).unwrap_or(&[]);
+    list(l.iter().filter(|v| !omit.contains(v)).cloned().collect())
+}
+
+fn f_has(a: &[Value]) -> Result<Value, String> {
+    let needle = arg(a, 0);
+    match at(a, 1)? {
+        Value::Nil => Ok(Value::Bool(false)),
+        hay => Ok(Value::Bool(list_arg(hay, "find has")?.contains(&needle))),
+    }
+}
+
+fn f_slice(a: &[Value]) -> Result<Value, String> {
+    let l = match at(a, 0)? {
+        Value::List(l) => l,
+        Value::Nil => return Err(NIL_DEREF.into()),
+        other => {
+            return Err(format!(
+                "list should be type of slice or array but {}",
+                other.kind_name()
+            ))
+        }
+    };
+    if l.is_empty() {
+        return Ok(Value::Nil);
+    }
+    let start = a.get(1).map_or(0, to_int64);
+    let end = a.get(2).map_or(l.len() as i64, to_int64);
+    let range = usize::try_from(start)
+        .ok()
+        .zip(usize::try_from(end).ok())
+        .filter(|(s, e)| s <= e && *e <= l.len())
+        .ok_or("reflect: slice index out of range")?;
+    list(l.get(range.0..range.1).unwrap_or(&[]).to_vec())
+}
+
+fn f_concat(a: &[Value]) -> Result<Value, String> {
+    let mut out = Vec::new();
+    for v in a {
+        match v {
+            Value::List(l) => {
+                check_list(out.len() + l.len())?;
+                out.extend_from_slice(l);
+            }
+            Value::Nil => return Err(NIL_DEREF.into()),
+            other => return Err(format!("Cannot concat type {} as list", other.kind_name())),
+        }
+    }
+    list(out)
+}
+
+fn f_chunk(a: &[Value]) -> Result<Value, String> {
+    let size = int(a, 0)?;
+    let l = match at(a, 1)? {
+        Value::List(l) => l,
+        Value::Nil => return Err(NIL_DEREF.into()),
+        other => return Err(format!("Cannot chunk type {}", other.kind_name())),
+    };
+    let size = usize_of(size)
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or("chunk size must be positive")?;
+    list(l.chunks(size).map(|c| Value::list(c.to_vec())).collect())
+}
+
+fn f_fail(a: &[Value]) -> Result<Value, String> {
+    Err(s(a, 0)?.to_string())
+}
+
+// ---- Sprig regular expressions ---------------------------------------------------------
+
+fn compile(pattern: &str) -> Result<Regex, String> {
+    Regex::new(pattern).map_err(|e| {
+        let detail = e
+            .to_string()
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("invalid pattern")
+            .trim()
+            .trim_start_matches("error: ")
+            .to_string();
+        format!("regexp: Compile({}): {detail}", go_quote(pattern, false))
+    })
+}
+
+fn f_regex_match(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Bool(
+        compile(s(a, 0)?).is_ok_and(|r| s(a, 1).is_ok_and(|t| r.is_match(t))),
+    ))
+}
+
+fn f_must_regex_match(a: &[Value]) -> Result<Value, String> {
+    Ok(Value::Bool(compile(s(a, 0)?)?.is_match(s(a, 1)?)))
+}
+
+fn f_regex_find_all(a: &[Value]) -> Result<Value, String> {
+    let (r, text, n) = (compile(s(a, 0)?)?, s(a, 1)?, int(a, 2)?);
+    let limit = if n < 0 { usize::MAX } else { usize_of(n)? };
+    strs_to_list(
+        r.find_iter(text)
+            .take(limit)
+            .map(|m| m.as_str().to_string())
+            .collect(),
+    )
+}
+
+fn f_regex_find(a: &[Value]) -> Result<Value, String> {
+    let (r, text) = (compile(s(a, 0)?)?, s(a, 1)?);
+    string(r.find(text).map_or("", |m| m.as_str()))
+}
+
+/// Go's `ReplaceAllString` (with `$1`/`${name}` expansion) or `ReplaceAllLiteralString`.
+fn regex_replace(a: &[Value], literal: bool) -> Result<Value, String> {
+    let (r, text, repl) = (compile(s(a, 0)?)?, s(a, 1)?, s(a, 2)?);
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for caps in r.captures_iter(text) {
+        let Some(m) = caps.get(0) else { continue };
+        out.push_str(&text[last..m.start()]);
+        if literal {
+            out.push_str(repl);
+        } else {
+            caps.expand(repl, &mut out);
+        }
+        last = m.end();
+        check_len(out.len())?;
+    }
+    out.push_str(&text[last..]);
+    string(out)
+}
+
+fn f_regex_replace_all(a: &[Value]) -> Result<Value, String> {
+    regex_replace(a, false)
+}
+
+fn f_regex_replace_all_literal(a: &[Value]) -> Result<Value, String> {
+    regex_replace(a, true)
+}
+
+/// Go's `Regexp.Split`.
+fn f_regex_split(a: &[Value]) -> Result<Value, String> {
+    let (r, text, n) = (compile(s(a, 0)?)?, s(a, 1)?, int(a, 2)?);
+    if n == 0 {
+        return list(Vec::new());
+    }
+    if !r.as_str().is_empty() && text.is_empty() {
+        return strs_to_list(vec![String::new()]);
+    }
+    let limit = if n < 0 { usize::MAX } else { usize_of(n)? };
+    let mut parts = Vec::new();
+    let (mut beg, mut end) = (0usize, 0usize);
+    for m in r.find_iter(text).take(limit) {
+        if n > 0 && parts.len() == limit - 1 {
+            break;
+        }
+        end = m.start();
+        if m.end() != 0 {
+            parts.push(text[beg..end].to_string());
+        }
+        beg = m.end();
+    }
+    if end != text.len() {
+        parts.push(text[beg..].to_string());
+    }
+    strs_to_list(parts)
+}
+
+fn f_regex_quote_meta(a: &[Value]) -> Result<Value, String> {
+    let mut out = String::new();
+    for c in s(a, 0)?.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    string(out)
+}
+
+// ---- the table -------------------------------------------------------------------------
+
+macro_rules! spec {
+    ($name:literal, [$($p:ident),*], ...$v:ident, $f:ident) => {
+        Spec { name: $name, params: &[$(P::$p),*], variadic: Some(P::$v), f: $f }
+    };
+    ($name:literal, [$($p:ident),*], $f:ident) => {
+        Spec { name: $name, params: &[$(P::$p),*], variadic: None, f: $f }
+    };
+}
+
+static SPECS: &[Spec] = &[
+    // Go text/template builtins (Sprig's `slice` replaces Go's).
+    spec!("and", [A], ...A, f_and),
+    spec!("or", [A], ...A, f_or),
+    spec!("not", [A], f_not),
+    spec!("len", [A], f_len),
+    spec!("index", [A], ...A, f_index),
+    spec!("print", [], ...A, f_print),
+    spec!("printf", [S], ...A, f_printf),
+    spec!("println", [], ...A, f_println),
+    spec!("eq", [A], ...A, f_eq),
+    spec!("ne", [A, A], f_ne),
+    spec!("lt", [A, A], f_lt),
+    spec!("le", [A, A], f_le),
+    spec!("gt", [A, A], f_gt),
+    spec!("ge", [A, A], f_ge),
+    spec!("html", [], ...A, f_html),
+    spec!("js", [], ...A, f_js),
+    spec!("urlquery", [], ...A, f_urlquery),
+    // Sprig strings.
+    spec!("hello", [], f_hello),
+    spec!("abbrev", [I, S], f_abbrev),
+    spec!("abbrevboth", [I, I, S], f_abbrevboth),
+    spec!("trunc", [I, S], f_trunc),
+    spec!("trim", [S], f_trim),
+    spec!("upper", [S], f_upper),
+    spec!("lower", [S], f_lower),
+    spec!("title", [S], f_title),
+    spec!("untitle", [S], f_untitle),
+    spec!("substr", [I, I, S], f_substr),
+    spec!("repeat", [I, S], f_repeat),
+    spec!("trimall", [S, S], f_trim_all),
+    spec!("trimAll", [S, S], f_trim_all),
+    spec!("trimSuffix", [S, S], f_trim_suffix),
+    spec!("trimPrefix", [S, S], f_trim_prefix),
+    spec!("nospace", [S], f_nospace),
+    spec!("initials", [S], f_initials),
+    spec!("swapcase", [S], f_swapcase),
+    spec!("snakecase", [S], f_snakecase),
+    spec!("camelcase", [S], f_camelcase),
+    spec!("kebabcase", [S], f_kebabcase),
+    spec!("wrap", [I, S], f_wrap),
+    spec!("wrapWith", [I, S, S], f_wrap_with),
+    spec!("contains", [S, S], f_contains),
+    spec!("hasPrefix", [S, S], f_has_prefix),
+    spec!("hasSuffix", [S, S], f_has_suffix),
+    spec!("quote", [], ...A, f_quote),
+    spec!("squote", [], ...A, f_squote),
+    spec!("cat", [], ...A, f_cat),
+    spec!("indent", [I, S], f_indent),
+    spec!("nindent", [I, S], f_nindent),
+    spec!("replace", [S, S, S], f_replace),
+    spec!("plural", [S, S, I], f_plural),
+    spec!("sha1sum", [S], f_sha1sum),
+    spec!("sha256sum", [S], f_sha256sum),
+    spec!("sha512sum", [S], f_sha512sum),
+    spec!("adler32sum", [S], f_adler32sum),
+    spec!("toString", [A], f_to_string),
+    // Sprig conversions.
+    spec!("atoi", [S], f_atoi),
+    spec!("int", [A], f_int),
+    spec!("int64", [A], f_int),
+    spec!("float64", [A], f_float64),
+    spec!("toDecimal", [A], f_to_decimal),
+    spec!("seq", [], ...I, f_seq),
+    spec!("split", [S, S], f_split),
+    spec!("splitList", [S, S], f_split_list),
+    spec!("splitn", [S, I, S], f_splitn),
+    spec!("toStrings", [A], f_to_strings),
+    spec!("join", [S, A], f_join),
+    spec!("sortAlpha", [A], f_sort_alpha),
+    // Sprig math.
+    spec!("until", [I], f_until),
+    spec!("untilStep", [I, I, I], f_until_step),
+    spec!("add1", [A], f_add1),
+    spec!("add", [], ...A, f_add),
+    spec!("sub", [A, A], f_sub),
+    spec!("div", [A, A], f_div),
+    spec!("mod", [A, A], f_mod),
+    spec!("mul", [A], ...A, f_mul),
+    spec!("biggest", [A], ...A, f_max),
+    spec!("max", [A], ...A, f_max),
+    spec!("min", [A], ...A, f_min),
+    spec!("maxf", [A], ...A, f_maxf),
+    spec!("minf", [A], ...A, f_minf),
+    spec!("ceil", [A], f_ceil),
+    spec!("floor", [A], f_floor),
+    spec!("round", [A, I], ...F, f_round),
+    // Sprig defaults and flow control.
+    spec!("default", [A], ...A, f_default),
+    spec!("empty", [A], f_empty),
+    spec!("coalesce", [], ...A, f_coalesce),
+    spec!("all", [], ...A, f_all),
+    spec!("any", [], ...A, f_any),
+    spec!("compact", [A], f_compact),
+    spec!("mustCompact", [A], f_compact),
+    spec!("ternary", [A, A, B], f_ternary),
+    spec!("deepCopy", [A], f_identity),
+    spec!("mustDeepCopy", [A], f_identity),
+    spec!("fail", [S], f_fail),
+    // Sprig reflection.
+    spec!("typeOf", [A], f_type_of),
+    spec!("typeIs", [S, A], f_type_is),
+    spec!("typeIsLike", [S, A], f_type_is_like),
+    spec!("kindOf", [A], f_kind_of),
+    spec!("kindIs", [S, A], f_kind_is),
+    spec!("deepEqual", [A, A], f_deep_equal),
+    // Sprig paths (filepath and path agree on Unix).
+    spec!("base", [S], f_base),
+    spec!("dir", [S], f_dir),
+    spec!("clean", [S], f_clean),
+    spec!("ext", [S], f_ext),
+    spec!("isAbs", [S], f_is_abs),
+    spec!("osBase", [S], f_base),
+    spec!("osDir", [S], f_dir),
+    spec!("osClean", [S], f_clean),
+    spec!("osExt", [S], f_ext),
+    spec!("osIsAbs", [S], f_is_abs),
+    // Sprig encodings.
+    spec!("b64enc", [S], f_b64enc),
+    spec!("b64dec", [S], f_b64dec),
+    spec!("b32enc", [S], f_b32enc),
+    spec!("b32dec", [S], f_b32dec),
+    // Sprig lists and dicts.
+    spec!("list", [], ...A, f_list),
+    spec!("tuple", [], ...A, f_list),
+    spec!("dict", [], ...A, f_dict),
+    spec!("get", [M, S], f_get),
+    spec!("hasKey", [M, S], f_has_key),
+    spec!("pluck", [S], ...M, f_pluck),
+    spec!("keys", [], ...M, f_keys),
+    spec!("pick", [M], ...S, f_pick),
+    spec!("omit", [M], ...S, f_omit),
+    spec!("values", [M], f_values),
+    spec!("dig", [], ...A, f_dig),
+    spec!("append", [A, A], f_push),
+    spec!("push", [A, A], f_push),
+    spec!("mustAppend", [A, A], f_push),
+    spec!("mustPush", [A, A], f_push),
+    spec!("prepend", [A, A], f_prepend),
+    spec!("mustPrepend", [A, A], f_prepend),
+    spec!("first", [A], f_first),
+    spec!("mustFirst", [A], f_first),
+    spec!("last", [A], f_last),
+    spec!("mustLast", [A], f_last),
+    spec!("rest", [A], f_rest),
+    spec!("mustRest", [A], f_rest),
+    spec!("initial", [A], f_initial),
+    spec!("mustInitial", [A], f_initial),
+    spec!("reverse", [A], f_reverse),
+    spec!("mustReverse", [A], f_reverse),
+    spec!("uniq", [A], f_uniq),
+    spec!("mustUniq", [A], f_uniq),
+    spec!("without", [A], ...A, f_without),
+    spec!("mustWithout", [A], ...A, f_without),
+    spec!("has", [A, A], f_has),
+    spec!("mustHas", [A, A], f_has),
+    spec!("slice", [A], ...A, f_slice),
+    spec!("mustSlice", [A], ...A, f_slice),
+    spec!("concat", [], ...A, f_concat),
+    spec!("chunk", [I, A], f_chunk),
+    spec!("mustChunk", [I, A], f_chunk),
+    // Sprig regular expressions (Rust's `regex` is RE2-syntax like Go's `regexp`).
+    spec!("regexMatch", [S, S], f_regex_match),
+    spec!("mustRegexMatch", [S, S], f_must_regex_match),
+    spec!("regexFindAll", [S, S, I], f_regex_find_all),
+    spec!("mustRegexFindAll", [S, S, I], f_regex_find_all),
+    spec!("regexFind", [S, S], f_regex_find),
+    spec!("mustRegexFind", [S, S], f_regex_find),
+    spec!("regexReplaceAll", [S, S, S], f_regex_replace_all),
+    spec!("mustRegexReplaceAll", [S, S, S], f_regex_replace_all),
+    spec!(
+        "regexReplaceAllLiteral",
+        [S, S, S],
+        f_regex_replace_all_literal
+    ),
+    spec!(
+        "mustRegexReplaceAllLiteral",
+        [S, S, S],
+        f_regex_replace_all_literal
+    ),
+    spec!("regexSplit", [S, S, I], f_regex_split),
+    spec!("mustRegexSplit", [S, S, I], f_regex_split),
+    spec!("regexQuoteMeta", [S], f_regex_quote_meta),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_is_in_exactly_one_category() {
+        for (i, spec) in SPECS.iter().enumerate() {
+            assert!(
+                !SPECS[..i].iter().any(|o| o.name == spec.name),
+                "duplicate {}",
+                spec.name
+            );
+            assert!(!NON_DETERMINISTIC.contains(&spec.name), "{}", spec.name);
+            assert!(!UNSUPPORTED.contains(&spec.name), "{}", spec.name);
+        }
+        for name in NON_DETERMINISTIC {
+            assert!(!UNSUPPORTED.contains(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn cast_conversions() {
+        assert_eq!(to_int64(&Value::string("42")), 42);
+        assert_eq!(to_int64(&Value::string("0x10")), 16);
+        assert_eq!(to_int64(&Value::string("10.00")), 10);
+        assert_eq!(to_int64(&Value::string("10.5")), 0);
+        assert_eq!(to_int64(&Value::string("nope")), 0);
+        assert_eq!(to_int64(&Value::Float(3.9)), 3);
+        assert_eq!(to_int64(&Value::Bool(true)), 1);
+        assert_eq!(to_int64(&Value::Nil), 0);
+        assert_eq!(trim_zero_decimal("10."), "10.");
+    }
+
+    #[test]
+    fn go_base64_decoding() {
+        assert_eq!(b64_decode(b"aGVsbG8="), Ok(b"hello".to_vec()));
+        assert_eq!(b64_decode(b"aGVs\nbG8="), Ok(b"hello".to_vec()));
+        assert_eq!(b64_decode(b"aGVsbA=="), Ok(b"hell".to_vec()));
+        assert_eq!(b64_decode(b""), Ok(vec![]));
+        assert_eq!(b64_decode(b"aGVsbG8"), Err(4));
+        assert_eq!(b64_decode(b"a!=="), Err(1));
+        assert_eq!(b64_decode(b"aGVsbA==x"), Err(8));
+        assert_eq!(b64_decode(b"a==="), Err(1));
+    }
+
+    #[test]
+    fn go_base32_round_trip() {
+        for input in ["", "f", "fo", "foo", "foob", "fooba", "foobar"] {
+            let enc = f_b32enc(&[Value::string(input)]).unwrap();
+            let Value::Str(e) = &enc else { panic!() };
+            assert_eq!(
+                b32_decode(e.as_bytes()),
+                Ok(input.as_bytes().to_vec()),
+                "{input}"
+            );
+        }
+        assert_eq!(
+            f_b32enc(&[Value::string("foobar")]).unwrap(),
+            Value::string("MZXW6YTBOI======")
+        );
+        assert!(b32_decode(b"MZXW6YTBOI=====").is_err());
+        assert!(b32_decode(b"M1======").is_err());
+    }
+
+    #[test]
+    fn go_path_clean() {
+        for (input, want) in [
+            ("", "."),
+            ("a/c", "a/c"),
+            ("a//c", "a/c"),
+            ("a/c/.", "a/c"),
+            ("a/c/b/..", "a/c"),
+            ("/../a/c", "/a/c"),
+            ("../../a", "../../a"),
+            ("a/../..", ".."),
+            ("/a/b/../../..", "/"),
+            ("abc/def/../../..", ".."),
+        ] {
+            assert_eq!(path_clean(input), want, "{input}");
+        }
+    }
+}

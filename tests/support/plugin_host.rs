@@ -1,0 +1,360 @@
+//! A SPIRE-like host: launches the built plugin binary exactly as spire-server does (magic cookie
+//! and go-plugin variables in the environment, stdout handshake, gRPC over the unix socket with
+//! the broker stream held open), drives its RPCs, and checks every stderr line is hclog JSON.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use grpcio::{
+    CallOption, ChannelBuilder, Client, ClientDuplexReceiver, ClientDuplexSender, EnvBuilder,
+    Environment, WriteFlags,
+};
+
+use azkv::plugin::proto::config::*;
+use azkv::plugin::proto::goplugin::{self, ConnInfo};
+use azkv::plugin::proto::init::*;
+use azkv::plugin::proto::keymanager::*;
+use azkv::plugin::proto::{health, init};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_azure_key_vault");
+
+pub struct PluginProcess {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub handshake: String,
+    _env: Arc<Environment>,
+    client: Client,
+    broker: Option<(ClientDuplexSender<ConnInfo>, ClientDuplexReceiver<ConnInfo>)>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    stdout_rest: Arc<Mutex<Vec<u8>>>,
+    pub exited: Option<std::process::ExitStatus>,
+}
+
+/// The status of a failed RPC as (code, message).
+pub type RpcResult<T> = Result<T, (grpcio::RpcStatusCode, String)>;
+
+fn err(e: grpcio::Error) -> (grpcio::RpcStatusCode, String) {
+    match e {
+        grpcio::Error::RpcFailure(s) => (s.code(), s.message().to_string()),
+        other => (grpcio::RpcStatusCode::UNKNOWN, other.to_string()),
+    }
+}
+
+impl PluginProcess {
+    /// Starts the plugin with a clean environment plus `envs`, reads the handshake line, dials
+    /// the socket and opens the broker stream (sending the host-services ConnInfo like SPIRE).
+    pub fn launch(envs: &[(&str, &str)]) -> PluginProcess {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KeyManager", "KeyManager")
+            .env("PLUGIN_MIN_PORT", "10000")
+            .env("PLUGIN_MAX_PORT", "25000")
+            .env("PLUGIN_PROTOCOL_VERSIONS", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn plugin");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        {
+            let lines = Arc::clone(&stderr);
+            let pipe = child.stderr.take().unwrap();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    match line {
+                        Ok(l) => lines.lock().unwrap().push(l),
+                        Err(_) => break,
+                    }
+                }
+            });
+        }
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut handshake = String::new();
+        stdout.read_line(&mut handshake).expect("read handshake");
+        let stdout_rest = Arc::new(Mutex::new(Vec::new()));
+        {
+            let rest = Arc::clone(&stdout_rest);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match stdout.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => rest.lock().unwrap().extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+        let parts: Vec<&str> = handshake.trim().split('|').collect();
+        assert_eq!(parts.len(), 6, "handshake {handshake:?}");
+        assert_eq!(&parts[..3], &["1", "1", "unix"], "handshake {handshake:?}");
+        assert_eq!(parts[4], "grpc");
+        assert_eq!(parts[5], "");
+        let socket = PathBuf::from(parts[3]);
+        let env = Arc::new(EnvBuilder::new().cq_count(1).build());
+        let channel = ChannelBuilder::new(Arc::clone(&env))
+            .default_authority("unused")
+            .connect(&format!("unix:{}", socket.display()));
+        let client = Client::new(channel);
+        let mut p = PluginProcess {
+            child,
+            socket,
+            handshake,
+            _env: env,
+            client,
+            broker: None,
+            stderr,
+            stdout_rest,
+            exited: None,
+        };
+        p.open_broker();
+        p
+    }
+
+    fn opt() -> CallOption {
+        CallOption::default().timeout(Duration::from_secs(30))
+    }
+
+    fn open_broker(&mut self) {
+        let (mut tx, rx) = self
+            .client
+            .duplex_streaming(&goplugin::BROKER_START_STREAM, CallOption::default())
+            .expect("broker stream");
+        let info = ConnInfo {
+            service_id: 1,
+            network: "unix".into(),
+            address: "/tmp/plugin-host-services.sock".into(),
+            knock: None,
+        };
+        futures_executor::block_on(tx.send((info, WriteFlags::default()))).expect("send ConnInfo");
+        self.broker = Some((tx, rx));
+    }
+
+    pub fn init(&self) -> RpcResult<Vec<String>> {
+        let req = InitRequest {
+            host_service_names: vec![
+                "spire.hostservice.server.identityprovider.v1.IdentityProvider".into(),
+                "spire.hostservice.server.agentstore.v1.AgentStore".into(),
+                "spire.hostservice.common.metrics.v1.Metrics".into(),
+            ],
+        };
+        self.client
+            .unary_call(&init::INIT, &req, Self::opt())
+            .map(|r| r.plugin_service_names)
+            .map_err(err)
+    }
+
+    pub fn health(&self, service: &str) -> RpcResult<i32> {
+        let req = health::HealthCheckRequest {
+            service: service.into(),
+        };
+        self.client
+            .unary_call(&health::CHECK, &req, Self::opt())
+            .map(|r| r.status)
+            .map_err(err)
+    }
+
+    pub fn configure(&self, trust_domain: &str, hcl: &str) -> RpcResult<()> {
+        let req = ConfigureRequest {
+            core_configuration: Some(CoreConfiguration {
+                trust_domain: trust_domain.into(),
+            }),
+            hcl_configuration: hcl.into(),
+        };
+        self.client
+            .unary_call(&CONFIGURE, &req, Self::opt())
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    pub fn configure_raw(&self, req: &ConfigureRequest) -> RpcResult<()> {
+        self.client
+            .unary_call(&CONFIGURE, req, Self::opt())
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    pub fn validate(&self, trust_domain: &str, hcl: &str) -> RpcResult<ValidateResponse> {
+        let req = ValidateRequest {
+            core_configuration: Some(CoreConfiguration {
+                trust_domain: trust_domain.into(),
+            }),
+            hcl_configuration: hcl.into(),
+        };
+        self.client
+            .unary_call(&VALIDATE, &req, Self::opt())
+            .map_err(err)
+    }
+
+    pub fn generate_key(&self, id: &str, key_type: KeyType) -> RpcResult<PublicKey> {
+        let req = GenerateKeyRequest {
+            key_id: id.into(),
+            key_type: key_type as i32,
+        };
+        self.client
+            .unary_call(&GENERATE_KEY, &req, Self::opt())
+            .map_err(err)
+            .and_then(|r| {
+                r.public_key
+                    .ok_or((grpcio::RpcStatusCode::INTERNAL, "empty".into()))
+            })
+    }
+
+    pub fn get_public_key(&self, id: &str) -> RpcResult<PublicKey> {
+        let req = GetPublicKeyRequest { key_id: id.into() };
+        self.client
+            .unary_call(&GET_PUBLIC_KEY, &req, Self::opt())
+            .map_err(err)
+            .and_then(|r| {
+                r.public_key
+                    .ok_or((grpcio::RpcStatusCode::NOT_FOUND, "empty".into()))
+            })
+    }
+
+    pub fn get_public_keys(&self) -> RpcResult<Vec<PublicKey>> {
+        self.client
+            .unary_call(&GET_PUBLIC_KEYS, &GetPublicKeysRequest {}, Self::opt())
+            .map(|r| r.public_keys)
+            .map_err(err)
+    }
+
+    pub fn sign(
+        &self,
+        id: &str,
+        data: &[u8],
+        opts: Option<SignerOpts>,
+    ) -> RpcResult<SignDataResponse> {
+        let req = SignDataRequest {
+            key_id: id.into(),
+            data: data.to_vec(),
+            signer_opts: opts,
+        };
+        self.client
+            .unary_call(&SIGN_DATA, &req, Self::opt())
+            .map_err(err)
+    }
+
+    pub fn deinit(&self) -> RpcResult<()> {
+        self.client
+            .unary_call(&init::DEINIT, &DeinitRequest {}, Self::opt())
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    /// SPIRE's unload: Deinit, close the broker, Shutdown, then wait for the exit. Returns how
+    /// long the process took to exit after Shutdown was answered.
+    pub fn unload(&mut self) -> Duration {
+        let _ = self.deinit();
+        if let Some((mut tx, _rx)) = self.broker.take() {
+            let _ = futures_executor::block_on(tx.close());
+        }
+        let _ = self.client.unary_call(
+            &goplugin::CONTROLLER_SHUTDOWN,
+            &goplugin::Empty {},
+            Self::opt(),
+        );
+        let start = Instant::now();
+        let status = self
+            .wait_exit(Duration::from_secs(5))
+            .expect("plugin did not exit within 5 s");
+        self.exited = Some(status);
+        start.elapsed()
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        self.exited = self.child.wait().ok();
+    }
+
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn stdout_after_handshake(&self) -> Vec<u8> {
+        self.stdout_rest.lock().unwrap().clone()
+    }
+
+    /// Waits until a stderr line contains `needle` (background work observed through logs).
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.stderr_lines().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// Every stderr line is an hclog JSON object SPIRE can parse, and none contains a secret.
+    pub fn assert_logs_clean(&self, secrets: &[String]) {
+        std::thread::sleep(Duration::from_millis(50)); // let the reader thread catch up
+        let lines = self.stderr_lines();
+        for line in &lines {
+            check_hclog_line(line);
+            for s in secrets {
+                assert!(
+                    !s.is_empty() && !line.contains(s.as_str()),
+                    "secret leaked in log line: {line}"
+                );
+            }
+        }
+        assert!(
+            self.stdout_after_handshake().is_empty(),
+            "plugin wrote to stdout after the handshake"
+        );
+    }
+}
+
+/// The rules of go-plugin's hclog JSON parser (spire-plugin-protocol.md §1.5).
+pub fn check_hclog_line(line: &str) {
+    let v: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    let obj = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {line}"));
+    for key in ["@level", "@message", "@timestamp"] {
+        assert!(
+            obj.get(key).is_some_and(|x| x.is_string()),
+            "{key} missing or not a string: {line}"
+        );
+    }
+    let level = obj["@level"].as_str().unwrap();
+    assert!(
+        ["trace", "debug", "info", "warn", "error"].contains(&level),
+        "bad level: {line}"
+    );
+    let ts = obj["@timestamp"].as_str().unwrap();
+    let re = regex::Regex::new(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}(Z|[+-]\d{2}:\d{2})$")
+        .unwrap();
+    assert!(re.is_match(ts), "bad timestamp {ts}: {line}");
+    for (k, val) in obj {
+        assert!(val.is_string(), "field {k} is not a string: {line}");
+    }
+}
+
+impl Drop for PluginProcess {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
