@@ -294,10 +294,14 @@ impl PluginCore for KeyManager {
         let server_id = Self::resolve_server_id(&config)?;
         log::debug!(server_id = server_id.as_str(); "Loaded server id");
         let vault = (self.connector)(&config)?;
-        let shared = config
-            .shared_keys
-            .as_ref()
-            .map(|s| shared::SharedKeys::new(s.clone(), &config.trust_domain, &server_id));
+        let shared = match &config.shared_keys {
+            Some(s) => Some(shared::SharedKeys::new(
+                s.clone(),
+                &config.trust_domain,
+                &server_id,
+            )?),
+            None => None,
+        };
 
         let found = discovery::discover(
             vault.as_ref(),

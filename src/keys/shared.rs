@@ -33,22 +33,38 @@ pub fn is_shared_key_id(id: &str) -> bool {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    /// A version younger than this is adopted instead of rotating.
     pub freshness: Duration,
+    /// Wait after creating a version before re-reading the versions (convergence).
     pub settle: Duration,
+    /// Random wait before a first creation (spreads servers starting together).
     pub max_jitter: Duration,
+    /// Wait between writing a rotation claim and reading it back (longer than any peer's
+    /// read-to-write gap, as in Fischer's mutual exclusion).
+    pub claim_wait: Duration,
+    /// A claim older than this is abandoned (its writer died).
+    pub claim_ttl: Duration,
+    /// How long a server that lost the claim waits for the winner's version.
+    pub peer_wait: Duration,
+    /// Polling interval while waiting for the winner.
+    pub poll: Duration,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             freshness: Duration::from_secs(15 * 60),
-            settle: Duration::from_secs(3),
+            settle: Duration::from_secs(2),
             max_jitter: Duration::from_millis(1500),
+            claim_wait: Duration::from_millis(1500),
+            claim_ttl: Duration::from_secs(30),
+            peer_wait: Duration::from_secs(15),
+            poll: Duration::from_millis(250),
         }
     }
 }
 
-/// Test hook: `AZKV_TEST_SHARED="freshness=15m,settle=3s,jitter=1500ms"`.
+/// Test hook: `AZKV_TEST_SHARED="freshness=15m,settle=2s,jitter=1500ms,claim_wait=1500ms,claim_ttl=30s,peer_wait=15s,poll=250ms"`.
 pub const SETTINGS_ENV: &str = "AZKV_TEST_SHARED";
 
 impl Settings {
@@ -63,6 +79,10 @@ impl Settings {
                 Some(("freshness", d)) => s.freshness = d,
                 Some(("settle", d)) => s.settle = d,
                 Some(("jitter", d)) => s.max_jitter = d,
+                Some(("claim_wait", d)) => s.claim_wait = d,
+                Some(("claim_ttl", d)) => s.claim_ttl = d,
+                Some(("peer_wait", d)) => s.peer_wait = d,
+                Some(("poll", d)) => s.poll = d,
                 _ => log::warn!(part = part; "Ignoring malformed shared keys setting"),
             }
         }
@@ -78,12 +98,29 @@ pub struct SharedKeys {
 }
 
 impl SharedKeys {
-    pub fn new(config: SharedKeysConfig, trust_domain: &str, server_id: &str) -> Self {
-        SharedKeys {
+    /// Checks at Configure time that the template renders valid Key Vault names and that the
+    /// regex finds the key id again in them, so a bad pair fails now rather than at rotation.
+    pub fn new(
+        config: SharedKeysConfig,
+        trust_domain: &str,
+        server_id: &str,
+    ) -> Result<Self, PluginError> {
+        let shared = SharedKeys {
             config,
             trust_domain: trust_domain.to_string(),
             server_id: server_id.to_string(),
+        };
+        for id in ["JWT-Signer-A", "JWT-Signer-B"] {
+            let name = shared
+                .name_for(id)
+                .map_err(|e| PluginError::invalid_argument(e.message))?;
+            if shared.shared_key_id(&name).as_deref() != Some(id) {
+                return Err(PluginError::invalid_argument(format!(
+                    "key_id_extraction_regex does not recover the key id {id:?} from the name {name:?} rendered by jwt_key_template"
+                )));
+            }
         }
+        Ok(shared)
     }
 
     /// The Key Vault name of a shared key, validated.
@@ -122,18 +159,138 @@ impl SharedKeys {
         key_type: KeyType,
         params: CreateKeyParams,
     ) -> Result<KeyEntry, PluginError> {
-        let name = self.name_for(key_id)?;
-        if let Some(entry) = self.adopt_fresh(vault, clock, settings, key_id, &name, key_type)? {
-            log::info!(key_id = key_id, key_name = name.as_str(), version = entry.version.as_str(); "Shared key is already fresh; reusing it");
+        let r = Rotation {
+            shared: self,
+            vault,
+            clock,
+            settings,
+            key_id,
+            key_type,
+            params,
+            name: self.name_for(key_id)?,
+        };
+        if let Some(entry) = r.adopt_fresh()? {
+            log::info!(key_id = key_id, key_name = r.name.as_str(), version = entry.version.as_str(); "Shared key is already fresh; reusing it");
             return Ok(entry);
         }
-        // Spread servers that rotate at the same moment, then look once more.
-        clock.sleep(jitter(settings.max_jitter));
-        if let Some(entry) = self.adopt_fresh(vault, clock, settings, key_id, &name, key_type)? {
-            log::info!(key_id = key_id, key_name = name.as_str(), version = entry.version.as_str(); "Shared key was just rotated by another server; reusing it");
+        match vault.get_key(&r.name, None) {
+            Ok(latest) => r.rotate_with_claim(latest),
+            Err(e) if e.is_not_found() => r.first_creation(),
+            Err(e) => Err(PluginError::internal(format!(
+                "failed to fetch key details: {e}"
+            ))),
+        }
+    }
+}
+
+/// Tag on a shared key's latest version claiming the next rotation: `<nonce>|<unix secs>`.
+pub const TAG_ROTATION_CLAIM: &str = "spire-rotation-claim";
+
+/// One GenerateKey of a shared key id.
+struct Rotation<'a> {
+    shared: &'a SharedKeys,
+    vault: &'a dyn KeyVaultApi,
+    clock: &'a dyn Clock,
+    settings: &'a Settings,
+    key_id: &'a str,
+    key_type: KeyType,
+    params: CreateKeyParams,
+    name: String,
+}
+
+impl Rotation<'_> {
+    fn adopt_fresh(&self) -> Result<Option<KeyEntry>, PluginError> {
+        self.shared.adopt_fresh(
+            self.vault,
+            self.clock,
+            self.settings,
+            self.key_id,
+            &self.name,
+            self.key_type,
+        )
+    }
+
+    /// The key does not exist yet: no version to hold a claim, so spread the servers with a
+    /// random wait, look again, and converge after creating.
+    fn first_creation(&self) -> Result<KeyEntry, PluginError> {
+        self.clock.sleep(jitter(self.settings.max_jitter));
+        if let Some(entry) = self.adopt_fresh()? {
+            log::info!(key_id = self.key_id, key_name = self.name.as_str(); "Shared key was just created by another server; reusing it");
             return Ok(entry);
         }
-        let created = vault.create_key(&name, &params).map_err(|e| {
+        self.create_and_converge()
+    }
+
+    /// The key exists: claim the rotation on its latest version (write, wait, read back), so
+    /// that of several servers rotating together exactly one creates the new version and the
+    /// others adopt it.
+    fn rotate_with_claim(
+        &self,
+        latest: crate::azure::types::KeyBundle,
+    ) -> Result<KeyEntry, PluginError> {
+        let Some(version) = latest.version().map(str::to_string) else {
+            return self.create_and_converge();
+        };
+        let now = unix_seconds(self.clock.now());
+        if let Some(ts) = latest
+            .tags
+            .get(TAG_ROTATION_CLAIM)
+            .and_then(|c| claim_time(c))
+        {
+            if now - ts < self.settings.claim_ttl.as_secs_f64() {
+                return self.wait_for_peer();
+            }
+        }
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let mut tags = latest.tags.clone();
+        tags.insert(
+            TAG_ROTATION_CLAIM.to_string(),
+            format!("{nonce}|{}", now as u64),
+        );
+        let claim = UpdateKeyParams {
+            tags: Some(tags),
+            ..Default::default()
+        };
+        if let Err(e) = self.vault.update_key(&self.name, &version, &claim) {
+            log::warn!(key_name = self.name.as_str(), reason = e.to_string(); "Could not claim the shared key rotation; rotating without a claim");
+            return self.create_and_converge();
+        }
+        self.clock.sleep(self.settings.claim_wait);
+        let after = self
+            .vault
+            .get_key(&self.name, Some(&version))
+            .map_err(|e| PluginError::internal(format!("failed to fetch key details: {e}")))?;
+        let ours = after
+            .tags
+            .get(TAG_ROTATION_CLAIM)
+            .is_some_and(|c| c.starts_with(&nonce));
+        if ours {
+            log::debug!(key_name = self.name.as_str(); "Shared key rotation claimed");
+            self.create_and_converge()
+        } else {
+            self.wait_for_peer()
+        }
+    }
+
+    /// Another server holds the claim: adopt its version when it appears. If it never does
+    /// (the claimant died), rotate anyway.
+    fn wait_for_peer(&self) -> Result<KeyEntry, PluginError> {
+        log::info!(key_id = self.key_id, key_name = self.name.as_str(); "Another server is rotating this shared key; waiting for its version");
+        let deadline = self.clock.now() + self.settings.peer_wait;
+        while self.clock.now() < deadline {
+            self.clock.sleep(self.settings.poll);
+            if let Some(entry) = self.adopt_fresh()? {
+                log::info!(key_id = self.key_id, key_name = self.name.as_str(), version = entry.version.as_str(); "Adopted the shared key version another server created");
+                return Ok(entry);
+            }
+        }
+        log::warn!(key_name = self.name.as_str(); "The server that claimed the rotation did not create a version in time; rotating here");
+        self.create_and_converge()
+    }
+
+    fn create_and_converge(&self) -> Result<KeyEntry, PluginError> {
+        let (vault, name) = (self.vault, self.name.as_str());
+        let created = vault.create_key(name, &self.params).map_err(|e| {
             if e.is_deleted_but_recoverable() {
                 PluginError::new(
                     Code::FailedPrecondition,
@@ -144,30 +301,37 @@ impl SharedKeys {
             }
         })?;
         let own_version = created.version().unwrap_or_default().to_string();
-        log::info!(key_id = key_id, key_name = name.as_str(), version = own_version.as_str(); "Shared key version created");
-        clock.sleep(settings.settle);
-        let adopted = self.adopt_fresh(vault, clock, settings, key_id, &name, key_type)?;
-        match adopted {
+        log::info!(key_id = self.key_id, key_name = name, version = own_version.as_str(); "Shared key version created");
+        self.clock.sleep(self.settings.settle);
+        match self.adopt_fresh()? {
             Some(entry) => {
                 if !own_version.is_empty() && entry.version != own_version {
-                    log::info!(key_name = name.as_str(), adopted = entry.version.as_str(), disabled = own_version.as_str(); "Another server's version won; disabling ours");
+                    log::info!(key_name = name, adopted = entry.version.as_str(), disabled = own_version.as_str(); "Another server's version won; disabling ours");
                     let disable = UpdateKeyParams {
                         attributes: Some(UpdateAttributes {
                             enabled: Some(false),
                         }),
                         ..Default::default()
                     };
-                    if let Err(e) = vault.update_key(&name, &own_version, &disable) {
-                        log::warn!(key_name = name.as_str(), version = own_version.as_str(), reason = e.to_string(); "Could not disable the unused shared key version");
+                    if let Err(e) = vault.update_key(name, &own_version, &disable) {
+                        log::warn!(key_name = name, version = own_version.as_str(), reason = e.to_string(); "Could not disable the unused shared key version");
                     }
                 }
                 Ok(entry)
             }
-            // Our version is not visible yet (or its clock is off): use what we made.
-            None => fetch_one_entry(vault, key_id, &name, Some(&own_version), true),
+            // Our version is not visible yet (or clocks disagree): use what we made.
+            None => fetch_one_entry(vault, self.key_id, name, Some(&own_version), true),
         }
     }
+}
 
+fn claim_time(claim: &str) -> Option<f64> {
+    claim
+        .rsplit_once('|')
+        .and_then(|(_, ts)| ts.trim().parse::<f64>().ok())
+}
+
+impl SharedKeys {
     /// The earliest enabled version created within the freshness window with the requested
     /// type, if any.
     fn adopt_fresh(
@@ -253,13 +417,28 @@ impl SharedKeyMatcher for SharedKeys {
     /// A name is a shared key only when the regex captures an id that is shared AND the
     /// template maps that id back to exactly this name, so an over-broad regex never picks up
     /// another server's per-server keys.
+    ///
+    /// The capture is a hint: when it holds more than the id (the documented sample regex
+    /// `^spire-[^-]+-(.+)$` captures `com-JWT-Signer-A` from `spire-example-com-JWT-Signer-A`),
+    /// the id starting at `JWT-Signer-` inside it is tried too; the template check decides.
     fn shared_key_id(&self, name: &str) -> Option<String> {
         let caps = self.config.key_id_extraction_regex.captures(name)?;
-        let id = caps.get(1)?.as_str();
-        if !is_shared_key_id(id) {
-            return None;
+        let captured = caps.get(1)?.as_str();
+        let candidates = std::iter::once(captured).chain(
+            captured
+                .match_indices(SHARED_PREFIX)
+                .map(|(i, _)| &captured[i..]),
+        );
+        for id in candidates {
+            if !is_shared_key_id(id) {
+                continue;
+            }
+            if let Ok(expected) = self.name_for(id) {
+                if expected.eq_ignore_ascii_case(name) {
+                    return Some(id.to_string());
+                }
+            }
         }
-        let expected = self.name_for(id).ok()?;
-        expected.eq_ignore_ascii_case(name).then(|| id.to_string())
+        None
     }
 }
