@@ -21,5 +21,8 @@ export SPIRE_SERVER_BIN SPIRE_AGENT_BIN LOWKEY_VAULT_JAR
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+# The shipped static binary (checked by tests/release_binary.rs; used by the benchmark).
+eval "$(bash scripts/build-release.sh)"
+export AZKV_RELEASE_BIN
 # Integration and end-to-end tests start processes and servers; two at a time fits 2 cores.
 cargo test --all-targets -- --test-threads="${AZKV_TEST_THREADS:-2}"

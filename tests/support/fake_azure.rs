@@ -450,6 +450,13 @@ impl FakeAzure {
         });
     }
 
+    /// Addition to the agreed API: uses of injected faults not consumed yet. A fault is
+    /// consumed when its request arrives (before a `Latency` fault's delay), so this turning 0
+    /// tells a test that the request is now inside the fake.
+    pub fn pending_faults(&self) -> usize {
+        self.shared.state().faults.iter().map(|f| f.remaining).sum()
+    }
+
     /// Added to every vault request (not to token or managed-identity requests).
     pub fn set_latency(&self, d: Duration) {
         self.shared.state().latency = d;
@@ -482,6 +489,12 @@ impl FakeAzure {
     /// Every access token handed out (token endpoint and managed identity), revoked or not.
     pub fn issued_tokens(&self) -> Vec<String> {
         self.shared.state().issued.clone()
+    }
+
+    /// Addition to the agreed API: connections accepted so far on both listeners (a client
+    /// that pools its connections keeps this small).
+    pub fn connections_accepted(&self) -> u64 {
+        lock(&self.shared.conns).next_id
     }
 
     /// Addition to the agreed API: the HTTPS listener address.
