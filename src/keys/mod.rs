@@ -6,6 +6,8 @@ pub mod algorithm;
 pub mod cache;
 pub mod convert;
 pub mod discovery;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod naming;
 pub mod server_id;
 pub mod shared;
@@ -358,7 +360,22 @@ impl PluginCore for KeyManager {
 
     fn validate(&self, core: Option<&CoreConfiguration>, hcl: &str) -> (bool, Vec<String>) {
         let v = crate::config::validate(core_config(core).as_ref(), hcl);
-        (v.is_valid(), v.notes())
+        let mut notes = v.notes();
+        let mut valid = v.is_valid();
+        // Also what Configure checks once the server id is known: rendered shared key names.
+        if let Some(cfg) = v.config() {
+            if let Some(shared) = &cfg.shared_keys {
+                let probe_id = match &cfg.key_identifier {
+                    KeyIdentifierSource::Value(v) => v.clone(),
+                    _ => uuid::Uuid::nil().hyphenated().to_string(),
+                };
+                if let Err(e) = shared::SharedKeys::new(shared.clone(), &cfg.trust_domain, &probe_id) {
+                    valid = false;
+                    notes.insert(0, e.message);
+                }
+            }
+        }
+        (valid, notes)
     }
 
     fn generate_key(&self, key_id: &str, key_type: KeyType) -> Result<PublicKey, PluginError> {

@@ -493,3 +493,20 @@ fn shared_keys_converge_and_stay_per_server_for_x509() {
     assert_ne!(rotated.fingerprint, jwt.fingerprint);
     assert_eq!(f.vault.versions("spire-test-example-org-JWT-Signer-A"), 2);
 }
+
+#[test]
+fn validate_reports_shared_key_names_that_configure_would_refuse() {
+    let f = fixture();
+    let bad = format!(
+        "{}\nshared_keys {{\n jwt_key_template = \"spire_{{{{ .KeyID }}}}\"\n key_id_extraction_regex = \"^spire_(.+)$\"\n}}",
+        standard_hcl()
+    );
+    let (valid, notes) = f.km.validate(Some(&core()), &bad);
+    assert!(!valid);
+    assert!(
+        notes[0].contains("not a valid Key Vault key name"),
+        "{notes:?}"
+    );
+    let (valid, notes) = f.km.validate(Some(&core()), &standard_hcl());
+    assert!(valid && notes.is_empty(), "{notes:?}");
+}
