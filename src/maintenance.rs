@@ -58,34 +58,52 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     let split = s.find(|c: char| !c.is_ascii_digit())?;
     let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().ok()?;
-    Some(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        "d" => Duration::from_secs(n * 86400),
-        _ => return None,
-    })
+    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs);
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86400),
+        _ => None,
+    }
+}
+
+/// Applies `key=duration` pairs from a comma-separated test-hook value: `set` returns false for
+/// a key it does not know. Unknown or malformed parts are logged and ignored.
+pub fn apply_duration_settings(
+    value: &str,
+    what: &str,
+    mut set: impl FnMut(&str, Duration) -> bool,
+) {
+    for part in value.split(',').filter(|p| !p.trim().is_empty()) {
+        let applied = part
+            .split_once('=')
+            .and_then(|(k, v)| parse_duration(v).map(|d| (k.trim(), d)))
+            .is_some_and(|(k, d)| set(k, d));
+        if !applied {
+            log::warn!(part = part, setting = what; "Ignoring malformed test setting");
+        }
+    }
 }
 
 impl Settings {
     pub fn from_env_value(value: Option<&str>) -> Settings {
         let mut s = Settings::default();
-        let Some(value) = value else { return s };
-        for part in value.split(',').filter(|p| !p.trim().is_empty()) {
-            let parsed = part
-                .split_once('=')
-                .and_then(|(k, v)| parse_duration(v).map(|d| (k.trim(), d)));
-            match parsed {
-                Some(("refresh", d)) => s.refresh_interval = d,
-                Some(("sweep", d)) => s.sweep_interval = d,
-                Some(("first_sweep", d)) => s.first_sweep_delay = d,
-                Some(("stale", d)) => s.stale_after = d,
-                Some(("backoff", d)) => s.delete_backoff_initial = d,
-                Some(("backoff_max", d)) => s.delete_backoff_max = d,
-                Some(("max_wait", d)) => s.max_wait = d,
-                _ => log::warn!(part = part; "Ignoring malformed maintenance setting"),
-            }
+        if let Some(value) = value {
+            apply_duration_settings(value, SETTINGS_ENV, |key, d| {
+                match key {
+                    "refresh" => s.refresh_interval = d,
+                    "sweep" => s.sweep_interval = d,
+                    "first_sweep" => s.first_sweep_delay = d,
+                    "stale" => s.stale_after = d,
+                    "backoff" => s.delete_backoff_initial = d,
+                    "backoff_max" => s.delete_backoff_max = d,
+                    "max_wait" => s.max_wait = d,
+                    _ => return false,
+                }
+                true
+            });
         }
         s
     }
@@ -618,5 +636,8 @@ mod tests {
         assert_eq!(s.first_sweep_delay, Duration::from_millis(100));
         assert_eq!(s.stale_after, Duration::from_secs(14 * 86400));
         assert_eq!(Settings::from_env_value(None), Settings::default());
+        assert_eq!(parse_duration("99999999999999999999d"), None);
+        assert_eq!(parse_duration("999999999999999999d"), None);
+        assert_eq!(parse_duration("5x"), None);
     }
 }

@@ -70,21 +70,20 @@ pub const SETTINGS_ENV: &str = "AZKV_TEST_SHARED";
 impl Settings {
     pub fn from_env_value(value: Option<&str>) -> Settings {
         let mut s = Settings::default();
-        let Some(value) = value else { return s };
-        for part in value.split(',').filter(|p| !p.trim().is_empty()) {
-            let parsed = part
-                .split_once('=')
-                .and_then(|(k, v)| crate::maintenance::parse_duration(v).map(|d| (k.trim(), d)));
-            match parsed {
-                Some(("freshness", d)) => s.freshness = d,
-                Some(("settle", d)) => s.settle = d,
-                Some(("jitter", d)) => s.max_jitter = d,
-                Some(("claim_wait", d)) => s.claim_wait = d,
-                Some(("claim_ttl", d)) => s.claim_ttl = d,
-                Some(("peer_wait", d)) => s.peer_wait = d,
-                Some(("poll", d)) => s.poll = d,
-                _ => log::warn!(part = part; "Ignoring malformed shared keys setting"),
-            }
+        if let Some(value) = value {
+            crate::maintenance::apply_duration_settings(value, SETTINGS_ENV, |key, d| {
+                match key {
+                    "freshness" => s.freshness = d,
+                    "settle" => s.settle = d,
+                    "jitter" => s.max_jitter = d,
+                    "claim_wait" => s.claim_wait = d,
+                    "claim_ttl" => s.claim_ttl = d,
+                    "peer_wait" => s.peer_wait = d,
+                    "poll" => s.poll = d,
+                    _ => return false,
+                }
+                true
+            });
         }
         s
     }
