@@ -67,3 +67,46 @@ fn release_binary_is_static_and_completes_the_handshake() {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// The static binary still resolves host names (glibc's NSS `files` source: `localhost` from
+/// /etc/hosts) and talks TLS to a vault addressed by name.
+#[test]
+fn release_binary_resolves_names_and_signs() {
+    use azkv::plugin::proto::keymanager::{HashAlgorithm, KeyType, SignerOpts};
+    use support::env::plugin_env;
+    use support::fake_azure::FakeAzure;
+
+    let bin = release_binary();
+    let fake = FakeAzure::start();
+    let port = fake.https_addr().port();
+    let env = plugin_env(
+        &fake,
+        &[(
+            "AZURE_AUTHORITY_HOST",
+            &format!("https://localhost:{port}/"),
+        )],
+    );
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let p = PluginProcess::launch_bin(&bin, &refs);
+    p.init().unwrap();
+    let hcl = support::env::standard_hcl(&fake, "static-test")
+        .replace(&fake.vault_uri(), &format!("https://localhost:{port}/"));
+    p.configure("example.org", &hcl)
+        .expect("configure by host name");
+    let pk = p.generate_key("x509-CA-A", KeyType::EcP256).unwrap();
+    let d = support::verify::digest(HashAlgorithm::Sha256, b"static");
+    let s = p
+        .sign(
+            "x509-CA-A",
+            &d,
+            Some(SignerOpts::HashAlgorithm(HashAlgorithm::Sha256 as i32)),
+        )
+        .unwrap();
+    support::verify::verify(
+        &pk.pkix_data,
+        HashAlgorithm::Sha256,
+        false,
+        &d,
+        &s.signature,
+    );
+}
