@@ -4,8 +4,9 @@
 # spire-server that keeps its keys there through the plugin, mints an X509-SVID, shows where
 # the keys are and that the SVID verifies against the bundle, then cleans everything up.
 #
-#   scripts/demo.sh                 # CARGO_TARGET_DIR defaults to ~/.cache/azkv-plugin/target
+#   bash scripts/demo.sh            # CARGO_TARGET_DIR defaults to ~/.cache/azkv-plugin/target
 #   AZKV_E2E_VAULT=fake scripts/demo.sh   # force the in-repo fake Key Vault
+#   AZKV_PLUGIN_BIN=<binary> / AZKV_FAKE_VAULT_BIN=<binary>: use prebuilt binaries, skip cargo
 #
 # Needs: cargo, go (spire-server is built from the Go module proxy), openssl, curl; java + mvn
 # for lowkey-vault. Everything runs on 127.0.0.1.
@@ -50,7 +51,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 free_port() {
-  # Ask the kernel for a free loopback port (bash's /dev/tcp cannot bind, so use cargo-free tools).
+  # A random high port nobody answers on (bash's /dev/tcp can probe but not bind).
   local p
   for _ in $(seq 1 50); do
     p=$(( (RANDOM % 20000) + 30000 ))
@@ -68,9 +69,14 @@ wait_until() { # seconds, command...
   done
 }
 
-step "Building the plugin (cargo build --release) into $CARGO_TARGET_DIR"
-(cd "$ROOT" && cargo build --release --bin azure_key_vault)
-PLUGIN="$CARGO_TARGET_DIR/release/azure_key_vault"
+if [ -n "${AZKV_PLUGIN_BIN:-}" ]; then
+  step "Using the prebuilt plugin AZKV_PLUGIN_BIN=$AZKV_PLUGIN_BIN"
+  PLUGIN="$AZKV_PLUGIN_BIN"
+else
+  step "Building the static release plugin (scripts/build-release.sh) into $CARGO_TARGET_DIR"
+  eval "$(bash "$ROOT/scripts/build-release.sh")"
+  PLUGIN="$AZKV_RELEASE_BIN"
+fi
 [ -x "$PLUGIN" ] || die "plugin binary missing at $PLUGIN"
 CHECKSUM="$(sha256sum "$PLUGIN" | cut -d' ' -f1)"
 echo "plugin: $PLUGIN"
@@ -113,8 +119,13 @@ start_lowkey() {
 start_fake() {
   step "Starting the in-repo fake Key Vault (examples/fake_key_vault.rs)"
   echo "NOTE: lowkey-vault is not available here (or AZKV_E2E_VAULT=fake); using the fake."
-  (cd "$ROOT" && cargo build --release --example fake_key_vault)
-  "$CARGO_TARGET_DIR/release/examples/fake_key_vault" >"$WORK/vault.env" 2>"$WORK/vault.log" &
+  local bin="${AZKV_FAKE_VAULT_BIN:-}"
+  if [ -z "$bin" ]; then
+    # Debug profile: shares the test build, and the fake is no bottleneck for a demo.
+    (cd "$ROOT" && cargo build --example fake_key_vault)
+    bin="$CARGO_TARGET_DIR/debug/examples/fake_key_vault"
+  fi
+  "$bin" >"$WORK/vault.env" 2>"$WORK/vault.log" &
   VAULT_PID=$!
   wait_until 30 grep -q '^IDENTITY_HEADER=' "$WORK/vault.env" || die "the fake vault did not start"
   # shellcheck disable=SC1091
@@ -215,6 +226,7 @@ else
 fi
 
 step "Minting an X509-SVID for spiffe://$TRUST_DOMAIN/demo-workload"
+mkdir -p "$WORK/svid"
 spire x509 mint -spiffeID "spiffe://$TRUST_DOMAIN/demo-workload" -write "$WORK/svid" >/dev/null
 openssl x509 -in "$WORK/svid/svid.pem" -noout -subject -issuer -dates -ext subjectAltName
 openssl verify -CAfile "$WORK/bundle.pem" "$WORK/svid/svid.pem"

@@ -17,7 +17,7 @@ need openssl "the end-to-end tests verify SVIDs and build the emulator's keystor
 
 # The real peers, cached outside the clone (fails loudly when a registry refuses).
 eval "$(bash .ci/install-peers.sh)"
-export SPIRE_SERVER_BIN SPIRE_AGENT_BIN LOWKEY_VAULT_JAR
+export SPIRE_SERVER_BIN LOWKEY_VAULT_JAR
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings

@@ -256,8 +256,8 @@ fn ca_rotation_creates_new_keys_and_deletes_old_ones() {
     let td = trust_domain("rot");
     let mut spec = ServerSpec::new("rot", &td, vault);
     spec.ca_ttl = "30s".into();
-    spec.x509_svid_ttl = "10s".into();
-    spec.jwt_svid_ttl = "10s".into();
+    spec.x509_svid_ttl = "5s".into();
+    spec.jwt_svid_ttl = "5s".into();
     spec.plugin_data_set("key_identifier_value", json!(format!("rot-{}", short_id())));
     spec.env.push((
         "AZKV_TEST_MAINTENANCE".into(),
@@ -269,7 +269,8 @@ fn ca_rotation_creates_new_keys_and_deletes_old_ones() {
     s.start_healthy();
 
     let initial = vault.keys_of_trust_domain(&td);
-    assert_eq!(initial.len(), 2, "{initial:?}");
+    // Normally the two A-slot keys; more if SPIRE already prepared the B slot on a slow machine.
+    assert!(initial.len() >= 2, "{initial:?}");
     let initial_names: Vec<String> = initial.iter().map(|k| k.name.clone()).collect();
     eprintln!("[rot] initial keys:\n{}", keys_table(vault, &initial));
 

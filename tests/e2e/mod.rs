@@ -43,7 +43,6 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone)]
 pub struct Peers {
     pub spire_server: PathBuf,
-    pub spire_agent: PathBuf,
     /// `None` when the jar could not be had (the script explains why on stderr).
     pub lowkey_jar: Option<PathBuf>,
     /// The script's stderr (warnings), shown once.
@@ -109,7 +108,6 @@ pub fn peers() -> &'static Peers {
             .filter(|p| p.is_file());
         let peers = Peers {
             spire_server: need("SPIRE_SERVER_BIN"),
-            spire_agent: need("SPIRE_AGENT_BIN"),
             lowkey_jar,
             notes: stderr
                 .lines()
@@ -117,7 +115,10 @@ pub fn peers() -> &'static Peers {
                 .collect::<Vec<_>>()
                 .join("\n"),
         };
-        eprintln!(
+        if !peers.notes.is_empty() {
+            announce(&peers.notes);
+        }
+        announce(&format!(
             "e2e: peers ready in {:.1}s: {}{}",
             started.elapsed().as_secs_f64(),
             peers.spire_server.display(),
@@ -126,9 +127,16 @@ pub fn peers() -> &'static Peers {
                 .as_ref()
                 .map(|j| format!(", {}", j.display()))
                 .unwrap_or_default()
-        );
+        ));
         peers
     })
+}
+
+/// Writes straight to the process's stderr, past the test harness's output capture, so the
+/// choices that shape a run (which vault, which peers) show in every CI log.
+pub fn announce(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// The plugin under test: `AZKV_PLUGIN_BIN`, else the binary cargo built for this test run.

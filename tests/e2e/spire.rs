@@ -176,17 +176,22 @@ impl SpireServer {
             ConfigFormat::Json => {
                 let mut km_obj: Map<String, Value> = km.as_object().cloned().unwrap_or_default();
                 km_obj.insert("plugin_data".into(), spec.plugin_data.clone());
-                let doc = json!({
-                    "server": server,
-                    "plugins": {
-                        "DataStore": { "sql": { "plugin_data": datastore } },
-                        "KeyManager": { "azure_key_vault": Value::Object(km_obj) },
-                        "NodeAttestor": { "join_token": { "plugin_data": {} } },
-                    }
+                let plugins = json!({
+                    "DataStore": { "sql": { "plugin_data": datastore } },
+                    "KeyManager": { "azure_key_vault": Value::Object(km_obj) },
+                    "NodeAttestor": { "join_token": { "plugin_data": {} } },
                 });
+                // "server" must come before "plugins": with "plugins" first, SPIRE 1.13's
+                // unknown-key check (HCL1 JSON parser) rejects the plugin blocks as unknown
+                // top-level keys. serde_json sorts keys, so the top level is written by hand.
+                let pretty = |v: &Value| serde_json::to_string_pretty(v).expect("config JSON");
                 (
                     "server.json",
-                    serde_json::to_string_pretty(&doc).expect("config JSON"),
+                    format!(
+                        "{{\n\"server\": {},\n\"plugins\": {}\n}}\n",
+                        pretty(&server),
+                        pretty(&plugins)
+                    ),
                 )
             }
         };

@@ -56,21 +56,23 @@ pub fn vault() -> &'static Vault {
     static VAULT: OnceLock<Vault> = OnceLock::new();
     VAULT.get_or_init(|| {
         let choice = std::env::var("AZKV_E2E_VAULT").unwrap_or_else(|_| "auto".into());
-        let peers = peers();
-        let jar = std::env::var_os("LOWKEY_VAULT_JAR")
-            .map(PathBuf::from)
-            .filter(|p| p.is_file())
-            .or_else(|| peers.lowkey_jar.clone());
+        let jar = || {
+            std::env::var_os("LOWKEY_VAULT_JAR")
+                .map(PathBuf::from)
+                .filter(|p| p.is_file())
+                .or_else(|| peers().lowkey_jar.clone())
+        };
+        let jar = if choice == "fake" { None } else { jar() };
         let v = match (choice.as_str(), jar) {
             ("lowkey", Some(jar)) | ("auto", Some(jar)) => start_lowkey(&jar),
             ("lowkey", None) => panic!(
                 "AZKV_E2E_VAULT=lowkey but no lowkey-vault jar is available (set LOWKEY_VAULT_JAR).\n{}",
-                peers.notes
+                peers().notes
             ),
             ("fake", _) | ("auto", None) => start_fake(),
             (other, _) => panic!("AZKV_E2E_VAULT={other:?}: expected lowkey, fake or auto"),
         };
-        eprintln!(
+        super::announce(&format!(
             "e2e: Key Vault backend: {:?} at {}{}",
             v.kind,
             v.uri,
@@ -79,7 +81,7 @@ pub fn vault() -> &'static Vault {
             } else {
                 ""
             }
-        );
+        ));
         v
     })
 }
@@ -101,9 +103,32 @@ fn agent_trusting(ca_pem: &str) -> ureq::Agent {
         .into()
 }
 
+/// The shared vault lives in a static that is never dropped: remove its scratch directory
+/// when the test process exits (the harness ends with `exit`, which runs atexit handlers).
+fn remove_at_exit(dir: Option<PathBuf>) {
+    static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    extern "C" fn cleanup() {
+        if let Ok(dirs) = DIRS.lock() {
+            for d in dirs.iter() {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+    let Some(dir) = dir else { return };
+    let mut dirs = DIRS.lock().unwrap_or_else(|e| e.into_inner());
+    if dirs.is_empty() {
+        // SAFETY: registers a plain extern "C" function with no captured state.
+        unsafe {
+            libc::atexit(cleanup);
+        }
+    }
+    dirs.push(dir);
+}
+
 fn start_fake() -> Vault {
     static FAKE: OnceLock<FakeAzure> = OnceLock::new();
     let fake: &'static FakeAzure = FAKE.get_or_init(FakeAzure::start);
+    remove_at_exit(fake.ca_pem_path().parent().map(PathBuf::from));
     // The fake's clock stands still unless moved; keep it on real time so `created`/`updated`
     // mean what they mean in Azure (shared-key freshness, rotation order).
     std::thread::spawn(move || loop {
@@ -129,6 +154,7 @@ fn start_fake() -> Vault {
 fn start_lowkey(jar: &std::path::Path) -> Vault {
     let dir = std::env::temp_dir().join(format!("azkv-e2e-lowkey-{}", super::short_id()));
     std::fs::create_dir_all(&dir).expect("lowkey dir");
+    remove_at_exit(Some(dir.clone()));
     let pki = tls::make_lowkey_pki(&dir);
     let https_port = free_port();
     let token_port = free_port();
