@@ -8,6 +8,8 @@ pub mod azure;
 pub mod clock;
 pub mod config;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod keys;
 pub mod log;
 pub mod maintenance;

@@ -100,7 +100,10 @@ impl Challenge {
     pub fn tenant(&self) -> Option<String> {
         let url = Url::parse(self.authorization.as_deref()?).ok()?;
         let first = url.path().split('/').find(|s| !s.is_empty())?;
-        is_tenant_like(first).then(|| first.to_string())
+        // Also the credential's own tenant rules: a tenant it would refuse (`a..b`) is ignored
+        // here, so the request falls back to the configured tenant instead of failing.
+        (is_tenant_like(first) && crate::azure::auth::validate_tenant(first).is_ok())
+            .then(|| first.to_string())
     }
 }
 

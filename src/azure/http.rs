@@ -322,7 +322,8 @@ pub fn retry_after_hint(resp: &HttpResponse, now: SystemTime) -> Option<Duration
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|v| v.is_finite() && *v >= 0.0)
         {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
+            // `from_secs_f64` panics past `Duration::MAX`; such a hint just means "too long".
+            return Some(Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX));
         }
     }
     resp.header("retry-after")

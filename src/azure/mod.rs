@@ -7,6 +7,8 @@
 pub mod auth;
 pub mod challenge;
 pub mod cloud;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod http;
 pub mod keyvault;
 pub mod types;

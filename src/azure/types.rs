@@ -75,15 +75,16 @@ fn de_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
         F(f64),
         S(String),
     }
-    match Option::<Num>::deserialize(d)? {
-        None => Ok(None),
-        Some(Num::F(f)) => Ok(Some(f)),
+    let t = match Option::<Num>::deserialize(d)? {
+        None => return Ok(None),
+        Some(Num::F(f)) => f,
         Some(Num::S(s)) => s
             .trim()
             .parse::<f64>()
-            .map(Some)
-            .map_err(|_| serde::de::Error::custom(format!("invalid time value {s:?}"))),
-    }
+            .map_err(|_| serde::de::Error::custom(format!("invalid time value {s:?}")))?,
+    };
+    // "NaN" or "inf" is no time at all: treat it as absent rather than poison comparisons.
+    Ok(t.is_finite().then_some(t))
 }
 
 /// `KeyBundle`: the answer to create, get and update.
@@ -322,5 +323,8 @@ mod tests {
                 .unwrap();
         assert_eq!(a.created, Some(1493937.66));
         assert_eq!(a.updated, Some(12.0));
+        let b: KeyAttributes =
+            serde_json::from_str(r#"{"created":"NaN","updated":"inf"}"#).unwrap();
+        assert_eq!((b.created, b.updated), (None, None));
     }
 }

@@ -18,6 +18,8 @@
 //! rotation by settling on the earliest version (PRODUCT.md §2.7), not with a lock tag, so the
 //! setting has no effect and saying so beats silently ignoring it.
 
+#[cfg(test)]
+mod fuzz_tests;
 mod hcl1;
 mod parse;
 mod trust_domain;
@@ -408,11 +410,24 @@ fn uri_for_display(uri: &str) -> String {
         None => authority.to_owned(),
     };
     let trimmed = if base.len() < uri.len() { "…" } else { "" };
-    match scheme {
+    let shown = match scheme {
         Some(scheme) => format!("{scheme}://{authority}{path}{trimmed}"),
         None => format!("{authority}{path}{trimmed}"),
+    };
+    // One line, bounded: a newline or a huge value in the config must not reshape the error.
+    let mut out: String = shown
+        .chars()
+        .take(MAX_URI_SHOWN)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if shown.chars().nth(MAX_URI_SHOWN).is_some() {
+        out.push('…');
     }
+    out
 }
+
+/// Longest Key Vault URI quoted in an error.
+const MAX_URI_SHOWN: usize = 200;
 
 /// `https://host[:port][/path…]`, host non-empty. No URL crate: this is all we need.
 fn is_https_url_with_host(uri: &str) -> bool {

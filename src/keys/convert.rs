@@ -99,7 +99,7 @@ pub fn parse_jwk(jwk: &JsonWebKey) -> Result<ParsedKey, String> {
             let (key_type, size, oid) = match crv {
                 "P-256" => (KeyType::EcP256, 32, OID_P256),
                 "P-384" => (KeyType::EcP384, 48, OID_P384),
-                other => return Err(format!("unsupported EC curve: {other}")),
+                other => return Err(format!("unsupported EC curve: {}", shown(other))),
             };
             let x = fixed_width(
                 &decode_b64(jwk.x.as_deref().ok_or("EC key without x")?)?,
@@ -133,8 +133,22 @@ pub fn parse_jwk(jwk: &JsonWebKey) -> Result<ParsedKey, String> {
                 pkix: der(0x30, &[alg, der(0x03, &bits)].concat()),
             })
         }
-        other => Err(format!("unsupported key type: {other}")),
+        other => Err(format!("unsupported key type: {}", shown(other))),
     }
+}
+
+/// A value from Key Vault for an error message: at most 32 characters, control characters
+/// replaced, so a hostile or broken response cannot flood logs or break lines.
+fn shown(v: &str) -> String {
+    let mut out: String = v
+        .chars()
+        .take(32)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if v.chars().nth(32).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Left-pads (or strips leading zeros from) a big-endian coordinate to exactly `size` bytes.

@@ -51,26 +51,36 @@ pub fn discover(
         }
     }
 
-    let mut winners = Vec::new();
-    let mut duplicates = Vec::new();
+    let mut winners: Vec<Candidate> = Vec::new();
+    // (older key, SPIRE id, the name kept instead)
+    let mut older: Vec<(String, String, String)> = Vec::new();
     for (_, mut group) in by_id {
-        // Newest first; names break ties so every start picks the same one.
+        // Newest first; names break ties so every start picks the same one. `total_cmp`: a
+        // comparator that is not a total order may make `sort_by` panic.
         group.sort_by(|a, b| {
             b.created
-                .partial_cmp(&a.created)
-                .unwrap_or(std::cmp::Ordering::Equal)
+                .total_cmp(&a.created)
                 .then_with(|| a.name.cmp(&b.name))
         });
         let mut it = group.into_iter();
         if let Some(w) = it.next() {
-            for dup in it {
-                if !dup.shared {
-                    log::warn!(key_id = dup.spire_id.as_str(), key_name = dup.name.as_str(), kept = w.name.as_str(); "Found an older key for the same SPIRE key id; it will be deleted");
-                    duplicates.push(dup.name);
-                }
+            for dup in it.filter(|d| !d.shared) {
+                older.push((dup.name, dup.spire_id, w.name.clone()));
             }
             winners.push(w);
         }
+    }
+
+    // A listing may name one key twice (pages shifting while keys are created): a key in use
+    // is never its own "older duplicate", and each name is deleted once.
+    let mut duplicates: Vec<String> = Vec::new();
+    for (name, spire_id, kept) in older {
+        let in_use = winners.iter().any(|w| w.name.eq_ignore_ascii_case(&name));
+        if in_use || duplicates.iter().any(|d| d.eq_ignore_ascii_case(&name)) {
+            continue;
+        }
+        log::warn!(key_id = spire_id.as_str(), key_name = name.as_str(), kept = kept.as_str(); "Found an older key for the same SPIRE key id; it will be deleted");
+        duplicates.push(name);
     }
 
     let entries = fetch_all(vault, winners)?;
@@ -90,7 +100,12 @@ fn classify(
     if item.tags.get(TAG_TRUST_DOMAIN).map(String::as_str) != Some(trust_domain) {
         return None;
     }
-    let created = item.attributes.created.unwrap_or(0.0);
+    // A time that is no number (a `"NaN"` string) counts as oldest.
+    let created = item
+        .attributes
+        .created
+        .filter(|c| c.is_finite())
+        .unwrap_or(0.0);
     if let Some(id) = shared.and_then(|m| m.shared_key_id(name)) {
         return Some(Candidate {
             spire_id: id,

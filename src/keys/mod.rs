@@ -182,10 +182,15 @@ impl KeyManager {
         let name = naming::new_key_name(id);
         let tags = naming::key_tags(&active.config.trust_domain, &active.server_id, id);
         let params = Self::create_params(key_type, tags)?;
-        let bundle = active
-            .vault
-            .create_key(&name, &params)
-            .map_err(|e| PluginError::internal(format!("failed to create key: {e}")))?;
+        let bundle = active.vault.create_key(&name, &params).map_err(|e| {
+            // The key may exist although its answer was lost or unreadable (a reset after the
+            // request went out, a 5xx after the commit, a garbled 2xx). The name is fresh and
+            // ours: delete it (a 404 is fine) rather than leave an orphan a restart would adopt.
+            if create_outcome_unknown(&e) {
+                active.maintenance.queue_delete(name.clone());
+            }
+            PluginError::internal(format!("failed to create key: {e}"))
+        })?;
         let entry = entry_from_created(id, &name, &bundle, key_type, false).inspect_err(|_| {
             // Never leave a key we will not use behind.
             active.maintenance.queue_delete(name.clone());
@@ -198,6 +203,15 @@ impl KeyManager {
             }
         }
         Ok(public_key)
+    }
+}
+
+/// Whether a failed create may still have created the key.
+fn create_outcome_unknown(e: &AzureError) -> bool {
+    match e {
+        AzureError::Transport(_) | AzureError::Decode(_) => true,
+        AzureError::Service { status, .. } => *status >= 500,
+        AzureError::Auth(_) | AzureError::Config(_) => false,
     }
 }
 
@@ -369,7 +383,9 @@ impl PluginCore for KeyManager {
                     KeyIdentifierSource::Value(v) => v.clone(),
                     _ => uuid::Uuid::nil().hyphenated().to_string(),
                 };
-                if let Err(e) = shared::SharedKeys::new(shared.clone(), &cfg.trust_domain, &probe_id) {
+                if let Err(e) =
+                    shared::SharedKeys::new(shared.clone(), &cfg.trust_domain, &probe_id)
+                {
                     valid = false;
                     notes.insert(0, e.message);
                 }

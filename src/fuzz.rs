@@ -1,0 +1,242 @@
+//! Test-only helpers for the bounded fuzz/property tests (`fuzz_tests` modules next to the code
+//! they exercise): a small deterministic PRNG and input mutators. No external crate: the loops
+//! only need reproducible pseudo-random bytes, and a failing case is printed in full so it can
+//! be kept as a regression test. Longer, coverage-guided runs: see `fuzz/README.md`.
+
+/// xorshift64*: fast, deterministic, good enough to spread inputs (not for cryptography).
+pub(crate) struct Rng(u64);
+
+/// Iterations for a loop: `base`, times `AZKV_FUZZ_SCALE` when set (longer local runs:
+/// `AZKV_FUZZ_SCALE=200 cargo test --release --lib fuzz`).
+pub(crate) fn scaled(base: usize) -> usize {
+    std::env::var("AZKV_FUZZ_SCALE")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .map_or(base, |n| base.saturating_mul(n))
+}
+
+impl Rng {
+    /// A generator for one loop. `AZKV_FUZZ_SEED` (a number) shifts every loop to other
+    /// inputs; without it runs are reproducible.
+    pub(crate) fn new(seed: u64) -> Self {
+        let extra = std::env::var("AZKV_FUZZ_SEED")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        // A zero state would stay zero.
+        Rng((seed ^ extra.wrapping_mul(0x9E37_79B9_7F4A_7C15)).max(1))
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform-ish in `0..n` (`0` when `n == 0`).
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            return 0;
+        }
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// True with probability `1/n`.
+    pub(crate) fn one_in(&mut self, n: usize) -> bool {
+        self.below(n) == 0
+    }
+
+    pub(crate) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+
+    pub(crate) fn bytes(&mut self, max_len: usize) -> Vec<u8> {
+        let n = self.below(max_len + 1);
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+
+    /// Random bytes decoded lossily: reaches odd characters, replacement chars included.
+    pub(crate) fn lossy_string(&mut self, max_len: usize) -> String {
+        String::from_utf8_lossy(&self.bytes(max_len)).into_owned()
+    }
+
+    /// A string glued from `pieces`.
+    pub(crate) fn soup(&mut self, pieces: &[&str], max_pieces: usize) -> String {
+        let n = self.below(max_pieces + 1);
+        (0..n).map(|_| *self.pick(pieces)).collect()
+    }
+}
+
+/// Characters that tend to matter to parsers: delimiters, quotes, escapes, control and
+/// non-ASCII characters.
+pub(crate) const INTERESTING_CHARS: &[char] = &[
+    '{',
+    '}',
+    '[',
+    ']',
+    '(',
+    ')',
+    '"',
+    '\'',
+    '`',
+    '\\',
+    '=',
+    ':',
+    ',',
+    ';',
+    '.',
+    '-',
+    '+',
+    '/',
+    '*',
+    '#',
+    '<',
+    '>',
+    '$',
+    '%',
+    '@',
+    '?',
+    '&',
+    ' ',
+    '\t',
+    '\n',
+    '\r',
+    '\0',
+    '\u{7f}',
+    'é',
+    '\u{FFFD}',
+    '\u{1F600}',
+    '\u{202E}',
+    '0',
+    '9',
+    'e',
+    'E',
+    'x',
+    'a',
+    'Z',
+    '_',
+];
+
+/// Applies 1 to 4 random edits to `s` (delete, insert, replace, duplicate a span, cut, or
+/// splice in a piece of `donor`). Works on chars, so the result stays valid UTF-8.
+pub(crate) fn mutate(rng: &mut Rng, s: &str, donor: &str) -> String {
+    let mut chars: Vec<char> = s.chars().collect();
+    let donor: Vec<char> = donor.chars().collect();
+    for _ in 0..=rng.below(4) {
+        let at = rng.below(chars.len() + 1);
+        match rng.below(7) {
+            0 if at < chars.len() => {
+                let end = (at + 1 + rng.below(8)).min(chars.len());
+                chars.drain(at..end);
+            }
+            1 => chars.insert(at, *rng.pick(INTERESTING_CHARS)),
+            2 if at < chars.len() => chars[at] = *rng.pick(INTERESTING_CHARS),
+            3 if at < chars.len() => {
+                let end = (at + 1 + rng.below(16)).min(chars.len());
+                let span: Vec<char> = chars[at..end].to_vec();
+                let to = rng.below(chars.len() + 1);
+                for (i, c) in span.into_iter().enumerate() {
+                    chars.insert(to + i, c);
+                }
+            }
+            4 => chars.truncate(at),
+            5 if !donor.is_empty() => {
+                let from = rng.below(donor.len());
+                let end = (from + 1 + rng.below(24)).min(donor.len());
+                for (i, c) in donor[from..end].iter().enumerate() {
+                    chars.insert(at + i, *c);
+                }
+            }
+            _ if at < chars.len() => {
+                // Flip an ASCII letter's case or a digit's value: near-misses of keywords.
+                let c = chars[at];
+                chars[at] = if c.is_ascii_lowercase() {
+                    c.to_ascii_uppercase()
+                } else if c.is_ascii_digit() {
+                    char::from(b'0' + rng.below(10) as u8)
+                } else {
+                    c.to_ascii_lowercase()
+                };
+            }
+            _ => {}
+        }
+    }
+    chars.into_iter().collect()
+}
+
+/// A random JSON value, `depth` levels deep at most, biased toward the shapes Azure sends
+/// (strings that look like numbers, numbers at the edges of f64 and i64, nested objects).
+pub(crate) fn json_value(rng: &mut Rng, depth: usize, keys: &[&str]) -> serde_json::Value {
+    use serde_json::Value;
+    let leaf = depth == 0 || rng.one_in(3);
+    if leaf {
+        return match rng.below(10) {
+            0 => Value::Null,
+            1 => Value::Bool(rng.one_in(2)),
+            2 => Value::from(rng.next_u64() as i64),
+            3 => serde_json::Number::from_f64(*rng.pick(&EDGE_FLOATS))
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
+            4 => Value::String(rng.pick(&EDGE_NUMBER_STRINGS).to_string()),
+            5 => Value::String(rng.lossy_string(24)),
+            6 => Value::String(String::new()),
+            _ => Value::String(rng.pick(keys).to_string()),
+        };
+    }
+    if rng.one_in(3) {
+        let n = rng.below(4);
+        Value::Array((0..n).map(|_| json_value(rng, depth - 1, keys)).collect())
+    } else {
+        let n = rng.below(6);
+        let mut m = serde_json::Map::new();
+        for _ in 0..n {
+            let k = if rng.one_in(5) {
+                rng.lossy_string(8)
+            } else {
+                rng.pick(keys).to_string()
+            };
+            m.insert(k, json_value(rng, depth - 1, keys));
+        }
+        Value::Object(m)
+    }
+}
+
+pub(crate) const EDGE_FLOATS: [f64; 12] = [
+    0.0,
+    -0.0,
+    1.0,
+    -1.0,
+    0.5,
+    1e-300,
+    1e9,
+    1e11,
+    1e19,
+    1e300,
+    f64::MAX,
+    f64::MIN,
+];
+
+pub(crate) const EDGE_NUMBER_STRINGS: [&str; 20] = [
+    "0",
+    "-1",
+    "1.5",
+    " 42 ",
+    "1e300",
+    "-1e300",
+    "1e999",
+    "NaN",
+    "nan",
+    "inf",
+    "-inf",
+    "infinity",
+    "18446744073709551616",
+    "0x10",
+    "",
+    " ",
+    "1_000",
+    "+3",
+    "4e-400",
+    "1700000000.999",
+];
