@@ -22,7 +22,9 @@ use crate::clock::Clock;
 /// Largest response body read; Key Vault pages and token responses are a few KiB.
 const MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// One attempt; with the retry budget below, a black-holed vault fails a call within SPIRE's
+/// 30 s RPC deadline (12 s + back-off + 12 s) instead of holding it for minutes.
+const CALL_TIMEOUT: Duration = Duration::from_secs(12);
 const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const PROBE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const USER_AGENT: &str = concat!("azure_key_vault-spire-plugin/", env!("CARGO_PKG_VERSION"));
@@ -285,6 +287,9 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     /// Cap for computed delays; a server hint above it means "give up now".
     pub max_delay: Duration,
+    /// No retry starts once the call has used this much time (attempts + back-offs), so a
+    /// call stays inside SPIRE's 30 s RPC deadline.
+    pub budget: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -293,6 +298,7 @@ impl Default for RetryPolicy {
             max_retries: 3,
             base_delay: Duration::from_millis(800),
             max_delay: Duration::from_secs(10),
+            budget: Duration::from_secs(25),
         }
     }
 }
@@ -381,6 +387,11 @@ impl HttpClient {
     /// transport error.
     pub fn send(&self, req: &HttpRequest) -> Result<HttpResponse, AzureError> {
         let mut retry = 0u32;
+        let started = self.clock.now();
+        let over_budget = |delay: Duration| {
+            let elapsed = self.clock.now().duration_since(started).unwrap_or_default();
+            elapsed + delay > self.policy.budget
+        };
         loop {
             let (delay, reason) = match self.transport.execute(req) {
                 Ok(resp) => {
@@ -401,10 +412,17 @@ impl HttpClient {
                         Some(hint) => hint,
                         None => self.policy.backoff(retry),
                     };
+                    if over_budget(delay) {
+                        return Ok(resp);
+                    }
                     (delay, format!("HTTP {}", resp.status))
                 }
                 Err(e) => {
-                    if !e.retryable || req.probe || retry >= self.policy.max_retries {
+                    if !e.retryable
+                        || req.probe
+                        || retry >= self.policy.max_retries
+                        || over_budget(self.policy.backoff(retry))
+                    {
                         return Err(AzureError::Transport(format!(
                             "{}: {}",
                             req.describe(),
@@ -649,6 +667,58 @@ pub fn load_root_certs(env: &EnvSnapshot) -> Result<Vec<Vec<u8>>, AzureError> {
 // ---------------------------------------------------------------------------------------------
 // ureq transport
 
+/// How long a name resolution is reused for new connections.
+const DNS_TTL: Duration = Duration::from_secs(30);
+/// Distinct `scheme://host:port` remembered (a vault, an authority, IMDS: a handful).
+const DNS_CACHE_MAX: usize = 32;
+/// Most pooled idle connections per host: one per blocking RPC the transport runs at once
+/// (`plugin::server::MAX_WORKERS`), so a burst of signing does not close and re-handshake
+/// connections it is about to need again.
+const MAX_IDLE_PER_HOST: usize = 64;
+
+type Resolved = ureq::unversioned::resolver::ResolvedSocketAddrs;
+
+/// ureq resolves the host of every request before it looks in its connection pool, and with a
+/// call timeout it does so on a newly spawned thread: every Key Vault call paid a thread start
+/// and a DNS lookup even on a kept-alive connection (ms on a busy host, a DNS round trip in
+/// Azure). This resolver keeps ureq's resolution (timeout included) for the first request to a
+/// host and reuses the answer for `DNS_TTL`; failures are not cached.
+#[derive(Debug, Default)]
+struct CachingResolver {
+    inner: ureq::unversioned::resolver::DefaultResolver,
+    cache: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Resolved)>>,
+}
+
+impl ureq::unversioned::resolver::Resolver for CachingResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<Resolved, ureq::Error> {
+        let key = match (uri.scheme_str(), uri.authority()) {
+            (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+            _ => return self.inner.resolve(uri, config, timeout),
+        };
+        let lock = || self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, addrs)) = lock().get(&key) {
+            if at.elapsed() < DNS_TTL {
+                return Ok(addrs.clone());
+            }
+        }
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        let mut cache = lock();
+        if cache.len() >= DNS_CACHE_MAX {
+            cache.retain(|_, (at, _)| at.elapsed() < DNS_TTL);
+            if cache.len() >= DNS_CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (std::time::Instant::now(), addrs.clone()));
+        Ok(addrs)
+    }
+}
+
 struct ProxyRoute {
     agent: ureq::Agent,
     /// `host:port` of the proxy, for logs (never its credentials).
@@ -676,7 +746,7 @@ impl UreqTransport {
             .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
             .build();
         let make_agent = |proxy: Option<ureq::Proxy>| -> ureq::Agent {
-            ureq::Agent::config_builder()
+            let config = ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 // Never follow redirects: a redirect must not carry a bearer token elsewhere.
                 .max_redirects(0)
@@ -684,11 +754,15 @@ impl UreqTransport {
                 .tls_config(tls.clone())
                 .timeout_connect(Some(CONNECT_TIMEOUT))
                 .timeout_global(Some(CALL_TIMEOUT))
-                .max_idle_connections(32)
-                .max_idle_connections_per_host(16)
+                .max_idle_connections(2 * MAX_IDLE_PER_HOST)
+                .max_idle_connections_per_host(MAX_IDLE_PER_HOST)
                 .user_agent(USER_AGENT)
-                .build()
-                .new_agent()
+                .build();
+            ureq::Agent::with_parts(
+                config,
+                ureq::unversioned::transport::DefaultConnector::new(),
+                CachingResolver::default(),
+            )
         };
         let route = |names: &[&str]| -> Result<Option<ProxyRoute>, AzureError> {
             let Some(value) = first_env(env, names) else {
@@ -963,6 +1037,38 @@ pub(crate) mod tests {
                 Duration::from_secs(2)
             ]
         );
+    }
+
+    /// Every attempt times out after `CALL_TIMEOUT` (the clock advances by it).
+    struct BlackHole {
+        clock: ManualClock,
+        calls: Mutex<usize>,
+    }
+
+    impl Transport for BlackHole {
+        fn execute(&self, _req: &HttpRequest) -> Result<HttpResponse, TransportError> {
+            *self.calls.lock().unwrap() += 1;
+            self.clock.advance(CALL_TIMEOUT);
+            Err(TransportError {
+                message: "timed out".into(),
+                retryable: true,
+            })
+        }
+    }
+
+    #[test]
+    fn a_black_holed_server_fails_within_spires_rpc_deadline() {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let start = clock.now();
+        let t = Arc::new(BlackHole {
+            clock: clock.clone(),
+            calls: Mutex::new(0),
+        });
+        let c = HttpClient::new(t.clone(), Arc::new(clock.clone()), RetryPolicy::default());
+        assert!(c.send(&HttpRequest::new("POST", "https://x/sign")).is_err());
+        assert_eq!(*t.calls.lock().unwrap(), 2);
+        let spent = clock.now().duration_since(start).unwrap();
+        assert!(spent < Duration::from_secs(30), "{spent:?}");
     }
 
     #[test]
