@@ -25,4 +25,13 @@ cargo clippy --all-targets -- -D warnings
 eval "$(bash scripts/build-release.sh)"
 export AZKV_RELEASE_BIN
 # Integration and end-to-end tests start processes and servers; two at a time fits 2 cores.
-cargo test --all-targets -- --test-threads="${AZKV_TEST_THREADS:-2}"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --lib --bins --tests -- --test-threads="${AZKV_TEST_THREADS:-2}" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
