@@ -5,8 +5,12 @@
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Environment variable with an `env_logger` filter (default `debug`, gRPC core at `warn`).
+/// Environment variable with an `env_logger` filter (default [`DEFAULT_FILTER`]).
 pub const FILTER_ENV: &str = "AZKV_LOG";
+/// The plugin's own records down to debug; other crates from info. ureq logs several debug
+/// lines per HTTP request (pool, resolver, request and response heads): at debug they were
+/// most of the plugin's signing cost, and spire-server has to read and parse every line.
+pub const DEFAULT_FILTER: &str = "info,azkv=debug,azure_key_vault=debug,grpc=warn,grpcio=warn";
 
 pub fn level_name(level: log::Level) -> &'static str {
     match level {
@@ -85,9 +89,14 @@ pub fn format_record(record: &log::Record<'_>, now: SystemTime) -> String {
 
 /// Installs the logger. Safe to call more than once (later calls do nothing).
 pub fn init() {
-    let filter = std::env::var(FILTER_ENV).unwrap_or_else(|_| "debug,grpc=warn,grpcio=warn".into());
-    let _ = env_logger::Builder::new()
-        .parse_filters(&filter)
+    let filter = std::env::var(FILTER_ENV).unwrap_or_else(|_| DEFAULT_FILTER.into());
+    let _ = builder(&filter).try_init();
+}
+
+/// The logger for an `env_logger` filter string.
+fn builder(filter: &str) -> env_logger::Builder {
+    let mut b = env_logger::Builder::new();
+    b.parse_filters(filter)
         .target(env_logger::Target::Stderr)
         // ureq's protocol layer dumps raw HTTP (bearer tokens included) at trace: never let it out.
         .filter_module("ureq_proto", log::LevelFilter::Info)
@@ -98,14 +107,38 @@ pub fn init() {
             }
             let line = format_record(record, SystemTime::now());
             writeln!(buf, "{line}")
-        })
-        .try_init();
+        });
+    b
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use log::Log;
     use std::time::Duration;
+
+    #[test]
+    fn default_filter_keeps_our_debug_lines_and_drops_other_crates_debug_lines() {
+        let logger = builder(DEFAULT_FILTER).build();
+        let on = |target: &str, level| {
+            logger.enabled(&log::Metadata::builder().target(target).level(level).build())
+        };
+        assert!(on("azkv::keys", log::Level::Debug));
+        assert!(on("azure_key_vault", log::Level::Debug));
+        assert!(!on("azkv::azure::keyvault", log::Level::Trace));
+        // ureq writes several debug lines per HTTP request.
+        assert!(!on("ureq::pool", log::Level::Debug));
+        assert!(!on("ureq::unversioned::resolver", log::Level::Debug));
+        assert!(on("ureq::pool", log::Level::Warn));
+        assert!(!on("grpc", log::Level::Info));
+        // An explicit filter still reaches them.
+        assert!(builder("debug").build().enabled(
+            &log::Metadata::builder()
+                .target("ureq::pool")
+                .level(log::Level::Debug)
+                .build()
+        ));
+    }
 
     #[test]
     fn timestamp_has_six_fraction_digits() {

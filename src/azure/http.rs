@@ -676,6 +676,14 @@ const DNS_CACHE_MAX: usize = 32;
 /// connections it is about to need again.
 const MAX_IDLE_PER_HOST: usize = 64;
 
+/// ureq's per-connection buffers. It keeps four (plaintext and TLS, each way) and zero-fills
+/// them on first use, so its 128 KiB default made every pooled connection 512 KiB of resident
+/// memory: 8 MiB after discovery's 16 parallel fetches. Key Vault and Entra requests and
+/// response heads are a few KiB; bodies stream through the input buffer whatever its size.
+const IO_BUFFER_BYTES: usize = 16 * 1024;
+/// Below the input buffer, so an oversized head fails with ureq's clear "header too large".
+const MAX_RESPONSE_HEAD_BYTES: usize = 12 * 1024;
+
 type Resolved = ureq::unversioned::resolver::ResolvedSocketAddrs;
 
 /// ureq resolves the host of every request before it looks in its connection pool, and with a
@@ -756,6 +764,9 @@ impl UreqTransport {
                 .timeout_global(Some(CALL_TIMEOUT))
                 .max_idle_connections(2 * MAX_IDLE_PER_HOST)
                 .max_idle_connections_per_host(MAX_IDLE_PER_HOST)
+                .input_buffer_size(IO_BUFFER_BYTES)
+                .output_buffer_size(IO_BUFFER_BYTES)
+                .max_response_header_size(MAX_RESPONSE_HEAD_BYTES)
                 .user_agent(USER_AGENT)
                 .build();
             ureq::Agent::with_parts(
@@ -1069,6 +1080,47 @@ pub(crate) mod tests {
         assert_eq!(*t.calls.lock().unwrap(), 2);
         let spent = clock.now().duration_since(start).unwrap();
         assert!(spent < Duration::from_secs(30), "{spent:?}");
+    }
+
+    #[test]
+    fn resolver_reuses_answers_per_scheme_host_and_port() {
+        use ureq::unversioned::resolver::Resolver;
+        let r = CachingResolver::default();
+        let config = ureq::config::Config::default();
+        let resolve = |uri: &str| {
+            let uri: ureq::http::Uri = uri.parse().unwrap();
+            r.resolve(
+                &uri,
+                &config,
+                ureq::unversioned::transport::NextTimeout::default(),
+            )
+            .unwrap()
+        };
+        let first = resolve("https://127.0.0.1:8443/keys?api-version=7.6");
+        assert_eq!(&first[..], &["127.0.0.1:8443".parse().unwrap()]);
+        // Another path on the same origin is answered from the cache.
+        let again = resolve("https://127.0.0.1:8443/keys/a/sign");
+        assert_eq!(&again[..], &first[..]);
+        assert_eq!(r.cache.lock().unwrap().len(), 1);
+        // Another port is another entry, with its own address.
+        let other = resolve("https://127.0.0.1:9443/keys");
+        assert_eq!(&other[..], &["127.0.0.1:9443".parse().unwrap()]);
+        assert_eq!(r.cache.lock().unwrap().len(), 2);
+        // A stale answer is resolved again (and replaced).
+        r.cache
+            .lock()
+            .unwrap()
+            .values_mut()
+            .for_each(|(at, _)| *at = std::time::Instant::now() - DNS_TTL - Duration::from_secs(1));
+        resolve("https://127.0.0.1:8443/");
+        let fresh = r
+            .cache
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|(at, _)| at.elapsed() < DNS_TTL)
+            .count();
+        assert_eq!(fresh, 1);
     }
 
     #[test]

@@ -222,7 +222,13 @@ impl KeyVaultClient {
             req = req.json_body(b.to_vec());
         }
         let resp = self.http.send(&req)?;
-        debug!("{} -> HTTP {}", req.describe(), resp.status);
+        // Routine successes at trace: one line per signature is CPU for the plugin and a JSON
+        // line spire-server must parse and drop at its default level.
+        if resp.is_success() {
+            log::trace!("{} -> HTTP {}", req.describe(), resp.status);
+        } else {
+            debug!("{} -> HTTP {}", req.describe(), resp.status);
+        }
         Ok(resp)
     }
 

@@ -476,12 +476,19 @@ fn list_keys(shared: &Shared, req: &Request, api_version: &str) -> Response {
         Err(r) => return r,
     };
     let st = shared.state();
+    // Only the requested page is rendered (the rest are placeholders `page` never sends): a
+    // vault of thousands of keys would otherwise cost the fake milliseconds per page.
+    let window = p.offset..p.offset.saturating_add(p.max);
     let items: Vec<Value> = st
         .keys
         .values()
-        .filter(|k| k.deleted.is_none())
-        .filter_map(|k| {
+        .filter(|k| k.deleted.is_none() && !k.versions.is_empty())
+        .enumerate()
+        .filter_map(|(i, k)| {
             let v = k.versions.last()?;
+            if p.empty_marker || !window.contains(&i) {
+                return Some(Value::Null);
+            }
             let mut item = Map::new();
             item.insert(
                 "kid".into(),
