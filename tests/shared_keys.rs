@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier};
 use azkv::plugin::proto::keymanager::{HashAlgorithm, KeyType, SignerOpts};
 use grpcio::RpcStatusCode;
 use support::env::{plugin_env, secrets};
-use support::fake_azure::{FakeAzure, FakeKeyType, Route};
+use support::fake_azure::{agent_trusting, FakeAzure, FakeKeyType, Route};
 use support::plugin_host::PluginProcess;
 use support::verify::{digest, verify};
 
@@ -315,7 +315,7 @@ fn soft_deleted_shared_name_is_a_clear_failed_precondition() {
 }
 
 fn delete_key(fake: &FakeAzure, name: &str) {
-    let agent = ureq_agent(fake);
+    let agent = agent_trusting(&fake.ca_pem());
     let token = token(fake, &agent);
     let url = format!("{}keys/{name}?api-version=7.6", fake.vault_uri());
     let resp = agent
@@ -324,22 +324,6 @@ fn delete_key(fake: &FakeAzure, name: &str) {
         .call()
         .unwrap();
     assert_eq!(resp.status(), 200);
-}
-
-fn ureq_agent(fake: &FakeAzure) -> ureq::Agent {
-    let pem = fake.ca_pem();
-    let certs: Vec<_> = pem::parse_many(pem.as_bytes())
-        .unwrap()
-        .into_iter()
-        .map(|p| ureq::tls::Certificate::from_der(p.contents()).to_owned())
-        .collect();
-    let tls = ureq::tls::TlsConfig::builder()
-        .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-        .build();
-    ureq::Agent::config_builder()
-        .tls_config(tls)
-        .build()
-        .new_agent()
 }
 
 fn token(fake: &FakeAzure, agent: &ureq::Agent) -> String {
@@ -357,6 +341,7 @@ fn token(fake: &FakeAzure, agent: &ureq::Agent) -> String {
             ("scope", "https://vault.azure.net/.default"),
         ])
         .unwrap();
+    assert_eq!(resp.status(), 200, "token request refused");
     let v: serde_json::Value =
         serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
     v["access_token"].as_str().unwrap().to_string()

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::fake_azure::FakeAzure;
+use super::fake_azure::{agent_trusting, FakeAzure};
 use super::{die_with_parent, free_port, peers, read_to_string_lossy, tail, tls, wait_for};
 
 /// Key Vault data-plane version the tests use for inspection (lowkey 3.x knows up to 7.6).
@@ -84,23 +84,6 @@ pub fn vault() -> &'static Vault {
         ));
         v
     })
-}
-
-fn agent_trusting(ca_pem: &str) -> ureq::Agent {
-    let certs: Vec<ureq::tls::Certificate<'static>> = pem::parse_many(ca_pem)
-        .expect("CA PEM")
-        .into_iter()
-        .map(|p| ureq::tls::Certificate::from_der(p.contents()).to_owned())
-        .collect();
-    let tls = ureq::tls::TlsConfig::builder()
-        .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-        .build();
-    ureq::Agent::config_builder()
-        .tls_config(tls)
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
 }
 
 /// The shared vault lives in a static that is never dropped: remove its scratch directory

@@ -166,6 +166,25 @@ pub struct FakeAzure {
     listeners: Vec<JoinHandle<()>>,
 }
 
+/// A ureq client trusting every certificate in `ca_pem` (the fake's CA, or an emulator's):
+/// statuses come back as responses, not errors, so tests can assert on them.
+pub fn agent_trusting(ca_pem: &str) -> ureq::Agent {
+    let certs: Vec<ureq::tls::Certificate<'static>> = pem::parse_many(ca_pem)
+        .expect("CA PEM")
+        .into_iter()
+        .map(|p| ureq::tls::Certificate::from_der(p.contents()).to_owned())
+        .collect();
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+        .build();
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
 impl FakeAzure {
     pub const TENANT: &'static str = "00000000-0000-0000-0000-0000000000aa";
     pub const CLIENT_ID: &'static str = "11111111-1111-1111-1111-1111111111bb";
