@@ -14,6 +14,14 @@ fn main() {
     azkv::log::init();
     // gRPC core writes its own text diagnostics to stderr otherwise; route them through `log`.
     grpcio::redirect_log();
+    // A panic message must reach spire-server's log as an hclog line, not as bare stderr text.
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        log::error!(thread = thread, panic = info.to_string(); "Plugin thread panicked");
+    }));
     let core = Arc::new(azkv::keys::KeyManager::new_default());
     let code = serve(core, signals);
     // Skip destructors: grpcio's threads and pending streams must not delay the exit.
