@@ -769,11 +769,7 @@ impl UreqTransport {
                 .max_response_header_size(MAX_RESPONSE_HEAD_BYTES)
                 .user_agent(USER_AGENT)
                 .build();
-            ureq::Agent::with_parts(
-                config,
-                ureq::unversioned::transport::DefaultConnector::new(),
-                CachingResolver::default(),
-            )
+            ureq::Agent::with_parts(config, super::tcp::connector(), CachingResolver::default())
         };
         let route = |names: &[&str]| -> Result<Option<ProxyRoute>, AzureError> {
             let Some(value) = first_env(env, names) else {

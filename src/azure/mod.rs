@@ -11,6 +11,7 @@ pub mod cloud;
 mod fuzz_tests;
 pub mod http;
 pub mod keyvault;
+mod tcp;
 pub mod types;
 
 use std::collections::HashMap;
