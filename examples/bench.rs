@@ -45,6 +45,8 @@ const SERVER_ID: &str = "bench-server";
 const API_VERSION: &str = "7.6";
 /// Key Vault's page size (the plugin asks for `maxresults=25`).
 const PAGE: usize = 25;
+/// Calls each go-host run makes before it measures (its connection is new).
+const GO_WARMUP: usize = 50;
 
 struct Options {
     bin: PathBuf,
@@ -239,6 +241,148 @@ fn plugin_sign(client: &Client, req: &SignDataRequest) -> SignDataResponse {
     client
         .unary_call(&SIGN_DATA, req, call_opt())
         .expect("SignData through the plugin")
+}
+
+/// spire-server's own client: grpc-go with go-plugin's dial options (examples/go-host), run as
+/// a child process on the plugin's socket. `None` when the benchmark was started without it
+/// (`AZKV_BENCH_GO_HOST` unset: scripts/bench.sh builds and sets it).
+struct GoHost {
+    bin: PathBuf,
+    socket: PathBuf,
+}
+
+impl GoHost {
+    fn new(p: &PluginProcess) -> Option<GoHost> {
+        let bin = PathBuf::from(std::env::var_os("AZKV_BENCH_GO_HOST")?);
+        Some(GoHost {
+            bin,
+            socket: p.socket.clone(),
+        })
+    }
+
+    /// `n` calls on each of `callers` goroutines sharing one connection, after a warm-up;
+    /// returns the wall time and every call's latency.
+    fn run<M: prost::Message>(
+        &self,
+        method: &str,
+        req: &M,
+        n: usize,
+        callers: usize,
+    ) -> (Duration, Vec<Duration>) {
+        self.run_spread(method, req, n, callers, Duration::ZERO)
+    }
+
+    /// `run` with caller `i` starting `i × spread / callers` after the first (see `concurrent`).
+    fn run_spread<M: prost::Message>(
+        &self,
+        method: &str,
+        req: &M,
+        n: usize,
+        callers: usize,
+        spread: Duration,
+    ) -> (Duration, Vec<Duration>) {
+        let hex = hex(&req.encode_to_vec());
+        let out = std::process::Command::new(&self.bin)
+            .arg("-socket")
+            .arg(&self.socket)
+            .args(["-method", method, "-req", &hex])
+            .args(["-n", &n.to_string(), "-callers", &callers.to_string()])
+            .args(["-warmup", &GO_WARMUP.to_string()])
+            .arg(format!("-spread={}ns", spread.as_nanos()))
+            .output()
+            .expect("run go-host");
+        assert!(
+            out.status.success(),
+            "go-host failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("go-host JSON");
+        let ns = |x: &serde_json::Value| Duration::from_nanos(x.as_u64().expect("nanoseconds"));
+        let lat = v["latency_ns"]
+            .as_array()
+            .expect("latencies")
+            .iter()
+            .map(ns)
+            .collect();
+        (ns(&v["wall_ns"]), lat)
+    }
+}
+
+/// A grpc-go server that answers every call with the same bytes and does nothing else
+/// (`go-host -serve`): the round trip any gRPC plugin costs on this machine.
+struct GoEcho {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl GoEcho {
+    fn start<M: prost::Message>(go: &GoHost, reply: &M) -> GoEcho {
+        use std::io::BufRead;
+        let socket =
+            std::env::temp_dir().join(format!("azkv-bench-echo-{}.sock", std::process::id()));
+        let mut child = std::process::Command::new(&go.bin)
+            .arg("-serve")
+            .arg(&socket)
+            .args(["-reply", &hex(&reply.encode_to_vec())])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start go-host -serve");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("echo server ready");
+        assert_eq!(line.trim(), "ready", "go-host -serve");
+        GoEcho { child, socket }
+    }
+
+    /// The same client as `go`, pointed at this server.
+    fn client(&self, go: &GoHost) -> GoHost {
+        GoHost {
+            bin: go.bin.clone(),
+            socket: self.socket.clone(),
+        }
+    }
+}
+
+impl Drop for GoEcho {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The round trip of 40 bytes between two threads over a unix socket pair, each side blocked
+/// in `read`: two thread wake-ups and nothing else, this machine's floor under any RPC.
+fn socketpair_rtt(n: usize) -> Vec<Duration> {
+    use std::io::{Read, Write};
+    let (mut a, mut b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 40];
+        while b.read_exact(&mut buf).is_ok() {
+            if b.write_all(&buf).is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = [0u8; 40];
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let t = Instant::now();
+        a.write_all(&buf).expect("write");
+        a.read_exact(&mut buf).expect("read");
+        if i >= n / 10 {
+            lat.push(t.elapsed());
+        }
+    }
+    drop(a);
+    let _ = echo.join();
+    lat
 }
 
 /// Sends Key Vault requests from this process over kept-alive HTTPS, the way the plugin does
@@ -473,7 +617,22 @@ fn signing(o: &Options, t: &mut Table) {
     let get_req = GetPublicKeyRequest {
         key_id: KEY_ID.into(),
     };
+    let go = GoHost::new(&p);
+    let get_resp: GetPublicKeyResponse = client
+        .unary_call(&GET_PUBLIC_KEY, &get_req, call_opt())
+        .expect("GetPublicKey");
+    let echo = go.as_ref().map(|g| GoEcho::start(g, &get_resp));
+    let (mut go_through, mut go_rtt, mut echo_rtt) = (Vec::new(), Vec::new(), Vec::new());
+    let mut pair_rtt = Vec::new();
     for _ in 0..blocks {
+        if let (Some(g), Some(e)) = (&go, &echo) {
+            go_through.extend(g.run(SIGN_DATA.name, &req, per_block, 1).1);
+            go_rtt.extend(g.run(GET_PUBLIC_KEY.name, &get_req, per_block / 3, 1).1);
+            let ec = e.client(g);
+            echo_rtt.extend(ec.run(GET_PUBLIC_KEY.name, &get_req, per_block / 3, 1).1);
+            signs += per_block + GO_WARMUP;
+        }
+        pair_rtt.extend(socketpair_rtt(per_block / 3));
         let c = cpu_split(pid);
         for _ in 0..per_block {
             let s = Instant::now();
@@ -517,6 +676,63 @@ fn signing(o: &Options, t: &mut Table) {
         "≤ 1.5",
         Some(r50 <= 1.5),
     );
+    let pr = stats(pair_rtt);
+    t.row(
+        "1. this machine's floor: 40 bytes there and back over a unix socket pair (p50 / p99)",
+        format!("{} / {}", ms(pr.p50), ms(pr.p99)),
+        "",
+        "",
+        "",
+        None,
+    );
+    if go.is_some() {
+        let (gs, gr, er) = (stats(go_through), stats(go_rtt), stats(echo_rtt));
+        let bound = (b.p50 + er.p50).as_secs_f64() / b.p50.as_secs_f64();
+        t.row(
+            "1. any gRPC plugin: grpc-go client → grpc-go server that only replies (p50 / p99)",
+            format!("{} / {}", ms(er.p50), ms(er.p99)),
+            format!("direct + it = {}", ms(b.p50 + er.p50)),
+            format!("{bound:.2}"),
+            "",
+            None,
+        );
+        t.row(
+            "1. SignData p50, grpc-go client: plugin vs (direct + any gRPC plugin's round trip)",
+            ms(gs.p50),
+            ms(b.p50 + er.p50),
+            format!(
+                "{:.2}",
+                gs.p50.as_secs_f64() / (b.p50 + er.p50).as_secs_f64()
+            ),
+            "",
+            None,
+        );
+        let g50 = gs.p50.as_secs_f64() / b.p50.as_secs_f64();
+        t.row(
+            "1. SignData p50 from spire-server's client (grpc-go), vs direct HTTPS",
+            ms(gs.p50),
+            ms(b.p50),
+            format!("{g50:.2}"),
+            "≤ 1.5",
+            Some(g50 <= 1.5),
+        );
+        t.row(
+            "1. same, p99",
+            ms(gs.p99),
+            ms(b.p99),
+            format!("{:.2}", gs.p99.as_secs_f64() / b.p99.as_secs_f64()),
+            "",
+            None,
+        );
+        t.row(
+            "1. grpc-go client → the plugin, an RPC served from memory (GetPublicKey p50 / p99)",
+            format!("{} / {}", ms(gr.p50), ms(gr.p99)),
+            format!("any gRPC plugin: {}", ms(er.p50)),
+            format!("{:.2}", gr.p50.as_secs_f64() / er.p50.as_secs_f64()),
+            "",
+            None,
+        );
+    }
     t.row(
         "1. SignData p99, plugin vs direct HTTPS",
         ms(a.p99),
@@ -572,7 +788,7 @@ fn signing(o: &Options, t: &mut Table) {
     // both; each figure is the median round.
     let rounds = 3;
     let total = callers * per_caller;
-    let (mut rates, mut drates) = (Vec::new(), Vec::new());
+    let (mut rates, mut drates, mut go_rates) = (Vec::new(), Vec::new(), Vec::new());
     let (mut lats, mut dlats) = (Vec::new(), Vec::new());
     let (mut conc_cpu, mut host_cpu, mut direct_cpu) =
         (Duration::ZERO, Duration::ZERO, Duration::ZERO);
@@ -586,6 +802,11 @@ fn signing(o: &Options, t: &mut Table) {
         host_cpu += own_cpu() - own;
         rates.push(total as f64 / wall.as_secs_f64());
         lats.extend(l);
+        if let Some(g) = &go {
+            let (w, _) = g.run_spread(SIGN_DATA.name, &req, per_caller, callers, lat);
+            go_rates.push(total as f64 / w.as_secs_f64());
+            signs += total + GO_WARMUP;
+        }
         let own = own_cpu();
         let (dwall, dl) = concurrent(callers, per_caller, lat, || {
             direct.sign(&key.name, &version, &digest);
@@ -617,6 +838,17 @@ fn signing(o: &Options, t: &mut Table) {
         "≥ 0.90",
         Some(rate / ideal >= 0.90),
     );
+    if !go_rates.is_empty() {
+        let g = median(go_rates);
+        t.row(
+            format!("2. same from spire-server's client (grpc-go, one connection, {callers} goroutines)"),
+            format!("{g:.0}/s"),
+            format!("ideal {ideal:.0}/s; direct {drate:.0}/s"),
+            format!("{:.2}; {:.2}", g / ideal, g / drate),
+            "≥ 0.90",
+            Some(g / ideal >= 0.90),
+        );
+    }
     t.row(
         format!("2. same, vs {callers} direct HTTPS callers (floor incl. the fake)"),
         format!("{rate:.0}/s"),
@@ -703,7 +935,49 @@ fn signing(o: &Options, t: &mut Table) {
             ),
         ));
     }
+    let go_rates = go.as_ref().map(|g| {
+        let one = |callers: usize| {
+            let (w, _) = g.run(GET_PUBLIC_KEY.name, &get_req, n / callers, callers);
+            (n / callers * callers) as f64 / w.as_secs_f64()
+        };
+        let (w, _) = g.run(GET_PUBLIC_KEYS.name, &GetPublicKeysRequest {}, n, 1);
+        let echo_one = echo.as_ref().map(|e| {
+            let (w, _) = e.client(g).run(GET_PUBLIC_KEY.name, &get_req, n, 1);
+            n as f64 / w.as_secs_f64()
+        });
+        (one(1), n as f64 / w.as_secs_f64(), one(16), echo_one)
+    });
     let kv = fake.count(Route::Any) - before;
+    if let Some((one, all, sixteen, echo_one)) = go_rates {
+        if let Some(e) = echo_one {
+            t.row(
+                "3. any gRPC plugin: grpc-go client → grpc-go server that only replies, one caller",
+                format!("{e:.0}/s"),
+                "20000/s",
+                format!("{:.2}", e / 20_000.0),
+                "",
+                None,
+            );
+        }
+        for (what, rate, target) in [
+            (format!("GetPublicKey, one caller ({n} calls)"), one, true),
+            (format!("GetPublicKeys, one caller ({n} calls)"), all, true),
+            (
+                "GetPublicKey, 16 callers on the one connection".into(),
+                sixteen,
+                false,
+            ),
+        ] {
+            t.row(
+                format!("3. {what} from spire-server's client (grpc-go)"),
+                format!("{rate:.0}/s"),
+                "20000/s",
+                format!("{:.2}", rate / 20_000.0),
+                if target { "≥ 1.0" } else { "" },
+                target.then_some(rate >= 20_000.0),
+            );
+        }
+    }
     t.row(
         format!("3. GetPublicKey, one caller ({n} calls)"),
         format!("{one:.0}/s"),

@@ -12,4 +12,11 @@ release_bin="$(printf '%s\n' "$built" | sed -n 's/^AZKV_RELEASE_BIN=//p')"
 export AZKV_BENCH_BIN="${AZKV_BENCH_BIN:-$release_bin}"
 RUSTFLAGS="-C target-feature=+crt-static ${RUSTFLAGS:-}" \
   cargo build --release --locked --target "$target" --example bench >&2
+# spire-server's own gRPC client (grpc-go), for the rows measured through it.
+if command -v go >/dev/null; then
+  (cd examples/go-host && go build -o "$CARGO_TARGET_DIR/go-host" .) >&2
+  export AZKV_BENCH_GO_HOST="${AZKV_BENCH_GO_HOST:-$CARGO_TARGET_DIR/go-host}"
+else
+  echo "bench: no Go toolchain; the grpc-go rows are skipped" >&2
+fi
 exec "$CARGO_TARGET_DIR/$target/release/examples/bench" "$@"
