@@ -69,6 +69,43 @@ fn honors_plugin_unix_socket_dir_and_ignores_sigint() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
+#[test]
+fn plugin_unix_socket_group_opens_the_socket_to_that_group_only() {
+    use std::os::unix::fs::MetadataExt;
+    // Our own primary group: giving the socket to it needs no privilege.
+    let gid = std::fs::metadata("/proc/self").unwrap().gid().to_string();
+    let mut p = PluginProcess::launch(&[("PLUGIN_UNIX_SOCKET_GROUP", gid.as_str())]);
+    let sock = std::fs::metadata(&p.socket).unwrap();
+    let dir = std::fs::metadata(p.socket.parent().unwrap()).unwrap();
+    assert_eq!(
+        (sock.mode() & 0o777, sock.gid().to_string()),
+        (0o660, gid.clone())
+    );
+    assert_eq!((dir.mode() & 0o777, dir.gid().to_string()), (0o710, gid));
+    assert_eq!(p.init().unwrap().len(), 2);
+    p.unload();
+
+    // A group that does not exist: no handshake, exit 1, the reason in an hclog error line.
+    let out = std::process::Command::new(BIN)
+        .env_clear()
+        .env("KeyManager", "KeyManager")
+        .env("PLUGIN_UNIX_SOCKET_GROUP", "no-such-group-azkv")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "no handshake line");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line: serde_json::Value = serde_json::from_str(err.lines().last().unwrap()).unwrap();
+    assert_eq!(line["@level"], "error");
+    assert!(
+        line["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown group \"no-such-group-azkv\""),
+        "{err}"
+    );
+}
+
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;

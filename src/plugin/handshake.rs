@@ -76,6 +76,26 @@ impl SocketDir {
         &self.dir
     }
 
+    /// Opens the socket to `group` (`PLUGIN_UNIX_SOCKET_GROUP`, a name or a numeric id), as
+    /// go-plugin does: the socket becomes group-owned with mode 0660, and the private directory
+    /// group-owned with mode 0710 so members can reach the socket but not list the directory.
+    /// Call once the socket exists, before the handshake line.
+    pub fn share_with_group(&self, group: &str) -> std::io::Result<()> {
+        let etc_group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+        let gid = resolve_group(group, &etc_group).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("unknown group {group:?} in PLUGIN_UNIX_SOCKET_GROUP"),
+            )
+        })?;
+        use std::os::unix::fs::PermissionsExt;
+        for (path, mode) in [(&self.dir, 0o710), (&self.socket, 0o660)] {
+            std::os::unix::fs::chown(path, None, Some(gid))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        }
+        Ok(())
+    }
+
     /// Removes the socket and the directory (also done on drop).
     pub fn remove(&self) {
         let _ = std::fs::remove_file(&self.socket);
@@ -87,6 +107,24 @@ impl Drop for SocketDir {
     fn drop(&mut self) {
         self.remove();
     }
+}
+
+/// A group id from a numeric id or a name in `/etc/group` text (read directly: name-service
+/// lookups are not available to a statically linked binary).
+fn resolve_group(group: &str, etc_group: &str) -> Option<u32> {
+    let group = group.trim();
+    if group.is_empty() {
+        return None;
+    }
+    if let Ok(gid) = group.parse::<u32>() {
+        return Some(gid);
+    }
+    etc_group.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let gid = fields.nth(1)?;
+        (name == group).then(|| gid.parse().ok()).flatten()
+    })
 }
 
 /// `CORE|APP|NETWORK|ADDR|PROTOCOL|` exactly as a Go SDK plugin prints it on Linux.
@@ -130,6 +168,32 @@ mod tests {
         let d = SocketDir::create(Some(&long)).unwrap();
         assert!(d.dir().starts_with("/tmp"));
         assert!(d.socket_path().as_os_str().len() <= SUN_PATH_MAX);
+    }
+
+    #[test]
+    fn groups_resolve_by_id_or_name() {
+        let etc = "root:x:0:\nspire:x:1234:alice,bob\n# odd line\nbroken\n";
+        assert_eq!(resolve_group("1234", etc), Some(1234));
+        assert_eq!(resolve_group("spire", etc), Some(1234));
+        assert_eq!(resolve_group("root", etc), Some(0));
+        assert_eq!(resolve_group("nobody-here", etc), None);
+        assert_eq!(resolve_group("broken", etc), None);
+        assert_eq!(resolve_group("", etc), None);
+    }
+
+    #[test]
+    fn shared_socket_is_group_owned_0660_in_a_0710_dir() {
+        use std::os::unix::fs::MetadataExt;
+        let d = SocketDir::create(None).unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(d.socket_path()).unwrap();
+        // Our own primary group: chown to it needs no privilege.
+        let gid = unsafe { libc::getgid() };
+        d.share_with_group(&gid.to_string()).unwrap();
+        let dir = std::fs::metadata(d.dir()).unwrap();
+        let sock = std::fs::metadata(d.socket_path()).unwrap();
+        assert_eq!((dir.mode() & 0o777, dir.gid()), (0o710, gid));
+        assert_eq!((sock.mode() & 0o777, sock.gid()), (0o660, gid));
+        assert!(d.share_with_group("no-such-group-azkv").is_err());
     }
 
     #[test]

@@ -95,6 +95,16 @@ pub fn serve(core: Arc<dyn PluginCore>, signals: libc::sigset_t) -> i32 {
         log::error!(error = e.to_string(); "Could not listen on the plugin socket");
         return 1;
     }
+    if let Some(group) = std::env::var("PLUGIN_UNIX_SOCKET_GROUP")
+        .ok()
+        .filter(|g| !g.is_empty())
+    {
+        // go-plugin fails the start when the group cannot be applied; so do we.
+        if let Err(e) = socket.share_with_group(&group) {
+            log::error!(error = e.to_string(); "Could not give the plugin socket to PLUGIN_UNIX_SOCKET_GROUP");
+            return 1;
+        }
+    }
     server.start();
 
     spawn_signal_thread(signals, stop_tx.clone());
