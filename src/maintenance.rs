@@ -8,7 +8,7 @@
 //! only waits for the next due time or a command.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -311,21 +311,71 @@ enum Command {
     Stop,
 }
 
+/// Deletions a stopped maintenance thread had not done, kept for the next thread on the same
+/// vault: a reconfigure must not lose them, even when the old thread was still inside a Key
+/// Vault call when the new configuration took over (it hands them over when that call ends).
+#[derive(Default)]
+pub struct Leftovers(Mutex<Vec<(String, String)>>);
+
+impl Leftovers {
+    fn put(&self, vault_uri: &str, names: Vec<String>) {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.extend(names.into_iter().map(|n| (vault_uri.to_string(), n)));
+    }
+
+    /// The names left for `vault_uri`; those of other vaults are dropped (that vault is no
+    /// longer configured) with a warning naming each key.
+    fn take(&self, vault_uri: &str) -> Vec<String> {
+        let all = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut mine = Vec::new();
+        for (uri, name) in all {
+            if uri == vault_uri {
+                mine.push(name);
+            } else {
+                log::warn!(key_name = name.as_str(), key_vault_uri = uri.as_str(); "Key left undeleted in a vault that is no longer configured");
+            }
+        }
+        mine
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter().map(|(_, n)| n.clone()).collect()
+    }
+}
+
 /// The running thread. Dropping the handle stops it.
 pub struct MaintenanceHandle {
     tx: Sender<Command>,
-    done: Receiver<Vec<String>>,
+    done: Receiver<()>,
+    /// Set (under its lock) once the thread took its last command: later deletions go
+    /// straight to `leftovers`, so none is dropped with the channel.
+    closed: Arc<Mutex<bool>>,
+    leftovers: Arc<Leftovers>,
+    vault_uri: String,
     _thread: Option<JoinHandle<()>>,
 }
 
 impl MaintenanceHandle {
-    pub fn spawn(mut m: Maintenance) -> MaintenanceHandle {
+    /// Runs `m` on its own thread for the vault at `vault_uri`, first taking over what an
+    /// earlier thread on that vault left in `leftovers`; on stop it leaves its own there.
+    pub fn spawn(mut m: Maintenance, vault_uri: String, leftovers: Arc<Leftovers>) -> Self {
         let (tx, rx) = crossbeam_channel::unbounded::<Command>();
         let (done_tx, done) = crossbeam_channel::bounded(1);
+        let closed = Arc::new(Mutex::new(false));
+        let (thread_closed, thread_leftovers, thread_uri) = (
+            Arc::clone(&closed),
+            Arc::clone(&leftovers),
+            vault_uri.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name("azkv-maintenance".into())
             .spawn(move || {
+                let (leftovers, vault_uri) = (thread_leftovers, thread_uri);
                 loop {
+                    for name in leftovers.take(&vault_uri) {
+                        m.enqueue(name);
+                    }
                     m.run_due();
                     let now = m.clock.now();
                     let wait = m
@@ -340,7 +390,17 @@ impl MaintenanceHandle {
                         Err(RecvTimeoutError::Timeout) => {}
                     }
                 }
-                let _ = done_tx.send(m.pending_names());
+                // Deletions queued after the stop still sit in the channel: keep them too.
+                let mut closed = thread_closed.lock().unwrap_or_else(|e| e.into_inner());
+                while let Ok(command) = rx.try_recv() {
+                    if let Command::Delete(name) = command {
+                        m.enqueue(name);
+                    }
+                }
+                *closed = true;
+                drop(closed);
+                leftovers.put(&vault_uri, m.pending_names());
+                let _ = done_tx.send(());
             })
             .ok();
         if thread.is_none() {
@@ -349,19 +409,25 @@ impl MaintenanceHandle {
         MaintenanceHandle {
             tx,
             done,
+            closed,
+            leftovers,
+            vault_uri,
             _thread: thread,
         }
     }
 
     pub fn queue_delete(&self, name: String) {
-        let _ = self.tx.send(Command::Delete(name));
+        let closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        if *closed || self.tx.send(Command::Delete(name.clone())).is_err() {
+            self.leftovers.put(&self.vault_uri, vec![name]);
+        }
     }
 
-    /// Stops the thread and returns the deletions it had not done yet (waits at most
-    /// `timeout` for a Key Vault call in flight to finish).
-    pub fn stop(&self, timeout: Duration) -> Vec<String> {
+    /// Stops the thread; waits at most `timeout` for a Key Vault call in flight to finish.
+    /// Returns whether it stopped in time (if not, it hands its work over when it does).
+    pub fn stop(&self, timeout: Duration) -> bool {
         let _ = self.tx.send(Command::Stop);
-        self.done.recv_timeout(timeout).unwrap_or_default()
+        self.done.recv_timeout(timeout).is_ok()
     }
 }
 
@@ -613,17 +679,57 @@ mod tests {
     }
 
     #[test]
-    fn thread_stops_promptly_and_returns_pending_work() {
+    fn thread_stops_promptly_and_hands_pending_work_to_the_next() {
         let (clock, vault) = setup();
         let mut m = maintenance(&clock, &vault, KeyCache::default());
         m.settings.max_wait = Duration::from_millis(5);
         vault.fail("delete", AzureError::Transport("down".into()), 1000);
-        let h = MaintenanceHandle::spawn(m);
+        let leftovers = Arc::new(Leftovers::default());
+        let h = MaintenanceHandle::spawn(m, "https://v1".into(), Arc::clone(&leftovers));
         h.queue_delete("k".into());
-        std::thread::sleep(Duration::from_millis(30));
         let started = std::time::Instant::now();
-        assert_eq!(h.stop(Duration::from_secs(2)), vec!["k".to_string()]);
+        assert!(h.stop(Duration::from_secs(2)));
         assert!(started.elapsed() < Duration::from_secs(1));
+        // Queued just before the stop, or after it: neither is lost.
+        h.queue_delete("late".into());
+        let mut left = leftovers.names();
+        left.sort();
+        assert_eq!(left, vec!["k".to_string(), "late".to_string()]);
+        // Only a thread on the same vault takes them over.
+        assert_eq!(leftovers.take("https://other"), Vec::<String>::new());
+        assert!(leftovers.names().is_empty());
+    }
+
+    #[test]
+    fn leftovers_go_only_to_the_same_vault() {
+        let l = Leftovers::default();
+        l.put("https://a", vec!["k1".into(), "k2".into()]);
+        l.put("https://b", vec!["k3".into()]);
+        assert_eq!(
+            l.take("https://a"),
+            vec!["k1".to_string(), "k2".to_string()]
+        );
+        // b's entry was dropped with a warning when a's thread took its own.
+        assert!(l.names().is_empty());
+    }
+
+    #[test]
+    fn a_deletion_queued_after_the_stop_reaches_the_next_thread() {
+        let (clock, vault) = setup();
+        let leftovers = Arc::new(Leftovers::default());
+        let mut m = maintenance(&clock, &vault, KeyCache::default());
+        m.settings.max_wait = Duration::from_millis(5);
+        let old = MaintenanceHandle::spawn(m, "https://v".into(), Arc::clone(&leftovers));
+        assert!(old.stop(Duration::from_secs(2)));
+        // A GenerateKey still holding the old configuration rotates a key out now.
+        old.queue_delete("rotated-out".into());
+        let mut m = maintenance(&clock, &vault, KeyCache::default());
+        m.settings.max_wait = Duration::from_millis(5);
+        let new = MaintenanceHandle::spawn(m, "https://v".into(), Arc::clone(&leftovers));
+        assert!(new.stop(Duration::from_secs(2)));
+        // Not lost: the new thread took it over and deleted it (a 404 counts as done).
+        assert_eq!(vault.calls("delete"), 1);
+        assert!(leftovers.names().is_empty());
     }
 
     #[test]

@@ -69,6 +69,12 @@ pub struct KeyManager {
     state: RwLock<Option<Arc<Active>>>,
     /// Serializes Configure calls; never taken by the signing path.
     configure_lock: Mutex<()>,
+    /// Held (read) by GenerateKey for its whole run and (write) by Configure from discovery
+    /// to the swap: a key created meanwhile would miss the new cache, and a key it rotates
+    /// out would be queued on a maintenance thread already stopped.
+    key_writes: RwLock<()>,
+    /// Deletions a stopped maintenance thread hands to the next one on the same vault.
+    leftovers: Arc<maintenance::Leftovers>,
 }
 
 impl KeyManager {
@@ -85,6 +91,8 @@ impl KeyManager {
             shared_settings,
             state: RwLock::new(None),
             configure_lock: Mutex::new(()),
+            key_writes: RwLock::new(()),
+            leftovers: Arc::new(maintenance::Leftovers::default()),
         }
     }
 
@@ -319,6 +327,7 @@ impl PluginCore for KeyManager {
             None => None,
         };
 
+        let _no_key_writes = self.key_writes.write().unwrap_or_else(|e| e.into_inner());
         let found = discovery::discover(
             vault.as_ref(),
             &config.trust_domain,
@@ -330,12 +339,12 @@ impl PluginCore for KeyManager {
         log::info!(keys = found.entries.len().to_string(), duplicates = found.duplicates.len().to_string(); "Keys discovered");
 
         let previous = self.state.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut pending = found.duplicates;
+        let pending = found.duplicates;
         if let Some(prev) = &previous {
-            // Deletions queued against the same vault survive a reconfigure.
-            let carried = prev.maintenance.stop(MAINTENANCE_STOP_WAIT);
-            if prev.config.key_vault_uri == config.key_vault_uri {
-                pending.extend(carried);
+            // Its unfinished deletions go to `leftovers`, which the new thread takes over when
+            // the vault is the same (now, or when a Key Vault call in flight ends).
+            if !prev.maintenance.stop(MAINTENANCE_STOP_WAIT) {
+                log::debug!("The previous maintenance thread is still in a Key Vault call; it hands its work over when done");
             }
         }
         let cache = Arc::new(KeyCache::from_entries(found.entries));
@@ -358,13 +367,14 @@ impl PluginCore for KeyManager {
             shared_check,
             pending,
         );
+        let vault_uri = config.key_vault_uri.clone();
         let active = Arc::new(Active {
             config,
             server_id,
             vault,
             cache,
             shared,
-            maintenance: MaintenanceHandle::spawn(m),
+            maintenance: MaintenanceHandle::spawn(m, vault_uri, Arc::clone(&self.leftovers)),
             generation_locks: Mutex::new(HashMap::new()),
         });
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = Some(active);
@@ -395,6 +405,7 @@ impl PluginCore for KeyManager {
     }
 
     fn generate_key(&self, key_id: &str, key_type: KeyType) -> Result<PublicKey, PluginError> {
+        let _keys_may_change = self.key_writes.read().unwrap_or_else(|e| e.into_inner());
         let active = self.active()?;
         let lock = active.generation_lock(key_id);
         let _serial = lock.lock().unwrap_or_else(|e| e.into_inner());

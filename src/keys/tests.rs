@@ -285,6 +285,44 @@ fn restart_discovers_the_same_keys_and_creates_none() {
 }
 
 #[test]
+fn a_key_deleted_between_list_and_load_falls_back_to_the_older_one() {
+    let f = fixture();
+    let t = 1_800_000_000.0;
+    let tags = [("spire-server-td", TD), ("spire-server-id", SID)];
+    let old = "spire-key-00000000-0000-4000-8000-000000000001-x509-CA-A";
+    let new = "spire-key-00000000-0000-4000-8000-000000000002-x509-CA-A";
+    f.vault.insert(old, "EC", &tags, t - 100.0, t - 100.0);
+    f.vault.insert(new, "EC", &tags, t, t);
+    // The newest is listed, then gone when its details are read (deleted meanwhile).
+    f.vault.fail("get", MemoryVault::not_found(), 1);
+    configure(&f);
+    let pk = f.km.get_public_key("x509-CA-A").unwrap();
+    let sig =
+        f.km.sign_data(
+            "x509-CA-A",
+            &digest(HashAlgorithm::Sha256),
+            SignerOpts::Hash(HashAlgorithm::Sha256),
+        )
+        .unwrap();
+    assert_eq!(sig.key_fingerprint, pk.fingerprint);
+    // The key in use is the older one, and it is not queued for deletion as a duplicate.
+    f.vault.fail("get", MemoryVault::not_found(), 1);
+    let found = discovery::discover(f.vault.as_ref(), TD, SID, None).unwrap();
+    assert_eq!(found.entries.len(), 1);
+    assert_eq!(found.entries[0].name, old);
+    assert!(found.duplicates.is_empty(), "{:?}", found.duplicates);
+    // Nothing left at all for an id: the id is simply absent (SPIRE generates a new key).
+    let g = fixture();
+    g.vault.insert(new, "EC", &tags, t, t);
+    g.vault.fail("get", MemoryVault::not_found(), 1);
+    configure(&g);
+    assert_eq!(
+        g.km.get_public_key("x509-CA-A").unwrap_err().code,
+        Code::NotFound
+    );
+}
+
+#[test]
 fn adopts_go_plugin_keys_and_ignores_others() {
     let f = fixture();
     let t = 1_800_000_000.0;
@@ -509,4 +547,41 @@ fn validate_reports_shared_key_names_that_configure_would_refuse() {
     );
     let (valid, notes) = f.km.validate(Some(&core()), &standard_hcl());
     assert!(valid && notes.is_empty(), "{notes:?}");
+}
+
+#[test]
+fn reconfigure_during_rotations_loses_no_key_and_no_deletion() {
+    let f = Arc::new(fixture());
+    configure(&f);
+    let ids: [&'static str; 4] = ["a", "b", "c", "d"];
+    let rotators: Vec<_> = ids
+        .into_iter()
+        .map(|id| {
+            let f = Arc::clone(&f);
+            std::thread::spawn(move || {
+                let mut last = None;
+                for _ in 0..25 {
+                    // Key Vault stamps `created` in seconds: keep rotations apart.
+                    f.clock.advance(Duration::from_secs(1));
+                    last = Some(f.km.generate_key(id, KeyType::EcP256).unwrap());
+                }
+                last.unwrap()
+            })
+        })
+        .collect();
+    for _ in 0..10 {
+        configure(&f);
+    }
+    let last: Vec<PublicKey> = rotators.into_iter().map(|h| h.join().unwrap()).collect();
+    // Every id serves the key its last GenerateKey returned, not one a reconfigure's discovery
+    // saw before that GenerateKey finished.
+    for (id, pk) in ids.iter().zip(&last) {
+        assert_eq!(&f.km.get_public_key(id).unwrap(), pk, "{id}");
+    }
+    // And every key rotated out was deleted, whichever configuration queued it.
+    assert!(
+        wait_until(|| f.vault.names().len() == ids.len()),
+        "left in the vault: {:?}",
+        f.vault.names()
+    );
 }
