@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::azure::types::{KeyItem, KeyVaultApi};
+use crate::azure::types::{KeyBundle, KeyItem, KeyVaultApi};
 use crate::error::{Code, PluginError};
 use crate::keys::cache::KeyEntry;
 use crate::keys::convert::{fingerprint, parse_jwk};
@@ -51,43 +51,48 @@ pub fn discover(
         }
     }
 
-    let mut winners: Vec<Candidate> = Vec::new();
-    // (older key, SPIRE id, the name kept instead)
-    let mut older: Vec<(String, String, String)> = Vec::new();
-    for (_, mut group) in by_id {
-        // Newest first; names break ties so every start picks the same one. `total_cmp`: a
-        // comparator that is not a total order may make `sort_by` panic.
-        group.sort_by(|a, b| {
-            b.created
-                .total_cmp(&a.created)
-                .then_with(|| a.name.cmp(&b.name))
-        });
-        let mut it = group.into_iter();
-        if let Some(w) = it.next() {
-            for dup in it.filter(|d| !d.shared) {
-                older.push((dup.name, dup.spire_id, w.name.clone()));
-            }
-            winners.push(w);
-        }
-    }
+    // Newest first; names break ties so every start picks the same one. `total_cmp`: a
+    // comparator that is not a total order may make `sort_by` panic.
+    let groups: Vec<Vec<Candidate>> = by_id
+        .into_values()
+        .map(|mut group| {
+            group.sort_by(|a, b| {
+                b.created
+                    .total_cmp(&a.created)
+                    .then_with(|| a.name.cmp(&b.name))
+            });
+            group
+        })
+        .collect();
 
-    // A listing may name one key twice (pages shifting while keys are created): a key in use
-    // is never its own "older duplicate", and each name is deleted once.
+    let loaded = fetch_all(vault, groups)?;
+
+    // Older keys of an id than the one loaded are left over from a rotation whose deletion
+    // never happened. A listing may name one key twice (pages shifting while keys are
+    // created): a key in use is never its own "older duplicate", and each name is deleted once.
     let mut duplicates: Vec<String> = Vec::new();
-    for (name, spire_id, kept) in older {
-        let in_use = winners.iter().any(|w| w.name.eq_ignore_ascii_case(&name));
-        if in_use || duplicates.iter().any(|d| d.eq_ignore_ascii_case(&name)) {
-            continue;
+    for l in &loaded {
+        for (name, spire_id) in &l.older {
+            let in_use = loaded
+                .iter()
+                .any(|o| o.entry.name.eq_ignore_ascii_case(name));
+            if in_use || duplicates.iter().any(|d| d.eq_ignore_ascii_case(name)) {
+                continue;
+            }
+            log::warn!(key_id = spire_id.as_str(), key_name = name.as_str(), kept = l.entry.name.as_str(); "Found an older key for the same SPIRE key id; it will be deleted");
+            duplicates.push(name.clone());
         }
-        log::warn!(key_id = spire_id.as_str(), key_name = name.as_str(), kept = kept.as_str(); "Found an older key for the same SPIRE key id; it will be deleted");
-        duplicates.push(name);
     }
-
-    let entries = fetch_all(vault, winners)?;
     Ok(Discovered {
-        entries,
+        entries: loaded.into_iter().map(|l| l.entry).collect(),
         duplicates,
     })
+}
+
+/// The key loaded for one SPIRE id, and the older keys of that id (name, SPIRE id).
+struct Loaded {
+    entry: KeyEntry,
+    older: Vec<(String, String)>,
 }
 
 fn classify(
@@ -131,12 +136,15 @@ fn classify(
     }
 }
 
+/// Loads the newest key of each group, `FETCH_PARALLELISM` at a time. A key listed but gone
+/// by the time its details are read (deleted meanwhile: a rotation's clean-up, another
+/// process) is skipped for the next older key of its id, rather than failing Configure.
 fn fetch_all(
     vault: &dyn KeyVaultApi,
-    winners: Vec<Candidate>,
-) -> Result<Vec<KeyEntry>, PluginError> {
-    let queue = Mutex::new(winners.into_iter());
-    let results: Mutex<Vec<Result<KeyEntry, PluginError>>> = Mutex::new(Vec::new());
+    groups: Vec<Vec<Candidate>>,
+) -> Result<Vec<Loaded>, PluginError> {
+    let queue = Mutex::new(groups.into_iter());
+    let results: Mutex<Vec<Result<Option<Loaded>, PluginError>>> = Mutex::new(Vec::new());
     let workers = FETCH_PARALLELISM
         .min(queue.lock().map(|q| q.len()).unwrap_or(1))
         .max(1);
@@ -144,8 +152,8 @@ fn fetch_all(
         for _ in 0..workers {
             s.spawn(|| loop {
                 let next = queue.lock().ok().and_then(|mut q| q.next());
-                let Some(c) = next else { break };
-                let r = fetch_one(vault, &c);
+                let Some(group) = next else { break };
+                let r = load_group(vault, group);
                 if let Ok(mut res) = results.lock() {
                     let failed = r.is_err();
                     res.push(r);
@@ -157,11 +165,35 @@ fn fetch_all(
         }
     });
     let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    let mut entries = Vec::with_capacity(results.len());
+    let mut loaded = Vec::with_capacity(results.len());
     for r in results {
-        entries.push(r.map_err(|e| e.context("failed to fetch key entry details"))?);
+        if let Some(l) = r.map_err(|e| e.context("failed to fetch key entry details"))? {
+            loaded.push(l);
+        }
     }
-    Ok(entries)
+    Ok(loaded)
+}
+
+fn load_group(
+    vault: &dyn KeyVaultApi,
+    group: Vec<Candidate>,
+) -> Result<Option<Loaded>, PluginError> {
+    let mut it = group.into_iter();
+    while let Some(c) = it.next() {
+        match fetch_one(vault, &c)? {
+            Some(entry) => {
+                let older = it
+                    .filter(|d| !d.shared)
+                    .map(|d| (d.name, d.spire_id))
+                    .collect();
+                return Ok(Some(Loaded { entry, older }));
+            }
+            None => {
+                log::warn!(key_id = c.spire_id.as_str(), key_name = c.name.as_str(); "Listed key was deleted before it could be loaded; trying an older key of the same id");
+            }
+        }
+    }
+    Ok(None)
 }
 
 pub fn fetch_one_entry(
@@ -174,6 +206,15 @@ pub fn fetch_one_entry(
     let bundle = vault
         .get_key(name, version)
         .map_err(|e| PluginError::internal(format!("failed to fetch key details: {e}")))?;
+    entry_from_bundle(spire_id, name, &bundle, shared)
+}
+
+fn entry_from_bundle(
+    spire_id: &str,
+    name: &str,
+    bundle: &KeyBundle,
+    shared: bool,
+) -> Result<KeyEntry, PluginError> {
     let kid = bundle.key.kid.clone().unwrap_or_default();
     if bundle.attributes.enabled == Some(false) {
         return Err(PluginError::new(
@@ -202,12 +243,13 @@ pub fn fetch_one_entry(
     ))
 }
 
-fn fetch_one(vault: &dyn KeyVaultApi, c: &Candidate) -> Result<KeyEntry, PluginError> {
+/// The entry for `c`, or `None` when the key no longer exists.
+fn fetch_one(vault: &dyn KeyVaultApi, c: &Candidate) -> Result<Option<KeyEntry>, PluginError> {
     if c.shared {
         // A shared key may carry disabled versions (rotation losers): load the newest enabled.
         let version = crate::keys::shared::latest_enabled_version(vault, &c.name)?;
         return match version {
-            Some(v) => fetch_one_entry(vault, &c.spire_id, &c.name, Some(&v), true),
+            Some(v) => fetch_one_entry(vault, &c.spire_id, &c.name, Some(&v), true).map(Some),
             None => Err(PluginError::new(
                 Code::FailedPrecondition,
                 format!(
@@ -217,7 +259,13 @@ fn fetch_one(vault: &dyn KeyVaultApi, c: &Candidate) -> Result<KeyEntry, PluginE
             )),
         };
     }
-    fetch_one_entry(vault, &c.spire_id, &c.name, None, c.shared)
+    match vault.get_key(&c.name, None) {
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(PluginError::internal(format!(
+            "failed to fetch key details: {e}"
+        ))),
+        Ok(bundle) => entry_from_bundle(&c.spire_id, &c.name, &bundle, c.shared).map(Some),
+    }
 }
 
 pub fn entry_from_parts(
