@@ -339,6 +339,40 @@ fn environment_certificate_credential() {
 }
 
 #[test]
+fn password_protected_pkcs12_certificate_credential() {
+    let fake = FakeAzure::start();
+    insert_ec(&fake, "k");
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/pkcs12");
+    let cert_pem = std::fs::read_to_string(format!("{data}/cert.pem")).unwrap();
+    let cert_der = pem::parse(&cert_pem).unwrap().contents().to_vec();
+    fake.register_client_certificate("pfx-client", cert_der);
+    let mut env = base_env(&fake);
+    env.insert("AZURE_TENANT_ID".into(), FakeAzure::TENANT.into());
+    env.insert("AZURE_CLIENT_ID".into(), "pfx-client".into());
+    env.insert(
+        "AZURE_CLIENT_CERTIFICATE_PATH".into(),
+        format!("{data}/legacy.p12"),
+    );
+    env.insert(
+        "AZURE_CLIENT_CERTIFICATE_PASSWORD".into(),
+        "legacy-pass".into(),
+    );
+    let kv = client(&fake, env.clone(), None, &new_clock());
+    kv.get_key("k", None).unwrap();
+    assert_authenticated_with_issued_token(&fake);
+
+    // A wrong password: a readable error that names the setting, never the password.
+    env.insert(
+        "AZURE_CLIENT_CERTIFICATE_PASSWORD".into(),
+        "not-the-password".into(),
+    );
+    let kv = client(&fake, env, None, &new_clock());
+    let e = kv.get_key("k", None).unwrap_err().to_string();
+    assert!(e.contains("wrong AZURE_CLIENT_CERTIFICATE_PASSWORD"), "{e}");
+    assert!(!e.contains("not-the-password"), "{e}");
+}
+
+#[test]
 fn unregistered_certificate_is_a_readable_auth_error() {
     let fake = FakeAzure::start();
     let (cert_pem, key_pem, _) = rsa_client_cert();

@@ -1,11 +1,12 @@
-//! Client certificate credential (`AZURE_CLIENT_CERTIFICATE_PATH`): a PEM file holding the
-//! certificate and its RSA private key signs a client-assertion JWT (PS256, header `x5t#S256`
+//! Client certificate credential (`AZURE_CLIENT_CERTIFICATE_PATH`): a PEM or PKCS#12 file
+//! holding the certificate and its RSA private key signs a client-assertion JWT (PS256, header `x5t#S256`
 //! = base64url(SHA-256(certificate DER)), `aud` = the token endpoint URL, `iss` = `sub` = client
 //! id, random `jti`, valid for 10 minutes). The file is re-read on every token request, so a
 //! rotated certificate is picked up.
 //!
-//! Encrypted keys (`ENCRYPTED PRIVATE KEY`, legacy `Proc-Type: 4,ENCRYPTED`) and PKCS#12 files
-//! are rejected with a clear error: no available crate decrypts them.
+//! `AZURE_CLIENT_CERTIFICATE_PASSWORD` decrypts a PKCS#12 file or an `ENCRYPTED PRIVATE KEY`
+//! (PKCS#8) PEM block (`pkcs12.rs`). OpenSSL's traditional encrypted PEM (`Proc-Type:
+//! 4,ENCRYPTED`, MD5-derived keys) is refused with a conversion hint.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,31 +44,65 @@ struct Claims<'a> {
 }
 
 impl ClientCertificate {
+    /// Parses the file `AZURE_CLIENT_CERTIFICATE_PATH` names: PEM, or else PKCS#12, decrypted
+    /// with `password` when one is set.
+    pub fn from_file(data: &[u8], password: Option<&str>) -> Result<Self, String> {
+        let text_start = &data[..data.len().min(4096)];
+        let looks_pem = text_start.windows(11).any(|w| w == b"-----BEGIN ");
+        if looks_pem {
+            return Self::from_pem(data, password);
+        }
+        let decoded = super::pkcs12::decode_pfx(data, password.unwrap_or("")).map_err(|e| {
+            if password.is_none() && e.contains("wrong AZURE_CLIENT_CERTIFICATE_PASSWORD") {
+                "the PKCS#12 file is password-protected: set \
+                     AZURE_CLIENT_CERTIFICATE_PASSWORD"
+                    .to_string()
+            } else {
+                format!("not PEM, and not a usable PKCS#12 file: {e}")
+            }
+        })?;
+        if decoded.keys.is_empty() {
+            return Err("the PKCS#12 file holds no private key".into());
+        }
+        if decoded.certs.is_empty() {
+            return Err("the PKCS#12 file holds no certificate".into());
+        }
+        // The client certificate is the one the key belongs to (a file may carry its chain).
+        let mut last_error = String::new();
+        for key in &decoded.keys {
+            for cert in &decoded.certs {
+                match Self::from_parts(cert.clone(), "PRIVATE KEY", key) {
+                    Ok(c) => return Ok(c),
+                    Err(e) => last_error = e,
+                }
+            }
+        }
+        Err(if last_error.contains("does not belong") {
+            "no certificate in the PKCS#12 file belongs to its private key".into()
+        } else {
+            last_error
+        })
+    }
+
     /// Parses a PEM bundle: the first `CERTIFICATE` is the client certificate; the key is a
-    /// `PRIVATE KEY` (PKCS#8) or `RSA PRIVATE KEY` (PKCS#1) block matching it.
-    pub fn from_pem(data: &[u8], password_given: bool) -> Result<Self, String> {
+    /// `PRIVATE KEY` (PKCS#8), `RSA PRIVATE KEY` (PKCS#1) or, with a password,
+    /// `ENCRYPTED PRIVATE KEY` block matching it.
+    pub fn from_pem(data: &[u8], password: Option<&str>) -> Result<Self, String> {
         let blocks = pem::parse_many(data).map_err(|e| format!("not a valid PEM file ({e})"))?;
         if blocks.is_empty() {
-            return Err(
-                "no PEM blocks found (PKCS#12/PFX files are not supported; convert with \
-                 `openssl pkcs12 -in cert.pfx -nodes -out cert.pem`)"
-                    .into(),
-            );
+            return Err("no PEM blocks found".into());
         }
         let cert_der = blocks
             .iter()
             .find(|b| b.tag() == "CERTIFICATE")
             .map(|b| b.contents().to_vec())
             .ok_or("no CERTIFICATE block found")?;
-        let encrypted_hint = if password_given {
-            "AZURE_CLIENT_CERTIFICATE_PASSWORD is set, but encrypted private keys are not supported"
-        } else {
-            "the private key is encrypted, which is not supported"
-        };
-        let decrypt_advice = "; decrypt it with `openssl pkey -in key.pem -out plain.pem` and \
-                              protect the file with permissions instead";
-        if blocks.iter().any(|b| b.tag() == "ENCRYPTED PRIVATE KEY") {
-            return Err(format!("{encrypted_hint}{decrypt_advice}"));
+        if let Some(encrypted) = blocks.iter().find(|b| b.tag() == "ENCRYPTED PRIVATE KEY") {
+            let password = password
+                .ok_or("the private key is encrypted: set AZURE_CLIENT_CERTIFICATE_PASSWORD")?;
+            let key = super::pkcs12::decrypt_pkcs8(encrypted.contents(), password)
+                .map_err(|e| format!("the private key {e}"))?;
+            return Self::from_parts(cert_der, "PRIVATE KEY", &key);
         }
         let key_block = blocks
             .iter()
@@ -84,12 +119,24 @@ impl ClientCertificate {
             .get("Proc-Type")
             .is_some_and(|v| v.contains("ENCRYPTED"))
         {
-            return Err(format!("{encrypted_hint}{decrypt_advice}"));
+            return Err(
+                "the private key uses OpenSSL's traditional PEM encryption, which is \
+                        not supported; convert it with `openssl pkcs8 -topk8 -v2 aes-256-cbc \
+                        -in key.pem -out key-pkcs8.pem` (keeping the password) or store it \
+                        unencrypted and protect the file with permissions"
+                    .into(),
+            );
         }
-        let pair = if key_block.tag() == "PRIVATE KEY" {
-            ring::signature::RsaKeyPair::from_pkcs8(key_block.contents())
+        Self::from_parts(cert_der, key_block.tag(), key_block.contents())
+    }
+
+    /// A certificate and its RSA key (`key_tag` `PRIVATE KEY`: PKCS#8, `RSA PRIVATE KEY`:
+    /// PKCS#1), checked to belong together.
+    fn from_parts(cert_der: Vec<u8>, key_tag: &str, key_der: &[u8]) -> Result<Self, String> {
+        let pair = if key_tag == "PRIVATE KEY" {
+            ring::signature::RsaKeyPair::from_pkcs8(key_der)
         } else {
-            ring::signature::RsaKeyPair::from_der(key_block.contents())
+            ring::signature::RsaKeyPair::from_der(key_der)
         }
         .map_err(|e| format!("the private key is not a usable RSA key ({e})"))?;
         // The certificate's SubjectPublicKeyInfo embeds the RSAPublicKey DER verbatim.
@@ -97,7 +144,7 @@ impl ClientCertificate {
         if !cert_der.windows(public.len()).any(|w| w == public) {
             return Err("the private key does not belong to the first certificate".into());
         }
-        let key_pem = pem::encode(&pem::Pem::new(key_block.tag(), key_block.contents()));
+        let key_pem = pem::encode(&pem::Pem::new(key_tag, key_der));
         let key = EncodingKey::from_rsa_pem(key_pem.as_bytes())
             .map_err(|e| format!("the private key cannot be used for signing ({e})"))?;
         Ok(ClientCertificate { cert_der, key })
@@ -146,7 +193,7 @@ pub struct ClientCertificateCredential {
     tenant: String,
     client_id: String,
     path: PathBuf,
-    password_given: bool,
+    password: Option<Secret>,
     authority: String,
     http: Arc<HttpClient>,
     clock: Arc<dyn Clock>,
@@ -157,7 +204,7 @@ impl ClientCertificateCredential {
         tenant: &str,
         client_id: &str,
         path: PathBuf,
-        password_given: bool,
+        password: Option<Secret>,
         authority: &str,
         http: Arc<HttpClient>,
         clock: Arc<dyn Clock>,
@@ -166,7 +213,7 @@ impl ClientCertificateCredential {
             tenant: tenant.to_string(),
             client_id: client_id.to_string(),
             path,
-            password_given,
+            password,
             authority: authority.to_string(),
             http,
             clock,
@@ -187,7 +234,8 @@ impl Credential for ClientCertificateCredential {
                 self.path
             ))
         })?;
-        let cert = ClientCertificate::from_pem(&data, self.password_given).map_err(|m| {
+        let password = self.password.as_ref().map(Secret::expose);
+        let cert = ClientCertificate::from_file(&data, password).map_err(|m| {
             fail(format!(
                 "AZURE_CLIENT_CERTIFICATE_PATH {:?}: {m}",
                 self.path
@@ -235,7 +283,7 @@ pub(crate) mod tests {
     fn parses_and_signs_verifiable_assertion() {
         let (cert_pem, key_pem, cert_der) = rsa_cert_pem();
         let bundle = format!("{cert_pem}\n{key_pem}");
-        let cert = ClientCertificate::from_pem(bundle.as_bytes(), false).unwrap();
+        let cert = ClientCertificate::from_file(bundle.as_bytes(), None).unwrap();
         let expected =
             URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, &cert_der));
         assert_eq!(cert.thumbprint_s256(), expected);
@@ -274,38 +322,44 @@ pub(crate) mod tests {
     #[test]
     fn clear_errors_for_unsupported_inputs() {
         let (cert_pem, key_pem, _) = rsa_cert_pem();
-        let e = ClientCertificate::from_pem(b"\x30\x82\x01\x00binary-pfx", false)
+        let e = ClientCertificate::from_file(b"\x30\x82\x01\x00binary-pfx", None)
             .err()
             .unwrap();
         assert!(e.contains("PKCS#12"), "{e}");
-        let e = ClientCertificate::from_pem(key_pem.as_bytes(), false)
+        let e = ClientCertificate::from_file(key_pem.as_bytes(), None)
             .err()
             .unwrap();
         assert!(e.contains("CERTIFICATE"), "{e}");
-        let e = ClientCertificate::from_pem(cert_pem.as_bytes(), false)
+        let e = ClientCertificate::from_file(cert_pem.as_bytes(), None)
             .err()
             .unwrap();
         assert!(e.contains("PRIVATE KEY"), "{e}");
         let enc = format!(
             "{cert_pem}\n-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"
         );
-        let e = ClientCertificate::from_pem(enc.as_bytes(), true)
+        let e = ClientCertificate::from_file(enc.as_bytes(), None)
             .err()
             .unwrap();
-        assert!(
-            e.contains("AZURE_CLIENT_CERTIFICATE_PASSWORD") && e.contains("openssl"),
-            "{e}"
-        );
+        assert!(e.contains("set AZURE_CLIENT_CERTIFICATE_PASSWORD"), "{e}");
+        let traditional = key_pem.replace(
+            "-----BEGIN PRIVATE KEY-----\n",
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: DES-EDE3-CBC,0011223344556677\n\n",
+        ).replace("END PRIVATE KEY", "END RSA PRIVATE KEY");
+        let e =
+            ClientCertificate::from_file(format!("{cert_pem}{traditional}").as_bytes(), Some("p"))
+                .err()
+                .unwrap();
+        assert!(e.contains("openssl pkcs8 -topk8"), "{e}");
         let ec = rcgen::KeyPair::generate().unwrap();
         let mixed = format!("{cert_pem}\n{}", ec.serialize_pem());
-        let e = ClientCertificate::from_pem(mixed.as_bytes(), false)
+        let e = ClientCertificate::from_file(mixed.as_bytes(), None)
             .err()
             .unwrap();
         assert!(e.contains("RSA"), "{e}");
         // A key that does not match the certificate.
         let (other_cert, _, _) = rsa_cert_pem();
         let wrong = format!("{other_cert}\n{key_pem}");
-        let e = ClientCertificate::from_pem(wrong.as_bytes(), false)
+        let e = ClientCertificate::from_file(wrong.as_bytes(), None)
             .err()
             .unwrap();
         assert!(e.contains("does not belong"), "{e}");
@@ -320,7 +374,46 @@ pub(crate) mod tests {
                 .to_string()
         };
         assert!(
-            ClientCertificate::from_pem(format!("{cert_pem}{pkcs1}").as_bytes(), false).is_ok()
+            ClientCertificate::from_file(format!("{cert_pem}{pkcs1}").as_bytes(), None).is_ok()
         );
+    }
+
+    #[test]
+    fn password_protected_files_sign_with_the_right_key() {
+        const CERT: &str = include_str!("../../../tests/data/pkcs12/cert.pem");
+        const MODERN: &[u8] = include_bytes!("../../../tests/data/pkcs12/modern.p12");
+        const LEGACY: &[u8] = include_bytes!("../../../tests/data/pkcs12/legacy.p12");
+        const ENC_KEY: &str = include_str!("../../../tests/data/pkcs12/enc-key.pem");
+        let cert_der = pem::parse(CERT).unwrap().contents().to_vec();
+        let thumb = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, &cert_der));
+        let pem_bundle = format!("{CERT}{ENC_KEY}");
+        for (data, password) in [
+            (MODERN, "pass word ü"),
+            (LEGACY, "legacy-pass"),
+            (pem_bundle.as_bytes(), "pem-pass"),
+        ] {
+            let c = ClientCertificate::from_file(data, Some(password)).unwrap();
+            assert_eq!(c.thumbprint_s256(), thumb);
+            assert!(c
+                .assertion(
+                    "client",
+                    "https://login.example/t/oauth2/v2.0/token",
+                    SystemTime::now()
+                )
+                .is_ok());
+            let e = ClientCertificate::from_file(data, Some("wrong"))
+                .err()
+                .unwrap();
+            assert!(e.contains("wrong AZURE_CLIENT_CERTIFICATE_PASSWORD"), "{e}");
+        }
+        // No password given for a protected PKCS#12 file: says which setting is missing.
+        let e = ClientCertificate::from_file(MODERN, None).err().unwrap();
+        assert!(
+            e.contains("password-protected: set AZURE_CLIENT_CERTIFICATE_PASSWORD"),
+            "{e}"
+        );
+        // A file protected by an empty password needs none.
+        const NO_PASSWORD: &[u8] = include_bytes!("../../../tests/data/pkcs12/nopass.p12");
+        assert!(ClientCertificate::from_file(NO_PASSWORD, None).is_ok());
     }
 }

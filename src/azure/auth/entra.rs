@@ -157,7 +157,7 @@ impl EnvironmentCredential {
                     t,
                     c,
                     PathBuf::from(path),
-                    env_get(env, "AZURE_CLIENT_CERTIFICATE_PASSWORD").is_some(),
+                    env_get(env, "AZURE_CLIENT_CERTIFICATE_PASSWORD").map(Secret::new),
                     authority,
                     http,
                     clock,
