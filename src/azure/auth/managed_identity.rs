@@ -1,5 +1,8 @@
-//! Managed identity: App Service / Functions style (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`)
-//! when those are set, else the instance metadata service (IMDS).
+//! Managed identity: App Service / Functions style (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`),
+//! Azure Arc-enabled servers (`IDENTITY_ENDPOINT` + `IMDS_ENDPOINT`: the local agent answers a
+//! first request with a challenge naming a key file only root and the agent's group can read,
+//! whose content authenticates the second), else the instance metadata service (IMDS). Service
+//! Fabric (`IDENTITY_SERVER_THUMBPRINT`) is recognized and refused with a clear error.
 //!
 //! IMDS is absent outside Azure and its link-local address may black-hole packets, so until it
 //! has answered once, requests to it use a 1 s connect timeout and no transport retries; a
@@ -19,10 +22,26 @@ use crate::secret::Secret;
 const DEFAULT_IMDS: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
 const IMDS_API_VERSION: &str = "2018-02-01";
 const APP_SERVICE_API_VERSION: &str = "2019-08-01";
+const ARC_API_VERSION: &str = "2019-11-01";
+/// Where the Arc agent writes its challenge key files (Linux); a challenge naming any other
+/// file is refused, so a rogue local endpoint cannot make us read and send an arbitrary file.
+const ARC_KEY_DIR: &str = "/var/opt/azcmagent/tokens";
+/// The agent's key files are small; a larger one is not one of them.
+const ARC_KEY_MAX_BYTES: u64 = 4096;
 
 enum Source {
-    AppService { endpoint: String, header: Secret },
-    Imds { endpoint: String },
+    AppService {
+        endpoint: String,
+        header: Secret,
+    },
+    Arc {
+        endpoint: String,
+        /// Directory the challenge's key file must be in (`ARC_KEY_DIR`; tests use another).
+        key_dir: std::path::PathBuf,
+    },
+    Imds {
+        endpoint: String,
+    },
     Broken(String),
 }
 
@@ -45,18 +64,53 @@ fn checked_endpoint(var: &str, value: &str) -> Result<String, String> {
 
 impl ManagedIdentityCredential {
     pub fn from_env(env: &EnvSnapshot, http: Arc<HttpClient>) -> Self {
+        Self::from_env_with_arc_dir(env, http, std::path::Path::new(ARC_KEY_DIR))
+    }
+
+    fn from_env_with_arc_dir(
+        env: &EnvSnapshot,
+        http: Arc<HttpClient>,
+        arc_key_dir: &std::path::Path,
+    ) -> Self {
+        // The Azure SDKs' detection order.
         let source = match (
             env_get(env, "IDENTITY_ENDPOINT"),
             env_get(env, "IDENTITY_HEADER"),
+            env_get(env, "IMDS_ENDPOINT"),
         ) {
-            (Some(endpoint), Some(header)) => match checked_endpoint("IDENTITY_ENDPOINT", endpoint)
-            {
-                Ok(endpoint) => Source::AppService {
-                    endpoint,
-                    header: Secret::new(header),
-                },
-                Err(m) => Source::Broken(m),
-            },
+            (Some(_), Some(_), _) if env_get(env, "IDENTITY_SERVER_THUMBPRINT").is_some() => {
+                Source::Broken(
+                    "Service Fabric managed identity (IDENTITY_SERVER_THUMBPRINT is set) is not \
+                     supported; use a client secret, a certificate or workload identity"
+                        .into(),
+                )
+            }
+            (Some(endpoint), Some(header), _) => {
+                match checked_endpoint("IDENTITY_ENDPOINT", endpoint) {
+                    Ok(endpoint) => Source::AppService {
+                        endpoint,
+                        header: Secret::new(header),
+                    },
+                    Err(m) => Source::Broken(m),
+                }
+            }
+            (Some(endpoint), None, Some(_)) => {
+                if env_get(env, "AZURE_CLIENT_ID").is_some() {
+                    Source::Broken(
+                        "Azure Arc managed identity supports only the system-assigned identity; \
+                         unset AZURE_CLIENT_ID"
+                            .into(),
+                    )
+                } else {
+                    match checked_endpoint("IDENTITY_ENDPOINT", endpoint) {
+                        Ok(endpoint) => Source::Arc {
+                            endpoint,
+                            key_dir: arc_key_dir.to_path_buf(),
+                        },
+                        Err(m) => Source::Broken(m),
+                    }
+                }
+            }
             _ => {
                 let (var, value) = match env_get(env, "AZURE_IMDS_ENDPOINT") {
                     Some(v) => ("AZURE_IMDS_ENDPOINT", v),
@@ -90,10 +144,85 @@ impl ManagedIdentityCredential {
     }
 }
 
+impl ManagedIdentityCredential {
+    /// Azure Arc: the first request is answered 401 with `WWW-Authenticate: Basic realm=<key
+    /// file>`; the file's content, sent as `Authorization: Basic <content>`, gets the token.
+    fn fetch_arc(
+        &self,
+        endpoint: &str,
+        key_dir: &std::path::Path,
+        scope: &str,
+    ) -> Result<AccessToken, CredentialError> {
+        let failed = |m: String| CredentialError::Failed(AzureError::Auth(m));
+        let request = || {
+            HttpRequest::new("GET", self.url(endpoint, ARC_API_VERSION, scope))
+                .header("Metadata", "true")
+                .header("Accept", "application/json")
+        };
+        let challenge = self
+            .http
+            .send(&request())
+            .map_err(CredentialError::Failed)?;
+        if challenge.status != 401 {
+            return Err(failed(format!(
+                "the Azure Arc identity endpoint answered HTTP {} instead of a challenge",
+                challenge.status
+            )));
+        }
+        let realm = challenge
+            .header("WWW-Authenticate")
+            .and_then(|v| v.trim().strip_prefix("Basic realm="))
+            .map(|p| p.trim().trim_matches('"'))
+            .ok_or_else(|| failed("the Azure Arc challenge names no key file".into()))?;
+        let key = read_arc_key(std::path::Path::new(realm), key_dir).map_err(failed)?;
+        let resp = self
+            .http
+            .send(&request().header("Authorization", format!("Basic {}", key.expose())))
+            .map_err(CredentialError::Failed)?;
+        if !resp.is_success() {
+            return Err(failed(format!(
+                "the Azure Arc identity endpoint refused the token request: {}",
+                describe_token_error(resp.status, &resp.body)
+            )));
+        }
+        parse_token_response(&resp.body, self.http.clock().now()).map_err(|m| {
+            CredentialError::Failed(AzureError::Decode(format!("managed identity: {m}")))
+        })
+    }
+}
+
+/// Reads the Arc agent's challenge key, refusing anything but a small `.key` file directly in
+/// `key_dir` (the path comes from an HTTP answer).
+fn read_arc_key(path: &std::path::Path, key_dir: &std::path::Path) -> Result<Secret, String> {
+    let shown = path.display();
+    let in_dir = path.parent() == Some(key_dir)
+        && path.extension().is_some_and(|e| e == "key")
+        && !path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir));
+    if !in_dir {
+        return Err(format!(
+            "the Azure Arc challenge names {shown}, not a .key file in {}",
+            key_dir.display()
+        ));
+    }
+    let meta = std::fs::metadata(path).map_err(|e| format!("Azure Arc key file {shown}: {e}"))?;
+    if !meta.is_file() || meta.len() > ARC_KEY_MAX_BYTES {
+        return Err(format!(
+            "Azure Arc key file {shown} is not a file of at most {ARC_KEY_MAX_BYTES} bytes"
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!("Azure Arc key file {shown} cannot be read: {e} (the plugin's user must be in the himds group)")
+    })?;
+    Ok(Secret::new(text.trim().to_string()))
+}
+
 impl Credential for ManagedIdentityCredential {
     fn name(&self) -> &'static str {
         match self.source {
             Source::AppService { .. } => "ManagedIdentityCredential (App Service)",
+            Source::Arc { .. } => "ManagedIdentityCredential (Azure Arc)",
             _ => "ManagedIdentityCredential (IMDS)",
         }
     }
@@ -109,6 +238,9 @@ impl Credential for ManagedIdentityCredential {
                     .header("Accept", "application/json"),
                 false,
             ),
+            Source::Arc { endpoint, key_dir } => {
+                return self.fetch_arc(endpoint, key_dir, scope);
+            }
             Source::Imds { endpoint } => {
                 let mut req = HttpRequest::new("GET", self.url(endpoint, IMDS_API_VERSION, scope))
                     .header("Metadata", "true")
@@ -229,6 +361,131 @@ mod tests {
             .1
             .contains(&("X-IDENTITY-HEADER".to_string(), "hdr-secret".to_string())));
         assert!(!seen[0].2);
+    }
+
+    fn arc_setup(
+        dir: &std::path::Path,
+        extra: &[(&str, &str)],
+        outcomes: Vec<Result<HttpResponse, TransportError>>,
+    ) -> (ManagedIdentityCredential, Arc<Recorder>) {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let rec = Arc::new(Recorder {
+            inner: Scripted::new(outcomes),
+            seen: Mutex::new(Vec::new()),
+        });
+        let http = Arc::new(HttpClient::new(
+            rec.clone(),
+            Arc::new(clock),
+            RetryPolicy::default(),
+        ));
+        let mut env: EnvSnapshot = [
+            (
+                "IDENTITY_ENDPOINT",
+                "http://localhost:40342/metadata/identity/oauth2/token",
+            ),
+            ("IMDS_ENDPOINT", "http://localhost:40342"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        (
+            ManagedIdentityCredential::from_env_with_arc_dir(&env, http, dir),
+            rec,
+        )
+    }
+
+    fn challenge(realm: &str) -> Result<HttpResponse, TransportError> {
+        Ok(resp(
+            401,
+            &[("WWW-Authenticate", &format!("Basic realm={realm}"))],
+        ))
+    }
+
+    #[test]
+    fn azure_arc_answers_the_challenge_with_the_key_file() {
+        let dir = std::env::temp_dir().join(format!("azkv-arc-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("abc.key");
+        std::fs::write(&key, "arc-secret\n").unwrap();
+        let (c, rec) = arc_setup(
+            &dir,
+            &[],
+            vec![
+                challenge(key.to_str().unwrap()),
+                token_body(r#"{"access_token":"a","expires_on":"1700003600","resource":"r"}"#),
+            ],
+        );
+        assert_eq!(c.name(), "ManagedIdentityCredential (Azure Arc)");
+        let t = c.fetch(None, "https://vault.azure.net/.default").unwrap();
+        assert_eq!(t.token.expose(), "a");
+        let seen = rec.seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(
+            seen[0].0,
+            "http://localhost:40342/metadata/identity/oauth2/token?api-version=2019-11-01&resource=https%3A%2F%2Fvault.azure.net"
+        );
+        assert!(seen[0]
+            .1
+            .contains(&("Metadata".to_string(), "true".to_string())));
+        assert!(!seen[0].1.iter().any(|(k, _)| k == "Authorization"));
+        assert!(seen[1]
+            .1
+            .contains(&("Authorization".to_string(), "Basic arc-secret".to_string())));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn azure_arc_refuses_key_files_outside_the_agent_directory() {
+        let dir = std::env::temp_dir().join(format!("azkv-arc-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("big.key"), vec![b'x'; 5000]).unwrap();
+        for realm in [
+            "/etc/passwd".to_string(),
+            format!("{}/../x.key", dir.display()),
+            format!("{}/sub/x.key", dir.display()),
+            format!("{}/notakey.txt", dir.display()),
+            format!("{}/big.key", dir.display()),
+            format!("{}/missing.key", dir.display()),
+        ] {
+            let (c, rec) = arc_setup(&dir, &[], vec![challenge(&realm)]);
+            let e = c
+                .fetch(None, "https://vault.azure.net/.default")
+                .unwrap_err();
+            assert!(matches!(e, CredentialError::Failed(_)), "{realm}");
+            // Nothing was sent back.
+            assert_eq!(rec.seen.lock().unwrap().len(), 1, "{realm}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn arc_user_assigned_and_service_fabric_are_clear_errors() {
+        let dir = std::env::temp_dir();
+        let (c, _) = arc_setup(&dir, &[("AZURE_CLIENT_ID", "uai")], vec![]);
+        let e = format!(
+            "{:?}",
+            c.fetch(None, "https://vault.azure.net/.default")
+                .unwrap_err()
+        );
+        assert!(e.contains("system-assigned"), "{e}");
+        let (c, _) = setup(
+            &[
+                (
+                    "IDENTITY_ENDPOINT",
+                    "https://127.0.0.1:2377/metadata/identity/oauth2/token",
+                ),
+                ("IDENTITY_HEADER", "h"),
+                ("IDENTITY_SERVER_THUMBPRINT", "abc"),
+            ],
+            vec![],
+        );
+        let e = format!(
+            "{:?}",
+            c.fetch(None, "https://vault.azure.net/.default")
+                .unwrap_err()
+        );
+        assert!(e.contains("Service Fabric"), "{e}");
     }
 
     #[test]
