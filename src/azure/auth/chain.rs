@@ -23,6 +23,11 @@ impl ChainCredential {
         }
     }
 
+    /// The names of the sources, in the order they are tried.
+    pub fn source_names(&self) -> Vec<&'static str> {
+        self.sources.iter().map(|c| c.name()).collect()
+    }
+
     /// Name of the credential in use, once one has succeeded.
     pub fn selected_name(&self) -> Option<&'static str> {
         let i = (*self.selected.lock().unwrap_or_else(|e| e.into_inner()))?;

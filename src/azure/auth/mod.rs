@@ -101,21 +101,72 @@ pub fn build_credential(
         )?;
         return Ok(Arc::new(ChainCredential::new(vec![Box::new(cred)])));
     }
-    let sources: Vec<Box<dyn Credential>> = vec![
-        Box::new(EnvironmentCredential::from_env(
-            env,
-            authority,
-            http.clone(),
-            clock.clone(),
-        )),
-        Box::new(WorkloadIdentityCredential::from_env(
-            env,
-            authority,
-            http.clone(),
-        )),
-        Box::new(ManagedIdentityCredential::from_env(env, http)),
+    Ok(Arc::new(default_chain(env, authority, http, clock)?))
+}
+
+/// The Azure SDKs' default chain (production credentials only), narrowed by
+/// `AZURE_TOKEN_CREDENTIALS` as they narrow it: unset or `prod` keeps all three, a credential's
+/// name keeps that one alone; developer credentials (`dev`, the CLIs) are not in a plugin.
+fn default_chain(
+    env: &EnvSnapshot,
+    authority: &str,
+    http: Arc<HttpClient>,
+    clock: Arc<dyn Clock>,
+) -> Result<ChainCredential, AzureError> {
+    const NAMES: [&str; 3] = [
+        "EnvironmentCredential",
+        "WorkloadIdentityCredential",
+        "ManagedIdentityCredential",
     ];
-    Ok(Arc::new(ChainCredential::new(sources)))
+    let only = match crate::azure::env_get(env, "AZURE_TOKEN_CREDENTIALS")
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    {
+        None => None,
+        Some(v) if v.eq_ignore_ascii_case("prod") => None,
+        Some(v) => match NAMES.iter().find(|n| n.eq_ignore_ascii_case(v)) {
+            Some(name) => Some(*name),
+            None => {
+                let developer = ["dev", "AzureCLICredential", "AzureDeveloperCLICredential"]
+                    .iter()
+                    .any(|d| d.eq_ignore_ascii_case(v));
+                return Err(AzureError::Config(if developer {
+                    format!(
+                        "AZURE_TOKEN_CREDENTIALS={v} selects developer credentials, which this \
+                         plugin does not have; use prod or one of {}",
+                        NAMES.join(", ")
+                    )
+                } else {
+                    format!(
+                        "AZURE_TOKEN_CREDENTIALS has an unknown value {v:?}; expected prod or \
+                         one of {}",
+                        NAMES.join(", ")
+                    )
+                }));
+            }
+        },
+    };
+    let wanted = |name: &str| only.is_none_or(|o| o == name);
+    let mut sources: Vec<Box<dyn Credential>> = Vec::new();
+    if wanted(NAMES[0]) {
+        sources.push(Box::new(EnvironmentCredential::from_env(
+            env,
+            authority,
+            http.clone(),
+            clock,
+        )));
+    }
+    if wanted(NAMES[1]) {
+        sources.push(Box::new(WorkloadIdentityCredential::from_env(
+            env,
+            authority,
+            http.clone(),
+        )));
+    }
+    if wanted(NAMES[2]) {
+        sources.push(Box::new(ManagedIdentityCredential::from_env(env, http)));
+    }
+    Ok(ChainCredential::new(sources))
 }
 
 /// A tenant id safe to put in a URL path: a GUID or a domain (`^[0-9a-zA-Z-.]+$`).
@@ -219,6 +270,51 @@ mod tests {
 
     fn now() -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    #[test]
+    fn azure_token_credentials_narrows_the_chain() {
+        let clock = crate::clock::ManualClock::new(now());
+        let http = Arc::new(HttpClient::new(
+            Arc::new(crate::azure::http::tests::Scripted::new(vec![])),
+            Arc::new(clock.clone()),
+            crate::azure::http::RetryPolicy::default(),
+        ));
+        let chain = |value: Option<&str>| {
+            let env: EnvSnapshot = value
+                .map(|v| ("AZURE_TOKEN_CREDENTIALS".to_string(), v.to_string()))
+                .into_iter()
+                .collect();
+            default_chain(
+                &env,
+                "https://login.test/",
+                http.clone(),
+                Arc::new(clock.clone()),
+            )
+            .map(|c| c.source_names())
+        };
+        let all = vec![
+            "EnvironmentCredential",
+            "WorkloadIdentityCredential",
+            "ManagedIdentityCredential (IMDS)",
+        ];
+        assert_eq!(chain(None).unwrap(), all);
+        assert_eq!(chain(Some("prod")).unwrap(), all);
+        assert_eq!(chain(Some(" PROD ")).unwrap(), all);
+        assert_eq!(
+            chain(Some("managedidentitycredential")).unwrap(),
+            vec!["ManagedIdentityCredential (IMDS)"]
+        );
+        assert_eq!(
+            chain(Some("WorkloadIdentityCredential")).unwrap(),
+            vec!["WorkloadIdentityCredential"]
+        );
+        let e = chain(Some("dev")).unwrap_err().to_string();
+        assert!(e.contains("developer credentials"), "{e}");
+        let e = chain(Some("AzureCLICredential")).unwrap_err().to_string();
+        assert!(e.contains("developer credentials"), "{e}");
+        let e = chain(Some("Everything")).unwrap_err().to_string();
+        assert!(e.contains("unknown value \"Everything\""), "{e}");
     }
 
     #[test]
