@@ -29,6 +29,8 @@ const ASSERTION_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// A parsed certificate + RSA key, ready to sign assertions.
 pub struct ClientCertificate {
     cert_der: Vec<u8>,
+    /// The file's other certificates (its chain), in file order: sent in `x5c` on request.
+    others: Vec<Vec<u8>>,
     key: EncodingKey,
 }
 
@@ -70,8 +72,15 @@ impl ClientCertificate {
         // The client certificate is the one the key belongs to (a file may carry its chain).
         let mut last_error = String::new();
         for key in &decoded.keys {
-            for cert in &decoded.certs {
-                match Self::from_parts(cert.clone(), "PRIVATE KEY", key) {
+            for (i, cert) in decoded.certs.iter().enumerate() {
+                let others = decoded
+                    .certs
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, c)| c.clone())
+                    .collect();
+                match Self::from_parts(cert.clone(), others, "PRIVATE KEY", key) {
                     Ok(c) => return Ok(c),
                     Err(e) => last_error = e,
                 }
@@ -92,17 +101,18 @@ impl ClientCertificate {
         if blocks.is_empty() {
             return Err("no PEM blocks found".into());
         }
-        let cert_der = blocks
+        let mut certs = blocks
             .iter()
-            .find(|b| b.tag() == "CERTIFICATE")
-            .map(|b| b.contents().to_vec())
-            .ok_or("no CERTIFICATE block found")?;
+            .filter(|b| b.tag() == "CERTIFICATE")
+            .map(|b| b.contents().to_vec());
+        let cert_der = certs.next().ok_or("no CERTIFICATE block found")?;
+        let others: Vec<Vec<u8>> = certs.collect();
         if let Some(encrypted) = blocks.iter().find(|b| b.tag() == "ENCRYPTED PRIVATE KEY") {
             let password = password
                 .ok_or("the private key is encrypted: set AZURE_CLIENT_CERTIFICATE_PASSWORD")?;
             let key = super::pkcs12::decrypt_pkcs8(encrypted.contents(), password)
                 .map_err(|e| format!("the private key {e}"))?;
-            return Self::from_parts(cert_der, "PRIVATE KEY", &key);
+            return Self::from_parts(cert_der, others, "PRIVATE KEY", &key);
         }
         let key_block = blocks
             .iter()
@@ -127,12 +137,17 @@ impl ClientCertificate {
                     .into(),
             );
         }
-        Self::from_parts(cert_der, key_block.tag(), key_block.contents())
+        Self::from_parts(cert_der, others, key_block.tag(), key_block.contents())
     }
 
     /// A certificate and its RSA key (`key_tag` `PRIVATE KEY`: PKCS#8, `RSA PRIVATE KEY`:
     /// PKCS#1), checked to belong together.
-    fn from_parts(cert_der: Vec<u8>, key_tag: &str, key_der: &[u8]) -> Result<Self, String> {
+    fn from_parts(
+        cert_der: Vec<u8>,
+        others: Vec<Vec<u8>>,
+        key_tag: &str,
+        key_der: &[u8],
+    ) -> Result<Self, String> {
         let pair = if key_tag == "PRIVATE KEY" {
             ring::signature::RsaKeyPair::from_pkcs8(key_der)
         } else {
@@ -147,7 +162,11 @@ impl ClientCertificate {
         let key_pem = pem::encode(&pem::Pem::new(key_tag, key_der));
         let key = EncodingKey::from_rsa_pem(key_pem.as_bytes())
             .map_err(|e| format!("the private key cannot be used for signing ({e})"))?;
-        Ok(ClientCertificate { cert_der, key })
+        Ok(ClientCertificate {
+            cert_der,
+            others,
+            key,
+        })
     }
 
     /// base64url(SHA-256(certificate DER)), the `x5t#S256` header value.
@@ -159,16 +178,28 @@ impl ClientCertificate {
         &self.cert_der
     }
 
-    /// A signed client assertion for `audience` (the token endpoint URL).
+    /// A signed client assertion for `audience` (the token endpoint URL). With `send_chain`
+    /// the header also carries the certificate and the file's other certificates in `x5c`
+    /// (`AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`, for subject name / issuer authentication).
     pub fn assertion(
         &self,
         client_id: &str,
         audience: &str,
         now: SystemTime,
+        send_chain: bool,
     ) -> Result<Secret, String> {
         let mut header = Header::new(Algorithm::PS256);
         header.typ = Some("JWT".into());
         header.x5t_s256 = Some(self.thumbprint_s256());
+        if send_chain {
+            use base64::engine::general_purpose::STANDARD;
+            header.x5c = Some(
+                std::iter::once(&self.cert_der)
+                    .chain(&self.others)
+                    .map(|der| STANDARD.encode(der))
+                    .collect(),
+            );
+        }
         let now_secs = now
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -188,12 +219,20 @@ impl ClientCertificate {
     }
 }
 
+/// How to read the certificate file and what to send.
+pub struct CertificateOptions {
+    /// `AZURE_CLIENT_CERTIFICATE_PASSWORD`.
+    pub password: Option<Secret>,
+    /// `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`: put the chain in the assertion's `x5c`.
+    pub send_chain: bool,
+}
+
 /// Client credentials with a certificate assertion.
 pub struct ClientCertificateCredential {
     tenant: String,
     client_id: String,
     path: PathBuf,
-    password: Option<Secret>,
+    options: CertificateOptions,
     authority: String,
     http: Arc<HttpClient>,
     clock: Arc<dyn Clock>,
@@ -204,7 +243,7 @@ impl ClientCertificateCredential {
         tenant: &str,
         client_id: &str,
         path: PathBuf,
-        password: Option<Secret>,
+        options: CertificateOptions,
         authority: &str,
         http: Arc<HttpClient>,
         clock: Arc<dyn Clock>,
@@ -213,7 +252,7 @@ impl ClientCertificateCredential {
             tenant: tenant.to_string(),
             client_id: client_id.to_string(),
             path,
-            password,
+            options,
             authority: authority.to_string(),
             http,
             clock,
@@ -234,7 +273,7 @@ impl Credential for ClientCertificateCredential {
                 self.path
             ))
         })?;
-        let password = self.password.as_ref().map(Secret::expose);
+        let password = self.options.password.as_ref().map(Secret::expose);
         let cert = ClientCertificate::from_file(&data, password).map_err(|m| {
             fail(format!(
                 "AZURE_CLIENT_CERTIFICATE_PATH {:?}: {m}",
@@ -244,7 +283,8 @@ impl Credential for ClientCertificateCredential {
         let tenant = tenant.unwrap_or(&self.tenant);
         let now = self.clock.now();
         request_token(&self.http, &self.authority, tenant, scope, |endpoint| {
-            let assertion = cert.assertion(&self.client_id, endpoint, now)?;
+            let assertion =
+                cert.assertion(&self.client_id, endpoint, now, self.options.send_chain)?;
             Ok(vec![
                 ("client_id".to_string(), Secret::new(self.client_id.clone())),
                 (
@@ -290,10 +330,25 @@ pub(crate) mod tests {
 
         let now = SystemTime::now();
         let aud = "https://login.example/tenant/oauth2/v2.0/token";
-        let jwt = cert.assertion("client-1", aud, now).unwrap();
+        let jwt = cert.assertion("client-1", aud, now, false).unwrap();
         let header = jsonwebtoken::decode_header(jwt.expose()).unwrap();
         assert_eq!(header.alg, Algorithm::PS256);
         assert_eq!(header.x5t_s256.as_deref(), Some(expected.as_str()));
+        assert_eq!(header.x5c, None);
+        // With the chain requested, x5c holds the certificate (standard base64 DER) first.
+        let (ca_pem, _, ca_der) = rsa_cert_pem();
+        let with_ca = format!("{cert_pem}\n{key_pem}\n{ca_pem}");
+        let chained = ClientCertificate::from_file(with_ca.as_bytes(), None).unwrap();
+        let jwt2 = chained.assertion("client-1", aud, now, true).unwrap();
+        let x5c = jsonwebtoken::decode_header(jwt2.expose())
+            .unwrap()
+            .x5c
+            .unwrap();
+        use base64::engine::general_purpose::STANDARD;
+        assert_eq!(
+            x5c,
+            vec![STANDARD.encode(&cert_der), STANDARD.encode(&ca_der)]
+        );
 
         // Verify the signature with the certificate's public key.
         let kp = rcgen::KeyPair::from_pem(&key_pem).unwrap();
@@ -398,7 +453,8 @@ pub(crate) mod tests {
                 .assertion(
                     "client",
                     "https://login.example/t/oauth2/v2.0/token",
-                    SystemTime::now()
+                    SystemTime::now(),
+                    true
                 )
                 .is_ok());
             let e = ClientCertificate::from_file(data, Some("wrong"))

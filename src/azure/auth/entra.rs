@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::certificate::ClientCertificateCredential;
+use super::certificate::{CertificateOptions, ClientCertificateCredential};
 use super::{
     describe_token_error, parse_token_response, validate_tenant, AccessToken, Credential,
     CredentialError,
@@ -157,7 +157,14 @@ impl EnvironmentCredential {
                     t,
                     c,
                     PathBuf::from(path),
-                    env_get(env, "AZURE_CLIENT_CERTIFICATE_PASSWORD").map(Secret::new),
+                    CertificateOptions {
+                        password: env_get(env, "AZURE_CLIENT_CERTIFICATE_PASSWORD")
+                            .map(Secret::new),
+                        send_chain: env_get(env, "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN")
+                            .is_some_and(|v| {
+                                v.trim() == "1" || v.trim().eq_ignore_ascii_case("true")
+                            }),
+                    },
                     authority,
                     http,
                     clock,
