@@ -284,19 +284,25 @@ fn restart_discovers_the_same_keys_and_creates_none() {
     assert_eq!(f.vault.calls("create"), creates);
 }
 
-#[test]
-fn a_key_deleted_between_list_and_load_falls_back_to_the_older_one() {
-    let f = fixture();
-    let t = 1_800_000_000.0;
+const CA_A_OLD: &str = "spire-key-00000000-0000-4000-8000-000000000001-x509-CA-A";
+const CA_A_NEW: &str = "spire-key-00000000-0000-4000-8000-000000000002-x509-CA-A";
+
+/// Inserts one key of this server for `x509-CA-A` created at `created`.
+fn insert_ca_a(f: &Fixture, name: &str, created: f64) {
     let tags = [("spire-server-td", TD), ("spire-server-id", SID)];
-    let old = "spire-key-00000000-0000-4000-8000-000000000001-x509-CA-A";
-    let new = "spire-key-00000000-0000-4000-8000-000000000002-x509-CA-A";
-    f.vault.insert(old, "EC", &tags, t - 100.0, t - 100.0);
-    f.vault.insert(new, "EC", &tags, t, t);
-    // The newest is listed, then gone when its details are read (deleted meanwhile).
-    f.vault.fail("get", MemoryVault::not_found(), 1);
-    configure(&f);
-    let pk = f.km.get_public_key("x509-CA-A").unwrap();
+    f.vault.insert(name, "EC", &tags, created, created);
+}
+
+/// Two keys of this server for `x509-CA-A`, `CA_A_OLD` 100 s older than `CA_A_NEW`: what a
+/// crash between a rotation and its deletion leaves.
+fn insert_old_and_new_ca_a(f: &Fixture) {
+    let t = 1_800_000_000.0;
+    insert_ca_a(f, CA_A_OLD, t - 100.0);
+    insert_ca_a(f, CA_A_NEW, t);
+}
+
+/// Signs with `x509-CA-A` and checks the signature came from the key GetPublicKey serves.
+fn assert_ca_a_signs_with_the_served_key(f: &Fixture) {
     let sig =
         f.km.sign_data(
             "x509-CA-A",
@@ -304,16 +310,27 @@ fn a_key_deleted_between_list_and_load_falls_back_to_the_older_one() {
             SignerOpts::Hash(HashAlgorithm::Sha256),
         )
         .unwrap();
+    let pk = f.km.get_public_key("x509-CA-A").unwrap();
     assert_eq!(sig.key_fingerprint, pk.fingerprint);
+}
+
+#[test]
+fn a_key_deleted_between_list_and_load_falls_back_to_the_older_one() {
+    let f = fixture();
+    insert_old_and_new_ca_a(&f);
+    // The newest is listed, then gone when its details are read (deleted meanwhile).
+    f.vault.fail("get", MemoryVault::not_found(), 1);
+    configure(&f);
+    assert_ca_a_signs_with_the_served_key(&f);
     // The key in use is the older one, and it is not queued for deletion as a duplicate.
     f.vault.fail("get", MemoryVault::not_found(), 1);
     let found = discovery::discover(f.vault.as_ref(), TD, SID, None).unwrap();
     assert_eq!(found.entries.len(), 1);
-    assert_eq!(found.entries[0].name, old);
+    assert_eq!(found.entries[0].name, CA_A_OLD);
     assert!(found.duplicates.is_empty(), "{:?}", found.duplicates);
     // Nothing left at all for an id: the id is simply absent (SPIRE generates a new key).
     let g = fixture();
-    g.vault.insert(new, "EC", &tags, t, t);
+    insert_ca_a(&g, CA_A_NEW, 1_800_000_000.0);
     g.vault.fail("get", MemoryVault::not_found(), 1);
     configure(&g);
     assert_eq!(
@@ -365,24 +382,11 @@ fn adopts_go_plugin_keys_and_ignores_others() {
 #[test]
 fn crash_between_rotation_and_deletion_heals_on_start() {
     let f = fixture();
-    let t = 1_800_000_000.0;
-    let tags = [("spire-server-td", TD), ("spire-server-id", SID)];
-    let old = "spire-key-00000000-0000-4000-8000-000000000001-x509-CA-A";
-    let new = "spire-key-00000000-0000-4000-8000-000000000002-x509-CA-A";
-    f.vault.insert(old, "EC", &tags, t - 100.0, t - 100.0);
-    f.vault.insert(new, "EC", &tags, t, t);
+    insert_old_and_new_ca_a(&f);
     configure(&f);
-    let sig =
-        f.km.sign_data(
-            "x509-CA-A",
-            &digest(HashAlgorithm::Sha256),
-            SignerOpts::Hash(HashAlgorithm::Sha256),
-        )
-        .unwrap();
-    let pk = f.km.get_public_key("x509-CA-A").unwrap();
-    assert_eq!(sig.key_fingerprint, pk.fingerprint);
+    assert_ca_a_signs_with_the_served_key(&f);
     assert!(
-        wait_until(|| f.vault.names() == vec![new.to_string()]),
+        wait_until(|| f.vault.names() == vec![CA_A_NEW.to_string()]),
         "{:?}",
         f.vault.names()
     );
