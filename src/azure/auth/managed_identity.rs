@@ -145,6 +145,13 @@ impl ManagedIdentityCredential {
 }
 
 impl ManagedIdentityCredential {
+    /// The token in a successful answer, whichever endpoint gave it.
+    fn token_from(&self, body: &[u8]) -> Result<AccessToken, CredentialError> {
+        parse_token_response(body, self.http.clock().now()).map_err(|m| {
+            CredentialError::Failed(AzureError::Decode(format!("managed identity: {m}")))
+        })
+    }
+
     /// Azure Arc: the first request is answered 401 with `WWW-Authenticate: Basic realm=<key
     /// file>`; the file's content, sent as `Authorization: Basic <content>`, gets the token.
     fn fetch_arc(
@@ -185,9 +192,7 @@ impl ManagedIdentityCredential {
                 describe_token_error(resp.status, &resp.body)
             )));
         }
-        parse_token_response(&resp.body, self.http.clock().now()).map_err(|m| {
-            CredentialError::Failed(AzureError::Decode(format!("managed identity: {m}")))
-        })
+        self.token_from(&resp.body)
     }
 }
 
@@ -273,9 +278,7 @@ impl Credential for ManagedIdentityCredential {
                 "managed identity endpoint refused the token request: {reason}"
             ))));
         }
-        parse_token_response(&resp.body, self.http.clock().now()).map_err(|m| {
-            CredentialError::Failed(AzureError::Decode(format!("managed identity: {m}")))
-        })
+        self.token_from(&resp.body)
     }
 }
 
@@ -310,6 +313,14 @@ mod tests {
         env: &[(&str, &str)],
         outcomes: Vec<Result<HttpResponse, TransportError>>,
     ) -> (ManagedIdentityCredential, Arc<Recorder>) {
+        setup_with_arc_dir(env, outcomes, std::path::Path::new(ARC_KEY_DIR))
+    }
+
+    fn setup_with_arc_dir(
+        env: &[(&str, &str)],
+        outcomes: Vec<Result<HttpResponse, TransportError>>,
+        arc_key_dir: &std::path::Path,
+    ) -> (ManagedIdentityCredential, Arc<Recorder>) {
         let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         let rec = Arc::new(Recorder {
             inner: Scripted::new(outcomes),
@@ -324,7 +335,10 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        (ManagedIdentityCredential::from_env(&env, http), rec)
+        (
+            ManagedIdentityCredential::from_env_with_arc_dir(&env, http, arc_key_dir),
+            rec,
+        )
     }
 
     fn token_body(body: &str) -> Result<HttpResponse, TransportError> {
@@ -363,36 +377,21 @@ mod tests {
         assert!(!seen[0].2);
     }
 
+    /// An Azure Arc environment (plus `extra`) whose challenge key files must be in `dir`.
     fn arc_setup(
         dir: &std::path::Path,
         extra: &[(&str, &str)],
         outcomes: Vec<Result<HttpResponse, TransportError>>,
     ) -> (ManagedIdentityCredential, Arc<Recorder>) {
-        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
-        let rec = Arc::new(Recorder {
-            inner: Scripted::new(outcomes),
-            seen: Mutex::new(Vec::new()),
-        });
-        let http = Arc::new(HttpClient::new(
-            rec.clone(),
-            Arc::new(clock),
-            RetryPolicy::default(),
-        ));
-        let mut env: EnvSnapshot = [
+        let mut env = vec![
             (
                 "IDENTITY_ENDPOINT",
                 "http://localhost:40342/metadata/identity/oauth2/token",
             ),
             ("IMDS_ENDPOINT", "http://localhost:40342"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        (
-            ManagedIdentityCredential::from_env_with_arc_dir(&env, http, dir),
-            rec,
-        )
+        ];
+        env.extend_from_slice(extra);
+        setup_with_arc_dir(&env, outcomes, dir)
     }
 
     fn challenge(realm: &str) -> Result<HttpResponse, TransportError> {
