@@ -338,6 +338,7 @@ impl Leftovers {
         mine
     }
 
+    #[cfg(test)]
     pub fn names(&self) -> Vec<String> {
         let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
         all.iter().map(|(_, n)| n.clone()).collect()

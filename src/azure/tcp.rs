@@ -59,16 +59,12 @@ impl<In: Transport> Connector<In> for LeanTcpConnector {
         let stream = connect_any(&details.addrs, budget)?;
         stream.set_nodelay(true)?;
         let config = details.config;
-        let stream = Arc::new(stream);
-        (details.register_shutdown)(Arc::downgrade(&stream) as Weak<dyn ShutdownHandle>)?;
-        Ok(Some(Either::B(LeanTcpTransport {
+        let transport = LeanTcpTransport::new(
             stream,
-            buffers: LazyBuffers::new(config.input_buffer_size(), config.output_buffer_size()),
-            held: Vec::new(),
-            write_deadline: None,
-            read_timeout: None,
-            write_timeout: None,
-        })))
+            LazyBuffers::new(config.input_buffer_size(), config.output_buffer_size()),
+        );
+        (details.register_shutdown)(Arc::downgrade(&transport.stream) as Weak<dyn ShutdownHandle>)?;
+        Ok(Some(Either::B(transport)))
     }
 }
 
@@ -152,6 +148,17 @@ fn budget(timeout: NextTimeout) -> Result<Option<Duration>, Error> {
 }
 
 impl LeanTcpTransport {
+    fn new(stream: TcpStream, buffers: LazyBuffers) -> Self {
+        LeanTcpTransport {
+            stream: Arc::new(stream),
+            buffers,
+            held: Vec::new(),
+            write_deadline: None,
+            read_timeout: None,
+            write_timeout: None,
+        }
+    }
+
     fn set_read_timeout(&mut self, wanted: Option<Duration>) -> io::Result<()> {
         if !timeout_fits(self.read_timeout, wanted) {
             self.stream.set_read_timeout(wanted)?;
@@ -310,14 +317,7 @@ mod tests {
             Some(Duration::from_secs(5)),
         )
         .unwrap();
-        LeanTcpTransport {
-            stream: Arc::new(stream),
-            buffers: LazyBuffers::new(1024, 1024),
-            held: Vec::new(),
-            write_deadline: None,
-            read_timeout: None,
-            write_timeout: None,
-        }
+        LeanTcpTransport::new(stream, LazyBuffers::new(1024, 1024))
     }
 
     fn write(t: &mut LeanTcpTransport, bytes: &[u8]) {

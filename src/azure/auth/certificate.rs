@@ -63,34 +63,35 @@ impl ClientCertificate {
                 format!("not PEM, and not a usable PKCS#12 file: {e}")
             }
         })?;
-        if decoded.keys.is_empty() {
+        let super::pkcs12::Decoded { keys, mut certs } = decoded;
+        if keys.is_empty() {
             return Err("the PKCS#12 file holds no private key".into());
         }
-        if decoded.certs.is_empty() {
+        if certs.is_empty() {
             return Err("the PKCS#12 file holds no certificate".into());
         }
         // The client certificate is the one the key belongs to (a file may carry its chain).
-        let mut last_error = String::new();
-        for key in &decoded.keys {
-            for (i, cert) in decoded.certs.iter().enumerate() {
-                let others = decoded
-                    .certs
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .map(|(_, c)| c.clone())
-                    .collect();
-                match Self::from_parts(cert.clone(), others, "PRIVATE KEY", key) {
-                    Ok(c) => return Ok(c),
-                    Err(e) => last_error = e,
+        let mut key_error = None;
+        for key_der in &keys {
+            let (public, key) = match parse_rsa_key("PRIVATE KEY", key_der) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    key_error = Some(e);
+                    continue;
                 }
+            };
+            if let Some(i) = certs.iter().position(|c| holds_key(c, &public)) {
+                let cert_der = certs.remove(i);
+                return Ok(ClientCertificate {
+                    cert_der,
+                    others: certs,
+                    key,
+                });
             }
         }
-        Err(if last_error.contains("does not belong") {
+        Err(key_error.unwrap_or_else(|| {
             "no certificate in the PKCS#12 file belongs to its private key".into()
-        } else {
-            last_error
-        })
+        }))
     }
 
     /// Parses a PEM bundle: the first `CERTIFICATE` is the client certificate; the key is a
@@ -148,20 +149,10 @@ impl ClientCertificate {
         key_tag: &str,
         key_der: &[u8],
     ) -> Result<Self, String> {
-        let pair = if key_tag == "PRIVATE KEY" {
-            ring::signature::RsaKeyPair::from_pkcs8(key_der)
-        } else {
-            ring::signature::RsaKeyPair::from_der(key_der)
-        }
-        .map_err(|e| format!("the private key is not a usable RSA key ({e})"))?;
-        // The certificate's SubjectPublicKeyInfo embeds the RSAPublicKey DER verbatim.
-        let public = ring::signature::KeyPair::public_key(&pair).as_ref();
-        if !cert_der.windows(public.len()).any(|w| w == public) {
+        let (public, key) = parse_rsa_key(key_tag, key_der)?;
+        if !holds_key(&cert_der, &public) {
             return Err("the private key does not belong to the first certificate".into());
         }
-        let key_pem = pem::encode(&pem::Pem::new(key_tag, key_der));
-        let key = EncodingKey::from_rsa_pem(key_pem.as_bytes())
-            .map_err(|e| format!("the private key cannot be used for signing ({e})"))?;
         Ok(ClientCertificate {
             cert_der,
             others,
@@ -217,6 +208,30 @@ impl ClientCertificate {
             .map(Secret::new)
             .map_err(|e| format!("cannot sign the client assertion ({e})"))
     }
+}
+
+/// An RSA private key (`key_tag` `PRIVATE KEY`: PKCS#8, `RSA PRIVATE KEY`: PKCS#1): its
+/// RSAPublicKey DER, and the key ready to sign.
+fn parse_rsa_key(key_tag: &str, key_der: &[u8]) -> Result<(Vec<u8>, EncodingKey), String> {
+    let pair = if key_tag == "PRIVATE KEY" {
+        ring::signature::RsaKeyPair::from_pkcs8(key_der)
+    } else {
+        ring::signature::RsaKeyPair::from_der(key_der)
+    }
+    .map_err(|e| format!("the private key is not a usable RSA key ({e})"))?;
+    let public = ring::signature::KeyPair::public_key(&pair)
+        .as_ref()
+        .to_vec();
+    let key_pem = pem::encode(&pem::Pem::new(key_tag, key_der));
+    let key = EncodingKey::from_rsa_pem(key_pem.as_bytes())
+        .map_err(|e| format!("the private key cannot be used for signing ({e})"))?;
+    Ok((public, key))
+}
+
+/// Whether `cert_der` is the certificate of the key whose RSAPublicKey DER is `public`: its
+/// SubjectPublicKeyInfo embeds that DER verbatim.
+fn holds_key(cert_der: &[u8], public: &[u8]) -> bool {
+    cert_der.windows(public.len()).any(|w| w == public)
 }
 
 /// How to read the certificate file and what to send.

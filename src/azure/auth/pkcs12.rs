@@ -12,7 +12,7 @@
 //! a hint to re-export it. Public-key integrity mode (a signed PFX) is refused too.
 
 use aes::cipher::block_padding::Pkcs7;
-use aes::cipher::{BlockDecryptMut, InnerIvInit, KeyIvInit};
+use aes::cipher::{BlockCipher, BlockDecryptMut, InnerIvInit, KeyInit};
 use ring::digest;
 use ring::hmac;
 
@@ -241,18 +241,24 @@ fn decrypt(alg: &[u8], data: &[u8], password: &str) -> Result<Vec<u8>, String> {
         let mut key = vec![0u8; key_len];
         let rounds = std::num::NonZeroU32::new(rounds).ok_or("zero iterations")?;
         ring::pbkdf2::derive(prf, rounds, salt, password.as_bytes(), &mut key);
-        let plain = match key_len {
-            16 => cbc::Decryptor::<aes::Aes128>::new_from_slices(&key, iv)
-                .map_err(|_| "bad AES key")?
-                .decrypt_padded_vec_mut::<Pkcs7>(data),
-            24 => cbc::Decryptor::<aes::Aes192>::new_from_slices(&key, iv)
-                .map_err(|_| "bad AES key")?
-                .decrypt_padded_vec_mut::<Pkcs7>(data),
-            _ => cbc::Decryptor::<aes::Aes256>::new_from_slices(&key, iv)
-                .map_err(|_| "bad AES key")?
-                .decrypt_padded_vec_mut::<Pkcs7>(data),
+        let bad_key = |_| "bad AES key".to_string();
+        return match key_len {
+            16 => cbc_decrypt(
+                aes::Aes128::new_from_slice(&key).map_err(bad_key)?,
+                iv,
+                data,
+            ),
+            24 => cbc_decrypt(
+                aes::Aes192::new_from_slice(&key).map_err(bad_key)?,
+                iv,
+                data,
+            ),
+            _ => cbc_decrypt(
+                aes::Aes256::new_from_slice(&key).map_err(bad_key)?,
+                iv,
+                data,
+            ),
         };
-        return plain.map_err(|_| wrong_password());
     }
     // PKCS#12's own password-based encryption: SHA-1 derives both the key and the IV.
     let salt = params.expect(OCTET_STRING, "PBE salt")?;
@@ -260,25 +266,30 @@ fn decrypt(alg: &[u8], data: &[u8], password: &str) -> Result<Vec<u8>, String> {
     let sha1 = &digest::SHA1_FOR_LEGACY_USE_ONLY;
     let pass = bmp_password(password);
     let derive = |id: u8, n: usize| pkcs12_kdf(sha1, id, &pass, salt, rounds, n);
-    let plain = match oid {
+    match oid {
         PBE_SHA1_3DES => {
-            cbc::Decryptor::<des::TdesEde3>::new_from_slices(&derive(1, 24), &derive(2, 8))
-                .map_err(|_| "bad 3DES key")?
-                .decrypt_padded_vec_mut::<Pkcs7>(data)
+            let cipher = des::TdesEde3::new_from_slice(&derive(1, 24))
+                .map_err(|_| "bad 3DES key".to_string())?;
+            cbc_decrypt(cipher, &derive(2, 8), data)
         }
         PBE_SHA1_RC2_40 | PBE_SHA1_RC2_128 => {
             let bits = if oid == PBE_SHA1_RC2_40 { 40 } else { 128 };
-            let key = derive(1, bits / 8);
-            cbc::Decryptor::<rc2::Rc2>::inner_iv_slice_init(
-                rc2::Rc2::new_with_eff_key_len(&key, bits),
-                &derive(2, 8),
-            )
-            .map_err(|_| "bad RC2 IV")?
-            .decrypt_padded_vec_mut::<Pkcs7>(data)
+            let cipher = rc2::Rc2::new_with_eff_key_len(&derive(1, bits / 8), bits);
+            cbc_decrypt(cipher, &derive(2, 8), data)
         }
-        _ => return Err("unsupported encryption algorithm".into()),
-    };
-    plain.map_err(|_| wrong_password())
+        _ => Err("unsupported encryption algorithm".into()),
+    }
+}
+
+/// CBC decryption with PKCS#7 padding; bad padding means the key was wrong.
+fn cbc_decrypt<C>(cipher: C, iv: &[u8], data: &[u8]) -> Result<Vec<u8>, String>
+where
+    C: BlockDecryptMut + BlockCipher,
+{
+    cbc::Decryptor::<C>::inner_iv_slice_init(cipher, iv)
+        .map_err(|_| "bad CBC IV length".to_string())?
+        .decrypt_padded_vec_mut::<Pkcs7>(data)
+        .map_err(|_| wrong_password())
 }
 
 /// Decrypts an `EncryptedPrivateKeyInfo` (the DER of an `ENCRYPTED PRIVATE KEY` PEM block) to
