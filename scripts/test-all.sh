@@ -21,6 +21,7 @@ export SPIRE_SERVER_BIN LOWKEY_VAULT_JAR
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+cargo clippy --all-targets --features test-hooks -- -D warnings
 # The shipped static binary (checked by tests/release_binary.rs; used by the benchmark).
 eval "$(bash scripts/build-release.sh)"
 export AZKV_RELEASE_BIN
@@ -28,7 +29,7 @@ export AZKV_RELEASE_BIN
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --lib --bins --tests -- --test-threads="${AZKV_TEST_THREADS:-2}" 2>&1 | tee "$log"
+cargo test --features test-hooks --lib --bins --tests -- --test-threads="${AZKV_TEST_THREADS:-2}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary.

@@ -110,3 +110,57 @@ fn release_binary_resolves_names_and_signs() {
         &s.signature,
     );
 }
+
+/// The schedule and endpoint knobs the tests use exist only in test builds: the shipped binary
+/// holds none of their names, and a shortened schedule in its environment changes nothing (with
+/// it honoured, the first sweep 100 ms after Configure would delete the other server's key).
+#[test]
+fn release_binary_ignores_test_hooks() {
+    use support::env::{plugin_env, standard_hcl, TD};
+    use support::fake_azure::{FakeAzure, FakeKeyType, Route};
+
+    let bin = release_binary();
+    let elf = std::fs::read(&bin).unwrap();
+    for hook in [
+        "AZKV_TEST_MAINTENANCE",
+        "AZKV_TEST_SHARED",
+        "AZURE_IMDS_ENDPOINT",
+    ] {
+        assert!(
+            !contains(&elf, hook.as_bytes()),
+            "the release binary still reads {hook}"
+        );
+    }
+
+    let fake = FakeAzure::start();
+    let hour_ago = fake.now() - 3600.0;
+    let other = "spire-key-00000000-0000-4000-8000-0000000000aa-x509-CA-A";
+    fake.insert_key(
+        other,
+        FakeKeyType::EcP256,
+        &[("spire-server-td", TD), ("spire-server-id", "other-server")],
+        hour_ago,
+        hour_ago,
+        true,
+    );
+    let env = plugin_env(
+        &fake,
+        &[(
+            "AZKV_TEST_MAINTENANCE",
+            "refresh=1s,sweep=1s,first_sweep=100ms,stale=1s,backoff=50ms,max_wait=20ms",
+        )],
+    );
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let p = PluginProcess::launch_bin(&bin, &refs);
+    p.init().unwrap();
+    p.configure(TD, &standard_hcl(&fake, "release-hooks"))
+        .expect("configure");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        fake.count(Route::DeleteKey),
+        0,
+        "{:?}",
+        fake.deleted_key_names()
+    );
+    assert_eq!(fake.key_names(), vec![other.to_string()]);
+}

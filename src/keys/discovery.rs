@@ -39,6 +39,7 @@ pub fn discover(
     trust_domain: &str,
     server_id: &str,
     shared: Option<&dyn SharedKeyMatcher>,
+    queued_for_deletion: &dyn Fn(&str) -> bool,
 ) -> Result<Discovered, PluginError> {
     let items = vault
         .list_keys()
@@ -47,6 +48,10 @@ pub fn discover(
     let mut by_id: HashMap<String, Vec<Candidate>> = HashMap::new();
     for item in &items {
         if let Some(c) = classify(item, trust_domain, server_id, shared) {
+            if queued_for_deletion(&c.name) {
+                log::debug!(key_id = c.spire_id.as_str(), key_name = c.name.as_str(); "Key queued for deletion; not adopted");
+                continue;
+            }
             by_id.entry(c.spire_id.clone()).or_default().push(c);
         }
     }

@@ -544,7 +544,7 @@ fn discovery_over_random_listings_never_panics() {
         };
         let shared = Shared;
         let matcher: Option<&dyn SharedKeyMatcher> = rng.one_in(2).then_some(&shared as _);
-        match discovery::discover(&vault, TD, SID, matcher) {
+        match discovery::discover(&vault, TD, SID, matcher, &|_| false) {
             Ok(found) => {
                 found_any += found.entries.len();
                 let mut ids: Vec<&str> =
@@ -617,7 +617,7 @@ fn regression_a_key_listed_twice_is_never_its_own_duplicate() {
             ]),
             list_versions: Mutex::new(Vec::new()),
         };
-        let found = discovery::discover(&vault, TD, SID, None).unwrap();
+        let found = discovery::discover(&vault, TD, SID, None, &|_| false).unwrap();
         assert_eq!(found.entries.len(), 1);
         assert!(found.duplicates.is_empty(), "{:?}", found.duplicates);
     }

@@ -8,6 +8,8 @@ pub mod convert;
 pub mod discovery;
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod interleaving_tests;
 pub mod naming;
 pub mod server_id;
 pub mod shared;
@@ -24,7 +26,7 @@ use crate::azure::types::{AzureError, CreateKeyParams, KeyVaultApi};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{KeyIdentifierSource, PluginConfig};
 use crate::error::{Code, PluginError};
-use crate::maintenance::{self, Maintenance, MaintenanceHandle};
+use crate::maintenance::{self, DeletionQueue, Maintenance, MaintenanceHandle};
 use crate::plugin::proto::config::CoreConfiguration;
 use crate::plugin::proto::keymanager::{KeyType, PublicKey};
 use crate::plugin::{PluginCore, Signature, SignerOpts};
@@ -73,8 +75,9 @@ pub struct KeyManager {
     /// to the swap: a key created meanwhile would miss the new cache, and a key it rotates
     /// out would be queued on a maintenance thread already stopped.
     key_writes: RwLock<()>,
-    /// Deletions a stopped maintenance thread hands to the next one on the same vault.
-    leftovers: Arc<maintenance::Leftovers>,
+    /// Deletions owed to Key Vault, kept across reconfigures; every one re-checks when it runs
+    /// that the configuration in force does not use the key.
+    deletions: Arc<DeletionQueue>,
 }
 
 impl KeyManager {
@@ -92,7 +95,7 @@ impl KeyManager {
             state: RwLock::new(None),
             configure_lock: Mutex::new(()),
             key_writes: RwLock::new(()),
-            leftovers: Arc::new(maintenance::Leftovers::default()),
+            deletions: Arc::new(DeletionQueue::default()),
         }
     }
 
@@ -123,11 +126,20 @@ impl KeyManager {
                     }
                 })
         });
-        let settings = maintenance::Settings::from_env_value(
-            std::env::var(maintenance::SETTINGS_ENV).ok().as_deref(),
+        #[cfg(feature = "test-hooks")]
+        let (settings, shared_settings) = (
+            maintenance::Settings::from_env_value(
+                std::env::var(maintenance::SETTINGS_ENV).ok().as_deref(),
+            ),
+            shared::Settings::from_env_value(std::env::var(shared::SETTINGS_ENV).ok().as_deref()),
         );
-        let shared_settings =
-            shared::Settings::from_env_value(std::env::var(shared::SETTINGS_ENV).ok().as_deref());
+        // The shipped binary has no schedule knobs: a shortened `stale` would make the first
+        // sweep delete every other server's keys.
+        #[cfg(not(feature = "test-hooks"))]
+        let (settings, shared_settings) = (
+            maintenance::Settings::default(),
+            shared::Settings::default(),
+        );
         KeyManager::new(clock, connector, settings, shared_settings)
     }
 
@@ -305,6 +317,35 @@ pub(crate) fn azure_to_plugin(prefix: &str, e: AzureError) -> PluginError {
     PluginError::internal(format!("{prefix}: {e}"))
 }
 
+#[cfg(test)]
+impl KeyManager {
+    /// Runs the maintenance work due now on the calling thread (with `background` off, the
+    /// only way it runs), so tests step through schedules deterministically.
+    pub fn run_maintenance(&self) -> maintenance::Report {
+        match self.active() {
+            Ok(active) => active.maintenance.run_now(),
+            Err(_) => maintenance::Report::default(),
+        }
+    }
+
+    /// The Key Vault names the configuration in force serves, by SPIRE key id.
+    pub fn served_names(&self) -> Vec<(String, String)> {
+        match self.active() {
+            Ok(active) => active
+                .cache
+                .entries()
+                .iter()
+                .map(|e| (e.spire_id.clone(), e.name.clone()))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn queued_deletions(&self) -> Vec<String> {
+        self.deletions.names()
+    }
+}
+
 impl PluginCore for KeyManager {
     fn configure(&self, core: Option<&CoreConfiguration>, hcl: &str) -> Result<(), PluginError> {
         let _serial = self
@@ -328,6 +369,9 @@ impl PluginCore for KeyManager {
         };
 
         let _no_key_writes = self.key_writes.write().unwrap_or_else(|e| e.into_inner());
+        // A key queued for deletion (rotated out, a lost create's orphan) is never adopted,
+        // even when it ties with the key that replaced it.
+        let queued = |name: &str| self.deletions.contains(name);
         let found = discovery::discover(
             vault.as_ref(),
             &config.trust_domain,
@@ -335,16 +379,15 @@ impl PluginCore for KeyManager {
             shared
                 .as_ref()
                 .map(|s| s as &dyn discovery::SharedKeyMatcher),
+            &queued,
         )?;
         log::info!(keys = found.entries.len().to_string(), duplicates = found.duplicates.len().to_string(); "Keys discovered");
 
         let previous = self.state.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let pending = found.duplicates;
         if let Some(prev) = &previous {
-            // Its unfinished deletions go to `leftovers`, which the new thread takes over when
-            // the vault is the same (now, or when a Key Vault call in flight ends).
+            // Its queued deletions stay in `deletions` for the new thread.
             if !prev.maintenance.stop(MAINTENANCE_STOP_WAIT) {
-                log::debug!("The previous maintenance thread is still in a Key Vault call; it hands its work over when done");
+                log::debug!("The previous maintenance thread is still in a Key Vault call; it starts no other");
             }
         }
         let cache = Arc::new(KeyCache::from_entries(found.entries));
@@ -357,26 +400,34 @@ impl PluginCore for KeyManager {
             }
             None => Arc::new(|_: &str| false),
         };
+        // From here on the new keys are the ones no deletion may touch.
+        self.deletions
+            .adopt(&config.key_vault_uri, Arc::clone(&cache));
         let m = Maintenance::new(
-            Arc::clone(&vault),
-            Arc::clone(&cache),
+            maintenance::Scope {
+                vault: Arc::clone(&vault),
+                vault_uri: config.key_vault_uri.clone(),
+                cache: Arc::clone(&cache),
+                trust_domain: config.trust_domain.clone(),
+                server_id: server_id.clone(),
+                is_shared_name: shared_check,
+            },
+            Arc::clone(&self.deletions),
             Arc::clone(&self.clock),
             self.settings.clone(),
-            config.trust_domain.clone(),
-            server_id.clone(),
-            shared_check,
-            pending,
         );
-        let vault_uri = config.key_vault_uri.clone();
         let active = Arc::new(Active {
             config,
             server_id,
             vault,
             cache,
             shared,
-            maintenance: MaintenanceHandle::spawn(m, vault_uri, Arc::clone(&self.leftovers)),
+            maintenance: MaintenanceHandle::spawn(m),
             generation_locks: Mutex::new(HashMap::new()),
         });
+        for name in found.duplicates {
+            active.maintenance.queue_delete(name);
+        }
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = Some(active);
         log::info!("Plugin configured");
         Ok(())

@@ -56,13 +56,68 @@ pub fn encode_key_id(id: &str) -> String {
     out
 }
 
+/// Whether `name` has the standard layout `spire-key-<uuid>-<id part>` (the Go plugin's, and
+/// ours with encoded ids): the only keys the stale sweep may ever delete.
+pub fn is_standard_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(NAME_PREFIX) else {
+        return false;
+    };
+    is_valid_name(name)
+        && rest.len() > 37
+        && rest.as_bytes()[36] == b'-'
+        // 36 characters parse only in the hyphenated 8-4-4-4-12 form.
+        && uuid::Uuid::try_parse(&rest[..36]).is_ok()
+}
+
 /// A fresh standard name for `id`.
 pub fn new_key_name(id: &str) -> String {
-    format!(
-        "{NAME_PREFIX}{}-{}",
-        uuid::Uuid::new_v4(),
-        encode_key_id(id)
-    )
+    format!("{NAME_PREFIX}{}-{}", fresh_uuid(), encode_key_id(id))
+}
+
+fn fresh_uuid() -> uuid::Uuid {
+    #[cfg(test)]
+    if let Some(u) = test_uuids::next() {
+        return u;
+    }
+    uuid::Uuid::new_v4()
+}
+
+/// Reproducible key names for property tests: a failing seed must replay the same names, since
+/// discovery breaks `created` ties by name.
+#[cfg(test)]
+pub mod test_uuids {
+    use std::cell::Cell;
+
+    thread_local! {
+        static STATE: Cell<Option<u64>> = const { Cell::new(None) };
+    }
+
+    /// Names made on this thread come from `seed` until `clear`.
+    pub fn seed(seed: u64) {
+        STATE.with(|s| s.set(Some(seed)));
+    }
+
+    pub fn clear() {
+        STATE.with(|s| s.set(None));
+    }
+
+    pub(super) fn next() -> Option<uuid::Uuid> {
+        STATE.with(|s| {
+            let state = s.get()?.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            s.set(Some(state));
+            // splitmix64, twice, for 16 bytes.
+            let mix = |mut z: u64| {
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^ (z >> 31)
+            };
+            let (a, b) = (mix(state), mix(state ^ 0xD1B5_4A32_D192_ED03));
+            let mut bytes = [0u8; 16];
+            bytes[..8].copy_from_slice(&a.to_be_bytes());
+            bytes[8..].copy_from_slice(&b.to_be_bytes());
+            Some(uuid::Builder::from_random_bytes(bytes).into_uuid())
+        })
+    }
 }
 
 /// The SPIRE key id of a key owned by a server: tag `spire-key-id` when present (our keys),
@@ -134,6 +189,28 @@ mod tests {
         let mut tags = HashMap::new();
         tags.insert(TAG_KEY_ID.to_string(), String::new());
         assert_eq!(spire_key_id("x", &tags), None);
+    }
+
+    #[test]
+    fn standard_layout() {
+        assert!(is_standard_name(&new_key_name("x509-CA-A")));
+        assert!(is_standard_name(&new_key_name("bundle-acme-example.org")));
+        assert!(is_standard_name(
+            "spire-key-0F8E1A2B-3C4D-4E5F-8A9B-0C1D2E3F4A5B-x509-CA-A"
+        ));
+        for name in [
+            "spire-key-0f8e1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b-", // no id
+            "spire-key-0f8e1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b",  // no id, no dash
+            "spire-key-0f8e1a2b3c4d4e5f8a9b0c1d2e3f4a5b-x509-CA-A", // simple form
+            "spire-key-0f8e1a2g-3c4d-4e5f-8a9b-0c1d2e3f4a5b-x509-CA-A", // not hex
+            "spire-key-0f8e1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5bx-x509-CA-A",
+            "prod-db-key",
+            "spire-example-org-JWT-Signer-A",
+            "Spire-key-0f8e1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b-x509-CA-A",
+            "spire-key-0f8e1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b-x509_CA",
+        ] {
+            assert!(!is_standard_name(name), "{name}");
+        }
     }
 
     #[test]

@@ -65,8 +65,10 @@ impl Default for Settings {
 }
 
 /// Test hook: `AZKV_TEST_SHARED="freshness=15m,settle=2s,jitter=1500ms,claim_wait=1500ms,claim_ttl=30s,peer_wait=15s,poll=250ms"`.
+#[cfg(any(test, feature = "test-hooks"))]
 pub const SETTINGS_ENV: &str = "AZKV_TEST_SHARED";
 
+#[cfg(any(test, feature = "test-hooks"))]
 impl Settings {
     pub fn from_env_value(value: Option<&str>) -> Settings {
         let mut s = Settings::default();

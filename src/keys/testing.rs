@@ -34,6 +34,10 @@ pub struct State {
     pub failures: Vec<(&'static str, AzureError, usize)>,
     pub calls: HashMap<&'static str, usize>,
     pub version_counter: u64,
+    /// Ops whose next calls take effect but answer with a transport error (a lost response).
+    pub lost: Vec<(&'static str, usize)>,
+    /// Key times in whole seconds, as Key Vault reports them (so two creates tie).
+    pub whole_seconds: bool,
 }
 
 pub struct MemoryVault {
@@ -50,12 +54,52 @@ impl MemoryVault {
     }
 
     fn now(&self) -> f64 {
-        unix_seconds(self.clock.now())
+        let t = unix_seconds(self.clock.now());
+        if self.state.lock().unwrap().whole_seconds {
+            t.floor()
+        } else {
+            t
+        }
+    }
+
+    /// Key times in whole seconds from now on, as Key Vault reports them.
+    pub fn use_whole_seconds(&self) {
+        self.state.lock().unwrap().whole_seconds = true;
+    }
+
+    /// The next `times` calls of `op` take effect, but their answer is lost.
+    pub fn lose(&self, op: &'static str, times: usize) {
+        self.state.lock().unwrap().lost.push((op, times));
+    }
+
+    fn answer_lost(s: &mut State, op: &'static str) -> bool {
+        match s.lost.iter_mut().find(|(o, n)| *o == op && *n > 0) {
+            Some((_, n)) => {
+                *n -= 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `name` exists (not deleted) and its `version` is enabled.
+    pub fn is_live(&self, name: &str, version: &str) -> bool {
+        self.state
+            .lock()
+            .unwrap()
+            .keys
+            .get(name)
+            .and_then(|vs| vs.iter().find(|v| v.version == version))
+            .is_some_and(|v| v.enabled)
     }
 
     /// The next `times` calls of `op` fail with `err`.
     pub fn fail(&self, op: &'static str, err: AzureError, times: usize) {
         self.state.lock().unwrap().failures.push((op, err, times));
+    }
+
+    pub fn clear_failures(&self) {
+        self.state.lock().unwrap().failures.clear();
     }
 
     pub fn calls(&self, op: &'static str) -> usize {
@@ -246,6 +290,11 @@ impl KeyVaultApi for MemoryVault {
         };
         let b = Self::bundle(name, &v);
         s.keys.entry(name.to_string()).or_default().push(v);
+        if Self::answer_lost(&mut s, "create") {
+            return Err(AzureError::Transport(
+                "connection reset after the request".into(),
+            ));
+        }
         Ok(b)
     }
 
@@ -307,6 +356,11 @@ impl KeyVaultApi for MemoryVault {
         let mut s = self.enter("delete")?;
         let v = s.keys.remove(name).ok_or_else(Self::not_found)?;
         s.deleted.insert(name.to_string(), v);
+        if Self::answer_lost(&mut s, "delete") {
+            return Err(AzureError::Transport(
+                "connection reset after the request".into(),
+            ));
+        }
         Ok(())
     }
 

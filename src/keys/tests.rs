@@ -324,7 +324,7 @@ fn a_key_deleted_between_list_and_load_falls_back_to_the_older_one() {
     assert_ca_a_signs_with_the_served_key(&f);
     // The key in use is the older one, and it is not queued for deletion as a duplicate.
     f.vault.fail("get", MemoryVault::not_found(), 1);
-    let found = discovery::discover(f.vault.as_ref(), TD, SID, None).unwrap();
+    let found = discovery::discover(f.vault.as_ref(), TD, SID, None, &|_| false).unwrap();
     assert_eq!(found.entries.len(), 1);
     assert_eq!(found.entries[0].name, CA_A_OLD);
     assert!(found.duplicates.is_empty(), "{:?}", found.duplicates);

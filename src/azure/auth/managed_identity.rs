@@ -7,7 +7,7 @@
 //! IMDS is absent outside Azure and its link-local address may black-hole packets, so until it
 //! has answered once, requests to it use a 1 s connect timeout and no transport retries; a
 //! connection failure then means "unavailable" and the chain ends quickly.
-//! `AZURE_IMDS_ENDPOINT` (a full token URL) overrides the IMDS address: for tests only.
+//! `AZURE_IMDS_ENDPOINT` (a full token URL) overrides the IMDS address, in test builds only.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -62,6 +62,18 @@ fn checked_endpoint(var: &str, value: &str) -> Result<String, String> {
     Ok(url.to_string())
 }
 
+/// The IMDS token URL. Test builds (the `test-hooks` feature) let `AZURE_IMDS_ENDPOINT`
+/// point it at a local fake; the shipped binary always uses the real address.
+fn imds_endpoint(env: &EnvSnapshot) -> (&'static str, &str) {
+    #[cfg(any(test, feature = "test-hooks"))]
+    if let Some(v) = env_get(env, "AZURE_IMDS_ENDPOINT") {
+        return ("AZURE_IMDS_ENDPOINT", v);
+    }
+    #[cfg(not(any(test, feature = "test-hooks")))]
+    let _ = env;
+    ("IMDS", DEFAULT_IMDS)
+}
+
 impl ManagedIdentityCredential {
     pub fn from_env(env: &EnvSnapshot, http: Arc<HttpClient>) -> Self {
         Self::from_env_with_arc_dir(env, http, std::path::Path::new(ARC_KEY_DIR))
@@ -112,10 +124,7 @@ impl ManagedIdentityCredential {
                 }
             }
             _ => {
-                let (var, value) = match env_get(env, "AZURE_IMDS_ENDPOINT") {
-                    Some(v) => ("AZURE_IMDS_ENDPOINT", v),
-                    None => ("IMDS", DEFAULT_IMDS),
-                };
+                let (var, value) = imds_endpoint(env);
                 match checked_endpoint(var, value) {
                     Ok(endpoint) => Source::Imds { endpoint },
                     Err(m) => Source::Broken(m),

@@ -10,8 +10,8 @@
 //! - A tenant learned from a Key Vault challenge replaces the credential's configured tenant
 //!   for that token request (as the Go SDK does since azkeys 1.2); the authority host is never
 //!   taken from a challenge. Managed identity ignores tenants.
-//! - `AZURE_IMDS_ENDPOINT` (a full token URL) overrides the IMDS address. It exists for tests
-//!   only, so they never touch 169.254.169.254.
+//! - `AZURE_IMDS_ENDPOINT` (a full token URL) overrides the IMDS address so tests never touch
+//!   169.254.169.254. Only builds with the `test-hooks` feature read it.
 
 mod cache;
 mod certificate;
