@@ -467,12 +467,15 @@ fn wrong_key_type_at_discovery_fails_configure_clearly() {
     let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let p = PluginProcess::launch(&refs);
     p.init().unwrap();
+    let name = live_name_of(&fake, &pk).expect("the key in use");
+    let key = fake.keys().into_iter().find(|k| k.name == name).unwrap();
+    let version = key.versions.last().unwrap().version.clone();
     fake.inject(Route::GetKey, FaultKind::WrongKeyType, 1);
     let (c, m) = p.configure(TD, &hcl).unwrap_err();
     assert_eq!(c, RpcStatusCode::INTERNAL);
     assert_eq!(
         m,
-        "failed to fetch key entry details: unsupported key spec: EC x coordinate has the wrong length"
+        format!("failed to fetch key entry details: unsupported key spec: EC x coordinate has the wrong length (key {name:?} version {version:?})")
     );
     // Not configured: the key calls say so rather than serve a half-built cache.
     let (c, _) = p.get_public_keys().unwrap_err();

@@ -32,6 +32,8 @@ pub struct State {
     pub keys: HashMap<String, Vec<Version>>,
     pub deleted: HashMap<String, Vec<Version>>,
     pub failures: Vec<(&'static str, AzureError, usize)>,
+    /// Rewrites of the JWK that `get` answers for a key name (a key made by another tool).
+    pub jwk_edits: HashMap<String, fn(&mut JsonWebKey)>,
     pub calls: HashMap<&'static str, usize>,
     pub version_counter: u64,
 }
@@ -56,6 +58,15 @@ impl MemoryVault {
     /// The next `times` calls of `op` fail with `err`.
     pub fn fail(&self, op: &'static str, err: AzureError, times: usize) {
         self.state.lock().unwrap().failures.push((op, err, times));
+    }
+
+    /// `get` answers the JWK of `name` rewritten by `edit`.
+    pub fn edit_jwk(&self, name: &str, edit: fn(&mut JsonWebKey)) {
+        self.state
+            .lock()
+            .unwrap()
+            .jwk_edits
+            .insert(name.to_string(), edit);
     }
 
     pub fn calls(&self, op: &'static str) -> usize {
@@ -257,7 +268,11 @@ impl KeyVaultApi for MemoryVault {
             Some(ver) => versions.iter().find(|v| v.version == ver),
         }
         .ok_or_else(Self::not_found)?;
-        Ok(Self::bundle(name, v))
+        let mut bundle = Self::bundle(name, v);
+        if let Some(edit) = s.jwk_edits.get(name) {
+            edit(&mut bundle.key);
+        }
+        Ok(bundle)
     }
 
     fn list_keys(&self) -> Result<Vec<KeyItem>, AzureError> {
