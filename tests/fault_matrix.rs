@@ -511,6 +511,34 @@ fn signature_of_the_wrong_length_is_an_error_not_a_bad_signature() {
     assert_healthy(p, &fake, &[&ec, &rsa], &[]);
 }
 
+#[test]
+fn signature_by_another_key_is_an_error_not_a_bad_signature() {
+    let fake = FakeAzure::start();
+    let p = start_plugin(&fake, &standard_hcl(&fake, SID), &[]);
+    let ec = p.generate_key("x509-CA-A", KeyType::EcP256).unwrap();
+    let rsa = p.generate_key("JWT-Signer-A", KeyType::Rsa2048).unwrap();
+    let d = digest(HashAlgorithm::Sha256, b"substituted");
+
+    fake.reset_log();
+    for pk in [&ec, &rsa] {
+        let name = live_name_of(&fake, pk).expect("the key in use");
+        let key = fake.keys().into_iter().find(|k| k.name == name).unwrap();
+        let version = key.versions.last().unwrap().version.clone();
+        // Key Vault answers 200 with a valid signature, but by a key that is not this one.
+        fake.inject(Route::Sign, FaultKind::ForeignSignature, 1);
+        let (c, m) = p.sign(&pk.id, &d, sha(HashAlgorithm::Sha256)).unwrap_err();
+        assert_eq!(c, RpcStatusCode::INTERNAL);
+        assert_eq!(
+            m,
+            format!("failed to sign: Key Vault returned a signature that does not verify with key {name:?} version {version:?}")
+        );
+    }
+    assert_eq!(fake.pending_faults(), 0);
+    // Not retried: a wrong answer is not a transient failure.
+    assert_eq!(statuses(&fake, Route::Sign), vec![200, 200]);
+    assert_healthy(p, &fake, &[&ec, &rsa], &[]);
+}
+
 // ---------------------------------------------------------------------------------------
 // Tokens
 

@@ -208,6 +208,54 @@ fn sign_errors_match_the_reference() {
     );
 }
 
+/// The Key Vault name and version `id` signs with.
+fn cached_name_and_version(f: &Fixture, id: &str) -> (String, String) {
+    let e = f.km.active().unwrap().cache.get(id).unwrap();
+    (e.name.clone(), e.version.clone())
+}
+
+#[test]
+fn a_substituted_or_corrupted_signature_is_an_error_never_returned() {
+    use super::testing::SignFault;
+    let f = fixture();
+    configure(&f);
+    let cases = [
+        (KeyType::EcP256, HashAlgorithm::Sha256, false),
+        (KeyType::EcP384, HashAlgorithm::Sha384, false),
+        (KeyType::Rsa2048, HashAlgorithm::Sha256, false),
+        (KeyType::Rsa2048, HashAlgorithm::Sha512, true),
+    ];
+    for (i, (kt, h, pss)) in cases.into_iter().enumerate() {
+        let id = format!("spireKeyID-{i}");
+        let pk = f.km.generate_key(&id, kt).unwrap();
+        let (name, version) = cached_name_and_version(&f, &id);
+        let opts = if pss {
+            SignerOpts::Pss {
+                hash: h,
+                salt_length: -1,
+            }
+        } else {
+            SignerOpts::Hash(h)
+        };
+        for fault in [SignFault::OtherKey, SignFault::Corrupt] {
+            f.vault.fault_signatures(fault, 1);
+            let calls = f.vault.calls("sign");
+            let e = f.km.sign_data(&id, &digest(h), opts).unwrap_err();
+            assert_eq!(e.code, Code::Internal, "{kt:?} {fault:?}");
+            assert_eq!(
+                e.message,
+                format!("failed to sign: Key Vault returned a signature that does not verify with key {name:?} version {version:?}"),
+                "{kt:?} {fault:?}"
+            );
+            // A wrong answer is not retried.
+            assert_eq!(f.vault.calls("sign"), calls + 1);
+        }
+        // The key itself is fine: the next signature verifies.
+        let sig = f.km.sign_data(&id, &digest(h), opts).unwrap();
+        verify(&pk.pkix_data, h, pss, &sig.signature);
+    }
+}
+
 /// A key type to insert, a rewrite of its JWK, and why the result is refused.
 type UnsupportedJwk = (&'static str, fn(&mut JsonWebKey), &'static str);
 
