@@ -467,12 +467,15 @@ fn wrong_key_type_at_discovery_fails_configure_clearly() {
     let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let p = PluginProcess::launch(&refs);
     p.init().unwrap();
+    let name = live_name_of(&fake, &pk).expect("the key in use");
+    let key = fake.keys().into_iter().find(|k| k.name == name).unwrap();
+    let version = key.versions.last().unwrap().version.clone();
     fake.inject(Route::GetKey, FaultKind::WrongKeyType, 1);
     let (c, m) = p.configure(TD, &hcl).unwrap_err();
     assert_eq!(c, RpcStatusCode::INTERNAL);
     assert_eq!(
         m,
-        "failed to fetch key entry details: unsupported key spec: EC x coordinate has the wrong length"
+        format!("failed to fetch key entry details: unsupported key spec: EC x coordinate has the wrong length (key {name:?} version {version:?})")
     );
     // Not configured: the key calls say so rather than serve a half-built cache.
     let (c, _) = p.get_public_keys().unwrap_err();
@@ -503,6 +506,34 @@ fn signature_of_the_wrong_length_is_an_error_not_a_bad_signature() {
         m,
         "malformed signature response: RSA signature is 255 bytes, expected 256"
     );
+    // Not retried: a wrong answer is not a transient failure.
+    assert_eq!(statuses(&fake, Route::Sign), vec![200, 200]);
+    assert_healthy(p, &fake, &[&ec, &rsa], &[]);
+}
+
+#[test]
+fn signature_by_another_key_is_an_error_not_a_bad_signature() {
+    let fake = FakeAzure::start();
+    let p = start_plugin(&fake, &standard_hcl(&fake, SID), &[]);
+    let ec = p.generate_key("x509-CA-A", KeyType::EcP256).unwrap();
+    let rsa = p.generate_key("JWT-Signer-A", KeyType::Rsa2048).unwrap();
+    let d = digest(HashAlgorithm::Sha256, b"substituted");
+
+    fake.reset_log();
+    for pk in [&ec, &rsa] {
+        let name = live_name_of(&fake, pk).expect("the key in use");
+        let key = fake.keys().into_iter().find(|k| k.name == name).unwrap();
+        let version = key.versions.last().unwrap().version.clone();
+        // Key Vault answers 200 with a valid signature, but by a key that is not this one.
+        fake.inject(Route::Sign, FaultKind::ForeignSignature, 1);
+        let (c, m) = p.sign(&pk.id, &d, sha(HashAlgorithm::Sha256)).unwrap_err();
+        assert_eq!(c, RpcStatusCode::INTERNAL);
+        assert_eq!(
+            m,
+            format!("failed to sign: Key Vault returned a signature that does not verify with key {name:?} version {version:?}")
+        );
+    }
+    assert_eq!(fake.pending_faults(), 0);
     // Not retried: a wrong answer is not a transient failure.
     assert_eq!(statuses(&fake, Route::Sign), vec![200, 200]);
     assert_healthy(p, &fake, &[&ec, &rsa], &[]);

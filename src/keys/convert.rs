@@ -58,6 +58,9 @@ fn strip_leading_zeros(b: &[u8]) -> &[u8] {
     &b[start..]
 }
 
+/// The largest RSA public exponent Go's crypto/rsa accepts.
+const MAX_RSA_EXPONENT: u64 = (1 << 31) - 1;
+
 /// A public key taken from a Key Vault JWK.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedKey {
@@ -65,8 +68,12 @@ pub struct ParsedKey {
     pub pkix: Vec<u8>,
 }
 
-/// The SPIRE key type of a JWK: RSA 2048/4096 by modulus size, EC P-256/P-384 by curve;
-/// `-HSM` variants (Managed HSM) are accepted. Errors name what is unsupported.
+/// The SPIRE key type of a JWK: RSA with a modulus of exactly 2048 or 4096 bits, EC P-256 /
+/// P-384 by curve; `-HSM` variants (Managed HSM) are accepted. The key must be usable as what
+/// it claims to be: an odd modulus and an odd exponent between 3 and 2^31-1 (Go's crypto/rsa,
+/// which SPIRE verifies with, refuses larger ones), EC coordinates of the curve's size on the
+/// curve, and no members of the other family (an RSA key with `crv`, an EC key with `n`).
+/// Errors name what is unsupported.
 pub fn parse_jwk(jwk: &JsonWebKey) -> Result<ParsedKey, String> {
     let kty = jwk.kty.as_deref().ok_or("key type is missing")?;
     match kty {
@@ -74,15 +81,34 @@ pub fn parse_jwk(jwk: &JsonWebKey) -> Result<ParsedKey, String> {
             let n = decode_b64(jwk.n.as_deref().ok_or("RSA key without modulus (n)")?)?;
             let e = decode_b64(jwk.e.as_deref().ok_or("RSA key without exponent (e)")?)?;
             let n_bytes = strip_leading_zeros(&n);
-            let key_type = match n_bytes.len() {
-                256 => KeyType::Rsa2048,
-                512 => KeyType::Rsa4096,
-                other => return Err(format!("unsupported RSA key size: {} bits", other * 8)),
+            let bits = n_bytes
+                .first()
+                .map_or(0, |top| n_bytes.len() * 8 - top.leading_zeros() as usize);
+            let key_type = match bits {
+                2048 => KeyType::Rsa2048,
+                4096 => KeyType::Rsa4096,
+                other => return Err(format!("unsupported RSA key size: {other} bits")),
             };
-            if strip_leading_zeros(&e).is_empty() {
+            if n_bytes.last().is_some_and(|b| b & 1 == 0) {
+                return Err("RSA modulus is even".into());
+            }
+            let e = strip_leading_zeros(&e);
+            if e.is_empty() {
                 return Err("RSA key with a zero exponent".into());
             }
-            let rsa_key = der(0x30, &[der_uint(n_bytes), der_uint(&e)].concat());
+            if e.len() > 4 {
+                return Err("unsupported RSA exponent: larger than 2^31-1".into());
+            }
+            let exponent = e.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b));
+            if exponent < 3 || exponent % 2 == 0 || exponent > MAX_RSA_EXPONENT {
+                return Err(format!(
+                    "unsupported RSA exponent: {exponent} (must be odd, 3 to 2^31-1)"
+                ));
+            }
+            if jwk.crv.is_some() || jwk.x.is_some() || jwk.y.is_some() {
+                return Err("RSA key with EC members (crv, x or y)".into());
+            }
+            let rsa_key = der(0x30, &[der_uint(n_bytes), der_uint(e)].concat());
             let mut bits = vec![0u8];
             bits.extend_from_slice(&rsa_key);
             let alg = der(
@@ -121,6 +147,9 @@ pub fn parse_jwk(jwk: &JsonWebKey) -> Result<ParsedKey, String> {
             };
             if !on_curve {
                 return Err(format!("EC public key is not a point on {crv}"));
+            }
+            if jwk.n.is_some() || jwk.e.is_some() {
+                return Err("EC key with RSA members (n or e)".into());
             }
             let mut bits = vec![0u8];
             bits.extend_from_slice(&point);
@@ -311,6 +340,117 @@ mod tests {
         assert!(parse_jwk(&jwk)
             .unwrap_err()
             .contains("unsupported key type"));
+    }
+
+    /// A well-formed 2048-bit RSA JWK (top bit set, odd modulus, exponent 65537).
+    fn rsa_jwk() -> JsonWebKey {
+        let mut n = vec![0xC5u8; 256];
+        n[255] |= 1;
+        JsonWebKey {
+            kty: Some("RSA".into()),
+            n: Some(b64(&n)),
+            e: Some("AQAB".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rsa_keys_are_exactly_2048_or_4096_bits_with_a_sane_exponent() {
+        assert_eq!(parse_jwk(&rsa_jwk()).unwrap().key_type, KeyType::Rsa2048);
+        let with_n = |n: &[u8]| JsonWebKey {
+            n: Some(b64(n)),
+            ..rsa_jwk()
+        };
+        let with_e = |e: &[u8]| JsonWebKey {
+            e: Some(b64(e)),
+            ..rsa_jwk()
+        };
+        let mut n4096 = vec![0x80u8; 512];
+        n4096[511] = 1;
+        assert_eq!(
+            parse_jwk(&with_n(&n4096)).unwrap().key_type,
+            KeyType::Rsa4096
+        );
+        // 256 bytes, but the top bit is clear: 2047 bits (a leading zero byte is fine).
+        let mut n = vec![0x7Fu8; 256];
+        n[255] = 1;
+        assert_eq!(
+            parse_jwk(&with_n(&n)).unwrap_err(),
+            "unsupported RSA key size: 2047 bits"
+        );
+        n[0] = 0x80;
+        let padded = [vec![0u8], n.clone()].concat();
+        assert_eq!(
+            parse_jwk(&with_n(&padded)).unwrap().key_type,
+            KeyType::Rsa2048
+        );
+        n[255] = 2;
+        assert_eq!(parse_jwk(&with_n(&n)).unwrap_err(), "RSA modulus is even");
+        for (e, want) in [
+            (&[0u8][..], "RSA key with a zero exponent"),
+            (
+                &[1],
+                "unsupported RSA exponent: 1 (must be odd, 3 to 2^31-1)",
+            ),
+            (
+                &[2],
+                "unsupported RSA exponent: 2 (must be odd, 3 to 2^31-1)",
+            ),
+            (
+                &[1, 0, 0],
+                "unsupported RSA exponent: 65536 (must be odd, 3 to 2^31-1)",
+            ),
+            (
+                &[0x80, 0, 0, 1],
+                "unsupported RSA exponent: 2147483649 (must be odd, 3 to 2^31-1)",
+            ),
+            (
+                &[1, 0, 0, 0, 1],
+                "unsupported RSA exponent: larger than 2^31-1",
+            ),
+        ] {
+            assert_eq!(parse_jwk(&with_e(e)).unwrap_err(), want, "{e:?}");
+        }
+        for e in [&[3u8][..], &[0, 1, 0, 1], &[0x7f, 0xff, 0xff, 0xff]] {
+            assert!(parse_jwk(&with_e(e)).is_ok(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn members_of_the_other_key_family_are_refused() {
+        let edits: [fn(&mut JsonWebKey); 3] = [
+            |k| k.crv = Some("P-256".into()),
+            |k| k.x = Some("AQAB".into()),
+            |k| k.y = Some("AQAB".into()),
+        ];
+        for edit in edits {
+            let mut jwk = rsa_jwk();
+            edit(&mut jwk);
+            assert_eq!(
+                parse_jwk(&jwk).unwrap_err(),
+                "RSA key with EC members (crv, x or y)"
+            );
+        }
+        let sk = p256::SecretKey::from_slice(&[7u8; 32]).unwrap();
+        let pt = sk.public_key().to_encoded_point(false);
+        let ec = JsonWebKey {
+            kty: Some("EC".into()),
+            crv: Some("P-256".into()),
+            x: Some(b64(pt.x().unwrap())),
+            y: Some(b64(pt.y().unwrap())),
+            ..Default::default()
+        };
+        assert!(parse_jwk(&ec).is_ok());
+        let edits: [fn(&mut JsonWebKey); 2] =
+            [|k| k.n = Some("AQAB".into()), |k| k.e = Some("AQAB".into())];
+        for edit in edits {
+            let mut jwk = ec.clone();
+            edit(&mut jwk);
+            assert_eq!(
+                parse_jwk(&jwk).unwrap_err(),
+                "EC key with RSA members (n or e)"
+            );
+        }
     }
 
     #[test]

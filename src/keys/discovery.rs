@@ -235,8 +235,13 @@ fn entry_from_bundle(
             ))
         })?
         .to_string();
-    let parsed = parse_jwk(&bundle.key)
-        .map_err(|e| PluginError::internal(format!("unsupported key spec: {e}")))?;
+    // A key this plugin cannot serve (another type or size, a malformed or inconsistent JWK)
+    // is refused, naming it, rather than cached.
+    let parsed = parse_jwk(&bundle.key).map_err(|e| {
+        PluginError::internal(format!(
+            "unsupported key spec: {e} (key {name:?} version {version:?})"
+        ))
+    })?;
     log::debug!(key_id = kid.as_str(), key_name = name; "Key loaded");
     Ok(entry_from_parts(
         spire_id,

@@ -169,6 +169,7 @@ fn check_jwk(jwk: &JsonWebKey) {
             match parsed.key_type {
                 KeyType::EcP256 | KeyType::EcP384 => {
                     assert!(kty.starts_with("EC"), "{jwk:?}");
+                    assert!(jwk.n.is_none() && jwk.e.is_none(), "{jwk:?}");
                     use p256::pkcs8::DecodePublicKey;
                     let ok = if parsed.key_type == KeyType::EcP256 {
                         assert_eq!(jwk.crv.as_deref(), Some("P-256"));
@@ -181,6 +182,10 @@ fn check_jwk(jwk: &JsonWebKey) {
                 }
                 KeyType::Rsa2048 | KeyType::Rsa4096 => {
                     assert!(kty.starts_with("RSA"), "{jwk:?}");
+                    assert!(
+                        jwk.crv.is_none() && jwk.x.is_none() && jwk.y.is_none(),
+                        "{jwk:?}"
+                    );
                     let (seq, key, _) = tlv(&bits[1..]).expect("RSAPublicKey");
                     assert_eq!(seq, 0x30);
                     let (t, n, rest) = tlv(key).expect("modulus");
@@ -192,10 +197,14 @@ fn check_jwk(jwk: &JsonWebKey) {
                         512
                     };
                     assert_eq!(n.len(), bits_len);
+                    // Exactly 2048 / 4096 bits, and odd.
+                    assert!(n[0] & 0x80 != 0 && n[n.len() - 1] & 1 == 1, "{jwk:?}");
                     let (t, e, rest) = tlv(rest).expect("exponent");
                     assert!(t == 0x02 && rest.is_empty());
                     let e = der_unsigned(e).expect("exponent is a positive minimal INTEGER");
-                    assert!(!strip_zeros(e).is_empty());
+                    assert!(!e.is_empty() && e.len() <= 4, "{jwk:?}");
+                    let e = e.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b));
+                    assert!(e >= 3 && e % 2 == 1 && e < 1 << 31, "{jwk:?}");
                 }
                 KeyType::UnspecifiedKeyType => panic!("unspecified key type from {jwk:?}"),
             }

@@ -17,6 +17,7 @@ pub mod shared;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -30,7 +31,7 @@ use crate::maintenance::{self, DeletionQueue, Maintenance, MaintenanceHandle};
 use crate::plugin::proto::config::CoreConfiguration;
 use crate::plugin::proto::keymanager::{KeyType, PublicKey};
 use crate::plugin::{PluginCore, Signature, SignerOpts};
-use cache::{KeyCache, KeyEntry};
+use cache::{KeyCache, KeyEntry, SigningKey};
 
 /// Builds the Key Vault client for a configuration (the Azure layer in production, an
 /// in-memory vault in tests).
@@ -280,10 +281,11 @@ impl SignFailure {
 }
 
 /// Signs with one cache entry and reports that entry's fingerprint, so the signature and the
-/// fingerprint always belong to the same key.
+/// fingerprint always belong to the same key. The signature is first verified with that key:
+/// a wrong key, a corrupted or a substituted answer is an error, never handed to SPIRE.
 fn sign_with(
     active: &Active,
-    entry: &KeyEntry,
+    entry: &SigningKey,
     data: &[u8],
     opts: SignerOpts,
 ) -> Result<Signature, SignFailure> {
@@ -294,6 +296,9 @@ fn sign_with(
         .map_err(SignFailure::Vault)?;
     let signature = convert::signature_to_spire(entry.key_type, &raw)
         .map_err(|e| SignFailure::Plugin(PluginError::new(Code::Internal, e)))?;
+    entry
+        .check(alg, data, &signature)
+        .map_err(SignFailure::Plugin)?;
     Ok(Signature {
         signature,
         key_fingerprint: entry.fingerprint().to_string(),

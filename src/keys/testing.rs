@@ -27,11 +27,24 @@ pub struct Version {
     pub secret: Arc<Secret>,
 }
 
+/// A sign answer that is a 200 but wrong (see `MemoryVault::fault_signatures`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignFault {
+    /// A valid signature by a fresh key of the same type: a substituted key or answer.
+    OtherKey,
+    /// The real signature with one bit flipped.
+    Corrupt,
+}
+
 #[derive(Default)]
 pub struct State {
     pub keys: HashMap<String, Vec<Version>>,
     pub deleted: HashMap<String, Vec<Version>>,
     pub failures: Vec<(&'static str, AzureError, usize)>,
+    /// The next `.1` successful signs answer wrongly.
+    pub sign_fault: Option<(SignFault, usize)>,
+    /// Rewrites of the JWK that `get` answers for a key name (a key made by another tool).
+    pub jwk_edits: HashMap<String, fn(&mut JsonWebKey)>,
     pub calls: HashMap<&'static str, usize>,
     pub version_counter: u64,
     /// Ops whose next calls take effect but answer with a transport error (a lost response).
@@ -100,6 +113,20 @@ impl MemoryVault {
 
     pub fn clear_failures(&self) {
         self.state.lock().unwrap().failures.clear();
+    }
+
+    /// The next `times` signs succeed with a wrong signature of the right length.
+    pub fn fault_signatures(&self, fault: SignFault, times: usize) {
+        self.state.lock().unwrap().sign_fault = Some((fault, times));
+    }
+
+    /// `get` answers the JWK of `name` rewritten by `edit`.
+    pub fn edit_jwk(&self, name: &str, edit: fn(&mut JsonWebKey)) {
+        self.state
+            .lock()
+            .unwrap()
+            .jwk_edits
+            .insert(name.to_string(), edit);
     }
 
     pub fn calls(&self, op: &'static str) -> usize {
@@ -306,7 +333,11 @@ impl KeyVaultApi for MemoryVault {
             Some(ver) => versions.iter().find(|v| v.version == ver),
         }
         .ok_or_else(Self::not_found)?;
-        Ok(Self::bundle(name, v))
+        let mut bundle = Self::bundle(name, v);
+        if let Some(edit) = s.jwk_edits.get(name) {
+            edit(&mut bundle.key);
+        }
+        Ok(bundle)
     }
 
     fn list_keys(&self) -> Result<Vec<KeyItem>, AzureError> {
@@ -371,8 +402,15 @@ impl KeyVaultApi for MemoryVault {
         alg: &str,
         digest: &[u8],
     ) -> Result<Vec<u8>, AzureError> {
-        let secret = {
-            let s = self.enter("sign")?;
+        let (secret, fault) = {
+            let mut s = self.enter("sign")?;
+            let fault = match &mut s.sign_fault {
+                Some((f, n)) if *n > 0 => {
+                    *n -= 1;
+                    Some(*f)
+                }
+                _ => None,
+            };
             let v = s
                 .keys
                 .get(name)
@@ -386,40 +424,62 @@ impl KeyVaultApi for MemoryVault {
                     message: "disabled".into(),
                 });
             }
-            Arc::clone(&v.secret)
+            (Arc::clone(&v.secret), fault)
         };
-        use p256::ecdsa::signature::hazmat::PrehashSigner;
-        let bad = || AzureError::Service {
-            status: 400,
-            code: Some("BadParameter".into()),
-            inner_code: None,
-            message: format!("bad alg {alg}"),
-        };
-        match (secret.as_ref(), alg) {
-            (Secret::P256(k), "ES256") => {
-                let sig: p256::ecdsa::Signature = k.sign_prehash(digest).map_err(|_| bad())?;
-                Ok(sig.to_bytes().to_vec())
+        match fault {
+            None => sign_with_secret(&secret, alg, digest),
+            Some(SignFault::Corrupt) => {
+                let mut sig = sign_with_secret(&secret, alg, digest)?;
+                if let Some(last) = sig.last_mut() {
+                    *last ^= 1;
+                }
+                Ok(sig)
             }
-            (Secret::P384(k), "ES384") => {
-                let sig: p384::ecdsa::Signature = k.sign_prehash(digest).map_err(|_| bad())?;
-                Ok(sig.to_bytes().to_vec())
-            }
-            (Secret::Rsa(k), a) => {
-                use rsa::{Pkcs1v15Sign, Pss};
-                use sha2::{Sha256, Sha384, Sha512};
-                let mut rng = rsa::rand_core::OsRng;
-                let r = match a {
-                    "RS256" => k.sign(Pkcs1v15Sign::new::<Sha256>(), digest),
-                    "RS384" => k.sign(Pkcs1v15Sign::new::<Sha384>(), digest),
-                    "RS512" => k.sign(Pkcs1v15Sign::new::<Sha512>(), digest),
-                    "PS256" => k.sign_with_rng(&mut rng, Pss::new_with_salt::<Sha256>(32), digest),
-                    "PS384" => k.sign_with_rng(&mut rng, Pss::new_with_salt::<Sha384>(48), digest),
-                    "PS512" => k.sign_with_rng(&mut rng, Pss::new_with_salt::<Sha512>(64), digest),
-                    _ => return Err(bad()),
+            Some(SignFault::OtherKey) => {
+                let other = match secret.as_ref() {
+                    Secret::P256(_) => make_secret("EC", Some("P-256")),
+                    Secret::P384(_) => make_secret("EC", Some("P-384")),
+                    Secret::Rsa(k) => make_secret("RSA", Some(&(k.size() * 8).to_string())),
                 };
-                r.map_err(|_| bad())
+                sign_with_secret(&other, alg, digest)
             }
-            _ => Err(bad()),
         }
+    }
+}
+
+/// Key Vault's sign: raw `r||s` for ECDSA, PKCS#1 v1.5 or PSS (salt = hash length) for RSA.
+fn sign_with_secret(secret: &Secret, alg: &str, digest: &[u8]) -> Result<Vec<u8>, AzureError> {
+    use p256::ecdsa::signature::hazmat::PrehashSigner;
+    let bad = || AzureError::Service {
+        status: 400,
+        code: Some("BadParameter".into()),
+        inner_code: None,
+        message: format!("bad alg {alg}"),
+    };
+    match (secret, alg) {
+        (Secret::P256(k), "ES256") => {
+            let sig: p256::ecdsa::Signature = k.sign_prehash(digest).map_err(|_| bad())?;
+            Ok(sig.to_bytes().to_vec())
+        }
+        (Secret::P384(k), "ES384") => {
+            let sig: p384::ecdsa::Signature = k.sign_prehash(digest).map_err(|_| bad())?;
+            Ok(sig.to_bytes().to_vec())
+        }
+        (Secret::Rsa(k), a) => {
+            use rsa::{Pkcs1v15Sign, Pss};
+            use sha2::{Sha256, Sha384, Sha512};
+            let mut rng = rsa::rand_core::OsRng;
+            let r = match a {
+                "RS256" => k.sign(Pkcs1v15Sign::new::<Sha256>(), digest),
+                "RS384" => k.sign(Pkcs1v15Sign::new::<Sha384>(), digest),
+                "RS512" => k.sign(Pkcs1v15Sign::new::<Sha512>(), digest),
+                "PS256" => k.sign_with_rng(&mut rng, Pss::new_with_salt::<Sha256>(32), digest),
+                "PS384" => k.sign_with_rng(&mut rng, Pss::new_with_salt::<Sha384>(48), digest),
+                "PS512" => k.sign_with_rng(&mut rng, Pss::new_with_salt::<Sha512>(64), digest),
+                _ => return Err(bad()),
+            };
+            r.map_err(|_| bad())
+        }
+        _ => Err(bad()),
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::testing::MemoryVault;
 use super::*;
-use crate::azure::types::AzureError;
+use crate::azure::types::{AzureError, JsonWebKey};
 use crate::clock::ManualClock;
 use crate::plugin::proto::keymanager::HashAlgorithm;
 
@@ -50,6 +50,14 @@ fn core() -> CoreConfiguration {
 
 fn standard_hcl() -> String {
     format!("key_vault_uri = \"https://spire-server.vault.azure.net/\"\nkey_identifier_value = \"{SID}\"")
+}
+
+/// Shared keys mode: JWT keys named `spire-test-example-org-<id>`.
+fn shared_hcl() -> String {
+    format!(
+        "{}\nshared_keys {{\n jwt_key_template = \"spire-{{{{ .TrustDomain | replace \\\".\\\" \\\"-\\\" }}}}-{{{{ .KeyID }}}}\"\n key_id_extraction_regex = \"^spire-test-example-org-(.+)$\"\n}}",
+        standard_hcl()
+    )
 }
 
 fn configure(f: &Fixture) {
@@ -198,6 +206,142 @@ fn sign_errors_match_the_reference() {
         (e.code, e.message.as_str()),
         (Code::NotFound, "key \"some-other-id\" not found")
     );
+}
+
+/// The Key Vault name and version `id` signs with.
+fn cached_name_and_version(f: &Fixture, id: &str) -> (String, String) {
+    let e = f.km.active().unwrap().cache.get(id).unwrap();
+    (e.name.clone(), e.version.clone())
+}
+
+#[test]
+fn a_substituted_or_corrupted_signature_is_an_error_never_returned() {
+    use super::testing::SignFault;
+    let f = fixture();
+    configure(&f);
+    let cases = [
+        (KeyType::EcP256, HashAlgorithm::Sha256, false),
+        (KeyType::EcP384, HashAlgorithm::Sha384, false),
+        (KeyType::Rsa2048, HashAlgorithm::Sha256, false),
+        (KeyType::Rsa2048, HashAlgorithm::Sha512, true),
+    ];
+    for (i, (kt, h, pss)) in cases.into_iter().enumerate() {
+        let id = format!("spireKeyID-{i}");
+        let pk = f.km.generate_key(&id, kt).unwrap();
+        let (name, version) = cached_name_and_version(&f, &id);
+        let opts = if pss {
+            SignerOpts::Pss {
+                hash: h,
+                salt_length: -1,
+            }
+        } else {
+            SignerOpts::Hash(h)
+        };
+        for fault in [SignFault::OtherKey, SignFault::Corrupt] {
+            f.vault.fault_signatures(fault, 1);
+            let calls = f.vault.calls("sign");
+            let e = f.km.sign_data(&id, &digest(h), opts).unwrap_err();
+            assert_eq!(e.code, Code::Internal, "{kt:?} {fault:?}");
+            assert_eq!(
+                e.message,
+                format!("failed to sign: Key Vault returned a signature that does not verify with key {name:?} version {version:?}"),
+                "{kt:?} {fault:?}"
+            );
+            // A wrong answer is not retried.
+            assert_eq!(f.vault.calls("sign"), calls + 1);
+        }
+        // The key itself is fine: the next signature verifies.
+        let sig = f.km.sign_data(&id, &digest(h), opts).unwrap();
+        verify(&pk.pkix_data, h, pss, &sig.signature);
+    }
+}
+
+/// A key type to insert, a rewrite of its JWK, and why the result is refused.
+type UnsupportedJwk = (&'static str, fn(&mut JsonWebKey), &'static str);
+
+/// JWK rewrites that make a key this plugin must not use, and the reason it gives.
+fn unsupported_jwks() -> [UnsupportedJwk; 5] {
+    fn b64(b: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    }
+    fn modulus(k: &JsonWebKey) -> Vec<u8> {
+        convert::decode_b64(k.n.as_deref().unwrap()).unwrap()
+    }
+    [
+        (
+            "RSA",
+            |k| k.e = Some(b64(&[1])),
+            "unsupported RSA exponent: 1 (must be odd, 3 to 2^31-1)",
+        ),
+        (
+            "RSA",
+            |k| k.e = Some(b64(&[1, 0, 0, 0, 1])),
+            "unsupported RSA exponent: larger than 2^31-1",
+        ),
+        (
+            "RSA",
+            |k| {
+                let mut n = modulus(k);
+                n[0] = 0x7f;
+                k.n = Some(b64(&n));
+            },
+            "unsupported RSA key size: 2047 bits",
+        ),
+        (
+            "RSA",
+            |k| k.crv = Some("P-256".into()),
+            "RSA key with EC members (crv, x or y)",
+        ),
+        (
+            "EC",
+            |k| k.e = Some("AQAB".into()),
+            "EC key with RSA members (n or e)",
+        ),
+    ]
+}
+
+#[test]
+fn discovered_keys_of_an_unsupported_spec_are_refused_naming_the_key() {
+    for (kty, edit, reason) in unsupported_jwks() {
+        let f = fixture();
+        let tags = [("spire-server-td", TD), ("spire-server-id", SID)];
+        let version = f.vault.insert(CA_A_NEW, kty, &tags, 1.7e9, 1.7e9);
+        f.vault.edit_jwk(CA_A_NEW, edit);
+        let e = f.km.configure(Some(&core()), &standard_hcl()).unwrap_err();
+        assert_eq!(e.code, Code::Internal);
+        assert_eq!(
+            e.message,
+            format!("failed to fetch key entry details: unsupported key spec: {reason} (key {CA_A_NEW:?} version {version:?})")
+        );
+    }
+}
+
+#[test]
+fn a_shared_key_version_of_an_unsupported_spec_is_never_adopted() {
+    const SHARED: &str = "spire-test-example-org-JWT-Signer-A";
+    let hcl = shared_hcl();
+    let (_, edit, reason) = unsupported_jwks()[0];
+    let f = fixture();
+    f.km.configure(Some(&core()), &hcl).unwrap();
+    // Another server just made a fresh version, which this plugin cannot use.
+    let now = crate::clock::unix_seconds(f.clock.now());
+    let version = f
+        .vault
+        .insert(SHARED, "RSA", &[("spire-server-td", TD)], now, now);
+    f.vault.edit_jwk(SHARED, edit);
+    let e =
+        f.km.generate_key("JWT-Signer-A", KeyType::Rsa2048)
+            .unwrap_err();
+    assert_eq!(e.code, Code::Internal);
+    assert_eq!(
+        e.message,
+        format!("unsupported key spec: {reason} (key {SHARED:?} version {version:?})")
+    );
+    assert!(f.km.get_public_key("JWT-Signer-A").is_err());
+    // Nor loaded at start.
+    let e = f.km.configure(Some(&core()), &hcl).unwrap_err();
+    assert!(e.message.contains("unsupported key spec"), "{}", e.message);
 }
 
 #[test]
@@ -506,10 +650,7 @@ fn signing_never_mismatches_under_concurrent_rotation() {
 #[test]
 fn shared_keys_converge_and_stay_per_server_for_x509() {
     let f = fixture();
-    let hcl = format!(
-        "{}\nshared_keys {{\n jwt_key_template = \"spire-{{{{ .TrustDomain | replace \\\".\\\" \\\"-\\\" }}}}-{{{{ .KeyID }}}}\"\n key_id_extraction_regex = \"^spire-test-example-org-(.+)$\"\n}}",
-        standard_hcl()
-    );
+    let hcl = shared_hcl();
     f.km.configure(Some(&core()), &hcl).unwrap();
     let jwt = f.km.generate_key("JWT-Signer-A", KeyType::EcP256).unwrap();
     assert!(

@@ -77,7 +77,8 @@ pub enum Route {
 }
 
 /// What an injected fault does to a matching request. Faults other than `Latency`,
-/// `WrongSignatureLength` and `WrongKeyType` answer without touching the vault state.
+/// `WrongSignatureLength`, `ForeignSignature` and `WrongKeyType` answer without touching the
+/// vault state.
 #[derive(Clone, Debug)]
 pub enum FaultKind {
     /// `body: None` → a Key Vault error JSON (an Entra-style error JSON on Token /
@@ -97,6 +98,9 @@ pub enum FaultKind {
     DropConnection,
     /// Sign only: 200 with a signature 1 byte short.
     WrongSignatureLength,
+    /// Addition to the agreed API. Sign only: 200 with a valid signature of the requested
+    /// digest and algorithm by a fresh key of the same type (a substituted key or answer).
+    ForeignSignature,
     /// Get/Create only: 200 whose JWK has another kty/crv than stored.
     WrongKeyType,
 }
@@ -741,13 +745,16 @@ fn dispatch(shared: &Shared, kind: ListenerKind, req: &Request) -> Reply {
             }
         }
         // Post-processing kinds are never returned by take_fault(.., false).
-        Some(FaultKind::WrongSignatureLength) | Some(FaultKind::WrongKeyType) | None => {
-            Reply::Send(serve(shared, route, op, req))
-        }
+        Some(FaultKind::WrongSignatureLength)
+        | Some(FaultKind::ForeignSignature)
+        | Some(FaultKind::WrongKeyType)
+        | None => Reply::Send(serve(shared, route, op, req)),
     };
 
     let reply = match reply {
-        Reply::Send(resp) if resp.status == 200 => Reply::Send(post_fault(shared, route, resp)),
+        Reply::Send(resp) if resp.status == 200 => {
+            Reply::Send(post_fault(shared, route, req, resp))
+        }
         other => other,
     };
 
@@ -830,12 +837,14 @@ fn take_fault(shared: &Shared, route: Route, post: bool) -> Option<FaultKind> {
         let route_ok = f.route == Route::Any || f.route == route;
         let is_post = matches!(
             f.kind,
-            FaultKind::WrongSignatureLength | FaultKind::WrongKeyType
+            FaultKind::WrongSignatureLength | FaultKind::ForeignSignature | FaultKind::WrongKeyType
         );
         route_ok
             && is_post == post
             && match f.kind {
-                FaultKind::WrongSignatureLength => route == Route::Sign,
+                FaultKind::WrongSignatureLength | FaultKind::ForeignSignature => {
+                    route == Route::Sign
+                }
                 FaultKind::WrongKeyType => matches!(route, Route::GetKey | Route::CreateKey),
                 _ => true,
             }
@@ -849,12 +858,13 @@ fn take_fault(shared: &Shared, route: Route, post: bool) -> Option<FaultKind> {
     Some(kind)
 }
 
-fn post_fault(shared: &Shared, route: Route, resp: Response) -> Response {
+fn post_fault(shared: &Shared, route: Route, req: &Request, resp: Response) -> Response {
     if !matches!(route, Route::Sign | Route::GetKey | Route::CreateKey) {
         return resp;
     }
     match take_fault(shared, route, true) {
         Some(FaultKind::WrongSignatureLength) => vault::shorten_signature(resp),
+        Some(FaultKind::ForeignSignature) => vault::foreign_signature(req, resp),
         Some(FaultKind::WrongKeyType) => vault::swap_key_type(resp),
         _ => resp,
     }

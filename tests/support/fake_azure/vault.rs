@@ -715,6 +715,39 @@ pub(super) fn shorten_signature(resp: Response) -> Response {
     })
 }
 
+/// Fault: re-signs the requested digest with a fresh key of the type the answer's algorithm
+/// and signature length imply (RSA size from the signature length).
+pub(super) fn foreign_signature(req: &Request, resp: Response) -> Response {
+    let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+    let alg = body.get("alg").and_then(Value::as_str).unwrap_or("");
+    let Some(digest) = body
+        .get("value")
+        .and_then(Value::as_str)
+        .and_then(b64_decode_lenient)
+    else {
+        return resp;
+    };
+    rewrite_json(resp, |v| {
+        let sig_len = v
+            .get("value")
+            .and_then(Value::as_str)
+            .and_then(b64_decode_lenient)
+            .map_or(0, |s| s.len());
+        let kind = match alg {
+            "ES256" => FakeKeyType::EcP256,
+            "ES384" => FakeKeyType::EcP384,
+            _ if sig_len == 512 => FakeKeyType::Rsa4096,
+            _ => FakeKeyType::Rsa2048,
+        };
+        if let (Ok(sig), Some(obj)) = (
+            Material::generate(kind).sign(alg, &digest),
+            v.as_object_mut(),
+        ) {
+            obj.insert("value".into(), Value::String(b64url(&sig)));
+        }
+    })
+}
+
 /// Fault: the JWK claims another key type / curve than stored.
 pub(super) fn swap_key_type(resp: Response) -> Response {
     rewrite_json(resp, |v| {
