@@ -16,7 +16,7 @@ const TD: &str = "example.com";
 const TEMPLATE: &str = r#"spire-{{ .TrustDomain | replace \".\" \"-\" }}-{{ .KeyID }}"#;
 const REGEX: &str = "^spire-[^-]+-(.+)$";
 /// Short coordination waits: the fake answers in microseconds, far below these.
-const SHARED_TIMING: &str = "settle=400ms,claim_wait=400ms,jitter=300ms,poll=100ms,peer_wait=10s";
+const SHARED_TIMING: &str = "settle=400ms,claim_wait=400ms,jitter=300ms,poll=100ms";
 
 fn shared_hcl(fake: &FakeAzure, server_id: &str, template: &str, regex: &str) -> String {
     format!(

@@ -77,8 +77,8 @@ pub enum Route {
 }
 
 /// What an injected fault does to a matching request. Faults other than `Latency`,
-/// `WrongSignatureLength`, `ForeignSignature` and `WrongKeyType` answer without touching the
-/// vault state.
+/// `LoseResponse`, `WrongSignatureLength`, `ForeignSignature` and `WrongKeyType` answer without
+/// touching the vault state.
 #[derive(Clone, Debug)]
 pub enum FaultKind {
     /// `body: None` → a Key Vault error JSON (an Entra-style error JSON on Token /
@@ -96,6 +96,9 @@ pub enum FaultKind {
     TruncatedBody,
     /// Close the socket without answering.
     DropConnection,
+    /// Addition to the agreed API: serve the request (the vault state changes), then close the
+    /// socket without answering, as when a response is lost on its way back.
+    LoseResponse,
     /// Sign only: 200 with a signature 1 byte short.
     WrongSignatureLength,
     /// Addition to the agreed API. Sign only: 200 with a valid signature of the requested
@@ -389,6 +392,18 @@ impl FakeAzure {
             material: Arc::new(material),
         });
         version
+    }
+
+    /// Addition to the agreed API: moves the `created` and `updated` times of every version of
+    /// `name` back by `secs` (a key made that long ago); no-op for an unknown name.
+    pub fn age_key(&self, name: &str, secs: f64) {
+        let mut st = self.shared.state();
+        if let Some(k) = st.keys.get_mut(&name.to_ascii_lowercase()) {
+            for v in &mut k.versions {
+                v.created -= secs;
+                v.updated -= secs;
+            }
+        }
     }
 
     /// Every key including soft-deleted ones, sorted by (case-insensitive) name.
@@ -737,6 +752,10 @@ fn dispatch(shared: &Shared, kind: ListenerKind, req: &Request) -> Reply {
             b"{\"value\": [{\"kid\": \"https://127.0.0.1/keys/trunc".to_vec(),
         )),
         Some(FaultKind::DropConnection) => Reply::Drop,
+        Some(FaultKind::LoseResponse) => {
+            let _ = serve(shared, route, op, req);
+            Reply::Drop
+        }
         Some(FaultKind::Latency(d)) => {
             if shared.sleep(d) {
                 Reply::Send(serve(shared, route, op, req))
