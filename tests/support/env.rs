@@ -28,7 +28,15 @@ pub fn plugin_env(fake: &FakeAzure, extra: &[(&str, &str)]) -> Vec<(String, Stri
 /// Standard-mode `plugin_data` with static credentials accepted by the fake.
 pub fn standard_hcl(fake: &FakeAzure, server_id: &str) -> String {
     format!(
-        "key_vault_uri = \"{}\"\nkey_identifier_value = \"{server_id}\"\ntenant_id = \"{}\"\napp_id = \"{}\"\napp_secret = \"{}\"\n",
+        "{}key_identifier_value = \"{server_id}\"\n",
+        vault_hcl(fake)
+    )
+}
+
+/// `standard_hcl` without a key identifier: the vault URI and the static credentials.
+pub fn vault_hcl(fake: &FakeAzure) -> String {
+    format!(
+        "key_vault_uri = \"{}\"\ntenant_id = \"{}\"\napp_id = \"{}\"\napp_secret = \"{}\"\n",
         fake.vault_uri(),
         FakeAzure::TENANT,
         FakeAzure::CLIENT_ID,
