@@ -1,7 +1,8 @@
 //! HTTP plumbing shared by Key Vault, Entra ID and managed identity calls: a pooled `ureq`
-//! agent (rustls with the system roots plus `SSL_CERT_FILE` / `SSL_CERT_DIR`), proxies from
-//! `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY`, and the retry policy (408/429/5xx and transport
-//! errors, `Retry-After` honored, bounded back-off slept through the injectable [`Clock`]).
+//! agent (rustls with the system roots plus `SSL_CERT_FILE` / `SSL_CERT_DIR`), `http` and
+//! `https` proxies from `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY`, and the retry
+//! policy (408/429/5xx and transport errors, `Retry-After` honored, bounded back-off slept
+//! through the injectable [`Clock`]).
 //!
 //! Requests and responses are plain structs so the retry logic can be unit-tested with a
 //! scripted [`Transport`]. Neither type implements a `Debug` that could print a header value
@@ -574,8 +575,44 @@ fn never_proxied(host: &str) -> bool {
     }
 }
 
-fn first_env<'a>(env: &'a EnvSnapshot, names: &[&str]) -> Option<&'a str> {
-    names.iter().find_map(|n| env_get(env, n))
+/// The first of `names` that is set, with its value.
+fn first_env<'a>(env: &'a EnvSnapshot, names: &[&'a str]) -> Option<(&'a str, &'a str)> {
+    names.iter().find_map(|n| env_get(env, n).map(|v| (*n, v)))
+}
+
+/// The proxy named by the first of `names` that is set. Only `http` and `https` (CONNECT)
+/// proxies are supported; a value without a scheme is an `http` proxy, as curl and the Go SDK
+/// read it. Any other scheme is a configuration error: ureq, built without SOCKS support,
+/// would otherwise connect directly, bypassing the proxy the operator asked for.
+fn proxy_from_env(env: &EnvSnapshot, names: &[&str]) -> Result<Option<ureq::Proxy>, AzureError> {
+    let Some((name, value)) = first_env(env, names) else {
+        return Ok(None);
+    };
+    let with_scheme = match value.split_once("://") {
+        Some((scheme, _))
+            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
+        {
+            value.to_string()
+        }
+        Some((scheme, _)) => {
+            // The scheme only: the rest of the value may hold the proxy's password.
+            let shown: String = scheme.chars().take(20).collect();
+            return Err(AzureError::Config(format!(
+                "{name} uses the proxy scheme {shown:?}; only http and https proxies are \
+                 supported (a value without a scheme is an http proxy)"
+            )));
+        }
+        None => format!("http://{value}"),
+    };
+    let invalid = || AzureError::Config(format!("{name} is not a valid proxy URL"));
+    // ureq takes `proxy:port` (a port that is no number) as port 80: check `host[:port]` first.
+    let rest = with_scheme.split_once("://").map_or("", |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    split_host_port(host_port).ok_or_else(invalid)?;
+    ureq::Proxy::new(&with_scheme)
+        .map(Some)
+        .map_err(|_| invalid())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -772,17 +809,9 @@ impl UreqTransport {
             ureq::Agent::with_parts(config, super::tcp::connector(), CachingResolver::default())
         };
         let route = |names: &[&str]| -> Result<Option<ProxyRoute>, AzureError> {
-            let Some(value) = first_env(env, names) else {
+            let Some(proxy) = proxy_from_env(env, names)? else {
                 return Ok(None);
             };
-            let with_scheme = if value.contains("://") {
-                value.to_string()
-            } else {
-                format!("http://{value}")
-            };
-            let proxy = ureq::Proxy::new(&with_scheme).map_err(|_| {
-                AzureError::Config(format!("{} is not a valid proxy URL", names[0]))
-            })?;
             let display = format!("{}:{}", proxy.host(), proxy.port());
             Ok(Some(ProxyRoute {
                 agent: make_agent(Some(proxy)),
@@ -791,7 +820,11 @@ impl UreqTransport {
         };
         let https_proxy = route(&["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"])?;
         let http_proxy = route(&["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"])?;
-        let no_proxy = NoProxy::parse(first_env(env, &["NO_PROXY", "no_proxy"]).unwrap_or(""));
+        let no_proxy = NoProxy::parse(
+            first_env(env, &["NO_PROXY", "no_proxy"])
+                .map(|(_, v)| v)
+                .unwrap_or(""),
+        );
         if let Some(p) = &https_proxy {
             debug!("https requests go through proxy {}", p.display);
         }
@@ -1282,6 +1315,93 @@ pub(crate) mod tests {
             t.https_proxy.as_ref().unwrap().display,
             "proxy.example:3128"
         );
+    }
+
+    #[test]
+    fn only_http_and_https_proxies_are_accepted() {
+        let env_with = |name: &str, value: &str| {
+            let mut env = EnvSnapshot::new();
+            env.insert(name.to_string(), value.to_string());
+            env
+        };
+        let names = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"];
+        for (name, value, host, port) in [
+            (
+                "HTTPS_PROXY",
+                "http://proxy.example:3128",
+                "proxy.example",
+                3128,
+            ),
+            (
+                "https_proxy",
+                "HTTPS://secure.example",
+                "secure.example",
+                443,
+            ),
+            (
+                "ALL_PROXY",
+                "user:pw@proxy.example:8080",
+                "proxy.example",
+                8080,
+            ),
+            // No scheme: an http proxy, as curl and the Go SDK read it.
+            ("all_proxy", "proxy:3128", "proxy", 3128),
+        ] {
+            let proxy = proxy_from_env(&env_with(name, value), &names)
+                .unwrap()
+                .unwrap();
+            assert_eq!((proxy.host(), proxy.port()), (host, port), "{value}");
+            assert!(matches!(
+                proxy.protocol(),
+                ureq::ProxyProtocol::Http | ureq::ProxyProtocol::Https
+            ));
+        }
+        for (name, value, scheme) in [
+            ("HTTPS_PROXY", "socks5://proxy.example:1080", "socks5"),
+            ("https_proxy", "socks4://proxy.example:1080", "socks4"),
+            (
+                "ALL_PROXY",
+                "SOCKS5H://user:hunter2@proxy.example",
+                "SOCKS5H",
+            ),
+            ("all_proxy", "ftp://proxy.example", "ftp"),
+        ] {
+            let e = proxy_from_env(&env_with(name, value), &names).unwrap_err();
+            let AzureError::Config(m) = &e else {
+                panic!("{value}: {e:?}");
+            };
+            assert!(
+                m.starts_with(&format!("{name} uses the proxy scheme \"{scheme}\"")),
+                "{m}"
+            );
+            assert!(m.contains("only http and https"), "{m}");
+            assert!(!m.contains("hunter2"), "{m}");
+        }
+        for garbage in [
+            "http://",
+            "proxy:port",
+            "a b:80",
+            "http://[::1:80",
+            "http://user:pw@",
+            "proxy:99999",
+        ] {
+            let e = proxy_from_env(&env_with("HTTPS_PROXY", garbage), &names)
+                .map(|p| p.map(|p| format!("{}:{}", p.host(), p.port())))
+                .unwrap_err();
+            assert_eq!(
+                e,
+                AzureError::Config("HTTPS_PROXY is not a valid proxy URL".into()),
+                "{garbage}"
+            );
+        }
+        // The transport refuses to start rather than connect directly.
+        let e = UreqTransport::from_env(&env_with("ALL_PROXY", "socks5://p:1080"))
+            .err()
+            .unwrap();
+        assert!(matches!(e, AzureError::Config(m) if m.contains("ALL_PROXY")));
+        assert!(proxy_from_env(&EnvSnapshot::new(), &names)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
