@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::auth::{
     describe_token_error, parse_token_response, validate_tenant, ClientSecretCredential, TokenCache,
 };
-use super::challenge::{decide, vault_in_resource_domain, Challenge, Decision};
+use super::challenge::{decide, vault_in_resource_domain, AllowedTenants, Challenge, Decision};
 use super::http::{
     parse_retry_after, retry_after_hint, HttpClient, HttpRequest, HttpResponse, RetryPolicy,
     Transport, TransportError, Url,
@@ -209,8 +209,21 @@ fn challenges_never_redirect_a_token_outside_the_vault_domain() {
         let _ = ch.scope();
         let host = *rng.pick(&hosts);
         let current = *rng.pick(&scopes);
-        match decide(&ch, current, host) {
+        // Half the time only the seeds' tenant is allowed; a followed tenant must be allowed.
+        let allowed = if rng.one_in(2) {
+            AllowedTenants::new(Some(TENANT), None)
+        } else {
+            AllowedTenants::default()
+        };
+        let followed_tenant_is_allowed = |t: &Option<String>| {
+            assert!(
+                t.as_deref().is_none_or(|t| allowed.check(t).is_ok()),
+                "{header:?} followed to tenant {t:?}"
+            )
+        };
+        match decide(&ch, current, host, &allowed) {
             Decision::SwitchScope { scope, tenant } => {
+                followed_tenant_is_allowed(&tenant);
                 switched += 1;
                 assert!(
                     vault_in_resource_domain(host, &scope),
@@ -221,7 +234,10 @@ fn challenges_never_redirect_a_token_outside_the_vault_domain() {
                 }
                 assert_eq!(tenant, ch.tenant());
             }
-            Decision::RetrySameScope { tenant } => assert_eq!(tenant, ch.tenant()),
+            Decision::RetrySameScope { tenant } => {
+                followed_tenant_is_allowed(&tenant);
+                assert_eq!(tenant, ch.tenant());
+            }
             Decision::Refuse(m) => assert!(!m.is_empty()),
         }
     }

@@ -1,8 +1,9 @@
 //! The Key Vault keys REST client (`KeyVaultApi` over `HttpClient` + `TokenCache`).
 //!
 //! - The bearer token for the vault's cloud scope is sent up front. A 401 is answered once:
-//!   the challenge is parsed and checked (see `challenge`), a fresh token fetched, the request
-//!   re-sent; a second 401 is an error. The tenant/scope learned that way are kept.
+//!   the challenge is parsed and checked (see `challenge`: its resource must contain the vault,
+//!   its tenant must be allowed), a fresh token fetched, the request re-sent; a second 401 is an
+//!   error. The tenant/scope learned that way are kept.
 //! - Lists follow `nextLink` to the end (empty pages included), and only to the vault's own
 //!   host: the token is never sent anywhere else.
 //! - Error bodies become `AzureError::Service` with the innermost `innererror.code`; a 403
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::azure::auth::TokenCache;
-use crate::azure::challenge::{decide, Challenge, Decision};
+use crate::azure::challenge::{decide, AllowedTenants, Challenge, Decision};
 use crate::azure::http::{percent_encode, HttpClient, HttpRequest, HttpResponse, Url};
 use crate::azure::types::{
     AzureError, CreateKeyParams, KeyBundle, KeyItem, KeyVaultApi, UpdateKeyParams,
@@ -128,6 +129,8 @@ pub struct KeyVaultClient {
     http: Arc<HttpClient>,
     tokens: Arc<TokenCache>,
     target: Mutex<AuthTarget>,
+    /// Tenants a 401 challenge may send the credential to.
+    tenants: AllowedTenants,
 }
 
 impl fmt::Debug for KeyVaultClient {
@@ -176,7 +179,20 @@ impl KeyVaultClient {
                 tenant: None,
                 scope,
             }),
+            tenants: AllowedTenants::default(),
         }
+    }
+
+    /// Restricts the tenants a challenge may name (by default any: the token endpoint decides,
+    /// as for managed identity).
+    pub fn with_allowed_tenants(mut self, tenants: AllowedTenants) -> Self {
+        self.tenants = tenants;
+        self
+    }
+
+    /// The tenants a challenge may name.
+    pub fn allowed_tenants(&self) -> &AllowedTenants {
+        &self.tenants
     }
 
     pub fn api_version(&self) -> &str {
@@ -255,7 +271,13 @@ impl KeyVaultClient {
         let Some(challenge) = challenge else {
             return Err(service_error(op, &resp));
         };
-        let (tenant, scope) = match decide(&challenge, &target.scope, &self.vault.url.authority()) {
+        let decision = decide(
+            &challenge,
+            &target.scope,
+            &self.vault.url.authority(),
+            &self.tenants,
+        );
+        let (tenant, scope) = match decision {
             Decision::RetrySameScope { tenant } => (tenant.or(target.tenant), target.scope),
             Decision::SwitchScope { scope, tenant } => (tenant.or(target.tenant), scope),
             Decision::Refuse(m) => return Err(AzureError::Auth(m)),
@@ -618,6 +640,14 @@ mod tests {
         vault: &str,
         outcomes: Vec<HttpResponse>,
     ) -> (KeyVaultClient, Arc<Script>, Arc<Counter>) {
+        client_allowing(vault, outcomes, AllowedTenants::default())
+    }
+
+    fn client_allowing(
+        vault: &str,
+        outcomes: Vec<HttpResponse>,
+        tenants: AllowedTenants,
+    ) -> (KeyVaultClient, Arc<Script>, Arc<Counter>) {
         let clock = Arc::new(ManualClock::new(
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         ));
@@ -638,7 +668,8 @@ mod tests {
         let endpoint = VaultEndpoint::parse(vault).unwrap();
         let scope = crate::azure::cloud::scope_for_vault_host(&endpoint.url.host);
         (
-            KeyVaultClient::new(endpoint, "7.6".into(), scope, http, tokens),
+            KeyVaultClient::new(endpoint, "7.6".into(), scope, http, tokens)
+                .with_allowed_tenants(tenants),
             script,
             cred,
         )
@@ -876,6 +907,61 @@ mod tests {
                 "https://vault.azure.net/.default".to_string()
             )
         );
+    }
+
+    #[test]
+    fn challenge_tenant_must_be_configured_or_additionally_allowed() {
+        const OWN: &str = "00000000-0000-0000-0000-0000000000aa";
+        const FOREIGN: &str = "00000000-0000-0000-0000-0000000000bb";
+        let challenge = |tenant: &str| {
+            resp(
+                401,
+                &[(
+                    "WWW-Authenticate",
+                    &format!(
+                        r#"Bearer authorization="https://login.example/{tenant}", resource="https://vault.azure.net""#
+                    ),
+                )],
+                "",
+            )
+        };
+        let scope = "https://vault.azure.net/.default".to_string();
+        // The configured tenant, a listed one and `*` are followed: the fresh token comes
+        // from the challenge's tenant.
+        for (tenant, additional) in [
+            (OWN, None),
+            (FOREIGN, Some(format!("x.example;{FOREIGN}"))),
+            (FOREIGN, Some("*".to_string())),
+        ] {
+            let (c, script, cred) = client_allowing(
+                "https://v.vault.azure.net",
+                vec![challenge(tenant), resp(200, &[], BUNDLE)],
+                AllowedTenants::new(Some(OWN), additional.as_deref()),
+            );
+            c.get_key("k", None).unwrap();
+            assert_eq!(script.seen.lock().unwrap().len(), 2);
+            assert_eq!(
+                *cred.tenants.lock().unwrap(),
+                vec![
+                    (None, scope.clone()),
+                    (Some(tenant.to_string()), scope.clone())
+                ]
+            );
+        }
+        // Another tenant is refused: no token is requested from it, nothing is re-sent.
+        let (c, script, cred) = client_allowing(
+            "https://v.vault.azure.net",
+            vec![challenge(FOREIGN), resp(200, &[], BUNDLE)],
+            AllowedTenants::new(Some(OWN), Some("x.example")),
+        );
+        let e = c.get_key("k", None).unwrap_err();
+        let AzureError::Auth(m) = &e else {
+            panic!("{e:?}");
+        };
+        assert!(m.contains(FOREIGN) && m.contains(OWN), "{m}");
+        assert!(m.contains("AZURE_ADDITIONALLY_ALLOWED_TENANTS"), "{m}");
+        assert_eq!(*cred.tenants.lock().unwrap(), vec![(None, scope)]);
+        assert_eq!(script.seen.lock().unwrap().len(), 1);
     }
 
     #[test]

@@ -47,7 +47,8 @@ pub struct AzureSettings {
     pub vault_uri: String,
     /// Static credentials from the plugin config; when set they win over the default chain.
     pub static_credentials: Option<StaticCredentials>,
-    /// Environment snapshot (credential variables, `AZURE_AUTHORITY_HOST`, proxies, CA files).
+    /// Environment snapshot (credential variables, `AZURE_AUTHORITY_HOST`,
+    /// `AZURE_ADDITIONALLY_ALLOWED_TENANTS`, proxies, CA files).
     pub env: EnvSnapshot,
     /// Key Vault api-version; empty means [`DEFAULT_API_VERSION`].
     pub api_version: String,
@@ -79,6 +80,10 @@ pub fn connect(
     let http = Arc::new(http::HttpClient::from_env(&settings.env, clock.clone())?);
     let authority = cloud::authority_host(&vault.url.host, &settings.env)?;
     let scope = cloud::scope_for_vault_host(&vault.url.host);
+    let tenants = challenge::AllowedTenants::new(
+        auth::configured_tenant(settings.static_credentials.as_ref(), &settings.env).as_deref(),
+        env_get(&settings.env, challenge::ADDITIONALLY_ALLOWED_TENANTS),
+    );
     let credential = auth::build_credential(
         settings.static_credentials,
         &settings.env,
@@ -87,13 +92,9 @@ pub fn connect(
         clock.clone(),
     )?;
     let tokens = Arc::new(TokenCache::new(credential, clock));
-    Ok(Arc::new(KeyVaultClient::new(
-        vault,
-        api_version,
-        scope,
-        http,
-        tokens,
-    )))
+    Ok(Arc::new(
+        KeyVaultClient::new(vault, api_version, scope, http, tokens).with_allowed_tenants(tenants),
+    ))
 }
 
 /// A non-empty, trimmed environment value.
@@ -132,6 +133,31 @@ mod tests {
         let client = connect(settings("https://v.vault.azure.net"), clock).unwrap();
         assert_eq!(client.api_version(), DEFAULT_API_VERSION);
         assert_eq!(client.scope(), "https://vault.azure.net/.default");
+    }
+
+    #[test]
+    fn connect_allows_the_configured_and_listed_tenants() {
+        let clock = Arc::new(ManualClock::new(SystemTime::now()));
+        let mut s = settings("https://v.vault.azure.net");
+        s.env.insert("AZURE_TENANT_ID".into(), "env.example".into());
+        s.env.insert(
+            challenge::ADDITIONALLY_ALLOWED_TENANTS.into(),
+            "a.example; b.example".into(),
+        );
+        let client = connect(s.clone(), clock.clone()).unwrap();
+        assert_eq!(
+            client.allowed_tenants(),
+            &challenge::AllowedTenants::new(Some("env.example"), Some("a.example;b.example"))
+        );
+        s.static_credentials = Some(StaticCredentials {
+            tenant_id: "static.example".into(),
+            client_id: "c".into(),
+            client_secret: Secret::new("s"),
+        });
+        let client = connect(s, clock).unwrap();
+        assert!(client.allowed_tenants().check("static.example").is_ok());
+        assert!(client.allowed_tenants().check("b.example").is_ok());
+        assert!(client.allowed_tenants().check("env.example").is_err());
     }
 
     #[test]
