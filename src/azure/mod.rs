@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod challenge;
 pub mod cloud;
+pub mod deadline;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod http;
@@ -22,6 +23,7 @@ use crate::clock::Clock;
 use crate::secret::Secret;
 
 pub use auth::{AccessToken, Credential, CredentialError, TokenCache};
+pub use deadline::{Deadline, OPERATION_DEADLINE};
 pub use keyvault::KeyVaultClient;
 pub use types::{AzureError, KeyVaultApi};
 
@@ -70,10 +72,21 @@ impl fmt::Debug for AzureSettings {
 
 /// Builds the Key Vault client: validates the vault URI, loads TLS roots and proxy settings,
 /// and assembles the credential chain and token cache. Performs no network I/O; the first
-/// token is fetched by the first Key Vault call.
+/// token is fetched by the first Key Vault call. Each Key Vault operation is over within
+/// [`deadline::OPERATION_DEADLINE`].
 pub fn connect(
     settings: AzureSettings,
     clock: Arc<dyn Clock>,
+) -> Result<Arc<KeyVaultClient>, AzureError> {
+    connect_with_deadline(settings, clock, deadline::OPERATION_DEADLINE)
+}
+
+/// [`connect`] with another per-operation deadline. For tests that run a deadline out in real
+/// time and must stay short; the plugin uses `connect`.
+pub fn connect_with_deadline(
+    settings: AzureSettings,
+    clock: Arc<dyn Clock>,
+    operation_deadline: std::time::Duration,
 ) -> Result<Arc<KeyVaultClient>, AzureError> {
     let vault = keyvault::VaultEndpoint::parse(&settings.vault_uri)?;
     let api_version = keyvault::validate_api_version(&settings.api_version)?;
@@ -93,7 +106,9 @@ pub fn connect(
     )?;
     let tokens = Arc::new(TokenCache::new(credential, clock));
     Ok(Arc::new(
-        KeyVaultClient::new(vault, api_version, scope, http, tokens).with_allowed_tenants(tenants),
+        KeyVaultClient::new(vault, api_version, scope, http, tokens)
+            .with_allowed_tenants(tenants)
+            .with_operation_deadline(operation_deadline),
     ))
 }
 

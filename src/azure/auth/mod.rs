@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
+use crate::azure::deadline::Deadline;
 use crate::azure::http::HttpClient;
 use crate::azure::types::AzureError;
 use crate::azure::{EnvSnapshot, StaticCredentials};
@@ -80,6 +81,20 @@ pub trait Credential: Send + Sync {
     /// A new token for `scope` (`https://vault.azure.net/.default`), from `tenant` when given
     /// (a tenant learned from a challenge) or the credential's own.
     fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError>;
+
+    /// [`Credential::fetch`] with every network call over by `deadline` (the Key Vault
+    /// operation's). Every credential here that talks to the network overrides it; the default
+    /// suits those that do not (test fakes) and `ClientCertificateCredential`, which
+    /// `EnvironmentCredential` builds per request over an HTTP client bound to the deadline.
+    fn fetch_within(
+        &self,
+        tenant: Option<&str>,
+        scope: &str,
+        deadline: Deadline,
+    ) -> Result<AccessToken, CredentialError> {
+        let _ = deadline;
+        self.fetch(tenant, scope)
+    }
 }
 
 /// Builds the credential the plugin uses: the static secret alone when configured, else the
