@@ -15,9 +15,10 @@ use std::time::{Duration, SystemTime};
 use azkv::azure::http::log_record_allowed;
 use azkv::azure::types::{CreateKeyParams, UpdateKeyParams};
 use azkv::azure::{
-    connect, AzureError, AzureSettings, EnvSnapshot, KeyVaultApi, KeyVaultClient, StaticCredentials,
+    connect, connect_with_deadline, AzureError, AzureSettings, EnvSnapshot, KeyVaultApi,
+    KeyVaultClient, StaticCredentials,
 };
-use azkv::clock::ManualClock;
+use azkv::clock::{ManualClock, SystemClock};
 use azkv::secret::Secret;
 use support::fake_azure::{FakeAzure, FakeKeyType, FaultKind, Route};
 
@@ -571,6 +572,87 @@ fn retries_are_bounded_and_long_hints_are_not_waited_for() {
     assert!(clock.slept()[before..]
         .iter()
         .all(|d| *d <= Duration::from_secs(10)));
+}
+
+/// A client on the real clock whose operations each have `deadline`.
+fn real_time_client(fake: &FakeAzure, deadline: Duration) -> Arc<KeyVaultClient> {
+    capture_logs();
+    connect_with_deadline(
+        AzureSettings {
+            vault_uri: fake.vault_uri(),
+            static_credentials: Some(static_credentials()),
+            env: base_env(fake),
+            api_version: String::new(),
+        },
+        Arc::new(SystemClock),
+        deadline,
+    )
+    .unwrap()
+}
+
+/// Real time, against the fake over TLS: whatever the vault does (hang, keep throttling) and
+/// however slow the token endpoint is, a sign returns by its operation's deadline (3 s here;
+/// 25 s in the plugin). The margin covers the socket layer's slack and a loaded machine.
+#[test]
+fn a_sign_returns_within_its_deadline_whatever_the_vault_does() {
+    const DEADLINE: Duration = Duration::from_secs(3);
+    const MARGIN: Duration = Duration::from_millis(900);
+    let fake = FakeAzure::start();
+    let v = insert_ec(&fake, "k");
+    let digest = [7u8; 32];
+
+    // The vault hangs (for longer than one 12 s attempt).
+    let kv = real_time_client(&fake, DEADLINE);
+    kv.get_key("k", None).unwrap(); // token cached
+    fake.inject(Route::Sign, FaultKind::Latency(Duration::from_secs(20)), 1);
+    let started = std::time::Instant::now();
+    let e = kv.sign("k", &v, "ES256", &digest).unwrap_err();
+    let spent = started.elapsed();
+    assert!(matches!(e, AzureError::Transport(_)), "{e:?}");
+    assert!(spent < DEADLINE + MARGIN, "{spent:?}: {e}");
+
+    // The vault keeps throttling with Retry-After: 20.
+    let kv = real_time_client(&fake, DEADLINE);
+    fake.inject(
+        Route::Sign,
+        FaultKind::Status {
+            status: 429,
+            retry_after: Some("20".into()),
+            body: None,
+        },
+        100,
+    );
+    let started = std::time::Instant::now();
+    let e = kv.sign("k", &v, "ES256", &digest).unwrap_err();
+    let spent = started.elapsed();
+    assert_eq!(e.status(), Some(429), "{e}");
+    assert!(
+        e.to_string().contains("the vault asked to wait 20 s"),
+        "{e}"
+    );
+    assert!(spent < DEADLINE + MARGIN, "{spent:?}: {e}");
+
+    // The token endpoint takes 2 s of the 3; the hanging vault gets only the rest.
+    let fake = FakeAzure::start();
+    let v = insert_ec(&fake, "k");
+    let kv = real_time_client(&fake, DEADLINE);
+    fake.inject(Route::Token, FaultKind::Latency(Duration::from_secs(2)), 1);
+    fake.inject(Route::Sign, FaultKind::Latency(Duration::from_secs(20)), 1);
+    let started = std::time::Instant::now();
+    let e = kv.sign("k", &v, "ES256", &digest).unwrap_err();
+    let spent = started.elapsed();
+    assert!(spent < DEADLINE + MARGIN, "{spent:?}: {e}");
+    assert!(matches!(e, AzureError::Transport(_)), "{e:?}");
+    assert_eq!(fake.count(Route::Token), 1);
+    // The sign reached the vault (its fault was taken), and was not answered in time.
+    assert_eq!(fake.pending_faults(), 0);
+    assert_eq!(fake.count(Route::Sign), 0);
+
+    // With the vault answering again, a sign works as before.
+    let fake = FakeAzure::start();
+    let v = insert_ec(&fake, "k");
+    let kv = real_time_client(&fake, DEADLINE);
+    assert_eq!(kv.sign("k", &v, "ES256", &digest).unwrap().len(), 64);
 }
 
 #[test]

@@ -4,7 +4,9 @@
 //! parameters separated by commas and/or spaces.
 //!
 //! Only the tenant and the scope are taken from a challenge. The authority *host* is never
-//! followed: the client secret and assertions only ever go to the configured authority.
+//! followed: the client secret and assertions only ever go to the configured authority. The
+//! tenant is followed only when it is the configured one or listed in
+//! `AZURE_ADDITIONALLY_ALLOWED_TENANTS` (see [`AllowedTenants`]), as the Azure SDKs do.
 
 use crate::azure::cloud::normalize_resource;
 use crate::azure::http::Url;
@@ -174,6 +176,61 @@ impl Parser<'_> {
     }
 }
 
+/// The environment variable listing tenants a challenge may send a credential to besides its
+/// own, `;`-separated as the Azure SDKs read it; `*` allows any tenant.
+pub const ADDITIONALLY_ALLOWED_TENANTS: &str = "AZURE_ADDITIONALLY_ALLOWED_TENANTS";
+
+/// Which tenants a challenge may name. A vault (or anything answering on its address) must not
+/// be able to make the credential authenticate to a tenant the operator never chose.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowedTenants {
+    /// The credential's tenant (static config `tenant_id` or `AZURE_TENANT_ID`). `None` for
+    /// managed identity, which has no tenant of its own: any tenant is passed on and the token
+    /// endpoint decides.
+    configured: Option<String>,
+    additional: Vec<String>,
+    any: bool,
+}
+
+impl AllowedTenants {
+    /// `additional` is the value of [`ADDITIONALLY_ALLOWED_TENANTS`].
+    pub fn new(configured: Option<&str>, additional: Option<&str>) -> Self {
+        let additional: Vec<String> = additional
+            .unwrap_or("")
+            .split(';')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect();
+        AllowedTenants {
+            configured: configured
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+            any: additional.iter().any(|t| t == "*"),
+            additional,
+        }
+    }
+
+    /// `Err` with a message naming both tenants and the variable when `tenant` is not allowed.
+    pub fn check(&self, tenant: &str) -> Result<(), String> {
+        let Some(configured) = &self.configured else {
+            return Ok(());
+        };
+        let listed = |t: &String| t.eq_ignore_ascii_case(tenant);
+        if self.any || configured.eq_ignore_ascii_case(tenant) || self.additional.iter().any(listed)
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "the vault's 401 challenge asks for a token from tenant {tenant:?}, but the credential \
+             is configured for tenant {configured:?}; refusing to authenticate to another tenant. \
+             If the vault belongs to {tenant:?}, add it to {ADDITIONALLY_ALLOWED_TENANTS} \
+             (';'-separated, '*' allows any tenant)"
+        ))
+    }
+}
+
 /// What to do about a challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -211,9 +268,18 @@ pub fn vault_in_resource_domain(vault_host: &str, resource: &str) -> bool {
     !rhost.is_empty() && vhost.ends_with(&format!(".{rhost}"))
 }
 
-/// Decides how to answer `challenge`, given the scope of the rejected token and the vault host.
-pub fn decide(challenge: &Challenge, current_scope: &str, vault_host: &str) -> Decision {
+/// Decides how to answer `challenge`, given the scope of the rejected token, the vault host and
+/// the tenants a token may be requested from.
+pub fn decide(
+    challenge: &Challenge,
+    current_scope: &str,
+    vault_host: &str,
+    tenants: &AllowedTenants,
+) -> Decision {
     let tenant = challenge.tenant();
+    if let Some(Err(m)) = tenant.as_deref().map(|t| tenants.check(t)) {
+        return Decision::Refuse(m);
+    }
     let Some(scope) = challenge.scope() else {
         return Decision::RetrySameScope { tenant };
     };
@@ -355,12 +421,18 @@ mod tests {
 
     #[test]
     fn decisions() {
+        let any = AllowedTenants::default();
         let same = Challenge::parse(&format!(
             r#"Bearer authorization="https://login.windows.net/{TENANT}", resource="https://vault.azure.net""#
         ))
         .unwrap();
         assert_eq!(
-            decide(&same, "https://vault.azure.net/.default", "127.0.0.1:8443"),
+            decide(
+                &same,
+                "https://vault.azure.net/.default",
+                "127.0.0.1:8443",
+                &any
+            ),
             Decision::RetrySameScope {
                 tenant: Some(TENANT.into())
             }
@@ -372,7 +444,8 @@ mod tests {
             decide(
                 &hsm,
                 "https://vault.azure.net/.default",
-                "h.managedhsm.azure.net"
+                "h.managedhsm.azure.net",
+                &any
             ),
             Decision::SwitchScope {
                 scope: "https://managedhsm.azure.net/.default".into(),
@@ -382,7 +455,12 @@ mod tests {
         // ...but not one the vault host is outside of.
         let rogue = Challenge::parse(r#"Bearer resource="https://attacker.example""#).unwrap();
         assert!(matches!(
-            decide(&rogue, "https://vault.azure.net/.default", "v.vault.azure.net"),
+            decide(
+                &rogue,
+                "https://vault.azure.net/.default",
+                "v.vault.azure.net",
+                &any
+            ),
             Decision::Refuse(m) if m.contains("attacker.example")
         ));
         let lowkey = Challenge::parse(r#"Bearer resource="https://localhost:8443""#).unwrap();
@@ -390,13 +468,86 @@ mod tests {
             decide(
                 &lowkey,
                 "https://vault.azure.net/.default",
-                "localhost:8443"
+                "localhost:8443",
+                &any
             ),
             Decision::Refuse(_)
         ));
         // Nothing named: retry as we were.
         assert_eq!(
-            decide(&Challenge::default(), "s", "h"),
+            decide(&Challenge::default(), "s", "h", &any),
+            Decision::RetrySameScope { tenant: None }
+        );
+    }
+
+    const OTHER: &str = "11111111-2222-3333-4444-555555555555";
+
+    fn challenge_from(tenant: &str) -> Challenge {
+        Challenge::parse(&format!(
+            r#"Bearer authorization="https://login.microsoftonline.com/{tenant}", resource="https://vault.azure.net""#
+        ))
+        .unwrap()
+    }
+
+    fn decide_for(tenant: &str, allowed: &AllowedTenants) -> Decision {
+        decide(
+            &challenge_from(tenant),
+            "https://vault.azure.net/.default",
+            "v.vault.azure.net",
+            allowed,
+        )
+    }
+
+    #[test]
+    fn challenge_tenants_are_followed_only_when_allowed() {
+        let follow = |t: &str| Decision::RetrySameScope {
+            tenant: Some(t.to_string()),
+        };
+        // The configured tenant (any case).
+        let own = AllowedTenants::new(Some(TENANT), None);
+        assert_eq!(decide_for(TENANT, &own), follow(TENANT));
+        let upper = TENANT.to_ascii_uppercase();
+        assert_eq!(decide_for(&upper, &own), follow(&upper));
+        // A listed one, among spaces and empty entries.
+        let listed = AllowedTenants::new(
+            Some(TENANT),
+            Some(&format!(" contoso.onmicrosoft.com ;; {OTHER} ;")),
+        );
+        assert_eq!(decide_for(OTHER, &listed), follow(OTHER));
+        assert_eq!(
+            decide_for("contoso.onmicrosoft.com", &listed),
+            follow("contoso.onmicrosoft.com")
+        );
+        // `*` allows any.
+        let star = AllowedTenants::new(Some(TENANT), Some("a.example;*"));
+        assert_eq!(decide_for(OTHER, &star), follow(OTHER));
+        // No tenant configured (managed identity): the token endpoint decides.
+        assert_eq!(
+            decide_for(OTHER, &AllowedTenants::new(None, None)),
+            follow(OTHER)
+        );
+        // Anything else is refused with a message naming both tenants and the variable.
+        for allowed in [
+            AllowedTenants::new(Some(TENANT), None),
+            AllowedTenants::new(Some(TENANT), Some("contoso.onmicrosoft.com;")),
+            AllowedTenants::new(Some(TENANT), Some("**")),
+        ] {
+            let Decision::Refuse(m) = decide_for(OTHER, &allowed) else {
+                panic!("{allowed:?} followed {OTHER}");
+            };
+            assert!(m.contains(OTHER), "{m}");
+            assert!(m.contains(TENANT), "{m}");
+            assert!(m.contains("AZURE_ADDITIONALLY_ALLOWED_TENANTS"), "{m}");
+        }
+        // A challenge without a tenant is not subject to the rule.
+        let no_tenant = Challenge::parse(r#"Bearer resource="https://vault.azure.net""#).unwrap();
+        assert_eq!(
+            decide(
+                &no_tenant,
+                "https://vault.azure.net/.default",
+                "v.vault.azure.net",
+                &AllowedTenants::new(Some(TENANT), None)
+            ),
             Decision::RetrySameScope { tenant: None }
         );
     }

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::auth::{
     describe_token_error, parse_token_response, validate_tenant, ClientSecretCredential, TokenCache,
 };
-use super::challenge::{decide, vault_in_resource_domain, Challenge, Decision};
+use super::challenge::{decide, vault_in_resource_domain, AllowedTenants, Challenge, Decision};
 use super::http::{
     parse_retry_after, retry_after_hint, HttpClient, HttpRequest, HttpResponse, RetryPolicy,
     Transport, TransportError, Url,
@@ -65,6 +65,7 @@ fn retry_after_parsing_is_total() {
             status: 429,
             headers,
             body: Vec::new(),
+            refused_wait: None,
         };
         let _ = retry_after_hint(&resp, now());
     }
@@ -85,6 +86,7 @@ fn regression_huge_millisecond_hints_do_not_panic() {
                 status: 429,
                 headers: vec![(name.to_string(), v.to_string())],
                 body: Vec::new(),
+                refused_wait: None,
             };
             let hint = retry_after_hint(&resp, now()).expect("a huge hint is still a hint");
             assert!(hint > RetryPolicy::default().max_delay);
@@ -106,7 +108,11 @@ struct FuzzTransport {
 }
 
 impl Transport for FuzzTransport {
-    fn execute(&self, req: &HttpRequest) -> Result<HttpResponse, TransportError> {
+    fn execute(
+        &self,
+        req: &HttpRequest,
+        _timeout: Duration,
+    ) -> Result<HttpResponse, TransportError> {
         self.sent.lock().unwrap().push((
             req.url.clone(),
             req.headers.clone(),
@@ -141,6 +147,7 @@ fn retries_stay_bounded_whatever_the_hints() {
                     status,
                     headers,
                     body: Vec::new(),
+                    refused_wait: None,
                 })
             }),
             sent: Mutex::new(Vec::new()),
@@ -153,9 +160,9 @@ fn retries_stay_bounded_whatever_the_hints() {
         let _ = client.send(&req);
         let calls = transport.sent.lock().unwrap().len();
         assert!(calls <= 1 + policy.max_retries as usize, "{calls} calls");
-        for d in clock.slept() {
-            assert!(d <= policy.max_delay, "slept {d:?}");
-        }
+        // Every wait, whatever the hints, ends within the call's deadline.
+        let slept: Duration = clock.slept().iter().sum();
+        assert!(slept < policy.budget, "slept {slept:?}");
     }
 }
 
@@ -209,8 +216,21 @@ fn challenges_never_redirect_a_token_outside_the_vault_domain() {
         let _ = ch.scope();
         let host = *rng.pick(&hosts);
         let current = *rng.pick(&scopes);
-        match decide(&ch, current, host) {
+        // Half the time only the seeds' tenant is allowed; a followed tenant must be allowed.
+        let allowed = if rng.one_in(2) {
+            AllowedTenants::new(Some(TENANT), None)
+        } else {
+            AllowedTenants::default()
+        };
+        let followed_tenant_is_allowed = |t: &Option<String>| {
+            assert!(
+                t.as_deref().is_none_or(|t| allowed.check(t).is_ok()),
+                "{header:?} followed to tenant {t:?}"
+            )
+        };
+        match decide(&ch, current, host, &allowed) {
             Decision::SwitchScope { scope, tenant } => {
+                followed_tenant_is_allowed(&tenant);
                 switched += 1;
                 assert!(
                     vault_in_resource_domain(host, &scope),
@@ -221,7 +241,10 @@ fn challenges_never_redirect_a_token_outside_the_vault_domain() {
                 }
                 assert_eq!(tenant, ch.tenant());
             }
-            Decision::RetrySameScope { tenant } => assert_eq!(tenant, ch.tenant()),
+            Decision::RetrySameScope { tenant } => {
+                followed_tenant_is_allowed(&tenant);
+                assert_eq!(tenant, ch.tenant());
+            }
             Decision::Refuse(m) => assert!(!m.is_empty()),
         }
     }
@@ -471,6 +494,7 @@ fn rest_client_survives_any_answer_and_keeps_secrets_in_place() {
                         status,
                         headers: Vec::new(),
                         body: body.into_bytes(),
+                        refused_wait: None,
                     });
                 }
                 let status = *rng.pick(&[
@@ -487,6 +511,7 @@ fn rest_client_survives_any_answer_and_keeps_secrets_in_place() {
                     status,
                     headers,
                     body: vault_body(rng, url.path()),
+                    refused_wait: None,
                 })
             }),
             sent: Mutex::new(Vec::new()),

@@ -1,7 +1,8 @@
 //! HTTP plumbing shared by Key Vault, Entra ID and managed identity calls: a pooled `ureq`
-//! agent (rustls with the system roots plus `SSL_CERT_FILE` / `SSL_CERT_DIR`), proxies from
-//! `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY`, and the retry policy (408/429/5xx and transport
-//! errors, `Retry-After` honored, bounded back-off slept through the injectable [`Clock`]).
+//! agent (rustls with the system roots plus `SSL_CERT_FILE` / `SSL_CERT_DIR`), `http` and
+//! `https` proxies from `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY`, and the retry
+//! policy (408/429/5xx and transport errors, `Retry-After` honored, bounded back-off slept
+//! through the injectable [`Clock`]), all of a call within its operation's [`Deadline`].
 //!
 //! Requests and responses are plain structs so the retry logic can be unit-tested with a
 //! scripted [`Transport`]. Neither type implements a `Debug` that could print a header value
@@ -15,6 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use log::{debug, warn};
 
+use crate::azure::deadline::{trim_float, Deadline, OPERATION_DEADLINE};
 use crate::azure::types::AzureError;
 use crate::azure::{env_get, EnvSnapshot};
 use crate::clock::Clock;
@@ -22,9 +24,12 @@ use crate::clock::Clock;
 /// Largest response body read; Key Vault pages and token responses are a few KiB.
 const MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// One attempt; with the retry budget below, a black-holed vault fails a call within SPIRE's
-/// 30 s RPC deadline (12 s + back-off + 12 s) instead of holding it for minutes.
+/// Longest attempt, so a black-holed server leaves time for one retry before the operation's
+/// deadline (`deadline::OPERATION_DEADLINE`); every attempt is also cut to the time left.
 const CALL_TIMEOUT: Duration = Duration::from_secs(12);
+/// A back-off or `Retry-After` wait is taken only if at least this much is left after it for
+/// the retry to run.
+const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const PROBE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const USER_AGENT: &str = concat!("azure_key_vault-spire-plugin/", env!("CARGO_PKG_VERSION"));
@@ -238,6 +243,9 @@ pub struct HttpResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Set by [`HttpClient`] on a retryable answer it did not retry because the server asked
+    /// to wait this long, past the deadline: callers say so in their error.
+    pub refused_wait: Option<Duration>,
 }
 
 impl HttpResponse {
@@ -250,6 +258,19 @@ impl HttpResponse {
 
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
+    }
+
+    /// `" (the vault asked to wait 20 s before a retry, ...)"` (`who` = "the vault") when a
+    /// wait was refused, else empty: appended to the error made of this response.
+    pub fn refused_wait_note(&self, who: &str) -> String {
+        match self.refused_wait {
+            Some(wait) => format!(
+                " ({who} asked to wait {} s before a retry, which would end past the deadline \
+                 of this operation; not retried)",
+                trim_float(wait.as_secs_f64())
+            ),
+            None => String::new(),
+        }
     }
 }
 
@@ -275,7 +296,10 @@ pub struct TransportError {
 /// Sends one request, no retries. Implemented over `ureq` in production and by scripted
 /// fakes in unit tests.
 pub trait Transport: Send + Sync {
-    fn execute(&self, req: &HttpRequest) -> Result<HttpResponse, TransportError>;
+    /// The whole exchange (connect, send, read the full response) ends within `timeout`, or
+    /// fails as a retryable timeout.
+    fn execute(&self, req: &HttpRequest, timeout: Duration)
+        -> Result<HttpResponse, TransportError>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -285,10 +309,10 @@ pub trait Transport: Send + Sync {
 pub struct RetryPolicy {
     pub max_retries: u32,
     pub base_delay: Duration,
-    /// Cap for computed delays; a server hint above it means "give up now".
+    /// Cap for computed back-offs. A server's `Retry-After` is honored as long as the wait
+    /// ends before the deadline.
     pub max_delay: Duration,
-    /// No retry starts once the call has used this much time (attempts + back-offs), so a
-    /// call stays inside SPIRE's 30 s RPC deadline.
+    /// The deadline of a `send` made outside any Key Vault operation (which brings its own).
     pub budget: Duration,
 }
 
@@ -298,7 +322,7 @@ impl Default for RetryPolicy {
             max_retries: 3,
             base_delay: Duration::from_millis(800),
             max_delay: Duration::from_secs(10),
-            budget: Duration::from_secs(25),
+            budget: OPERATION_DEADLINE,
         }
     }
 }
@@ -357,6 +381,8 @@ pub struct HttpClient {
     transport: Arc<dyn Transport>,
     clock: Arc<dyn Clock>,
     policy: RetryPolicy,
+    /// The deadline [`HttpClient::send`] keeps to, when this client was made by `within`.
+    deadline: Option<Deadline>,
 }
 
 impl HttpClient {
@@ -365,6 +391,7 @@ impl HttpClient {
             transport,
             clock,
             policy,
+            deadline: None,
         }
     }
 
@@ -382,54 +409,96 @@ impl HttpClient {
         &self.clock
     }
 
-    /// Sends `req`, retrying retryable statuses and transport errors per the policy. Returns
-    /// the final response whatever its status (callers map non-2xx to errors), or the last
-    /// transport error.
+    /// The same client, its `send` bound to `deadline`: for code that only takes a client
+    /// (the certificate credential's token request).
+    pub fn within(&self, deadline: Deadline) -> HttpClient {
+        HttpClient {
+            transport: self.transport.clone(),
+            clock: self.clock.clone(),
+            policy: self.policy,
+            deadline: Some(deadline),
+        }
+    }
+
+    /// [`HttpClient::send_within`] the deadline this client is bound to, else one of the
+    /// policy's budget from now.
     pub fn send(&self, req: &HttpRequest) -> Result<HttpResponse, AzureError> {
-        let mut retry = 0u32;
-        let started = self.clock.now();
-        let over_budget = |delay: Duration| {
-            let elapsed = self.clock.now().duration_since(started).unwrap_or_default();
-            elapsed + delay > self.policy.budget
+        let deadline = self
+            .deadline
+            .unwrap_or_else(|| Deadline::after(self.clock.as_ref(), self.policy.budget));
+        self.send_within(req, deadline)
+    }
+
+    /// Sends `req`, retrying retryable statuses and transport errors per the policy, all of it
+    /// before `deadline`: each attempt's timeout is cut to the time left, and a back-off or a
+    /// server's `Retry-After` that would not leave `MIN_ATTEMPT` before the deadline is not
+    /// waited for. Returns the final response whatever its status (callers map non-2xx to
+    /// errors; [`HttpResponse::refused_wait`] tells them a wait was refused), or the last
+    /// transport error.
+    pub fn send_within(
+        &self,
+        req: &HttpRequest,
+        deadline: Deadline,
+    ) -> Result<HttpResponse, AzureError> {
+        let clock = self.clock.as_ref();
+        let cap = if req.probe {
+            PROBE_CALL_TIMEOUT
+        } else {
+            CALL_TIMEOUT
         };
+        // Whether waiting `delay` still leaves a retry time to run.
+        let fits = |delay: Duration| delay.saturating_add(MIN_ATTEMPT) <= deadline.remaining(clock);
+        let mut retry = 0u32;
         loop {
-            let (delay, reason) = match self.transport.execute(req) {
-                Ok(resp) => {
+            let left = deadline.remaining(clock);
+            if left.is_zero() {
+                return Err(AzureError::Transport(format!(
+                    "{}: {} passed before the request could be sent",
+                    req.describe(),
+                    deadline.describe()
+                )));
+            }
+            let (delay, reason) = match self.transport.execute(req, cap.min(left)) {
+                Ok(mut resp) => {
                     if !is_retryable_status(resp.status) || retry >= self.policy.max_retries {
                         return Ok(resp);
                     }
-                    let delay = match retry_after_hint(&resp, self.clock.now()) {
-                        Some(hint) if hint > self.policy.max_delay => {
+                    let hint = retry_after_hint(&resp, clock.now());
+                    let delay = hint.unwrap_or_else(|| self.policy.backoff(retry));
+                    if !fits(delay) {
+                        if let Some(hint) = hint {
                             warn!(
-                                "{} returned HTTP {} asking to wait {:.1}s, more than the {:.0}s cap; not retrying",
+                                "{} returned HTTP {} asking to wait {} s, past {} ({} s left); not waiting",
                                 req.describe(),
                                 resp.status,
-                                hint.as_secs_f64(),
-                                self.policy.max_delay.as_secs_f64()
+                                trim_float(hint.as_secs_f64()),
+                                deadline.describe(),
+                                trim_float(deadline.remaining(clock).as_secs_f64())
                             );
-                            return Ok(resp);
+                            resp.refused_wait = Some(hint);
                         }
-                        Some(hint) => hint,
-                        None => self.policy.backoff(retry),
-                    };
-                    if over_budget(delay) {
                         return Ok(resp);
                     }
                     (delay, format!("HTTP {}", resp.status))
                 }
                 Err(e) => {
-                    if !e.retryable
-                        || req.probe
-                        || retry >= self.policy.max_retries
-                        || over_budget(self.policy.backoff(retry))
-                    {
+                    let delay = self.policy.backoff(retry);
+                    if !e.retryable || req.probe || retry >= self.policy.max_retries {
                         return Err(AzureError::Transport(format!(
                             "{}: {}",
                             req.describe(),
                             e.message
                         )));
                     }
-                    (self.policy.backoff(retry), e.message)
+                    if !fits(delay) {
+                        return Err(AzureError::Transport(format!(
+                            "{}: {} (no time left for a retry within {})",
+                            req.describe(),
+                            e.message,
+                            deadline.describe()
+                        )));
+                    }
+                    (delay, e.message)
                 }
             };
             warn!(
@@ -574,8 +643,44 @@ fn never_proxied(host: &str) -> bool {
     }
 }
 
-fn first_env<'a>(env: &'a EnvSnapshot, names: &[&str]) -> Option<&'a str> {
-    names.iter().find_map(|n| env_get(env, n))
+/// The first of `names` that is set, with its value.
+fn first_env<'a>(env: &'a EnvSnapshot, names: &[&'a str]) -> Option<(&'a str, &'a str)> {
+    names.iter().find_map(|n| env_get(env, n).map(|v| (*n, v)))
+}
+
+/// The proxy named by the first of `names` that is set. Only `http` and `https` (CONNECT)
+/// proxies are supported; a value without a scheme is an `http` proxy, as curl and the Go SDK
+/// read it. Any other scheme is a configuration error: ureq, built without SOCKS support,
+/// would otherwise connect directly, bypassing the proxy the operator asked for.
+fn proxy_from_env(env: &EnvSnapshot, names: &[&str]) -> Result<Option<ureq::Proxy>, AzureError> {
+    let Some((name, value)) = first_env(env, names) else {
+        return Ok(None);
+    };
+    let with_scheme = match value.split_once("://") {
+        Some((scheme, _))
+            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
+        {
+            value.to_string()
+        }
+        Some((scheme, _)) => {
+            // The scheme only: the rest of the value may hold the proxy's password.
+            let shown: String = scheme.chars().take(20).collect();
+            return Err(AzureError::Config(format!(
+                "{name} uses the proxy scheme {shown:?}; only http and https proxies are \
+                 supported (a value without a scheme is an http proxy)"
+            )));
+        }
+        None => format!("http://{value}"),
+    };
+    let invalid = || AzureError::Config(format!("{name} is not a valid proxy URL"));
+    // ureq takes `proxy:port` (a port that is no number) as port 80: check `host[:port]` first.
+    let rest = with_scheme.split_once("://").map_or("", |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    split_host_port(host_port).ok_or_else(invalid)?;
+    ureq::Proxy::new(&with_scheme)
+        .map(Some)
+        .map_err(|_| invalid())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -772,17 +877,9 @@ impl UreqTransport {
             ureq::Agent::with_parts(config, super::tcp::connector(), CachingResolver::default())
         };
         let route = |names: &[&str]| -> Result<Option<ProxyRoute>, AzureError> {
-            let Some(value) = first_env(env, names) else {
+            let Some(proxy) = proxy_from_env(env, names)? else {
                 return Ok(None);
             };
-            let with_scheme = if value.contains("://") {
-                value.to_string()
-            } else {
-                format!("http://{value}")
-            };
-            let proxy = ureq::Proxy::new(&with_scheme).map_err(|_| {
-                AzureError::Config(format!("{} is not a valid proxy URL", names[0]))
-            })?;
             let display = format!("{}:{}", proxy.host(), proxy.port());
             Ok(Some(ProxyRoute {
                 agent: make_agent(Some(proxy)),
@@ -791,7 +888,11 @@ impl UreqTransport {
         };
         let https_proxy = route(&["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"])?;
         let http_proxy = route(&["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"])?;
-        let no_proxy = NoProxy::parse(first_env(env, &["NO_PROXY", "no_proxy"]).unwrap_or(""));
+        let no_proxy = NoProxy::parse(
+            first_env(env, &["NO_PROXY", "no_proxy"])
+                .map(|(_, v)| v)
+                .unwrap_or(""),
+        );
         if let Some(p) = &https_proxy {
             debug!("https requests go through proxy {}", p.display);
         }
@@ -840,17 +941,24 @@ fn classify(e: ureq::Error) -> TransportError {
     TransportError { message, retryable }
 }
 
-/// Runs one request; probes get a 1 s connect timeout (IMDS may black-hole packets).
+/// Runs one request within `timeout`; probes get a 1 s connect timeout (IMDS may black-hole
+/// packets). A full-length ordinary attempt keeps the agent's own timeouts, set once.
 fn run<B: ureq::AsSendBody>(
     agent: &ureq::Agent,
     request: ureq::http::Request<B>,
     probe: bool,
+    timeout: Duration,
 ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
-    if probe {
+    let connect = if probe {
+        PROBE_CONNECT_TIMEOUT
+    } else {
+        CONNECT_TIMEOUT
+    };
+    if probe || timeout < CALL_TIMEOUT {
         let request = agent
             .configure_request(request)
-            .timeout_connect(Some(PROBE_CONNECT_TIMEOUT))
-            .timeout_global(Some(PROBE_CALL_TIMEOUT))
+            .timeout_connect(Some(connect.min(timeout)))
+            .timeout_global(Some(timeout))
             .build();
         agent.run(request)
     } else {
@@ -859,7 +967,11 @@ fn run<B: ureq::AsSendBody>(
 }
 
 impl Transport for UreqTransport {
-    fn execute(&self, req: &HttpRequest) -> Result<HttpResponse, TransportError> {
+    fn execute(
+        &self,
+        req: &HttpRequest,
+        timeout: Duration,
+    ) -> Result<HttpResponse, TransportError> {
         let url = Url::parse(&req.url).map_err(|m| TransportError {
             message: m,
             retryable: false,
@@ -880,8 +992,14 @@ impl Transport for UreqTransport {
                 agent,
                 builder.body(body.clone()).map_err(bad_request)?,
                 req.probe,
+                timeout,
             ),
-            None => run(agent, builder.body(()).map_err(bad_request)?, req.probe),
+            None => run(
+                agent,
+                builder.body(()).map_err(bad_request)?,
+                req.probe,
+                timeout,
+            ),
         };
         let response = result.map_err(classify)?;
         let status = response.status().as_u16();
@@ -909,6 +1027,7 @@ impl Transport for UreqTransport {
             status,
             headers,
             body,
+            refused_wait: None,
         })
     }
 }
@@ -946,7 +1065,11 @@ pub(crate) mod tests {
     }
 
     impl Transport for Scripted {
-        fn execute(&self, _req: &HttpRequest) -> Result<HttpResponse, TransportError> {
+        fn execute(
+            &self,
+            _req: &HttpRequest,
+            _timeout: Duration,
+        ) -> Result<HttpResponse, TransportError> {
             *self.calls.lock().unwrap() += 1;
             self.outcomes
                 .lock()
@@ -964,6 +1087,7 @@ pub(crate) mod tests {
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
                 .collect(),
             body: Vec::new(),
+            refused_wait: None,
         }
     }
 
@@ -1046,16 +1170,20 @@ pub(crate) mod tests {
         );
     }
 
-    /// Every attempt times out after `CALL_TIMEOUT` (the clock advances by it).
+    /// Every attempt times out (the clock advances by the attempt's timeout).
     struct BlackHole {
         clock: ManualClock,
         calls: Mutex<usize>,
     }
 
     impl Transport for BlackHole {
-        fn execute(&self, _req: &HttpRequest) -> Result<HttpResponse, TransportError> {
+        fn execute(
+            &self,
+            _req: &HttpRequest,
+            timeout: Duration,
+        ) -> Result<HttpResponse, TransportError> {
             *self.calls.lock().unwrap() += 1;
-            self.clock.advance(CALL_TIMEOUT);
+            self.clock.advance(timeout);
             Err(TransportError {
                 message: "timed out".into(),
                 retryable: true,
@@ -1146,15 +1274,136 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn hint_above_cap_is_not_retried() {
+    fn hint_past_the_deadline_is_not_waited_for() {
         let (c, t, clock) = client(vec![
             Ok(resp(429, &[("Retry-After", "30")])),
             Ok(resp(200, &[])),
         ]);
         let r = c.send(&HttpRequest::new("GET", "https://x/")).unwrap();
         assert_eq!(r.status, 429);
+        assert_eq!(r.refused_wait, Some(Duration::from_secs(30)));
+        assert!(r
+            .refused_wait_note("the vault")
+            .contains("the vault asked to wait 30 s before a retry"));
         assert_eq!(t.calls(), 1);
         assert!(clock.slept().is_empty());
+        // A long hint that ends in time is honored (the cap is for computed back-offs).
+        let (c, t, clock) = client(vec![
+            Ok(resp(503, &[("Retry-After", "15")])),
+            Ok(resp(200, &[])),
+        ]);
+        let r = c.send(&HttpRequest::new("GET", "https://x/")).unwrap();
+        assert_eq!((r.status, r.refused_wait), (200, None));
+        assert_eq!(t.calls(), 2);
+        assert_eq!(clock.slept(), vec![Duration::from_secs(15)]);
+    }
+
+    /// One scripted answer.
+    pub(crate) type Answer = fn() -> Result<HttpResponse, TransportError>;
+
+    /// Answers from a script, each answer taking its time on the manual clock, or times out
+    /// (after the attempt's timeout) when it would take longer; records each attempt's URL,
+    /// start and timeout. The last answer repeats.
+    pub(crate) struct Timed {
+        clock: ManualClock,
+        script: Mutex<VecDeque<(Duration, Answer)>>,
+        pub attempts: Mutex<Vec<(String, SystemTime, Duration)>>,
+    }
+
+    impl Timed {
+        pub(crate) fn new(clock: &ManualClock, script: Vec<(Duration, Answer)>) -> Self {
+            Timed {
+                clock: clock.clone(),
+                script: Mutex::new(script.into()),
+                attempts: Mutex::new(Vec::new()),
+            }
+        }
+
+        /// (URL, start relative to `origin`, timeout) of every attempt since `origin`.
+        pub(crate) fn attempts_since(
+            &self,
+            origin: SystemTime,
+        ) -> Vec<(String, Duration, Duration)> {
+            self.attempts
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|(u, at, t)| Some((u.clone(), at.duration_since(origin).ok()?, *t)))
+                .collect()
+        }
+    }
+
+    impl Transport for Timed {
+        fn execute(
+            &self,
+            req: &HttpRequest,
+            timeout: Duration,
+        ) -> Result<HttpResponse, TransportError> {
+            self.attempts
+                .lock()
+                .unwrap()
+                .push((req.url.clone(), Clock::now(&self.clock), timeout));
+            let (takes, answer) = {
+                let mut script = self.script.lock().unwrap();
+                let next = if script.len() > 1 {
+                    script.pop_front()
+                } else {
+                    script.front().copied()
+                };
+                next.expect("an empty script")
+            };
+            if takes > timeout {
+                self.clock.advance(timeout);
+                return Err(TransportError {
+                    message: "timed out".into(),
+                    retryable: true,
+                });
+            }
+            self.clock.advance(takes);
+            answer()
+        }
+    }
+
+    #[test]
+    fn one_deadline_bounds_attempts_and_waits() {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let start = Clock::now(&clock);
+        let t = Arc::new(Timed::new(
+            &clock,
+            vec![(Duration::from_secs(2), || {
+                Ok(resp(429, &[("Retry-After", "8")]))
+            })],
+        ));
+        let c = HttpClient::new(t.clone(), Arc::new(clock.clone()), RetryPolicy::default());
+        let deadline = Deadline::after(&clock, Duration::from_secs(25));
+        let r = c
+            .send_within(&HttpRequest::new("POST", "https://x/sign"), deadline)
+            .unwrap();
+        // 2 s + 8 s + 2 s + 8 s + 2 s = 22 s; another 8 s wait would end at 30 s.
+        assert_eq!(r.status, 429);
+        assert_eq!(r.refused_wait, Some(Duration::from_secs(8)));
+        assert_eq!(clock.slept(), vec![Duration::from_secs(8); 2]);
+        let attempts = t.attempts_since(start);
+        assert_eq!(attempts.len(), 3);
+        for (_, at, timeout) in &attempts {
+            // No attempt may outlive the deadline: its timeout is cut to the time left.
+            assert!(*at + *timeout <= Duration::from_secs(25), "{attempts:?}");
+        }
+        assert_eq!(attempts[2].2, Duration::from_secs(5));
+        assert_eq!(
+            Clock::now(&clock).duration_since(start).unwrap(),
+            Duration::from_secs(22)
+        );
+        // Past the deadline nothing is sent at all.
+        clock.advance(Duration::from_secs(10));
+        let e = c
+            .send_within(&HttpRequest::new("POST", "https://x/sign"), deadline)
+            .unwrap_err();
+        assert!(
+            matches!(&e, AzureError::Transport(m) if m.contains("the 25 s deadline of this operation passed")),
+            "{e:?}"
+        );
+        assert_eq!(t.attempts.lock().unwrap().len(), 3);
     }
 
     #[test]
@@ -1282,6 +1531,93 @@ pub(crate) mod tests {
             t.https_proxy.as_ref().unwrap().display,
             "proxy.example:3128"
         );
+    }
+
+    #[test]
+    fn only_http_and_https_proxies_are_accepted() {
+        let env_with = |name: &str, value: &str| {
+            let mut env = EnvSnapshot::new();
+            env.insert(name.to_string(), value.to_string());
+            env
+        };
+        let names = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"];
+        for (name, value, host, port) in [
+            (
+                "HTTPS_PROXY",
+                "http://proxy.example:3128",
+                "proxy.example",
+                3128,
+            ),
+            (
+                "https_proxy",
+                "HTTPS://secure.example",
+                "secure.example",
+                443,
+            ),
+            (
+                "ALL_PROXY",
+                "user:pw@proxy.example:8080",
+                "proxy.example",
+                8080,
+            ),
+            // No scheme: an http proxy, as curl and the Go SDK read it.
+            ("all_proxy", "proxy:3128", "proxy", 3128),
+        ] {
+            let proxy = proxy_from_env(&env_with(name, value), &names)
+                .unwrap()
+                .unwrap();
+            assert_eq!((proxy.host(), proxy.port()), (host, port), "{value}");
+            assert!(matches!(
+                proxy.protocol(),
+                ureq::ProxyProtocol::Http | ureq::ProxyProtocol::Https
+            ));
+        }
+        for (name, value, scheme) in [
+            ("HTTPS_PROXY", "socks5://proxy.example:1080", "socks5"),
+            ("https_proxy", "socks4://proxy.example:1080", "socks4"),
+            (
+                "ALL_PROXY",
+                "SOCKS5H://user:hunter2@proxy.example",
+                "SOCKS5H",
+            ),
+            ("all_proxy", "ftp://proxy.example", "ftp"),
+        ] {
+            let e = proxy_from_env(&env_with(name, value), &names).unwrap_err();
+            let AzureError::Config(m) = &e else {
+                panic!("{value}: {e:?}");
+            };
+            assert!(
+                m.starts_with(&format!("{name} uses the proxy scheme \"{scheme}\"")),
+                "{m}"
+            );
+            assert!(m.contains("only http and https"), "{m}");
+            assert!(!m.contains("hunter2"), "{m}");
+        }
+        for garbage in [
+            "http://",
+            "proxy:port",
+            "a b:80",
+            "http://[::1:80",
+            "http://user:pw@",
+            "proxy:99999",
+        ] {
+            let e = proxy_from_env(&env_with("HTTPS_PROXY", garbage), &names)
+                .map(|p| p.map(|p| format!("{}:{}", p.host(), p.port())))
+                .unwrap_err();
+            assert_eq!(
+                e,
+                AzureError::Config("HTTPS_PROXY is not a valid proxy URL".into()),
+                "{garbage}"
+            );
+        }
+        // The transport refuses to start rather than connect directly.
+        let e = UreqTransport::from_env(&env_with("ALL_PROXY", "socks5://p:1080"))
+            .err()
+            .unwrap();
+        assert!(matches!(e, AzureError::Config(m) if m.contains("ALL_PROXY")));
+        assert!(proxy_from_env(&EnvSnapshot::new(), &names)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The Key Vault keys REST client (`KeyVaultApi` over `HttpClient` + `TokenCache`).
 //!
 //! - The bearer token for the vault's cloud scope is sent up front. A 401 is answered once:
-//!   the challenge is parsed and checked (see `challenge`), a fresh token fetched, the request
-//!   re-sent; a second 401 is an error. The tenant/scope learned that way are kept.
+//!   the challenge is parsed and checked (see `challenge`: its resource must contain the vault,
+//!   its tenant must be allowed), a fresh token fetched, the request re-sent; a second 401 is an
+//!   error. The tenant/scope learned that way are kept.
 //! - Lists follow `nextLink` to the end (empty pages included), and only to the vault's own
 //!   host: the token is never sent anywhere else.
 //! - Error bodies become `AzureError::Service` with the innermost `innererror.code`; a 403
@@ -10,6 +11,7 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
@@ -20,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::azure::auth::TokenCache;
-use crate::azure::challenge::{decide, Challenge, Decision};
+use crate::azure::challenge::{decide, AllowedTenants, Challenge, Decision};
+use crate::azure::deadline::{Deadline, OPERATION_DEADLINE};
 use crate::azure::http::{percent_encode, HttpClient, HttpRequest, HttpResponse, Url};
 use crate::azure::types::{
     AzureError, CreateKeyParams, KeyBundle, KeyItem, KeyVaultApi, UpdateKeyParams,
@@ -128,6 +131,10 @@ pub struct KeyVaultClient {
     http: Arc<HttpClient>,
     tokens: Arc<TokenCache>,
     target: Mutex<AuthTarget>,
+    /// Tenants a 401 challenge may send the credential to.
+    tenants: AllowedTenants,
+    /// Each `KeyVaultApi` call, token and retries included, is over within this.
+    operation_deadline: Duration,
 }
 
 impl fmt::Debug for KeyVaultClient {
@@ -176,7 +183,33 @@ impl KeyVaultClient {
                 tenant: None,
                 scope,
             }),
+            tenants: AllowedTenants::default(),
+            operation_deadline: OPERATION_DEADLINE,
         }
+    }
+
+    /// Another deadline per operation than `OPERATION_DEADLINE`: for tests that run deadlines
+    /// out in real time (the plugin always uses the default).
+    pub fn with_operation_deadline(mut self, deadline: Duration) -> Self {
+        self.operation_deadline = deadline;
+        self
+    }
+
+    /// The deadline of an operation starting now.
+    fn start(&self) -> Deadline {
+        Deadline::after(self.http.clock().as_ref(), self.operation_deadline)
+    }
+
+    /// Restricts the tenants a challenge may name (by default any: the token endpoint decides,
+    /// as for managed identity).
+    pub fn with_allowed_tenants(mut self, tenants: AllowedTenants) -> Self {
+        self.tenants = tenants;
+        self
+    }
+
+    /// The tenants a challenge may name.
+    pub fn allowed_tenants(&self) -> &AllowedTenants {
+        &self.tenants
     }
 
     pub fn api_version(&self) -> &str {
@@ -213,6 +246,7 @@ impl KeyVaultClient {
         url: &str,
         body: Option<&[u8]>,
         token: &Secret,
+        deadline: &Deadline,
     ) -> Result<HttpResponse, AzureError> {
         let mut req = HttpRequest::new(method, url)
             .header("Authorization", format!("Bearer {}", token.expose()))
@@ -221,7 +255,7 @@ impl KeyVaultClient {
         if let Some(b) = body {
             req = req.json_body(b.to_vec());
         }
-        let resp = self.http.send(&req)?;
+        let resp = self.http.send_within(&req, *deadline)?;
         // Routine successes at trace: one line per signature is CPU for the plugin and a JSON
         // line spire-server must parse and drop at its default level.
         if resp.is_success() {
@@ -232,17 +266,20 @@ impl KeyVaultClient {
         Ok(resp)
     }
 
-    /// Sends with the current token; on 401 follows the challenge once.
+    /// Sends with the current token; on 401 follows the challenge once. All by `deadline`.
     fn execute(
         &self,
         op: Op,
         method: &'static str,
         url: &str,
         body: Option<&[u8]>,
+        deadline: &Deadline,
     ) -> Result<HttpResponse, AzureError> {
         let target = self.target_now();
-        let token = self.tokens.token(target.tenant.as_deref(), &target.scope)?;
-        let resp = self.send(method, url, body, &token)?;
+        let token = self
+            .tokens
+            .token(target.tenant.as_deref(), &target.scope, deadline)?;
+        let resp = self.send(method, url, body, &token, deadline)?;
         if resp.status != 401 {
             return check(op, resp);
         }
@@ -255,7 +292,13 @@ impl KeyVaultClient {
         let Some(challenge) = challenge else {
             return Err(service_error(op, &resp));
         };
-        let (tenant, scope) = match decide(&challenge, &target.scope, &self.vault.url.authority()) {
+        let decision = decide(
+            &challenge,
+            &target.scope,
+            &self.vault.url.authority(),
+            &self.tenants,
+        );
+        let (tenant, scope) = match decision {
             Decision::RetrySameScope { tenant } => (tenant.or(target.tenant), target.scope),
             Decision::SwitchScope { scope, tenant } => (tenant.or(target.tenant), scope),
             Decision::Refuse(m) => return Err(AzureError::Auth(m)),
@@ -263,8 +306,10 @@ impl KeyVaultClient {
         debug!(
             "Key Vault answered 401 with a challenge; retrying once with a fresh token for {scope}"
         );
-        let fresh = self.tokens.fresh_token(tenant.as_deref(), &scope, &token)?;
-        let resp = self.send(method, url, body, &fresh)?;
+        let fresh = self
+            .tokens
+            .fresh_token(tenant.as_deref(), &scope, &token, deadline)?;
+        let resp = self.send(method, url, body, &fresh, deadline)?;
         if resp.status == 401 {
             let mut e = service_error(op, &resp);
             if let AzureError::Service { message, .. } = &mut e {
@@ -278,11 +323,17 @@ impl KeyVaultClient {
         check(op, resp)
     }
 
-    fn list_all(&self, op: Op, first: String) -> Result<Vec<KeyItem>, AzureError> {
+    /// Every page, all within one operation's deadline.
+    fn list_all(
+        &self,
+        op: Op,
+        first: String,
+        deadline: &Deadline,
+    ) -> Result<Vec<KeyItem>, AzureError> {
         let mut url = first;
         let mut items = Vec::new();
         for _ in 0..MAX_PAGES {
-            let resp = self.execute(op, "GET", &url, None)?;
+            let resp = self.execute(op, "GET", &url, None, deadline)?;
             let page: KeyListResult = decode(op, &resp)?;
             items.extend(page.value.unwrap_or_default());
             match page.next_link.filter(|l| !l.trim().is_empty()) {
@@ -393,6 +444,7 @@ fn service_error(op: Op, resp: &HttpResponse) -> AzureError {
     if message.is_empty() {
         message = format!("{} failed", op.what());
     }
+    message.push_str(&resp.refused_wait_note("the vault"));
     match resp.status {
         403 if inner_code.as_deref() == Some("ForbiddenByFirewall") => {
             message.push_str(" (the vault firewall blocked the request)");
@@ -429,32 +481,40 @@ pub fn decode_signature(value: &str) -> Result<Vec<u8>, AzureError> {
 
 impl KeyVaultApi for KeyVaultClient {
     fn create_key(&self, name: &str, params: &CreateKeyParams) -> Result<KeyBundle, AzureError> {
+        let deadline = self.start();
         require("key name", name)?;
         let body = serde_json::to_vec(params)
             .map_err(|e| AzureError::Config(format!("create key: cannot encode request: {e}")))?;
         let url = self.url(&format!("/keys/{}/create", percent_encode(name)), "");
-        let resp = self.execute(Op::Create, "POST", &url, Some(&body))?;
+        let resp = self.execute(Op::Create, "POST", &url, Some(&body), &deadline)?;
         decode(Op::Create, &resp)
     }
 
     fn get_key(&self, name: &str, version: Option<&str>) -> Result<KeyBundle, AzureError> {
+        let deadline = self.start();
         require("key name", name)?;
         let path = match version.filter(|v| !v.is_empty()) {
             Some(v) => format!("/keys/{}/{}", percent_encode(name), percent_encode(v)),
             None => format!("/keys/{}", percent_encode(name)),
         };
-        let resp = self.execute(Op::Get, "GET", &self.url(&path, ""), None)?;
+        let resp = self.execute(Op::Get, "GET", &self.url(&path, ""), None, &deadline)?;
         decode(Op::Get, &resp)
     }
 
     fn list_keys(&self) -> Result<Vec<KeyItem>, AzureError> {
-        self.list_all(Op::List, self.url("/keys", "&maxresults=25"))
+        let deadline = self.start();
+        self.list_all(Op::List, self.url("/keys", "&maxresults=25"), &deadline)
     }
 
     fn list_key_versions(&self, name: &str) -> Result<Vec<KeyItem>, AzureError> {
+        let deadline = self.start();
         require("key name", name)?;
         let path = format!("/keys/{}/versions", percent_encode(name));
-        self.list_all(Op::ListVersions, self.url(&path, "&maxresults=25"))
+        self.list_all(
+            Op::ListVersions,
+            self.url(&path, "&maxresults=25"),
+            &deadline,
+        )
     }
 
     fn update_key(
@@ -463,19 +523,22 @@ impl KeyVaultApi for KeyVaultClient {
         version: &str,
         params: &UpdateKeyParams,
     ) -> Result<KeyBundle, AzureError> {
+        let deadline = self.start();
         require("key name", name)?;
         let body = serde_json::to_vec(params)
             .map_err(|e| AzureError::Config(format!("update key: cannot encode request: {e}")))?;
         // An empty version addresses the latest one (`/keys/<name>/`), as the SDKs do.
         let path = format!("/keys/{}/{}", percent_encode(name), percent_encode(version));
-        let resp = self.execute(Op::Update, "PATCH", &self.url(&path, ""), Some(&body))?;
+        let url = self.url(&path, "");
+        let resp = self.execute(Op::Update, "PATCH", &url, Some(&body), &deadline)?;
         decode(Op::Update, &resp)
     }
 
     fn delete_key(&self, name: &str) -> Result<(), AzureError> {
+        let deadline = self.start();
         require("key name", name)?;
         let path = format!("/keys/{}", percent_encode(name));
-        self.execute(Op::Delete, "DELETE", &self.url(&path, ""), None)
+        self.execute(Op::Delete, "DELETE", &self.url(&path, ""), None, &deadline)
             .map(|_| ())
     }
 
@@ -486,6 +549,7 @@ impl KeyVaultApi for KeyVaultClient {
         alg: &str,
         digest: &[u8],
     ) -> Result<Vec<u8>, AzureError> {
+        let deadline = self.start();
         require("key name", name)?;
         require("key version", version)?;
         require("signature algorithm", alg)?;
@@ -499,7 +563,8 @@ impl KeyVaultApi for KeyVaultClient {
             percent_encode(name),
             percent_encode(version)
         );
-        let resp = self.execute(Op::Sign, "POST", &self.url(&path, ""), Some(&body))?;
+        let url = self.url(&path, "");
+        let resp = self.execute(Op::Sign, "POST", &url, Some(&body), &deadline)?;
         let result: SignResult = decode(Op::Sign, &resp)?;
         let value = result
             .value
@@ -539,8 +604,10 @@ mod request_id_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::azure::auth::{AccessToken, Credential, CredentialError};
+    use crate::azure::auth::{AccessToken, ClientSecretCredential, Credential, CredentialError};
+    use crate::azure::http::tests::{Answer, Timed};
     use crate::azure::http::{RetryPolicy, Transport, TransportError};
+    use crate::clock::Clock;
     use crate::clock::ManualClock;
     use std::collections::VecDeque;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -554,6 +621,7 @@ mod tests {
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
                 .collect(),
             body: body.as_bytes().to_vec(),
+            refused_wait: None,
         }
     }
 
@@ -570,7 +638,11 @@ mod tests {
     }
 
     impl Transport for Script {
-        fn execute(&self, req: &HttpRequest) -> Result<HttpResponse, TransportError> {
+        fn execute(
+            &self,
+            req: &HttpRequest,
+            _timeout: Duration,
+        ) -> Result<HttpResponse, TransportError> {
             self.seen.lock().unwrap().push(Seen {
                 method: req.method.to_string(),
                 url: req.url.clone(),
@@ -618,6 +690,14 @@ mod tests {
         vault: &str,
         outcomes: Vec<HttpResponse>,
     ) -> (KeyVaultClient, Arc<Script>, Arc<Counter>) {
+        client_allowing(vault, outcomes, AllowedTenants::default())
+    }
+
+    fn client_allowing(
+        vault: &str,
+        outcomes: Vec<HttpResponse>,
+        tenants: AllowedTenants,
+    ) -> (KeyVaultClient, Arc<Script>, Arc<Counter>) {
         let clock = Arc::new(ManualClock::new(
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         ));
@@ -638,7 +718,8 @@ mod tests {
         let endpoint = VaultEndpoint::parse(vault).unwrap();
         let scope = crate::azure::cloud::scope_for_vault_host(&endpoint.url.host);
         (
-            KeyVaultClient::new(endpoint, "7.6".into(), scope, http, tokens),
+            KeyVaultClient::new(endpoint, "7.6".into(), scope, http, tokens)
+                .with_allowed_tenants(tenants),
             script,
             cred,
         )
@@ -879,6 +960,61 @@ mod tests {
     }
 
     #[test]
+    fn challenge_tenant_must_be_configured_or_additionally_allowed() {
+        const OWN: &str = "00000000-0000-0000-0000-0000000000aa";
+        const FOREIGN: &str = "00000000-0000-0000-0000-0000000000bb";
+        let challenge = |tenant: &str| {
+            resp(
+                401,
+                &[(
+                    "WWW-Authenticate",
+                    &format!(
+                        r#"Bearer authorization="https://login.example/{tenant}", resource="https://vault.azure.net""#
+                    ),
+                )],
+                "",
+            )
+        };
+        let scope = "https://vault.azure.net/.default".to_string();
+        // The configured tenant, a listed one and `*` are followed: the fresh token comes
+        // from the challenge's tenant.
+        for (tenant, additional) in [
+            (OWN, None),
+            (FOREIGN, Some(format!("x.example;{FOREIGN}"))),
+            (FOREIGN, Some("*".to_string())),
+        ] {
+            let (c, script, cred) = client_allowing(
+                "https://v.vault.azure.net",
+                vec![challenge(tenant), resp(200, &[], BUNDLE)],
+                AllowedTenants::new(Some(OWN), additional.as_deref()),
+            );
+            c.get_key("k", None).unwrap();
+            assert_eq!(script.seen.lock().unwrap().len(), 2);
+            assert_eq!(
+                *cred.tenants.lock().unwrap(),
+                vec![
+                    (None, scope.clone()),
+                    (Some(tenant.to_string()), scope.clone())
+                ]
+            );
+        }
+        // Another tenant is refused: no token is requested from it, nothing is re-sent.
+        let (c, script, cred) = client_allowing(
+            "https://v.vault.azure.net",
+            vec![challenge(FOREIGN), resp(200, &[], BUNDLE)],
+            AllowedTenants::new(Some(OWN), Some("x.example")),
+        );
+        let e = c.get_key("k", None).unwrap_err();
+        let AzureError::Auth(m) = &e else {
+            panic!("{e:?}");
+        };
+        assert!(m.contains(FOREIGN) && m.contains(OWN), "{m}");
+        assert!(m.contains("AZURE_ADDITIONALLY_ALLOWED_TENANTS"), "{m}");
+        assert_eq!(*cred.tenants.lock().unwrap(), vec![(None, scope)]);
+        assert_eq!(script.seen.lock().unwrap().len(), 1);
+    }
+
+    #[test]
     fn second_401_is_an_error() {
         let ch = r#"Bearer resource="https://vault.azure.net""#;
         let (c, script, _) = client(
@@ -966,5 +1102,178 @@ mod tests {
         );
         assert_eq!(seen[1].method, "PATCH");
         assert_eq!(seen[1].body, r#"{"key_ops":["sign","verify"]}"#);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // One deadline per operation
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    /// A client over a `Timed` transport whose every request (token requests included, with
+    /// `secret_credential`) takes scripted time on a manual clock.
+    fn timed_client(
+        script: Vec<(Duration, Answer)>,
+        secret_credential: bool,
+    ) -> (KeyVaultClient, Arc<Timed>, ManualClock) {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let transport = Arc::new(Timed::new(&clock, script));
+        let http = Arc::new(HttpClient::new(
+            transport.clone(),
+            Arc::new(clock.clone()),
+            RetryPolicy::default(),
+        ));
+        let credential: Arc<dyn Credential> = if secret_credential {
+            Arc::new(
+                ClientSecretCredential::new(
+                    "ClientSecretCredential (test)",
+                    "tenant.example",
+                    "client",
+                    Secret::new("secret"),
+                    "https://login.example/",
+                    http.clone(),
+                )
+                .unwrap(),
+            )
+        } else {
+            Arc::new(Counter {
+                n: AtomicUsize::new(0),
+                tenants: Mutex::new(Vec::new()),
+            })
+        };
+        let tokens = Arc::new(TokenCache::new(credential, Arc::new(clock.clone())));
+        let endpoint = VaultEndpoint::parse("https://v.vault.azure.net").unwrap();
+        let client = KeyVaultClient::new(
+            endpoint,
+            "7.6".into(),
+            "https://vault.azure.net/.default".into(),
+            http,
+            tokens,
+        );
+        (client, transport, clock)
+    }
+
+    fn token_answer() -> Result<HttpResponse, TransportError> {
+        Ok(resp(
+            200,
+            &[],
+            r#"{"access_token":"at-1","expires_in":3600}"#,
+        ))
+    }
+
+    fn signed() -> Result<HttpResponse, TransportError> {
+        Ok(resp(200, &[], r#"{"kid":"x","value":"-_8"}"#))
+    }
+
+    /// Every attempt starts and ends within `limit` of `origin`.
+    fn assert_attempts_within(attempts: &[(String, Duration, Duration)], limit: Duration) {
+        for (url, at, timeout) in attempts {
+            assert!(*at + *timeout <= limit, "{url} at {at:?} for {timeout:?}");
+        }
+    }
+
+    #[test]
+    fn endless_throttling_fails_the_sign_within_the_deadline() {
+        let (c, transport, clock) = timed_client(
+            vec![(SECOND, || {
+                Ok(resp(
+                    429,
+                    &[("Retry-After", "20")],
+                    r#"{"error":{"code":"Throttled","message":"Too many requests"}}"#,
+                ))
+            })],
+            false,
+        );
+        let start = Clock::now(&clock);
+        let e = c.sign("k", "v1", "ES256", &[0; 32]).unwrap_err();
+        let spent = Clock::now(&clock).duration_since(start).unwrap();
+        assert!(spent < Duration::from_secs(25), "{spent:?}");
+        assert_eq!(e.status(), Some(429));
+        let m = e.to_string();
+        assert!(m.contains("Too many requests"), "{m}");
+        assert!(
+            m.contains(
+                "the vault asked to wait 20 s before a retry, which would end past the deadline"
+            ),
+            "{m}"
+        );
+        // One 20 s wait fitted (1 s + 20 s + 1 s = 22 s); the second would not.
+        assert_eq!(clock.slept(), vec![Duration::from_secs(20)]);
+        let attempts = transport.attempts_since(start);
+        assert_eq!(attempts.len(), 2);
+        assert_attempts_within(&attempts, Duration::from_secs(25));
+        let busy: Duration = attempts.iter().map(|_| SECOND).sum();
+        assert!(clock.slept().iter().sum::<Duration>() + busy <= Duration::from_secs(25));
+    }
+
+    #[test]
+    fn a_slow_token_endpoint_leaves_only_the_rest_for_the_vault() {
+        // The token endpoint hangs through a first attempt (12 s) and answers the retry after
+        // 7.2 s: the token is there at 20 s. The vault then hangs past the 5 s that are left.
+        let (c, transport, clock) = timed_client(
+            vec![
+                (Duration::from_secs(60), token_answer),
+                (Duration::from_millis(7200), token_answer),
+                (Duration::from_secs(60), signed),
+            ],
+            true,
+        );
+        let start = Clock::now(&clock);
+        let e = c.sign("k", "v1", "ES256", &[0; 32]).unwrap_err();
+        assert!(matches!(e, AzureError::Transport(_)), "{e:?}");
+        assert_eq!(
+            Clock::now(&clock).duration_since(start).unwrap(),
+            Duration::from_secs(25)
+        );
+        let attempts = transport.attempts_since(start);
+        assert_eq!(attempts.len(), 3, "{attempts:?}");
+        assert!(attempts[1].0.contains("/oauth2/v2.0/token"));
+        assert!(attempts[2].0.contains("/sign"));
+        assert_eq!(attempts[2].1, Duration::from_secs(20));
+        assert_eq!(attempts[2].2, Duration::from_secs(5));
+        assert_attempts_within(&attempts, Duration::from_secs(25));
+        assert_eq!(clock.slept(), vec![Duration::from_millis(800)]);
+    }
+
+    #[test]
+    fn the_challenge_retry_shares_the_operation_deadline() {
+        // Token 8 s, a 401 challenge after 4 s, a fresh token 8 s: the re-sent request gets the
+        // 5 s that are left, and answers in time.
+        let (c, transport, clock) = timed_client(
+            vec![
+                (Duration::from_secs(8), token_answer),
+                (Duration::from_secs(4), || {
+                    Ok(resp(
+                        401,
+                        &[(
+                            "WWW-Authenticate",
+                            r#"Bearer resource="https://vault.azure.net""#,
+                        )],
+                        "",
+                    ))
+                }),
+                (Duration::from_secs(8), token_answer),
+                (Duration::from_secs(4), signed),
+            ],
+            true,
+        );
+        let start = Clock::now(&clock);
+        assert_eq!(
+            c.sign("k", "v1", "ES256", &[0; 32]).unwrap(),
+            vec![0xfb, 0xff]
+        );
+        let attempts = transport.attempts_since(start);
+        let starts_and_timeouts: Vec<(Duration, Duration)> =
+            attempts.iter().map(|(_, at, t)| (*at, *t)).collect();
+        let secs = |a: u64, b: u64| (Duration::from_secs(a), Duration::from_secs(b));
+        assert_eq!(
+            starts_and_timeouts,
+            vec![secs(0, 12), secs(8, 12), secs(12, 12), secs(20, 5)]
+        );
+        assert_attempts_within(&attempts, Duration::from_secs(25));
+        // The next operation has a deadline of its own.
+        let next = Clock::now(&clock);
+        c.sign("k", "v1", "ES256", &[0; 32]).unwrap();
+        let last = transport.attempts_since(next);
+        assert_eq!(last.last().map(|a| a.2), Some(Duration::from_secs(12)));
     }
 }

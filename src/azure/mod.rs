@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod challenge;
 pub mod cloud;
+pub mod deadline;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod http;
@@ -22,6 +23,7 @@ use crate::clock::Clock;
 use crate::secret::Secret;
 
 pub use auth::{AccessToken, Credential, CredentialError, TokenCache};
+pub use deadline::{Deadline, OPERATION_DEADLINE};
 pub use keyvault::KeyVaultClient;
 pub use types::{AzureError, KeyVaultApi};
 
@@ -47,7 +49,8 @@ pub struct AzureSettings {
     pub vault_uri: String,
     /// Static credentials from the plugin config; when set they win over the default chain.
     pub static_credentials: Option<StaticCredentials>,
-    /// Environment snapshot (credential variables, `AZURE_AUTHORITY_HOST`, proxies, CA files).
+    /// Environment snapshot (credential variables, `AZURE_AUTHORITY_HOST`,
+    /// `AZURE_ADDITIONALLY_ALLOWED_TENANTS`, proxies, CA files).
     pub env: EnvSnapshot,
     /// Key Vault api-version; empty means [`DEFAULT_API_VERSION`].
     pub api_version: String,
@@ -69,16 +72,31 @@ impl fmt::Debug for AzureSettings {
 
 /// Builds the Key Vault client: validates the vault URI, loads TLS roots and proxy settings,
 /// and assembles the credential chain and token cache. Performs no network I/O; the first
-/// token is fetched by the first Key Vault call.
+/// token is fetched by the first Key Vault call. Each Key Vault operation is over within
+/// [`deadline::OPERATION_DEADLINE`].
 pub fn connect(
     settings: AzureSettings,
     clock: Arc<dyn Clock>,
+) -> Result<Arc<KeyVaultClient>, AzureError> {
+    connect_with_deadline(settings, clock, deadline::OPERATION_DEADLINE)
+}
+
+/// [`connect`] with another per-operation deadline. For tests that run a deadline out in real
+/// time and must stay short; the plugin uses `connect`.
+pub fn connect_with_deadline(
+    settings: AzureSettings,
+    clock: Arc<dyn Clock>,
+    operation_deadline: std::time::Duration,
 ) -> Result<Arc<KeyVaultClient>, AzureError> {
     let vault = keyvault::VaultEndpoint::parse(&settings.vault_uri)?;
     let api_version = keyvault::validate_api_version(&settings.api_version)?;
     let http = Arc::new(http::HttpClient::from_env(&settings.env, clock.clone())?);
     let authority = cloud::authority_host(&vault.url.host, &settings.env)?;
     let scope = cloud::scope_for_vault_host(&vault.url.host);
+    let tenants = challenge::AllowedTenants::new(
+        auth::configured_tenant(settings.static_credentials.as_ref(), &settings.env).as_deref(),
+        env_get(&settings.env, challenge::ADDITIONALLY_ALLOWED_TENANTS),
+    );
     let credential = auth::build_credential(
         settings.static_credentials,
         &settings.env,
@@ -87,13 +105,11 @@ pub fn connect(
         clock.clone(),
     )?;
     let tokens = Arc::new(TokenCache::new(credential, clock));
-    Ok(Arc::new(KeyVaultClient::new(
-        vault,
-        api_version,
-        scope,
-        http,
-        tokens,
-    )))
+    Ok(Arc::new(
+        KeyVaultClient::new(vault, api_version, scope, http, tokens)
+            .with_allowed_tenants(tenants)
+            .with_operation_deadline(operation_deadline),
+    ))
 }
 
 /// A non-empty, trimmed environment value.
@@ -132,6 +148,31 @@ mod tests {
         let client = connect(settings("https://v.vault.azure.net"), clock).unwrap();
         assert_eq!(client.api_version(), DEFAULT_API_VERSION);
         assert_eq!(client.scope(), "https://vault.azure.net/.default");
+    }
+
+    #[test]
+    fn connect_allows_the_configured_and_listed_tenants() {
+        let clock = Arc::new(ManualClock::new(SystemTime::now()));
+        let mut s = settings("https://v.vault.azure.net");
+        s.env.insert("AZURE_TENANT_ID".into(), "env.example".into());
+        s.env.insert(
+            challenge::ADDITIONALLY_ALLOWED_TENANTS.into(),
+            "a.example; b.example".into(),
+        );
+        let client = connect(s.clone(), clock.clone()).unwrap();
+        assert_eq!(
+            client.allowed_tenants(),
+            &challenge::AllowedTenants::new(Some("env.example"), Some("a.example;b.example"))
+        );
+        s.static_credentials = Some(StaticCredentials {
+            tenant_id: "static.example".into(),
+            client_id: "c".into(),
+            client_secret: Secret::new("s"),
+        });
+        let client = connect(s, clock).unwrap();
+        assert!(client.allowed_tenants().check("static.example").is_ok());
+        assert!(client.allowed_tenants().check("b.example").is_ok());
+        assert!(client.allowed_tenants().check("env.example").is_err());
     }
 
     #[test]

@@ -28,7 +28,7 @@ use ureq::unversioned::transport::{
 use ureq::{Error, Timeout};
 
 /// How much longer than the remaining budget a read or write may wait before the socket
-/// timeout is moved (the call's own 25 s budget leaves far more room than this).
+/// timeout is moved (the operation's 25 s deadline leaves far more room than this).
 const TIMEOUT_SLACK: Duration = Duration::from_millis(250);
 /// Held output is sent at the latest once this much is waiting.
 const FLUSH_AT: usize = 64 * 1024;

@@ -7,6 +7,8 @@
 //! - A failed refresh falls back to the still-valid token, and is not retried for 30 s.
 //! - Waiters on a fetch that failed get its error instead of each retrying in turn.
 //! - The lock is never held across the credential's network I/O.
+//! - Every call belongs to a Key Vault operation and keeps to its deadline: waiting for another
+//!   caller's fetch ends with it, and a fetch's HTTP calls are bounded by it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -15,6 +17,7 @@ use std::time::{Duration, SystemTime};
 use log::{debug, warn};
 
 use super::{Credential, CredentialError};
+use crate::azure::deadline::Deadline;
 use crate::azure::types::AzureError;
 use crate::clock::Clock;
 use crate::secret::Secret;
@@ -59,20 +62,26 @@ impl TokenCache {
         }
     }
 
-    /// A valid token for (tenant, scope), from the cache when possible.
-    pub fn token(&self, tenant: Option<&str>, scope: &str) -> Result<Secret, AzureError> {
-        self.get(tenant, scope, None)
+    /// A valid token for (tenant, scope), from the cache when possible, by `deadline`.
+    pub fn token(
+        &self,
+        tenant: Option<&str>,
+        scope: &str,
+        deadline: &Deadline,
+    ) -> Result<Secret, AzureError> {
+        self.get(tenant, scope, None, deadline)
     }
 
-    /// A token other than `rejected` (which the service just refused with 401). Concurrent
-    /// callers that were refused the same token share one fetch.
+    /// A token other than `rejected` (which the service just refused with 401), by
+    /// `deadline`. Concurrent callers that were refused the same token share one fetch.
     pub fn fresh_token(
         &self,
         tenant: Option<&str>,
         scope: &str,
         rejected: &Secret,
+        deadline: &Deadline,
     ) -> Result<Secret, AzureError> {
-        self.get(tenant, scope, Some(rejected))
+        self.get(tenant, scope, Some(rejected), deadline)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Key, Entry>> {
@@ -84,6 +93,7 @@ impl TokenCache {
         tenant: Option<&str>,
         scope: &str,
         rejected: Option<&Secret>,
+        deadline: &Deadline,
     ) -> Result<Secret, AzureError> {
         let key: Key = (tenant.map(str::to_string), scope.to_string());
         let mut map = self.lock();
@@ -104,7 +114,19 @@ impl TokenCache {
                 }
             } else if entry.fetching {
                 waited_on = Some(entry.generation);
-                map = self.changed.wait(map).unwrap_or_else(|e| e.into_inner());
+                let left = deadline.remaining(self.clock.as_ref());
+                if left.is_zero() {
+                    return Err(AzureError::Transport(format!(
+                        "no access token for {scope}: {} passed while another caller's token \
+                         request was still running",
+                        deadline.describe()
+                    )));
+                }
+                map = self
+                    .changed
+                    .wait_timeout(map, left)
+                    .map(|(m, _)| m)
+                    .unwrap_or_else(|e| e.into_inner().0);
                 continue;
             } else if let Some(g) = waited_on {
                 if entry.generation != g {
@@ -123,7 +145,7 @@ impl TokenCache {
             key: &key,
             armed: true,
         };
-        let result = self.credential.fetch(tenant, scope);
+        let result = self.credential.fetch_within(tenant, scope, *deadline);
         guard.armed = false;
 
         let now = self.clock.now();
@@ -261,6 +283,12 @@ mod tests {
         (clock, fake, cache)
     }
 
+    /// A deadline none of these tests reaches (the cache consults it only while waiting).
+    fn unbounded() -> Deadline {
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(4_000_000_000);
+        Deadline::after(&ManualClock::new(far), Duration::from_secs(25))
+    }
+
     const HOUR: Duration = Duration::from_secs(3600);
     const SCOPE: &str = "https://vault.azure.net/.default";
 
@@ -268,7 +296,10 @@ mod tests {
     fn thousand_gets_within_lifetime_fetch_once() {
         let (clock, fake, cache) = setup(HOUR);
         for _ in 0..1000 {
-            assert_eq!(cache.token(None, SCOPE).unwrap().expose(), "tok-1");
+            assert_eq!(
+                cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
+                "tok-1"
+            );
             clock.advance(Duration::from_secs(3));
         }
         assert_eq!(fake.fetches(), 1);
@@ -292,7 +323,11 @@ mod tests {
                 let barrier = barrier.clone();
                 std::thread::spawn(move || {
                     barrier.wait();
-                    cache.token(None, SCOPE).unwrap().expose().to_string()
+                    cache
+                        .token(None, SCOPE, &unbounded())
+                        .unwrap()
+                        .expose()
+                        .to_string()
                 })
             })
             .collect();
@@ -305,75 +340,174 @@ mod tests {
     #[test]
     fn refreshes_five_minutes_before_expiry() {
         let (clock, fake, cache) = setup(HOUR);
-        assert_eq!(cache.token(None, SCOPE).unwrap().expose(), "tok-1");
+        assert_eq!(
+            cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
+            "tok-1"
+        );
         clock.advance(HOUR - Duration::from_secs(5 * 60 + 1));
-        assert_eq!(cache.token(None, SCOPE).unwrap().expose(), "tok-1");
+        assert_eq!(
+            cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
+            "tok-1"
+        );
         clock.advance(Duration::from_secs(2));
-        assert_eq!(cache.token(None, SCOPE).unwrap().expose(), "tok-2");
+        assert_eq!(
+            cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
+            "tok-2"
+        );
         assert_eq!(fake.fetches(), 2);
     }
 
     #[test]
     fn short_lived_tokens_refresh_at_half_life() {
         let (clock, fake, cache) = setup(Duration::from_secs(120));
-        cache.token(None, SCOPE).unwrap();
+        cache.token(None, SCOPE, &unbounded()).unwrap();
         clock.advance(Duration::from_secs(59));
-        assert_eq!(cache.token(None, SCOPE).unwrap().expose(), "tok-1");
+        assert_eq!(
+            cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
+            "tok-1"
+        );
         clock.advance(Duration::from_secs(2));
-        assert_eq!(cache.token(None, SCOPE).unwrap().expose(), "tok-2");
+        assert_eq!(
+            cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
+            "tok-2"
+        );
         assert_eq!(fake.fetches(), 2);
     }
 
     #[test]
     fn failed_refresh_keeps_valid_token_and_backs_off() {
         let (clock, fake, cache) = setup(HOUR);
-        cache.token(None, SCOPE).unwrap();
+        cache.token(None, SCOPE, &unbounded()).unwrap();
         *fake.fail.lock().unwrap() = true;
         clock.advance(HOUR - Duration::from_secs(60));
         // In the refresh window: the refresh fails, the old token is still served.
-        assert_eq!(cache.token(None, SCOPE).unwrap().expose(), "tok-1");
+        assert_eq!(
+            cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
+            "tok-1"
+        );
         assert_eq!(fake.fetches(), 2);
         // Within 30 s no new attempt is made.
         clock.advance(Duration::from_secs(10));
-        assert_eq!(cache.token(None, SCOPE).unwrap().expose(), "tok-1");
+        assert_eq!(
+            cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
+            "tok-1"
+        );
         assert_eq!(fake.fetches(), 2);
         // After 30 s, another attempt (still failing, still served).
         clock.advance(Duration::from_secs(25));
-        assert_eq!(cache.token(None, SCOPE).unwrap().expose(), "tok-1");
+        assert_eq!(
+            cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
+            "tok-1"
+        );
         assert_eq!(fake.fetches(), 3);
         // Once expired, the error surfaces.
         clock.advance(Duration::from_secs(60));
-        let e = cache.token(None, SCOPE).unwrap_err();
+        let e = cache.token(None, SCOPE, &unbounded()).unwrap_err();
         assert_eq!(e, AzureError::Auth("Fake: endpoint down".into()));
         // Recovery.
         *fake.fail.lock().unwrap() = false;
-        assert_eq!(cache.token(None, SCOPE).unwrap().expose(), "tok-5");
+        assert_eq!(
+            cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
+            "tok-5"
+        );
     }
 
     #[test]
     fn rejected_token_forces_one_new_fetch() {
         let (_clock, fake, cache) = setup(HOUR);
-        let t1 = cache.token(None, SCOPE).unwrap();
-        let t2 = cache.fresh_token(None, SCOPE, &t1).unwrap();
+        let t1 = cache.token(None, SCOPE, &unbounded()).unwrap();
+        let t2 = cache.fresh_token(None, SCOPE, &t1, &unbounded()).unwrap();
         assert_eq!(t2.expose(), "tok-2");
         // A second caller rejecting the same old token gets the new one without a fetch.
         assert_eq!(
-            cache.fresh_token(None, SCOPE, &t1).unwrap().expose(),
+            cache
+                .fresh_token(None, SCOPE, &t1, &unbounded())
+                .unwrap()
+                .expose(),
             "tok-2"
         );
-        assert_eq!(cache.token(None, SCOPE).unwrap().expose(), "tok-2");
+        assert_eq!(
+            cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
+            "tok-2"
+        );
         assert_eq!(fake.fetches(), 2);
     }
 
     #[test]
     fn keys_are_per_tenant_and_scope() {
         let (_clock, fake, cache) = setup(HOUR);
-        cache.token(None, SCOPE).unwrap();
-        cache.token(Some("t1"), SCOPE).unwrap();
+        cache.token(None, SCOPE, &unbounded()).unwrap();
+        cache.token(Some("t1"), SCOPE, &unbounded()).unwrap();
         cache
-            .token(Some("t1"), "https://managedhsm.azure.net/.default")
+            .token(
+                Some("t1"),
+                "https://managedhsm.azure.net/.default",
+                &unbounded(),
+            )
             .unwrap();
-        cache.token(Some("t1"), SCOPE).unwrap();
+        cache.token(Some("t1"), SCOPE, &unbounded()).unwrap();
         assert_eq!(fake.fetches(), 3);
+    }
+
+    /// Records the deadline each fetch was given; takes `delay` of real time.
+    struct Timed {
+        clock: ManualClock,
+        delay: Duration,
+        deadlines: Mutex<Vec<Deadline>>,
+    }
+
+    impl Credential for Timed {
+        fn name(&self) -> &'static str {
+            "Timed"
+        }
+        fn fetch(&self, _t: Option<&str>, _s: &str) -> Result<AccessToken, CredentialError> {
+            Err(CredentialError::Unavailable(
+                "called without a deadline".into(),
+            ))
+        }
+        fn fetch_within(
+            &self,
+            _t: Option<&str>,
+            _s: &str,
+            deadline: Deadline,
+        ) -> Result<AccessToken, CredentialError> {
+            self.deadlines.lock().unwrap().push(deadline);
+            std::thread::sleep(self.delay);
+            Ok(AccessToken {
+                token: Secret::new("tok"),
+                expires_at: Clock::now(&self.clock) + HOUR,
+            })
+        }
+    }
+
+    #[test]
+    fn the_operation_deadline_bounds_fetching_and_waiting() {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let cred = Arc::new(Timed {
+            clock: clock.clone(),
+            delay: Duration::from_millis(1500),
+            deadlines: Mutex::new(Vec::new()),
+        });
+        let cache = Arc::new(TokenCache::new(cred.clone(), Arc::new(clock.clone())));
+        let deadline = Deadline::after(&clock, Duration::from_secs(25));
+        // The fetch gets the caller's deadline.
+        let fetcher = {
+            let cache = cache.clone();
+            std::thread::spawn(move || cache.token(None, SCOPE, &deadline))
+        };
+        while cred.deadlines.lock().unwrap().is_empty() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(*cred.deadlines.lock().unwrap(), vec![deadline]);
+        // A caller whose deadline has passed does not wait for that fetch to finish.
+        let spent = Deadline::after(&clock, Duration::ZERO);
+        let e = cache.token(None, SCOPE, &spent).unwrap_err();
+        assert!(
+            matches!(&e, AzureError::Transport(m) if m.contains("deadline of this operation passed")),
+            "{e:?}"
+        );
+        assert!(!fetcher.is_finished(), "the caller waited for the fetch");
+        assert_eq!(fetcher.join().unwrap().unwrap().expose(), "tok");
+        assert_eq!(cred.deadlines.lock().unwrap().len(), 1);
     }
 }

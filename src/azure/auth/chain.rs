@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use log::info;
 
 use super::{AccessToken, Credential, CredentialError};
+use crate::azure::deadline::Deadline;
 use crate::azure::types::AzureError;
 
 pub struct ChainCredential {
@@ -35,21 +36,21 @@ impl ChainCredential {
     }
 }
 
-impl Credential for ChainCredential {
-    fn name(&self) -> &'static str {
-        "credential chain"
-    }
-
-    fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
+impl ChainCredential {
+    /// Runs the chain, asking each source with `fetch`.
+    fn run(
+        &self,
+        fetch: impl Fn(&dyn Credential) -> Result<AccessToken, CredentialError>,
+    ) -> Result<AccessToken, CredentialError> {
         let selected = *self.selected.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = selected.and_then(|i| self.sources.get(i)) {
-            return c.fetch(tenant, scope).map_err(|e| {
+            return fetch(c.as_ref()).map_err(|e| {
                 CredentialError::Failed(AzureError::Auth(format!("{}: {e}", c.name())))
             });
         }
         let mut reasons = Vec::new();
         for (i, c) in self.sources.iter().enumerate() {
-            match c.fetch(tenant, scope) {
+            match fetch(c.as_ref()) {
                 Ok(t) => {
                     info!("authenticating to Azure with {}", c.name());
                     *self.selected.lock().unwrap_or_else(|e| e.into_inner()) = Some(i);
@@ -70,6 +71,25 @@ impl Credential for ChainCredential {
             format!("no credential could obtain a token: {}", reasons.join("; "))
         };
         Err(CredentialError::Failed(AzureError::Auth(msg)))
+    }
+}
+
+impl Credential for ChainCredential {
+    fn name(&self) -> &'static str {
+        "credential chain"
+    }
+
+    fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
+        self.run(|c| c.fetch(tenant, scope))
+    }
+
+    fn fetch_within(
+        &self,
+        tenant: Option<&str>,
+        scope: &str,
+        deadline: Deadline,
+    ) -> Result<AccessToken, CredentialError> {
+        self.run(|c| c.fetch_within(tenant, scope, deadline))
     }
 }
 
@@ -177,5 +197,43 @@ mod tests {
         );
         assert_eq!(b_calls.load(Ordering::SeqCst), 0);
         assert_eq!(chain.selected_name(), None);
+    }
+
+    /// Hands out a token only through `fetch_within`, recording the deadline.
+    struct NeedsDeadline(Arc<Mutex<Vec<Deadline>>>);
+
+    impl Credential for NeedsDeadline {
+        fn name(&self) -> &'static str {
+            "NeedsDeadline"
+        }
+        fn fetch(&self, _: Option<&str>, _: &str) -> Result<AccessToken, CredentialError> {
+            Err(CredentialError::Unavailable("no deadline given".into()))
+        }
+        fn fetch_within(
+            &self,
+            _: Option<&str>,
+            _: &str,
+            deadline: Deadline,
+        ) -> Result<AccessToken, CredentialError> {
+            self.0.lock().unwrap().push(deadline);
+            Ok(AccessToken {
+                token: Secret::new("t"),
+                expires_at: SystemTime::now(),
+            })
+        }
+    }
+
+    #[test]
+    fn the_deadline_reaches_the_sources() {
+        let (a, _) = stub("A", unavailable("no env"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let chain = ChainCredential::new(vec![a, Box::new(NeedsDeadline(seen.clone()))]);
+        let clock = crate::clock::ManualClock::new(SystemTime::UNIX_EPOCH);
+        let deadline = Deadline::after(&clock, std::time::Duration::from_secs(7));
+        // Before a source is selected, and after.
+        chain.fetch_within(None, "s", deadline).unwrap();
+        chain.fetch_within(None, "s", deadline).unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![deadline, deadline]);
+        assert_eq!(chain.selected_name(), Some("NeedsDeadline"));
     }
 }

@@ -10,6 +10,7 @@ use super::{
     describe_token_error, parse_token_response, validate_tenant, AccessToken, Credential,
     CredentialError,
 };
+use crate::azure::deadline::Deadline;
 use crate::azure::http::{form_encode, HttpClient, HttpRequest};
 use crate::azure::types::AzureError;
 use crate::azure::{env_get, EnvSnapshot};
@@ -40,8 +41,9 @@ pub(crate) fn request_token(
     let resp = http.send(&req).map_err(CredentialError::Failed)?;
     if !resp.is_success() {
         return Err(failed(format!(
-            "token request to {endpoint} was refused: {}",
-            describe_token_error(resp.status, &resp.body)
+            "token request to {endpoint} was refused: {}{}",
+            describe_token_error(resp.status, &resp.body),
+            resp.refused_wait_note("the token endpoint")
         )));
     }
     parse_token_response(&resp.body, http.clock().now())
@@ -84,14 +86,15 @@ impl ClientSecretCredential {
     }
 }
 
-impl Credential for ClientSecretCredential {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
+impl ClientSecretCredential {
+    fn fetch_over(
+        &self,
+        http: &HttpClient,
+        tenant: Option<&str>,
+        scope: &str,
+    ) -> Result<AccessToken, CredentialError> {
         request_token(
-            &self.http,
+            http,
             &self.authority,
             tenant.unwrap_or(&self.tenant),
             scope,
@@ -105,8 +108,29 @@ impl Credential for ClientSecretCredential {
     }
 }
 
+impl Credential for ClientSecretCredential {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
+        self.fetch_over(&self.http, tenant, scope)
+    }
+
+    fn fetch_within(
+        &self,
+        tenant: Option<&str>,
+        scope: &str,
+        deadline: Deadline,
+    ) -> Result<AccessToken, CredentialError> {
+        self.fetch_over(&self.http.within(deadline), tenant, scope)
+    }
+}
+
 enum Setup {
     Ready(Box<dyn Credential>),
+    /// A certificate credential, built per request (see [`CertificateSetup`]).
+    Certificate(CertificateSetup),
     /// Not configured: the chain moves on.
     Unavailable(String),
     /// Configured wrongly: the chain stops with this.
@@ -114,12 +138,54 @@ enum Setup {
 }
 
 impl Setup {
-    fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
-        match self {
-            Setup::Ready(c) => c.fetch(tenant, scope),
-            Setup::Unavailable(m) => Err(CredentialError::Unavailable(m.clone())),
-            Setup::Broken(e) => Err(CredentialError::Failed(e.clone())),
+    fn fetch(
+        &self,
+        tenant: Option<&str>,
+        scope: &str,
+        deadline: Option<Deadline>,
+    ) -> Result<AccessToken, CredentialError> {
+        match (self, deadline) {
+            (Setup::Ready(c), None) => c.fetch(tenant, scope),
+            (Setup::Ready(c), Some(d)) => c.fetch_within(tenant, scope, d),
+            (Setup::Certificate(c), d) => c.credential(d).fetch(tenant, scope),
+            (Setup::Unavailable(m), _) => Err(CredentialError::Unavailable(m.clone())),
+            (Setup::Broken(e), _) => Err(CredentialError::Failed(e.clone())),
         }
+    }
+}
+
+/// What `ClientCertificateCredential` is made of. It takes its HTTP client at construction,
+/// so one is built for each token request, over a client bound to that request's deadline;
+/// it holds nothing worth keeping (the certificate file is re-read at every request anyway).
+struct CertificateSetup {
+    tenant: String,
+    client_id: String,
+    path: PathBuf,
+    password: Option<Secret>,
+    send_chain: bool,
+    authority: String,
+    http: Arc<HttpClient>,
+    clock: Arc<dyn Clock>,
+}
+
+impl CertificateSetup {
+    fn credential(&self, deadline: Option<Deadline>) -> ClientCertificateCredential {
+        let http = match deadline {
+            Some(d) => Arc::new(self.http.within(d)),
+            None => self.http.clone(),
+        };
+        ClientCertificateCredential::new(
+            &self.tenant,
+            &self.client_id,
+            self.path.clone(),
+            CertificateOptions {
+                password: self.password.clone(),
+                send_chain: self.send_chain,
+            },
+            &self.authority,
+            http,
+            self.clock.clone(),
+        )
     }
 }
 
@@ -153,22 +219,17 @@ impl EnvironmentCredential {
                 Err(e) => Setup::Broken(e),
             },
             (Some(t), Some(c), None, Some(path)) => match validate_tenant(t) {
-                Ok(t) => Setup::Ready(Box::new(ClientCertificateCredential::new(
-                    t,
-                    c,
-                    PathBuf::from(path),
-                    CertificateOptions {
-                        password: env_get(env, "AZURE_CLIENT_CERTIFICATE_PASSWORD")
-                            .map(Secret::new),
-                        send_chain: env_get(env, "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN")
-                            .is_some_and(|v| {
-                                v.trim() == "1" || v.trim().eq_ignore_ascii_case("true")
-                            }),
-                    },
-                    authority,
+                Ok(t) => Setup::Certificate(CertificateSetup {
+                    tenant: t.to_string(),
+                    client_id: c.to_string(),
+                    path: PathBuf::from(path),
+                    password: env_get(env, "AZURE_CLIENT_CERTIFICATE_PASSWORD").map(Secret::new),
+                    send_chain: env_get(env, "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN")
+                        .is_some_and(|v| v.trim() == "1" || v.trim().eq_ignore_ascii_case("true")),
+                    authority: authority.to_string(),
                     http,
                     clock,
-                ))),
+                }),
                 Err(e) => Setup::Broken(e),
             },
             (Some(_), Some(_), None, None) => Setup::Unavailable(
@@ -185,7 +246,15 @@ impl Credential for EnvironmentCredential {
         "EnvironmentCredential"
     }
     fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
-        self.setup.fetch(tenant, scope)
+        self.setup.fetch(tenant, scope, None)
+    }
+    fn fetch_within(
+        &self,
+        tenant: Option<&str>,
+        scope: &str,
+        deadline: Deadline,
+    ) -> Result<AccessToken, CredentialError> {
+        self.setup.fetch(tenant, scope, Some(deadline))
     }
 }
 
@@ -203,6 +272,26 @@ impl Credential for Workload {
     }
 
     fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
+        self.fetch_over(&self.http, tenant, scope)
+    }
+
+    fn fetch_within(
+        &self,
+        tenant: Option<&str>,
+        scope: &str,
+        deadline: Deadline,
+    ) -> Result<AccessToken, CredentialError> {
+        self.fetch_over(&self.http.within(deadline), tenant, scope)
+    }
+}
+
+impl Workload {
+    fn fetch_over(
+        &self,
+        http: &HttpClient,
+        tenant: Option<&str>,
+        scope: &str,
+    ) -> Result<AccessToken, CredentialError> {
         // Re-read every time: kubelet rotates the projected token.
         let raw = std::fs::read_to_string(&self.token_file).map_err(|e| {
             failed(format!(
@@ -218,7 +307,7 @@ impl Credential for Workload {
             )));
         }
         request_token(
-            &self.http,
+            http,
             &self.authority,
             tenant.unwrap_or(&self.tenant),
             scope,
@@ -279,7 +368,15 @@ impl Credential for WorkloadIdentityCredential {
         "WorkloadIdentityCredential"
     }
     fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
-        self.setup.fetch(tenant, scope)
+        self.setup.fetch(tenant, scope, None)
+    }
+    fn fetch_within(
+        &self,
+        tenant: Option<&str>,
+        scope: &str,
+        deadline: Deadline,
+    ) -> Result<AccessToken, CredentialError> {
+        self.setup.fetch(tenant, scope, Some(deadline))
     }
 }
 
@@ -300,13 +397,17 @@ mod tests {
     }
 
     impl Transport for Recorder {
-        fn execute(&self, req: &HttpRequest) -> Result<HttpResponse, TransportError> {
+        fn execute(
+            &self,
+            req: &HttpRequest,
+            timeout: Duration,
+        ) -> Result<HttpResponse, TransportError> {
             self.seen.lock().unwrap().push((
                 req.method.to_string(),
                 req.url.clone(),
                 String::from_utf8_lossy(req.body.as_deref().unwrap_or_default()).into_owned(),
             ));
-            self.inner.execute(req)
+            self.inner.execute(req, timeout)
         }
     }
 
@@ -464,5 +565,113 @@ mod tests {
 
     fn http_only() -> Arc<HttpClient> {
         scripted(vec![]).0
+    }
+
+    #[test]
+    fn fetch_within_cuts_every_token_request_to_the_deadline() {
+        use crate::azure::http::tests::{Answer, Timed};
+        let dir = std::env::temp_dir().join(format!("azkv-dl-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert_pem, key_pem, _) = super::super::certificate::tests::rsa_cert_pem();
+        let cert = dir.join("client.pem");
+        std::fs::write(&cert, format!("{cert_pem}\n{key_pem}")).unwrap();
+        let federated = dir.join("token");
+        std::fs::write(&federated, "federated").unwrap();
+        let env_of = |pairs: &[(&str, &str)]| -> EnvSnapshot {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let base = [("AZURE_TENANT_ID", "t"), ("AZURE_CLIENT_ID", "c")];
+        let answer: Answer = || Ok(ok_token());
+        type Make = Box<dyn Fn(Arc<HttpClient>, Arc<dyn Clock>) -> Box<dyn Credential>>;
+        let cert_path = cert.display().to_string();
+        let token_path = federated.display().to_string();
+        let credentials: Vec<(&str, Make)> = vec![
+            (
+                "client secret",
+                Box::new(|http, _| {
+                    Box::new(
+                        ClientSecretCredential::new(
+                            "x",
+                            "t",
+                            "c",
+                            Secret::new("s"),
+                            "https://l/",
+                            http,
+                        )
+                        .unwrap(),
+                    )
+                }),
+            ),
+            (
+                "environment secret",
+                Box::new(move |http, clock| {
+                    let env = env_of(&[base[0], base[1], ("AZURE_CLIENT_SECRET", "s")]);
+                    Box::new(EnvironmentCredential::from_env(
+                        &env,
+                        "https://l/",
+                        http,
+                        clock,
+                    ))
+                }),
+            ),
+            (
+                "environment certificate",
+                Box::new(move |http, clock| {
+                    let env = env_of(&[
+                        base[0],
+                        base[1],
+                        ("AZURE_CLIENT_CERTIFICATE_PATH", cert_path.as_str()),
+                    ]);
+                    Box::new(EnvironmentCredential::from_env(
+                        &env,
+                        "https://l/",
+                        http,
+                        clock,
+                    ))
+                }),
+            ),
+            (
+                "workload identity",
+                Box::new(move |http, _| {
+                    let env = env_of(&[
+                        base[0],
+                        base[1],
+                        ("AZURE_FEDERATED_TOKEN_FILE", token_path.as_str()),
+                    ]);
+                    Box::new(WorkloadIdentityCredential::from_env(
+                        &env,
+                        "https://l/",
+                        http,
+                    ))
+                }),
+            ),
+        ];
+        for (what, make) in credentials {
+            let clock =
+                ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+            let transport = Arc::new(Timed::new(&clock, vec![(Duration::from_secs(1), answer)]));
+            let http = Arc::new(HttpClient::new(
+                transport.clone(),
+                Arc::new(clock.clone()),
+                RetryPolicy::default(),
+            ));
+            let cred = make(http, Arc::new(clock.clone()));
+            let start = Clock::now(&clock);
+            let deadline = crate::azure::deadline::Deadline::after(&clock, Duration::from_secs(3));
+            cred.fetch_within(None, "s", deadline).unwrap();
+            // Without a deadline, a request gets a whole attempt.
+            cred.fetch(None, "s").unwrap();
+            let attempts = transport.attempts_since(start);
+            let timeouts: Vec<Duration> = attempts.iter().map(|a| a.2).collect();
+            assert_eq!(
+                timeouts,
+                vec![Duration::from_secs(3), Duration::from_secs(12)],
+                "{what}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

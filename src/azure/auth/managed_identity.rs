@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use super::{describe_token_error, parse_token_response, AccessToken, Credential, CredentialError};
 use crate::azure::cloud::resource_from_scope;
+use crate::azure::deadline::Deadline;
 use crate::azure::http::{percent_encode, HttpClient, HttpRequest, Url};
 use crate::azure::types::AzureError;
 use crate::azure::{env_get, EnvSnapshot};
@@ -165,6 +166,7 @@ impl ManagedIdentityCredential {
     /// file>`; the file's content, sent as `Authorization: Basic <content>`, gets the token.
     fn fetch_arc(
         &self,
+        http: &HttpClient,
         endpoint: &str,
         key_dir: &std::path::Path,
         scope: &str,
@@ -175,10 +177,7 @@ impl ManagedIdentityCredential {
                 .header("Metadata", "true")
                 .header("Accept", "application/json")
         };
-        let challenge = self
-            .http
-            .send(&request())
-            .map_err(CredentialError::Failed)?;
+        let challenge = http.send(&request()).map_err(CredentialError::Failed)?;
         if challenge.status != 401 {
             return Err(failed(format!(
                 "the Azure Arc identity endpoint answered HTTP {} instead of a challenge",
@@ -191,14 +190,14 @@ impl ManagedIdentityCredential {
             .map(|p| p.trim().trim_matches('"'))
             .ok_or_else(|| failed("the Azure Arc challenge names no key file".into()))?;
         let key = read_arc_key(std::path::Path::new(realm), key_dir).map_err(failed)?;
-        let resp = self
-            .http
+        let resp = http
             .send(&request().header("Authorization", format!("Basic {}", key.expose())))
             .map_err(CredentialError::Failed)?;
         if !resp.is_success() {
             return Err(failed(format!(
-                "the Azure Arc identity endpoint refused the token request: {}",
-                describe_token_error(resp.status, &resp.body)
+                "the Azure Arc identity endpoint refused the token request: {}{}",
+                describe_token_error(resp.status, &resp.body),
+                resp.refused_wait_note("the identity endpoint")
             )));
         }
         self.token_from(&resp.body)
@@ -242,6 +241,21 @@ impl Credential for ManagedIdentityCredential {
     }
 
     fn fetch(&self, _tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
+        self.fetch_over(&self.http, scope)
+    }
+
+    fn fetch_within(
+        &self,
+        _tenant: Option<&str>,
+        scope: &str,
+        deadline: Deadline,
+    ) -> Result<AccessToken, CredentialError> {
+        self.fetch_over(&self.http.within(deadline), scope)
+    }
+}
+
+impl ManagedIdentityCredential {
+    fn fetch_over(&self, http: &HttpClient, scope: &str) -> Result<AccessToken, CredentialError> {
         let (req, is_imds) = match &self.source {
             Source::Broken(m) => {
                 return Err(CredentialError::Failed(AzureError::Config(m.clone())));
@@ -253,7 +267,7 @@ impl Credential for ManagedIdentityCredential {
                 false,
             ),
             Source::Arc { endpoint, key_dir } => {
-                return self.fetch_arc(endpoint, key_dir, scope);
+                return self.fetch_arc(http, endpoint, key_dir, scope);
             }
             Source::Imds { endpoint } => {
                 let mut req = HttpRequest::new("GET", self.url(endpoint, IMDS_API_VERSION, scope))
@@ -263,7 +277,7 @@ impl Credential for ManagedIdentityCredential {
                 (req, true)
             }
         };
-        let resp = match self.http.send(&req) {
+        let resp = match http.send(&req) {
             Ok(r) => r,
             Err(e) if is_imds && req.probe => {
                 return Err(CredentialError::Unavailable(format!(
@@ -284,7 +298,8 @@ impl Credential for ManagedIdentityCredential {
                 )));
             }
             return Err(CredentialError::Failed(AzureError::Auth(format!(
-                "managed identity endpoint refused the token request: {reason}"
+                "managed identity endpoint refused the token request: {reason}{}",
+                resp.refused_wait_note("the identity endpoint")
             ))));
         }
         self.token_from(&resp.body)
@@ -309,12 +324,16 @@ mod tests {
     }
 
     impl Transport for Recorder {
-        fn execute(&self, req: &HttpRequest) -> Result<HttpResponse, TransportError> {
+        fn execute(
+            &self,
+            req: &HttpRequest,
+            timeout: Duration,
+        ) -> Result<HttpResponse, TransportError> {
             self.seen
                 .lock()
                 .unwrap()
                 .push((req.url.clone(), req.headers.clone(), req.probe));
-            self.inner.execute(req)
+            self.inner.execute(req, timeout)
         }
     }
 
@@ -571,5 +590,42 @@ mod tests {
             c.fetch(None, "s"),
             Err(CredentialError::Failed(AzureError::Config(_)))
         ));
+    }
+
+    #[test]
+    fn fetch_within_cuts_identity_requests_to_the_deadline() {
+        use crate::azure::http::tests::{Answer, Timed};
+        let answer: Answer =
+            || token_body(r#"{"access_token":"a","expires_on":"1700003600","resource":"r"}"#);
+        for env in [
+            vec![("AZURE_IMDS_ENDPOINT", "http://127.0.0.1:9/t")],
+            vec![
+                ("IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi/token"),
+                ("IDENTITY_HEADER", "h"),
+            ],
+        ] {
+            let clock =
+                ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+            let transport = Arc::new(Timed::new(&clock, vec![(Duration::from_secs(1), answer)]));
+            let http = Arc::new(HttpClient::new(
+                transport.clone(),
+                Arc::new(clock.clone()),
+                RetryPolicy::default(),
+            ));
+            let env: EnvSnapshot = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let c = ManagedIdentityCredential::from_env(&env, http);
+            let start = crate::clock::Clock::now(&clock);
+            let deadline = Deadline::after(&clock, Duration::from_secs(3));
+            c.fetch_within(None, "s", deadline).unwrap();
+            let timeouts: Vec<Duration> = transport
+                .attempts_since(start)
+                .iter()
+                .map(|a| a.2)
+                .collect();
+            assert_eq!(timeouts, vec![Duration::from_secs(3)], "{env:?}");
+        }
     }
 }

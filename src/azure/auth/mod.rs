@@ -8,8 +8,9 @@
 //! - The authority host must be `https` (also for loopback fakes): secrets and assertions go
 //!   there. Managed identity endpoints may be plain `http` (IMDS and App Service are).
 //! - A tenant learned from a Key Vault challenge replaces the credential's configured tenant
-//!   for that token request (as the Go SDK does since azkeys 1.2); the authority host is never
-//!   taken from a challenge. Managed identity ignores tenants.
+//!   for that token request (as the Go SDK does since azkeys 1.2) when it is that tenant or
+//!   listed in `AZURE_ADDITIONALLY_ALLOWED_TENANTS` (checked in `challenge::decide`); the
+//!   authority host is never taken from a challenge. Managed identity ignores tenants.
 //! - `AZURE_IMDS_ENDPOINT` (a full token URL) overrides the IMDS address so tests never touch
 //!   169.254.169.254. Only builds with the `test-hooks` feature read it.
 
@@ -26,6 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
+use crate::azure::deadline::Deadline;
 use crate::azure::http::HttpClient;
 use crate::azure::types::AzureError;
 use crate::azure::{EnvSnapshot, StaticCredentials};
@@ -79,6 +81,20 @@ pub trait Credential: Send + Sync {
     /// A new token for `scope` (`https://vault.azure.net/.default`), from `tenant` when given
     /// (a tenant learned from a challenge) or the credential's own.
     fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError>;
+
+    /// [`Credential::fetch`] with every network call over by `deadline` (the Key Vault
+    /// operation's). Every credential here that talks to the network overrides it; the default
+    /// suits those that do not (test fakes) and `ClientCertificateCredential`, which
+    /// `EnvironmentCredential` builds per request over an HTTP client bound to the deadline.
+    fn fetch_within(
+        &self,
+        tenant: Option<&str>,
+        scope: &str,
+        deadline: Deadline,
+    ) -> Result<AccessToken, CredentialError> {
+        let _ = deadline;
+        self.fetch(tenant, scope)
+    }
 }
 
 /// Builds the credential the plugin uses: the static secret alone when configured, else the
@@ -104,6 +120,58 @@ pub fn build_credential(
     Ok(Arc::new(default_chain(env, authority, http, clock)?))
 }
 
+/// The tenant the credential authenticates to by its own configuration: the static
+/// `tenant_id`, else `AZURE_TENANT_ID` when the chain holds the environment or workload
+/// identity credential (both read it). `None` when only managed identity can be used: it has
+/// no tenant of its own.
+pub fn configured_tenant(
+    static_credentials: Option<&StaticCredentials>,
+    env: &EnvSnapshot,
+) -> Option<String> {
+    if let Some(s) = static_credentials {
+        return Some(s.tenant_id.trim().to_string());
+    }
+    match narrowed_to(env) {
+        Ok(Some(name)) if name == CHAIN_NAMES[2] => None,
+        _ => crate::azure::env_get(env, "AZURE_TENANT_ID").map(str::to_string),
+    }
+}
+
+/// The default chain's credentials, in order.
+const CHAIN_NAMES: [&str; 3] = [
+    "EnvironmentCredential",
+    "WorkloadIdentityCredential",
+    "ManagedIdentityCredential",
+];
+
+/// The one credential `AZURE_TOKEN_CREDENTIALS` keeps, `None` for all of them.
+fn narrowed_to(env: &EnvSnapshot) -> Result<Option<&'static str>, AzureError> {
+    let Some(v) = crate::azure::env_get(env, "AZURE_TOKEN_CREDENTIALS") else {
+        return Ok(None);
+    };
+    if v.eq_ignore_ascii_case("prod") {
+        return Ok(None);
+    }
+    if let Some(name) = CHAIN_NAMES.iter().find(|n| n.eq_ignore_ascii_case(v)) {
+        return Ok(Some(name));
+    }
+    let developer = ["dev", "AzureCLICredential", "AzureDeveloperCLICredential"]
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case(v));
+    Err(AzureError::Config(if developer {
+        format!(
+            "AZURE_TOKEN_CREDENTIALS={v} selects developer credentials, which this plugin does \
+             not have; use prod or one of {}",
+            CHAIN_NAMES.join(", ")
+        )
+    } else {
+        format!(
+            "AZURE_TOKEN_CREDENTIALS has an unknown value {v:?}; expected prod or one of {}",
+            CHAIN_NAMES.join(", ")
+        )
+    }))
+}
+
 /// The Azure SDKs' default chain (production credentials only), narrowed by
 /// `AZURE_TOKEN_CREDENTIALS` as they narrow it: unset or `prod` keeps all three, a credential's
 /// name keeps that one alone; developer credentials (`dev`, the CLIs) are not in a plugin.
@@ -113,42 +181,10 @@ fn default_chain(
     http: Arc<HttpClient>,
     clock: Arc<dyn Clock>,
 ) -> Result<ChainCredential, AzureError> {
-    const NAMES: [&str; 3] = [
-        "EnvironmentCredential",
-        "WorkloadIdentityCredential",
-        "ManagedIdentityCredential",
-    ];
-    let only = match crate::azure::env_get(env, "AZURE_TOKEN_CREDENTIALS")
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-    {
-        None => None,
-        Some(v) if v.eq_ignore_ascii_case("prod") => None,
-        Some(v) => match NAMES.iter().find(|n| n.eq_ignore_ascii_case(v)) {
-            Some(name) => Some(*name),
-            None => {
-                let developer = ["dev", "AzureCLICredential", "AzureDeveloperCLICredential"]
-                    .iter()
-                    .any(|d| d.eq_ignore_ascii_case(v));
-                return Err(AzureError::Config(if developer {
-                    format!(
-                        "AZURE_TOKEN_CREDENTIALS={v} selects developer credentials, which this \
-                         plugin does not have; use prod or one of {}",
-                        NAMES.join(", ")
-                    )
-                } else {
-                    format!(
-                        "AZURE_TOKEN_CREDENTIALS has an unknown value {v:?}; expected prod or \
-                         one of {}",
-                        NAMES.join(", ")
-                    )
-                }));
-            }
-        },
-    };
+    let only = narrowed_to(env)?;
     let wanted = |name: &str| only.is_none_or(|o| o == name);
     let mut sources: Vec<Box<dyn Credential>> = Vec::new();
-    if wanted(NAMES[0]) {
+    if wanted(CHAIN_NAMES[0]) {
         sources.push(Box::new(EnvironmentCredential::from_env(
             env,
             authority,
@@ -156,14 +192,14 @@ fn default_chain(
             clock,
         )));
     }
-    if wanted(NAMES[1]) {
+    if wanted(CHAIN_NAMES[1]) {
         sources.push(Box::new(WorkloadIdentityCredential::from_env(
             env,
             authority,
             http.clone(),
         )));
     }
-    if wanted(NAMES[2]) {
+    if wanted(CHAIN_NAMES[2]) {
         sources.push(Box::new(ManagedIdentityCredential::from_env(env, http)));
     }
     Ok(ChainCredential::new(sources))
@@ -315,6 +351,45 @@ mod tests {
         assert!(e.contains("developer credentials"), "{e}");
         let e = chain(Some("Everything")).unwrap_err().to_string();
         assert!(e.contains("unknown value \"Everything\""), "{e}");
+    }
+
+    #[test]
+    fn configured_tenant_is_the_static_or_environment_one() {
+        let env = |pairs: &[(&str, &str)]| -> EnvSnapshot {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let statics = StaticCredentials {
+            tenant_id: " static.example ".into(),
+            client_id: "c".into(),
+            client_secret: Secret::new("s"),
+        };
+        let with_tenant = env(&[("AZURE_TENANT_ID", "env.example")]);
+        assert_eq!(
+            configured_tenant(Some(&statics), &with_tenant).as_deref(),
+            Some("static.example")
+        );
+        assert_eq!(
+            configured_tenant(None, &with_tenant).as_deref(),
+            Some("env.example")
+        );
+        let workload_only = env(&[
+            ("AZURE_TENANT_ID", "env.example"),
+            ("AZURE_TOKEN_CREDENTIALS", "WorkloadIdentityCredential"),
+        ]);
+        assert_eq!(
+            configured_tenant(None, &workload_only).as_deref(),
+            Some("env.example")
+        );
+        // Managed identity alone has no tenant of its own.
+        let mi_only = env(&[
+            ("AZURE_TENANT_ID", "env.example"),
+            ("AZURE_TOKEN_CREDENTIALS", "ManagedIdentityCredential"),
+        ]);
+        assert_eq!(configured_tenant(None, &mi_only), None);
+        assert_eq!(configured_tenant(None, &EnvSnapshot::new()), None);
     }
 
     #[test]
