@@ -323,17 +323,14 @@ impl KeyVaultClient {
         check(op, resp)
     }
 
-    /// Every page, all within one operation's deadline.
-    fn list_all(
-        &self,
-        op: Op,
-        first: String,
-        deadline: &Deadline,
-    ) -> Result<Vec<KeyItem>, AzureError> {
+    /// Every page, each page one operation with its own deadline: listings run at Configure
+    /// and in the background sweep, never inside SignData, and a vault with thousands of keys
+    /// (25 a page) must not run out of one RPC's time.
+    fn list_all(&self, op: Op, first: String) -> Result<Vec<KeyItem>, AzureError> {
         let mut url = first;
         let mut items = Vec::new();
         for _ in 0..MAX_PAGES {
-            let resp = self.execute(op, "GET", &url, None, deadline)?;
+            let resp = self.execute(op, "GET", &url, None, &self.start())?;
             let page: KeyListResult = decode(op, &resp)?;
             items.extend(page.value.unwrap_or_default());
             match page.next_link.filter(|l| !l.trim().is_empty()) {
@@ -502,19 +499,13 @@ impl KeyVaultApi for KeyVaultClient {
     }
 
     fn list_keys(&self) -> Result<Vec<KeyItem>, AzureError> {
-        let deadline = self.start();
-        self.list_all(Op::List, self.url("/keys", "&maxresults=25"), &deadline)
+        self.list_all(Op::List, self.url("/keys", "&maxresults=25"))
     }
 
     fn list_key_versions(&self, name: &str) -> Result<Vec<KeyItem>, AzureError> {
-        let deadline = self.start();
         require("key name", name)?;
         let path = format!("/keys/{}/versions", percent_encode(name));
-        self.list_all(
-            Op::ListVersions,
-            self.url(&path, "&maxresults=25"),
-            &deadline,
-        )
+        self.list_all(Op::ListVersions, self.url(&path, "&maxresults=25"))
     }
 
     fn update_key(
