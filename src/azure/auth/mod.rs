@@ -18,7 +18,7 @@ mod certificate;
 mod chain;
 mod entra;
 mod managed_identity;
-mod pkcs12;
+pub(crate) mod pkcs12;
 
 use std::fmt;
 use std::sync::Arc;
