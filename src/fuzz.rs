@@ -166,6 +166,39 @@ pub(crate) fn mutate(rng: &mut Rng, s: &str, donor: &str) -> String {
     chars.into_iter().collect()
 }
 
+/// Bytes DER parsers care about: tags (INTEGER, OCTET STRING, NULL, OID, SEQUENCE, `[0]`),
+/// the short/long length forms and their edges, sign bits.
+pub(crate) const INTERESTING_BYTES: &[u8] = &[
+    0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x30, 0x7f, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0xa0, 0xff,
+];
+
+/// Applies 1 to 4 random edits to binary `data` (flip a bit, set a byte to one DER cares
+/// about, insert one, delete or duplicate a span, or, rarely, cut the tail).
+pub(crate) fn mutate_bytes(rng: &mut Rng, data: &[u8]) -> Vec<u8> {
+    let mut out = data.to_vec();
+    for _ in 0..=rng.below(4) {
+        let at = rng.below(out.len() + 1);
+        match rng.below(11) {
+            0..=2 if at < out.len() => out[at] ^= 1 << rng.below(8),
+            3..=5 if at < out.len() => out[at] = *rng.pick(INTERESTING_BYTES),
+            6 | 7 => out.insert(at, *rng.pick(INTERESTING_BYTES)),
+            8 if at < out.len() => {
+                let end = (at + 1 + rng.below(8)).min(out.len());
+                out.drain(at..end);
+            }
+            9 if at < out.len() => {
+                let end = (at + 1 + rng.below(32)).min(out.len());
+                let span = out[at..end].to_vec();
+                let to = rng.below(out.len() + 1);
+                out.splice(to..to, span);
+            }
+            10 if rng.one_in(4) => out.truncate(at),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// A random JSON value, `depth` levels deep at most, biased toward the shapes Azure sends
 /// (strings that look like numbers, numbers at the edges of f64 and i64, nested objects).
 pub(crate) fn json_value(rng: &mut Rng, depth: usize, keys: &[&str]) -> serde_json::Value {

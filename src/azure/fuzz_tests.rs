@@ -1,8 +1,10 @@
 //! Bounded fuzz/property tests of everything the Azure layer reads from the network:
 //! `Retry-After` values, `WWW-Authenticate` challenges, token responses and errors, the Key
-//! Vault wire types, and the REST client end to end over a transport that answers at random.
+//! Vault wire types, and the REST client end to end over a transport that answers at random;
+//! and of the client certificate files it reads from disk (PKCS#12, encrypted PKCS#8).
 //! Invariants: never a panic; bounded retries and waits; a token only ever goes to the vault, a
-//! client secret only to the authority; no secret or token in any error.
+//! client secret only to the authority; no secret or token in any error; no file makes the
+//! certificate parser spin past its key-derivation caps.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,7 +25,7 @@ use super::types::{
     UpdateKeyParams,
 };
 use crate::clock::ManualClock;
-use crate::fuzz::{json_value, mutate, scaled, Rng, EDGE_NUMBER_STRINGS};
+use crate::fuzz::{json_value, mutate, mutate_bytes, scaled, Rng, EDGE_NUMBER_STRINGS};
 use crate::secret::Secret;
 
 fn now() -> SystemTime {
@@ -620,4 +622,94 @@ fn regression_malformed_challenge_tenant_is_ignored() {
         .unwrap();
         assert_eq!(c.tenant(), None, "{t}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client certificate files
+
+const P12_MODERN: &[u8] = include_bytes!("../../tests/data/pkcs12/modern.p12");
+const P12_LEGACY: &[u8] = include_bytes!("../../tests/data/pkcs12/legacy.p12");
+const P12_NO_PASSWORD: &[u8] = include_bytes!("../../tests/data/pkcs12/nopass.p12");
+const CERT_PEM: &str = include_str!("../../tests/data/pkcs12/cert.pem");
+const ENCRYPTED_KEY_PEM: &str = include_str!("../../tests/data/pkcs12/enc-key.pem");
+
+/// Mutations of the real PKCS#12 files and encrypted key (`tests/data/pkcs12`): of the raw
+/// bytes (mostly stopped by the DER walk or the MAC), and of the authenticated contents
+/// re-sealed with a valid MAC, so that they reach the bag parser, the algorithm parameters
+/// (iteration counts included) and the decryption. The PKCS#8 key is fuzzed alone and inside a
+/// PEM bundle. Never a panic, never the password in an error, never long.
+#[test]
+fn certificate_files_never_panic_or_spin() {
+    use super::auth::pkcs12::support::{authenticated_safe, pfx_with_mac};
+    use super::auth::pkcs12::{decode_pfx, decrypt_pkcs8};
+    use super::auth::ClientCertificate;
+    use std::time::Instant;
+
+    let files = [
+        (P12_MODERN, "pass word ü"),
+        (P12_LEGACY, "legacy-pass"),
+        (P12_NO_PASSWORD, ""),
+    ];
+    let safes: Vec<(Vec<u8>, &str)> = files
+        .iter()
+        .map(|(f, p)| (authenticated_safe(f).unwrap(), *p))
+        .collect();
+    let encrypted_key = pem::parse(ENCRYPTED_KEY_PEM).unwrap().into_contents();
+    let mut rng = Rng::new(0xA2_0007);
+    let (mut ok, mut failed, mut slowest) = (0, 0, Duration::ZERO);
+    for _ in 0..scaled(250) {
+        let (input, password) = match rng.below(8) {
+            0 | 1 => {
+                let (file, password) = rng.pick(&files);
+                (mutate_bytes(&mut rng, file), *password)
+            }
+            2..=5 => {
+                let (safe, password) = rng.pick(&safes);
+                (
+                    pfx_with_mac(&mutate_bytes(&mut rng, safe), password),
+                    *password,
+                )
+            }
+            _ => (mutate_bytes(&mut rng, &encrypted_key), "pem-pass"),
+        };
+        let started = Instant::now();
+        let is_pfx = !input.is_empty() && rng.below(8) != 0;
+        let result = if is_pfx {
+            decode_pfx(&input, password).map(|_| ())
+        } else {
+            decrypt_pkcs8(&input, password).map(|_| ())
+        };
+        // The whole credential path now and then: PKCS#12 as is, the key in a PEM bundle.
+        let whole = if rng.one_in(4) {
+            let data = if is_pfx {
+                input.clone()
+            } else {
+                let block = pem::encode(&pem::Pem::new("ENCRYPTED PRIVATE KEY", input.clone()));
+                format!("{CERT_PEM}{block}").into_bytes()
+            };
+            Some(ClientCertificate::from_file(&data, Some(password)).map(|_| ()))
+        } else {
+            None
+        };
+        for r in std::iter::once(&result).chain(whole.as_ref()) {
+            match r {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    failed += 1;
+                    assert!(!e.is_empty());
+                    assert!(
+                        password.is_empty() || !e.contains(password),
+                        "password in {e}"
+                    );
+                }
+            }
+        }
+        slowest = slowest.max(started.elapsed());
+    }
+    // The iteration caps bound each file's work; in practice mutations stay far below them.
+    assert!(
+        slowest < Duration::from_secs(10),
+        "slowest case {slowest:?}"
+    );
+    assert!(ok > 10 && failed > 100, "ok {ok}, failed {failed}");
 }

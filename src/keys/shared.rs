@@ -900,4 +900,23 @@ mod tests {
             assert_eq!(peers.calls("update").len(), 1, "{claim}: claimed first");
         }
     }
+
+    #[test]
+    fn a_runaway_template_fails_configure_fast_as_invalid_argument() {
+        let src =
+            r#"spire-{{ .KeyID }}{{ range until 100000 }}{{ $_ := until 100000 | uniq }}{{ end }}"#;
+        let config = SharedKeysConfig {
+            jwt_key_template: KeyNameTemplate::parse(src).unwrap(),
+            jwt_key_template_src: src.to_string(),
+            key_id_extraction_regex: regex::Regex::new("^spire-(.+)$").unwrap(),
+        };
+        let started = std::time::Instant::now();
+        let e = SharedKeys::new(config, "example.org", "server-1")
+            .err()
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(e.code, Code::InvalidArgument);
+        assert!(e.message.contains("jwt_key_template"), "{}", e.message);
+        assert!(e.message.contains("step limit"), "{}", e.message);
+    }
 }

@@ -1,15 +1,21 @@
 //! Evaluator for parsed key-name templates, following Go's `text/template/exec.go`
 //! (truth, variables and their scopes, pipelines, `if`/`with`/`range`, `and`/`or` laziness).
 //! Work is bounded: steps, produced data and output size have limits, so no template can
-//! hang or exhaust memory.
+//! hang or exhaust memory. A step is a node or a call, and a call also pays a step per
+//! `BYTES_PER_STEP` bytes of the values it reads and returns (more for functions whose work
+//! grows faster than their input, `sprig::work`): a loop over large strings or lists runs out
+//! of steps quickly instead of burning CPU. At most `MAX_STEPS` in all, which keeps any
+//! template well under a second.
 
 use super::parse::{Node, Operand, Pipe, Term};
 use super::sprig::{self, Spec};
-use super::value::{format_value, FmtSpec, Value};
+use super::value::{format_value, FmtSpec, Value, MAX_DEPTH};
 use super::TemplateError;
 
-/// Most nodes and calls evaluated in one render.
+/// Most steps in one render.
 const MAX_STEPS: u64 = 200_000;
+/// Bytes a function reads or returns per step it is charged.
+const BYTES_PER_STEP: u64 = 32;
 /// Most bytes of values produced by function calls in one render.
 const MAX_PRODUCED: usize = 32 << 20;
 /// Longest rendered text.
@@ -32,6 +38,8 @@ struct Exec {
 
 /// Renders `nodes` with `root` as both `.` and `$`.
 pub(super) fn execute(src: &str, nodes: &[Node], root: Value) -> Result<String, TemplateError> {
+    // Regular expressions compiled during this render are kept until it ends.
+    let _regexes = sprig::RegexScope::enter();
     let mut ex = Exec {
         vars: vec![("$".to_string(), root.clone())],
         out: String::new(),
@@ -46,11 +54,36 @@ pub(super) fn execute(src: &str, nodes: &[Node], root: Value) -> Result<String, 
 
 impl Exec {
     fn step(&mut self, pos: usize) -> R<()> {
-        self.steps += 1;
+        self.charge(pos, 1)
+    }
+
+    fn charge(&mut self, pos: usize, steps: u64) -> R<()> {
+        self.steps = self.steps.saturating_add(steps);
         if self.steps > MAX_STEPS {
-            return Err((pos, "template evaluation exceeded its step limit".into()));
+            return Err((
+                pos,
+                format!(
+                    "template evaluation exceeded its step limit ({MAX_STEPS} steps; a \
+                     function also pays a step per {BYTES_PER_STEP} bytes it reads or returns)"
+                ),
+            ));
         }
         Ok(())
+    }
+
+    /// Charges `bytes` of reading or writing.
+    fn charge_bytes(&mut self, pos: usize, bytes: usize) -> R<()> {
+        self.charge(pos, bytes as u64 / BYTES_PER_STEP)
+    }
+
+    /// The bytes the steps left can pay for: measuring a value stops past it.
+    fn affordable(&self) -> usize {
+        let left = MAX_STEPS.saturating_sub(self.steps);
+        usize::try_from(
+            left.saturating_mul(BYTES_PER_STEP)
+                .saturating_add(BYTES_PER_STEP),
+        )
+        .unwrap_or(usize::MAX)
     }
 
     fn write(&mut self, pos: usize, s: &str) -> R<()> {
@@ -72,6 +105,9 @@ impl Exec {
                     self.step(pipe.pos)?;
                     let v = self.pipeline(dot, pipe)?;
                     if pipe.decl.is_empty() {
+                        // Printing walks the whole value.
+                        let size = v.size_within(self.affordable()).unwrap_or(usize::MAX);
+                        self.charge_bytes(pipe.pos, size)?;
                         // Go prints a missing value as "<no value>".
                         let s = match &v {
                             Value::Nil => "<no value>".to_string(),
@@ -307,11 +343,22 @@ impl Exec {
             let v = sprig::convert(spec.param(args.len()), p).map_err(|m| (pos, m))?;
             vals.push(v);
         }
+        // Paid before the call: its work grows with what it reads.
+        let work = sprig::work(spec, &vals, self.affordable());
+        self.charge_bytes(pos, work)?;
         let result = (spec.f)(&vals).map_err(fail)?;
-        self.produced = self.produced.saturating_add(result.size());
+        let size = result
+            .size_within(self.affordable().min(MAX_PRODUCED + 1))
+            .ok_or_else(|| {
+                fail(format!(
+                    "the result nests lists or maps more than {MAX_DEPTH} deep"
+                ))
+            })?;
+        self.produced = self.produced.saturating_add(size);
         if self.produced > MAX_PRODUCED {
             return Err((pos, "template evaluation exceeded its memory limit".into()));
         }
+        self.charge_bytes(pos, size)?;
         Ok(result)
     }
 

@@ -9,7 +9,8 @@
 //! never a surprise at key-rotation time. Rendering follows Go's evaluation rules and
 //! Sprig's semantics (argument order with the piped value last, byte-based `trunc`/`substr`,
 //! xstrings casing, Go `fmt` printing) so names match the Go plugin's. Rendering is bounded
-//! in steps and memory, and never panics.
+//! in steps (functions are charged by the size of what they read and return), memory and
+//! nesting depth (`exec.rs`), so no template runs away, and it never panics.
 //!
 //! Supported syntax: text and `{{ }}` actions, trim markers `{{-`/`-}}`, comments
 //! `{{/* */}}`, pipelines with `|`, function calls, string (interpreted and raw), number,
@@ -886,5 +887,67 @@ mod tests {
                 let _ = t.render(&CTX);
             }
         }
+    }
+
+    /// Templates written to burn CPU or memory: each ends (with an error, or for a few a
+    /// result) in well under a second; the bound asserted is loose, the point is that none
+    /// runs away.
+    #[test]
+    fn hostile_templates_end_quickly() {
+        let big = r#"{{ $s := repeat 1000000 "x" }}"#;
+        let cases: Vec<(String, &str)> = vec![
+            (r#"{{ "x" | repeat 100000000 }}"#.into(), "byte limit"),
+            (r#"{{ repeat 1000 (repeat 1000 (repeat 1000 "x")) }}"#.into(), "byte limit"),
+            // Large inputs read again and again.
+            (format!(r#"{big}{{{{ range until 100000 }}}}{{{{ if contains "y" $s }}}}{{{{ end }}}}{{{{ end }}}}"#), "step limit"),
+            (format!(r#"{big}{{{{ range until 100000 }}}}{{{{ $_ := sha256sum $s }}}}{{{{ end }}}}"#), "step limit"),
+            (format!(r#"{big}{{{{ range until 100000 }}}}{{{{ $_ := regexMatch "y" $s }}}}{{{{ end }}}}"#), "step limit"),
+            (format!(r#"{big}{{{{ range until 100000 }}}}{{{{ $_ := regexReplaceAll "x" $s "" }}}}{{{{ end }}}}"#), "step limit"),
+            (format!(r#"{big}{{{{ range until 100000 }}}}{{{{ $_ := replace "x" "yy" $s }}}}{{{{ end }}}}"#), "limit"),
+            (r#"{{ $l := until 100000 }}{{ range $l }}{{ $_ := has 99999 $l }}{{ end }}"#.into(), "step limit"),
+            (r#"{{ $l := list 1 }}{{ range until 16 }}{{ $l = concat $l $l }}{{ end }}{{ range until 1000 }}{{ $_ := print $l }}{{ end }}"#.into(), "step limit"),
+            // Work that grows faster than the input.
+            (r#"{{ until 100000 | uniq | len }}"#.into(), "step limit"),
+            (r#"{{ $l := until 100000 }}{{ range until 1000 }}{{ $_ := sortAlpha $l }}{{ end }}"#.into(), "step limit"),
+            (r#"{{ $s := repeat 100000 "a" }}{{ regexReplaceAll "(a|aa){50}(b|a)" $s "x" }}"#.into(), "step limit"),
+            (r#"{{ range $i := until 100000 }}{{ $_ := regexMatch (printf "(a|b){50}%d" $i) "ab" }}{{ end }}"#.into(), "step limit"),
+            (r#"{{ $s := repeat 100000 "y" }}{{ $c := print (repeat 100000 "x") "y" }}{{ trimAll $c $s | len }}"#.into(), ""),
+            // Output built before it could be checked.
+            (format!(r#"{{{{ printf "{}" {} }}}}"#, "%1000000d".repeat(40), "1 ".repeat(40)), "byte limit"),
+            (r#"{{ printf "%1000000v" (until 100000) }}"#.into(), "byte limit"),
+            // Values shared or nested to blow up walking, printing and dropping them.
+            (r#"{{ $x := list 1 1 }}{{ range until 40 }}{{ $x = list $x $x }}{{ end }}{{ $x }}"#.into(), "limit"),
+            (r#"{{ $x := list }}{{ range until 60000 }}{{ $x = list $x }}{{ end }}{{ len $x }}"#.into(), "more than 100 deep"),
+        ];
+        for (src, want) in cases {
+            let t = KeyNameTemplate::parse(&src).unwrap_or_else(|e| panic!("parse {src:?}: {e}"));
+            let started = std::time::Instant::now();
+            let result = t.render(&CTX);
+            let took = started.elapsed();
+            assert!(
+                took < std::time::Duration::from_secs(2),
+                "{src:?} took {took:?}"
+            );
+            match result {
+                Err(e) => assert!(!want.is_empty() && e.contains(want), "{src:?}: {e}"),
+                Ok(out) => assert!(want.is_empty(), "{src:?} rendered {} bytes", out.len()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_pattern_is_compiled_once_per_render() {
+        let compiled = sprig::regexes_compiled;
+        let t = KeyNameTemplate::parse(
+            r#"{{ range until 50 }}{{ if regexMatch "^[a-z]+-[0-9]+$" "abc-12" }}x{{ end }}{{ $_ := regexMatch "(" "x" }}{{ end }}"#,
+        )
+        .unwrap();
+        let before = compiled();
+        assert_eq!(t.render(&CTX).unwrap(), "x".repeat(50));
+        // Two patterns (one invalid, its error kept too), 100 uses.
+        assert_eq!(compiled() - before, 2);
+        // Kept for one render only.
+        t.render(&CTX).unwrap();
+        assert_eq!(compiled() - before, 4);
     }
 }

@@ -3,10 +3,12 @@
 //! Sprig's non-deterministic functions are refused at parse time, as are the deterministic
 //! ones this plugin does not implement.
 
-use std::collections::BTreeMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
+use std::rc::Rc;
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 
 use super::parse::{parse_go_int, Lit};
 use super::strcase::{
@@ -733,7 +735,9 @@ fn f_repeat(a: &[Value]) -> Result<Value, String> {
 
 fn f_trim_all(a: &[Value]) -> Result<Value, String> {
     let (cut, st) = (s(a, 0)?, s(a, 1)?);
-    string(st.trim_matches(|c| cut.contains(c)))
+    // A set, not `cut.contains`: a long cutset would make trimming quadratic.
+    let cut: BTreeSet<char> = cut.chars().collect();
+    string(st.trim_matches(|c| cut.contains(&c)))
 }
 
 fn f_trim_suffix(a: &[Value]) -> Result<Value, String> {
@@ -1799,18 +1803,124 @@ fn f_fail(a: &[Value]) -> Result<Value, String> {
 
 // ---- Sprig regular expressions ---------------------------------------------------------
 
-fn compile(pattern: &str) -> Result<Regex, String> {
-    Regex::new(pattern).map_err(|e| {
-        let detail = e
-            .to_string()
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("invalid pattern")
-            .trim()
-            .trim_start_matches("error: ")
-            .to_string();
-        format!("regexp: Compile({}): {detail}", go_quote(pattern, false))
+/// Largest compiled program of one pattern (the `regex` default is 10 MiB): matching costs up
+/// to the text's length times the program's size, and key-name patterns are tiny.
+const REGEX_SIZE_LIMIT: usize = 256 << 10;
+/// Most patterns one render keeps compiled; further ones are compiled at each use.
+const REGEX_CACHE_ENTRIES: usize = 64;
+
+/// A compiled pattern and its weight: roughly the number of states matching may track per
+/// byte of text (counted repetitions multiply), what a match costs per byte at worst.
+pub(crate) struct Pattern {
+    re: Regex,
+    weight: usize,
+}
+
+impl std::ops::Deref for Pattern {
+    type Target = Regex;
+    fn deref(&self) -> &Regex {
+        &self.re
+    }
+}
+
+type Compiled = Result<Rc<Pattern>, String>;
+
+thread_local! {
+    /// The patterns compiled by the render running on this thread (see `RegexScope`).
+    static REGEXES: RefCell<Option<HashMap<String, Compiled>>> = const { RefCell::new(None) };
+    /// Patterns compiled on this thread so far (tests check that the cache is used).
+    static COMPILED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Keeps the regular expressions a render compiles until it ends: Sprig compiles the pattern
+/// at each call, which in a loop would dominate the work. Per render, so nothing stays
+/// behind in a worker thread.
+pub(crate) struct RegexScope(());
+
+impl RegexScope {
+    pub(crate) fn enter() -> Self {
+        REGEXES.with(|r| *r.borrow_mut() = Some(HashMap::new()));
+        RegexScope(())
+    }
+}
+
+impl Drop for RegexScope {
+    fn drop(&mut self) {
+        let _ = REGEXES.try_with(|r| r.borrow_mut().take());
+    }
+}
+
+/// How many patterns this thread has compiled.
+#[cfg(test)]
+pub(crate) fn regexes_compiled() -> u64 {
+    COMPILED.with(Cell::get)
+}
+
+/// `pattern` as this render compiled it before (errors too), if it did.
+fn cached(pattern: &str) -> Option<Compiled> {
+    REGEXES.with(|r| r.borrow().as_ref().and_then(|m| m.get(pattern).cloned()))
+}
+
+/// `pattern` compiled, from the render's cache when it was compiled before.
+fn compile(pattern: &str) -> Compiled {
+    if let Some(hit) = cached(pattern) {
+        return hit;
+    }
+    COMPILED.with(|c| c.set(c.get() + 1));
+    let compiled = compile_uncached(pattern).map(Rc::new);
+    REGEXES.with(|r| {
+        if let Some(m) = r.borrow_mut().as_mut() {
+            if m.len() < REGEX_CACHE_ENTRIES {
+                m.insert(pattern.to_string(), compiled.clone());
+            }
+        }
+    });
+    compiled
+}
+
+/// The weight of `pattern` (see `Pattern`), from parsing it only; 1 if it does not parse.
+fn pattern_weight(pattern: &str) -> usize {
+    regex_syntax::Parser::new()
+        .parse(pattern)
+        .map_or(1, |h| weight(&h))
+}
+
+/// The weight of a parsed pattern (see `Pattern`).
+fn weight(h: &regex_syntax::hir::Hir) -> usize {
+    use regex_syntax::hir::HirKind;
+    match h.kind() {
+        HirKind::Empty | HirKind::Look(_) | HirKind::Class(_) => 1,
+        HirKind::Literal(l) => l.0.len().max(1),
+        HirKind::Repetition(r) => {
+            let times = r.max.unwrap_or(r.min.saturating_add(1)).max(1);
+            (times as usize).saturating_mul(weight(&r.sub))
+        }
+        HirKind::Capture(c) => weight(&c.sub),
+        HirKind::Concat(hs) | HirKind::Alternation(hs) => hs
+            .iter()
+            .fold(1usize, |acc, h| acc.saturating_add(weight(h))),
+    }
+}
+
+fn compile_uncached(pattern: &str) -> Result<Pattern, String> {
+    let re = RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| {
+            let detail = e
+                .to_string()
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid pattern")
+                .trim()
+                .trim_start_matches("error: ")
+                .to_string();
+            format!("regexp: Compile({}): {detail}", go_quote(pattern, false))
+        })?;
+    Ok(Pattern {
+        re,
+        weight: pattern_weight(pattern),
     })
 }
 
@@ -1905,6 +2015,85 @@ fn f_regex_quote_meta(a: &[Value]) -> Result<Value, String> {
         out.push(c);
     }
     string(out)
+}
+
+// ---- cost ------------------------------------------------------------------------------
+
+/// The work a call to `spec` with `args` does, in bytes, charged before it runs
+/// (`exec.rs`): what it reads, and more for the functions whose work grows faster than that.
+/// Values are measured up to `cap` only (the caller cannot pay for more).
+pub(crate) fn work(spec: &Spec, args: &[Value], cap: usize) -> usize {
+    let size = |v: &Value| v.size_within(cap).unwrap_or(usize::MAX);
+    let read = args
+        .iter()
+        .fold(0usize, |acc, v| acc.saturating_add(size(v)));
+    let first = args.first().map_or(0, size);
+    let items = match args.first() {
+        Some(Value::List(l)) => l.len(),
+        _ => 0,
+    };
+    let text = match args.get(1) {
+        Some(Value::Str(t)) => t.len(),
+        _ => 0,
+    };
+    let extra = match spec.name {
+        // Each element is compared with those kept so far.
+        "uniq" | "mustUniq" => items.saturating_mul(read),
+        // Each element is compared with each value to omit.
+        "without" | "mustWithout" => {
+            let omitted = args.len().saturating_sub(1);
+            items.saturating_mul(omitted).saturating_add(
+                items
+                    .saturating_mul(read.saturating_sub(first))
+                    .min(omitted.saturating_mul(first)),
+            )
+        }
+        // n log n comparisons.
+        "sortAlpha" => read.saturating_mul((usize::BITS - items.leading_zeros()) as usize),
+        "regexMatch"
+        | "mustRegexMatch"
+        | "regexFindAll"
+        | "mustRegexFindAll"
+        | "regexFind"
+        | "mustRegexFind"
+        | "regexReplaceAll"
+        | "mustRegexReplaceAll"
+        | "regexReplaceAllLiteral"
+        | "mustRegexReplaceAllLiteral"
+        | "regexSplit"
+        | "mustRegexSplit" => match args.first() {
+            Some(Value::Str(pattern)) => regex_work(pattern, text),
+            _ => 0,
+        },
+        _ => 0,
+    };
+    read.saturating_add(extra)
+}
+
+/// What matching `pattern` against `text_len` bytes may cost: every state of the pattern at
+/// every byte, plus a per-byte share of the match bookkeeping; and compiling it first, when
+/// this render has not compiled it yet (charged before it compiles: compiling is the costly
+/// part of a short match).
+fn regex_work(pattern: &str, text_len: usize) -> usize {
+    /// Per byte of text, whatever the pattern (finding and expanding matches).
+    const PER_BYTE: usize = 32;
+    /// Compiling: a fixed part, and a part per unit of weight or pattern byte.
+    const COMPILE_BASE: usize = 64 << 10;
+    const COMPILE_PER_UNIT: usize = 1 << 10;
+    let (weight, compile) = match cached(pattern) {
+        Some(compiled) => (compiled.as_ref().map_or(0, |p| p.weight), 0),
+        None => {
+            let weight = pattern_weight(pattern);
+            let units = weight.saturating_add(pattern.len());
+            (
+                weight,
+                COMPILE_BASE.saturating_add(units.saturating_mul(COMPILE_PER_UNIT)),
+            )
+        }
+    };
+    text_len
+        .saturating_mul(weight.saturating_add(PER_BYTE))
+        .saturating_add(compile)
 }
 
 // ---- the table -------------------------------------------------------------------------

@@ -45,6 +45,15 @@ impl Data {
 /// Names of the root data fields, for error messages and static checks.
 pub(crate) const DATA_FIELDS: [&str; 3] = ["TrustDomain", "KeyID", "ServerID"];
 
+/// Deepest nesting of lists and maps a function may return. Deeper values are refused when
+/// made, so that walking, printing, comparing and dropping a value never recurses deep enough
+/// to overflow the stack (`$x = list $x` in a loop would otherwise nest thousands deep).
+pub(crate) const MAX_DEPTH: usize = 100;
+
+/// Formatting stops once its output passes this (the caller then reports the result as too
+/// large): a width applied to each element of a long list cannot build gigabytes first.
+const FORMAT_LIMIT: usize = super::sprig::MAX_STR;
+
 impl Value {
     pub(crate) fn string(s: impl Into<Rc<str>>) -> Value {
         Value::Str(s.into())
@@ -100,14 +109,49 @@ impl Value {
         }
     }
 
-    /// Rough memory footprint, used to bound the work a template may do.
-    pub(crate) fn size(&self) -> usize {
-        match self {
-            Value::Str(s) => s.len() + 1,
-            Value::List(l) => l.iter().map(Value::size).sum::<usize>() + 1,
-            Value::Map(m) => m.iter().map(|(k, v)| k.len() + v.size()).sum::<usize>() + 1,
-            _ => 1,
+    /// Rough footprint in bytes, used to bound the work a template may do: what walking the
+    /// value visits (each element costs `ELEMENT` plus its text), so a part shared by several
+    /// lists counts each time. The walk stops once the count passes `cap` (the result is then
+    /// above `cap`), so sharing cannot make measuring itself expensive. `None` when lists and
+    /// maps nest deeper than `MAX_DEPTH`.
+    pub(crate) fn size_within(&self, cap: usize) -> Option<usize> {
+        /// Per element: about a `Value`'s size, and what printing a number costs.
+        const ELEMENT: usize = 16;
+        fn walk(v: &Value, depth: usize, cap: usize, acc: &mut usize) -> Option<()> {
+            match v {
+                Value::Str(s) => *acc = acc.saturating_add(s.len() + ELEMENT),
+                Value::List(l) => {
+                    if depth >= MAX_DEPTH {
+                        return None;
+                    }
+                    *acc = acc.saturating_add(ELEMENT);
+                    for x in l.iter() {
+                        if *acc > cap {
+                            break;
+                        }
+                        walk(x, depth + 1, cap, acc)?;
+                    }
+                }
+                Value::Map(m) => {
+                    if depth >= MAX_DEPTH {
+                        return None;
+                    }
+                    *acc = acc.saturating_add(ELEMENT);
+                    for (k, x) in m.iter() {
+                        if *acc > cap {
+                            break;
+                        }
+                        *acc = acc.saturating_add(k.len() + ELEMENT);
+                        walk(x, depth + 1, cap, acc)?;
+                    }
+                }
+                _ => *acc = acc.saturating_add(ELEMENT),
+            }
+            Some(())
         }
+        let mut acc = 0;
+        walk(self, 0, cap, &mut acc)?;
+        Some(acc)
     }
 
     /// Go's `fmt.Sprint(v)` (the `%v` verb without flags).
@@ -131,6 +175,9 @@ pub(crate) fn sprint(args: &[Value]) -> String {
     let mut out = String::new();
     let mut prev_string = false;
     for (i, a) in args.iter().enumerate() {
+        if out.len() > FORMAT_LIMIT {
+            break;
+        }
         let is_string = matches!(a, Value::Str(_));
         if i > 0 && !is_string && !prev_string {
             out.push(' ');
@@ -145,6 +192,9 @@ pub(crate) fn sprint(args: &[Value]) -> String {
 pub(crate) fn sprintln(args: &[Value]) -> String {
     let mut out = String::new();
     for (i, a) in args.iter().enumerate() {
+        if out.len() > FORMAT_LIMIT {
+            break;
+        }
         if i > 0 {
             out.push(' ');
         }
@@ -176,7 +226,7 @@ pub(crate) fn sprintf(format: &str, args: &[Value]) -> String {
     let mut out = String::new();
     let mut argi = 0usize;
     let mut rest = format;
-    while !rest.is_empty() {
+    while !rest.is_empty() && out.len() <= FORMAT_LIMIT {
         let Some(pct) = rest.find('%') else {
             out.push_str(rest);
             break;
@@ -266,6 +316,9 @@ pub(crate) fn sprintf(format: &str, args: &[Value]) -> String {
     if argi < args.len() {
         out.push_str("%!(EXTRA ");
         for (i, a) in args[argi..].iter().enumerate() {
+            if out.len() > FORMAT_LIMIT {
+                break;
+            }
             if i > 0 {
                 out.push_str(", ");
             }
@@ -317,6 +370,9 @@ pub(crate) fn format_value(out: &mut String, verb: char, spec: &FmtSpec, v: &Val
         Value::List(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
+                if out.len() > FORMAT_LIMIT {
+                    return;
+                }
                 if i > 0 {
                     out.push(' ');
                 }
@@ -328,6 +384,9 @@ pub(crate) fn format_value(out: &mut String, verb: char, spec: &FmtSpec, v: &Val
             // Go's fmt prints maps sorted by key.
             out.push_str("map[");
             for (i, (k, val)) in m.iter().enumerate() {
+                if out.len() > FORMAT_LIMIT {
+                    return;
+                }
                 if i > 0 {
                     out.push(' ');
                 }

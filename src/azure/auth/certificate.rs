@@ -1,24 +1,40 @@
 //! Client certificate credential (`AZURE_CLIENT_CERTIFICATE_PATH`): a PEM or PKCS#12 file
 //! holding the certificate and its RSA private key signs a client-assertion JWT (PS256, header `x5t#S256`
 //! = base64url(SHA-256(certificate DER)), `aud` = the token endpoint URL, `iss` = `sub` = client
-//! id, random `jti`, valid for 10 minutes). The file is re-read on every token request, so a
-//! rotated certificate is picked up.
+//! id, random `jti`, valid for 10 minutes).
+//!
+//! The parsed file is kept and reused while its identity (device, inode), size, modification
+//! and change times stay the same: a token request does not decrypt the key again, and a
+//! rotated file (rewritten in place or renamed over) is picked up at the next token request.
+//! A file that cannot be used (broken, wrong password) is not decrypted again either until it
+//! changes. It may be 1 MiB at most.
 //!
 //! `AZURE_CLIENT_CERTIFICATE_PASSWORD` decrypts a PKCS#12 file or an `ENCRYPTED PRIVATE KEY`
 //! (PKCS#8) PEM block (`pkcs12.rs`). OpenSSL's traditional encrypted PEM (`Proc-Type:
 //! 4,ENCRYPTED`, MD5-derived keys) is refused with a conversion hint.
+//!
+//! Key material: the file's bytes, PEM key blocks and decrypted keys are held in `Zeroizing`
+//! buffers and wiped when dropped. The assertion is signed with ring directly, so the only
+//! other copy is the parsed key inside ring's `RsaKeyPair` (ring does not wipe it on drop); it
+//! exists once per file version, in the cache.
 
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ring::signature::RsaKeyPair;
 use serde::Serialize;
+use zeroize::Zeroizing;
 
 use super::entra::request_token;
 use super::{AccessToken, Credential, CredentialError};
+use crate::azure::deadline::Deadline;
 use crate::azure::http::HttpClient;
 use crate::azure::types::AzureError;
 use crate::clock::Clock;
@@ -26,12 +42,25 @@ use crate::secret::Secret;
 
 const ASSERTION_LIFETIME: Duration = Duration::from_secs(10 * 60);
 
+/// Largest certificate file read: a certificate, its chain and a key take a few KiB.
+const MAX_FILE_SIZE: u64 = 1 << 20;
+
 /// A parsed certificate + RSA key, ready to sign assertions.
 pub struct ClientCertificate {
     cert_der: Vec<u8>,
     /// The file's other certificates (its chain), in file order: sent in `x5c` on request.
     others: Vec<Vec<u8>>,
-    key: EncodingKey,
+    key: RsaKeyPair,
+}
+
+#[derive(Serialize)]
+struct JwtHeader<'a> {
+    alg: &'static str,
+    typ: &'static str,
+    #[serde(rename = "x5t#S256")]
+    x5t_s256: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    x5c: Option<Vec<String>>,
 }
 
 #[derive(Serialize)]
@@ -73,14 +102,14 @@ impl ClientCertificate {
         // The client certificate is the one the key belongs to (a file may carry its chain).
         let mut key_error = None;
         for key_der in &keys {
-            let (public, key) = match parse_rsa_key("PRIVATE KEY", key_der) {
-                Ok(parsed) => parsed,
+            let key = match parse_rsa_key("PRIVATE KEY", key_der) {
+                Ok(key) => key,
                 Err(e) => {
                     key_error = Some(e);
                     continue;
                 }
             };
-            if let Some(i) = certs.iter().position(|c| holds_key(c, &public)) {
+            if let Some(i) = certs.iter().position(|c| holds_key(c, &key)) {
                 let cert_der = certs.remove(i);
                 return Ok(ClientCertificate {
                     cert_der,
@@ -102,34 +131,56 @@ impl ClientCertificate {
         if blocks.is_empty() {
             return Err("no PEM blocks found".into());
         }
-        let mut certs = blocks
-            .iter()
-            .filter(|b| b.tag() == "CERTIFICATE")
-            .map(|b| b.contents().to_vec());
+        // Each block is taken apart by value, so that every non-certificate block's contents
+        // (key material or not) end in a buffer wiped on drop.
+        let mut certs = Vec::new();
+        let mut encrypted: Option<Zeroizing<Vec<u8>>> = None;
+        let mut plain: Option<(&'static str, bool, Zeroizing<Vec<u8>>)> = None;
+        let mut ec_key = false;
+        for block in blocks {
+            let tag = match block.tag() {
+                "CERTIFICATE" => {
+                    certs.push(block.into_contents());
+                    continue;
+                }
+                "ENCRYPTED PRIVATE KEY" => "ENCRYPTED PRIVATE KEY",
+                "PRIVATE KEY" => "PRIVATE KEY",
+                "RSA PRIVATE KEY" => "RSA PRIVATE KEY",
+                "EC PRIVATE KEY" => "EC PRIVATE KEY",
+                _ => "",
+            };
+            let traditional = block
+                .headers()
+                .get("Proc-Type")
+                .is_some_and(|v| v.contains("ENCRYPTED"));
+            let contents = Zeroizing::new(block.into_contents());
+            match tag {
+                "ENCRYPTED PRIVATE KEY" if encrypted.is_none() => encrypted = Some(contents),
+                "PRIVATE KEY" | "RSA PRIVATE KEY" if plain.is_none() => {
+                    plain = Some((tag, traditional, contents))
+                }
+                "EC PRIVATE KEY" => ec_key = true,
+                _ => {}
+            }
+        }
+        let mut certs = certs.into_iter();
         let cert_der = certs.next().ok_or("no CERTIFICATE block found")?;
         let others: Vec<Vec<u8>> = certs.collect();
-        if let Some(encrypted) = blocks.iter().find(|b| b.tag() == "ENCRYPTED PRIVATE KEY") {
+        if let Some(encrypted) = encrypted {
             let password = password
                 .ok_or("the private key is encrypted: set AZURE_CLIENT_CERTIFICATE_PASSWORD")?;
-            let key = super::pkcs12::decrypt_pkcs8(encrypted.contents(), password)
+            let key = super::pkcs12::decrypt_pkcs8(&encrypted, password)
                 .map_err(|e| format!("the private key {e}"))?;
             return Self::from_parts(cert_der, others, "PRIVATE KEY", &key);
         }
-        let key_block = blocks
-            .iter()
-            .find(|b| b.tag() == "PRIVATE KEY" || b.tag() == "RSA PRIVATE KEY")
-            .ok_or_else(|| {
-                if blocks.iter().any(|b| b.tag() == "EC PRIVATE KEY") {
-                    "the private key is an EC key; only RSA keys are supported".to_string()
-                } else {
-                    "no PRIVATE KEY or RSA PRIVATE KEY block found".to_string()
-                }
-            })?;
-        if key_block
-            .headers()
-            .get("Proc-Type")
-            .is_some_and(|v| v.contains("ENCRYPTED"))
-        {
+        let (key_tag, traditional, key_der) = plain.ok_or_else(|| {
+            if ec_key {
+                "the private key is an EC key; only RSA keys are supported".to_string()
+            } else {
+                "no PRIVATE KEY or RSA PRIVATE KEY block found".to_string()
+            }
+        })?;
+        if traditional {
             return Err(
                 "the private key uses OpenSSL's traditional PEM encryption, which is \
                         not supported; convert it with `openssl pkcs8 -topk8 -v2 aes-256-cbc \
@@ -138,7 +189,7 @@ impl ClientCertificate {
                     .into(),
             );
         }
-        Self::from_parts(cert_der, others, key_block.tag(), key_block.contents())
+        Self::from_parts(cert_der, others, key_tag, &key_der)
     }
 
     /// A certificate and its RSA key (`key_tag` `PRIVATE KEY`: PKCS#8, `RSA PRIVATE KEY`:
@@ -149,8 +200,8 @@ impl ClientCertificate {
         key_tag: &str,
         key_der: &[u8],
     ) -> Result<Self, String> {
-        let (public, key) = parse_rsa_key(key_tag, key_der)?;
-        if !holds_key(&cert_der, &public) {
+        let key = parse_rsa_key(key_tag, key_der)?;
+        if !holds_key(&cert_der, &key) {
             return Err("the private key does not belong to the first certificate".into());
         }
         Ok(ClientCertificate {
@@ -179,18 +230,20 @@ impl ClientCertificate {
         now: SystemTime,
         send_chain: bool,
     ) -> Result<Secret, String> {
-        let mut header = Header::new(Algorithm::PS256);
-        header.typ = Some("JWT".into());
-        header.x5t_s256 = Some(self.thumbprint_s256());
-        if send_chain {
+        let thumbprint = self.thumbprint_s256();
+        let x5c = send_chain.then(|| {
             use base64::engine::general_purpose::STANDARD;
-            header.x5c = Some(
-                std::iter::once(&self.cert_der)
-                    .chain(&self.others)
-                    .map(|der| STANDARD.encode(der))
-                    .collect(),
-            );
-        }
+            std::iter::once(&self.cert_der)
+                .chain(&self.others)
+                .map(|der| STANDARD.encode(der))
+                .collect()
+        });
+        let header = JwtHeader {
+            alg: "PS256",
+            typ: "JWT",
+            x5t_s256: &thumbprint,
+            x5c,
+        };
         let now_secs = now
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -204,33 +257,45 @@ impl ClientCertificate {
             iat: now_secs,
             exp: now_secs + ASSERTION_LIFETIME.as_secs(),
         };
-        jsonwebtoken::encode(&header, &claims, &self.key)
-            .map(Secret::new)
-            .map_err(|e| format!("cannot sign the client assertion ({e})"))
+        let encode = |json: serde_json::Result<Vec<u8>>, what: &str| {
+            json.map(|b| URL_SAFE_NO_PAD.encode(b))
+                .map_err(|e| format!("cannot encode the assertion {what} ({e})"))
+        };
+        let mut jwt = format!(
+            "{}.{}",
+            encode(serde_json::to_vec(&header), "header")?,
+            encode(serde_json::to_vec(&claims), "claims")?
+        );
+        let mut signature = vec![0u8; self.key.public().modulus_len()];
+        self.key
+            .sign(
+                &ring::signature::RSA_PSS_SHA256,
+                &ring::rand::SystemRandom::new(),
+                jwt.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|_| "cannot sign the client assertion".to_string())?;
+        jwt.push('.');
+        jwt.push_str(&URL_SAFE_NO_PAD.encode(&signature));
+        Ok(Secret::new(jwt))
     }
 }
 
-/// An RSA private key (`key_tag` `PRIVATE KEY`: PKCS#8, `RSA PRIVATE KEY`: PKCS#1): its
-/// RSAPublicKey DER, and the key ready to sign.
-fn parse_rsa_key(key_tag: &str, key_der: &[u8]) -> Result<(Vec<u8>, EncodingKey), String> {
-    let pair = if key_tag == "PRIVATE KEY" {
-        ring::signature::RsaKeyPair::from_pkcs8(key_der)
+/// An RSA private key (`key_tag` `PRIVATE KEY`: PKCS#8, `RSA PRIVATE KEY`: PKCS#1), ready to
+/// sign.
+fn parse_rsa_key(key_tag: &str, key_der: &[u8]) -> Result<RsaKeyPair, String> {
+    if key_tag == "PRIVATE KEY" {
+        RsaKeyPair::from_pkcs8(key_der)
     } else {
-        ring::signature::RsaKeyPair::from_der(key_der)
+        RsaKeyPair::from_der(key_der)
     }
-    .map_err(|e| format!("the private key is not a usable RSA key ({e})"))?;
-    let public = ring::signature::KeyPair::public_key(&pair)
-        .as_ref()
-        .to_vec();
-    let key_pem = pem::encode(&pem::Pem::new(key_tag, key_der));
-    let key = EncodingKey::from_rsa_pem(key_pem.as_bytes())
-        .map_err(|e| format!("the private key cannot be used for signing ({e})"))?;
-    Ok((public, key))
+    .map_err(|e| format!("the private key is not a usable RSA key ({e})"))
 }
 
-/// Whether `cert_der` is the certificate of the key whose RSAPublicKey DER is `public`: its
-/// SubjectPublicKeyInfo embeds that DER verbatim.
-fn holds_key(cert_der: &[u8], public: &[u8]) -> bool {
+/// Whether `cert_der` is the certificate of `key`: its SubjectPublicKeyInfo embeds the key's
+/// RSAPublicKey DER verbatim.
+fn holds_key(cert_der: &[u8], key: &RsaKeyPair) -> bool {
+    let public = key.public().as_ref();
     cert_der.windows(public.len()).any(|w| w == public)
 }
 
@@ -242,6 +307,38 @@ pub struct CertificateOptions {
     pub send_chain: bool,
 }
 
+/// What identifies one version of the certificate file: a rewrite changes the size or the
+/// times (the change time cannot be set back), a rename over it changes the inode.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Files parsed on this thread: tests count what a credential wrapped elsewhere does.
+    pub(crate) static PARSED_ON_THIS_THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A parsed certificate, or why the file cannot be used.
+type Parsed = Result<Arc<ClientCertificate>, String>;
+
 /// Client credentials with a certificate assertion.
 pub struct ClientCertificateCredential {
     tenant: String,
@@ -251,6 +348,11 @@ pub struct ClientCertificateCredential {
     authority: String,
     http: Arc<HttpClient>,
     clock: Arc<dyn Clock>,
+    /// The file last parsed, its stamp, and the certificate or why the file is unusable (a
+    /// broken file or a wrong password is not decrypted again until the file changes).
+    parsed: Mutex<Option<(FileStamp, Parsed)>>,
+    /// How many times the file was read and parsed (decrypted).
+    parses: AtomicUsize,
 }
 
 impl ClientCertificateCredential {
@@ -271,7 +373,53 @@ impl ClientCertificateCredential {
             authority: authority.to_string(),
             http,
             clock,
+            parsed: Mutex::new(None),
+            parses: AtomicUsize::new(0),
         }
+    }
+
+    /// The certificate in the file now: the one parsed last if the file is unchanged, else
+    /// the file read and parsed again.
+    fn certificate(&self) -> Result<Arc<ClientCertificate>, String> {
+        let path = &self.path;
+        let unreadable = |e: std::io::Error| {
+            format!("AZURE_CLIENT_CERTIFICATE_PATH {path:?} cannot be read: {e}")
+        };
+        let mut file = File::open(path).map_err(unreadable)?;
+        let stamp = FileStamp::of(&file.metadata().map_err(unreadable)?);
+        // Held while parsing, so that concurrent token requests decrypt the file once. No
+        // network I/O happens under it.
+        let mut parsed = self
+            .parsed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((seen, outcome)) = parsed.as_ref() {
+            if *seen == stamp {
+                return outcome.clone();
+            }
+        }
+        if stamp.size > MAX_FILE_SIZE {
+            return Err(format!(
+                "AZURE_CLIENT_CERTIFICATE_PATH {path:?} is {} bytes long; the limit is \
+                 {MAX_FILE_SIZE}",
+                stamp.size
+            ));
+        }
+        // Sized up front: a growing buffer would leave copies of a plain key behind.
+        let mut data = Zeroizing::new(Vec::with_capacity(stamp.size as usize + 1));
+        (&mut file)
+            .take(MAX_FILE_SIZE)
+            .read_to_end(&mut data)
+            .map_err(unreadable)?;
+        self.parses.fetch_add(1, Ordering::Relaxed);
+        #[cfg(test)]
+        PARSED_ON_THIS_THREAD.with(|n| n.set(n.get() + 1));
+        let password = self.options.password.as_ref().map(Secret::expose);
+        let outcome = ClientCertificate::from_file(&data, password)
+            .map(Arc::new)
+            .map_err(|m| format!("AZURE_CLIENT_CERTIFICATE_PATH {path:?}: {m}"));
+        *parsed = Some((stamp, outcome.clone()));
+        outcome
     }
 }
 
@@ -281,23 +429,32 @@ impl Credential for ClientCertificateCredential {
     }
 
     fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
-        let fail = |m: String| CredentialError::Failed(AzureError::Auth(m));
-        let data = std::fs::read(&self.path).map_err(|e| {
-            fail(format!(
-                "AZURE_CLIENT_CERTIFICATE_PATH {:?} cannot be read: {e}",
-                self.path
-            ))
-        })?;
-        let password = self.options.password.as_ref().map(Secret::expose);
-        let cert = ClientCertificate::from_file(&data, password).map_err(|m| {
-            fail(format!(
-                "AZURE_CLIENT_CERTIFICATE_PATH {:?}: {m}",
-                self.path
-            ))
-        })?;
+        self.fetch_over(&self.http, tenant, scope)
+    }
+
+    fn fetch_within(
+        &self,
+        tenant: Option<&str>,
+        scope: &str,
+        deadline: Deadline,
+    ) -> Result<AccessToken, CredentialError> {
+        self.fetch_over(&self.http.within(deadline), tenant, scope)
+    }
+}
+
+impl ClientCertificateCredential {
+    fn fetch_over(
+        &self,
+        http: &HttpClient,
+        tenant: Option<&str>,
+        scope: &str,
+    ) -> Result<AccessToken, CredentialError> {
+        let cert = self
+            .certificate()
+            .map_err(|m| CredentialError::Failed(AzureError::Auth(m)))?;
         let tenant = tenant.unwrap_or(&self.tenant);
         let now = self.clock.now();
-        request_token(&self.http, &self.authority, tenant, scope, |endpoint| {
+        request_token(http, &self.authority, tenant, scope, |endpoint| {
             let assertion =
                 cert.assertion(&self.client_id, endpoint, now, self.options.send_chain)?;
             Ok(vec![
@@ -315,6 +472,7 @@ impl Credential for ClientCertificateCredential {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use jsonwebtoken::Algorithm;
 
     /// A fresh 2048-bit RSA key as PKCS#8 PEM (ring, behind rcgen, cannot generate RSA).
     pub(crate) fn rsa_key_pem() -> String {
@@ -486,5 +644,124 @@ pub(crate) mod tests {
         // A file protected by an empty password needs none.
         const NO_PASSWORD: &[u8] = include_bytes!("../../../tests/data/pkcs12/nopass.p12");
         assert!(ClientCertificate::from_file(NO_PASSWORD, None).is_ok());
+    }
+
+    /// A credential for the file at `path`, over a transport that always issues a token.
+    fn credential_for(path: &std::path::Path) -> ClientCertificateCredential {
+        use crate::azure::http::tests::{resp, Scripted};
+        use crate::azure::http::RetryPolicy;
+        use crate::clock::ManualClock;
+        let ok = || {
+            let mut r = resp(200, &[]);
+            r.body = br#"{"token_type":"Bearer","expires_in":3599,"access_token":"at"}"#.to_vec();
+            Ok(r)
+        };
+        let clock = Arc::new(ManualClock::new(
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        ));
+        let http = Arc::new(HttpClient::new(
+            Arc::new(Scripted::new((0..10).map(|_| ok()).collect())),
+            clock.clone(),
+            RetryPolicy::default(),
+        ));
+        ClientCertificateCredential::new(
+            "tenant",
+            "client",
+            path.to_path_buf(),
+            CertificateOptions {
+                password: Some(Secret::new("pass word ü")),
+                send_chain: false,
+            },
+            "https://login.example/",
+            http,
+            clock,
+        )
+    }
+
+    #[test]
+    fn the_file_is_parsed_once_per_version() {
+        const MODERN: &[u8] = include_bytes!("../../../tests/data/pkcs12/modern.p12");
+        const CERT: &str = include_str!("../../../tests/data/pkcs12/cert.pem");
+        let dir = std::env::temp_dir().join(format!("azkv-cert-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("client.p12");
+        std::fs::write(&path, MODERN).unwrap();
+        let cred = credential_for(&path);
+        let parses = || cred.parses.load(Ordering::Relaxed);
+
+        // Token requests for an unchanged file reuse the decrypted key.
+        cred.fetch(None, "scope-1").unwrap();
+        cred.fetch(None, "scope-2").unwrap();
+        cred.fetch(Some("other-tenant"), "scope-1").unwrap();
+        assert_eq!(parses(), 1, "an unchanged file was parsed again");
+
+        // PEM bundles padded to one size (trailing newlines are fine in PEM).
+        let bundle = |cert: &str, key: &str| {
+            let mut b = format!("{cert}{key}");
+            assert!(b.len() <= 8192);
+            b.push_str(&"\n".repeat(8192 - b.len()));
+            b
+        };
+        // Rewritten in place with another certificate (another size): the next request uses it.
+        let (cert_pem, key_pem, cert_der) = rsa_cert_pem();
+        std::fs::write(&path, bundle(&cert_pem, &key_pem)).unwrap();
+        cred.fetch(None, "scope-1").unwrap();
+        assert_eq!(parses(), 2);
+        assert_eq!(cred.certificate().unwrap().cert_der(), &cert_der[..]);
+        cred.fetch(None, "scope-1").unwrap();
+        assert_eq!(parses(), 2);
+
+        // Replaced by a rename (a new inode) with a file of the same size: parsed again.
+        let (other_pem, other_key, other_der) = rsa_cert_pem();
+        let tmp = dir.join("client.new");
+        std::fs::write(&tmp, bundle(&other_pem, &other_key)).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        cred.fetch(None, "scope-1").unwrap();
+        assert_eq!(parses(), 3);
+        assert_eq!(cred.certificate().unwrap().cert_der(), &other_der[..]);
+
+        // A broken file fails every request (not parsed again while unchanged) until fixed.
+        std::fs::write(&path, CERT).unwrap();
+        for _ in 0..2 {
+            let e = cred.fetch(None, "scope-1").unwrap_err().to_string();
+            assert!(e.contains("PRIVATE KEY"), "{e}");
+        }
+        assert_eq!(parses(), 4);
+        std::fs::write(&path, MODERN).unwrap();
+        cred.fetch(None, "scope-1").unwrap();
+        assert_eq!(parses(), 5);
+        std::fs::remove_file(&path).unwrap();
+        let e = cred.fetch(None, "scope-1").unwrap_err().to_string();
+        assert!(e.contains("cannot be read"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn parsed_keys_leave_no_plain_copy_in_freed_memory() {
+        use crate::secret::freed::blocks_holding;
+        const MODERN: &[u8] = include_bytes!("../../../tests/data/pkcs12/modern.p12");
+        const CERT: &str = include_str!("../../../tests/data/pkcs12/cert.pem");
+        const KEY: &str = include_str!("../../../tests/data/pkcs12/key.pem");
+        const ENC_KEY: &str = include_str!("../../../tests/data/pkcs12/enc-key.pem");
+        let key = pem::parse(KEY).unwrap().into_contents();
+        // Bytes of the private exponent and primes (the modulus, public, comes first).
+        let private = &key[key.len() / 2..key.len() / 2 + 32];
+        let plain_bundle = format!("{CERT}{KEY}");
+        let encrypted_bundle = format!("{CERT}{ENC_KEY}");
+        let ((), found) = blocks_holding(private, || {
+            for (data, password) in [
+                (MODERN, Some("pass word ü")),
+                (plain_bundle.as_bytes(), None),
+                (encrypted_bundle.as_bytes(), Some("pem-pass")),
+            ] {
+                let c = ClientCertificate::from_file(data, password).unwrap();
+                c.assertion("client", "https://login.example/t", SystemTime::now(), true)
+                    .unwrap();
+            }
+        });
+        assert_eq!(
+            found, 0,
+            "a dropped certificate left its key in freed memory"
+        );
     }
 }

@@ -129,8 +129,6 @@ impl Credential for ClientSecretCredential {
 
 enum Setup {
     Ready(Box<dyn Credential>),
-    /// A certificate credential, built per request (see [`CertificateSetup`]).
-    Certificate(CertificateSetup),
     /// Not configured: the chain moves on.
     Unavailable(String),
     /// Configured wrongly: the chain stops with this.
@@ -147,45 +145,9 @@ impl Setup {
         match (self, deadline) {
             (Setup::Ready(c), None) => c.fetch(tenant, scope),
             (Setup::Ready(c), Some(d)) => c.fetch_within(tenant, scope, d),
-            (Setup::Certificate(c), d) => c.credential(d).fetch(tenant, scope),
             (Setup::Unavailable(m), _) => Err(CredentialError::Unavailable(m.clone())),
             (Setup::Broken(e), _) => Err(CredentialError::Failed(e.clone())),
         }
-    }
-}
-
-/// What `ClientCertificateCredential` is made of. It takes its HTTP client at construction,
-/// so one is built for each token request, over a client bound to that request's deadline;
-/// it holds nothing worth keeping (the certificate file is re-read at every request anyway).
-struct CertificateSetup {
-    tenant: String,
-    client_id: String,
-    path: PathBuf,
-    password: Option<Secret>,
-    send_chain: bool,
-    authority: String,
-    http: Arc<HttpClient>,
-    clock: Arc<dyn Clock>,
-}
-
-impl CertificateSetup {
-    fn credential(&self, deadline: Option<Deadline>) -> ClientCertificateCredential {
-        let http = match deadline {
-            Some(d) => Arc::new(self.http.within(d)),
-            None => self.http.clone(),
-        };
-        ClientCertificateCredential::new(
-            &self.tenant,
-            &self.client_id,
-            self.path.clone(),
-            CertificateOptions {
-                password: self.password.clone(),
-                send_chain: self.send_chain,
-            },
-            &self.authority,
-            http,
-            self.clock.clone(),
-        )
     }
 }
 
@@ -219,17 +181,24 @@ impl EnvironmentCredential {
                 Err(e) => Setup::Broken(e),
             },
             (Some(t), Some(c), None, Some(path)) => match validate_tenant(t) {
-                Ok(t) => Setup::Certificate(CertificateSetup {
-                    tenant: t.to_string(),
-                    client_id: c.to_string(),
-                    path: PathBuf::from(path),
-                    password: env_get(env, "AZURE_CLIENT_CERTIFICATE_PASSWORD").map(Secret::new),
-                    send_chain: env_get(env, "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN")
-                        .is_some_and(|v| v.trim() == "1" || v.trim().eq_ignore_ascii_case("true")),
-                    authority: authority.to_string(),
+                // One credential for the process: it keeps the parsed certificate per file
+                // version, and binds each request to its deadline in `fetch_within`.
+                Ok(t) => Setup::Ready(Box::new(ClientCertificateCredential::new(
+                    t,
+                    c,
+                    PathBuf::from(path),
+                    CertificateOptions {
+                        password: env_get(env, "AZURE_CLIENT_CERTIFICATE_PASSWORD")
+                            .map(Secret::new),
+                        send_chain: env_get(env, "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN")
+                            .is_some_and(|v| {
+                                v.trim() == "1" || v.trim().eq_ignore_ascii_case("true")
+                            }),
+                    },
+                    authority,
                     http,
                     clock,
-                }),
+                ))),
                 Err(e) => Setup::Broken(e),
             },
             (Some(_), Some(_), None, None) => Setup::Unavailable(
@@ -565,6 +534,46 @@ mod tests {
 
     fn http_only() -> Arc<HttpClient> {
         scripted(vec![]).0
+    }
+
+    #[test]
+    fn the_environment_certificate_is_parsed_once_across_token_requests() {
+        use crate::azure::auth::certificate::PARSED_ON_THIS_THREAD;
+        use crate::azure::http::tests::{Answer, Timed};
+        let dir = std::env::temp_dir().join(format!("azkv-once-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert_pem, key_pem, _) = super::super::certificate::tests::rsa_cert_pem();
+        let cert = dir.join("client.pem");
+        std::fs::write(&cert, format!("{cert_pem}\n{key_pem}")).unwrap();
+        let env: EnvSnapshot = [
+            ("AZURE_TENANT_ID", "t"),
+            ("AZURE_CLIENT_ID", "c"),
+            ("AZURE_CLIENT_CERTIFICATE_PATH", &cert.display().to_string()),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let answer: Answer = || Ok(ok_token());
+        let transport = Arc::new(Timed::new(&clock, vec![(Duration::from_millis(1), answer)]));
+        let http = Arc::new(HttpClient::new(
+            transport,
+            Arc::new(clock.clone()),
+            RetryPolicy::default(),
+        ));
+        let cred =
+            EnvironmentCredential::from_env(&env, "https://l/", http, Arc::new(clock.clone()));
+        let before = PARSED_ON_THIS_THREAD.with(|n| n.get());
+        for _ in 0..3 {
+            let deadline = crate::azure::deadline::Deadline::after(&clock, Duration::from_secs(25));
+            cred.fetch_within(None, "s", deadline).unwrap();
+        }
+        assert_eq!(
+            PARSED_ON_THIS_THREAD.with(|n| n.get()) - before,
+            1,
+            "the certificate file was decrypted again for an unchanged file"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -19,7 +19,7 @@ mod certificate;
 mod chain;
 mod entra;
 mod managed_identity;
-mod pkcs12;
+pub(crate) mod pkcs12;
 
 use std::fmt;
 use std::sync::Arc;
@@ -84,8 +84,7 @@ pub trait Credential: Send + Sync {
 
     /// [`Credential::fetch`] with every network call over by `deadline` (the Key Vault
     /// operation's). Every credential here that talks to the network overrides it; the default
-    /// suits those that do not (test fakes) and `ClientCertificateCredential`, which
-    /// `EnvironmentCredential` builds per request over an HTTP client bound to the deadline.
+    /// suits those that do not (test fakes).
     fn fetch_within(
         &self,
         tenant: Option<&str>,
