@@ -14,6 +14,7 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod spire;
 pub mod tls;
 pub mod vault;
