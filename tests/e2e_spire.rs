@@ -499,6 +499,19 @@ fn switch_builtin_plugin_builtin(label: &str, ca_key_type: &str, jwt_key_type: &
     let host = e2e::fake_azure::FakeAzure::PUBLIC_VAULT_HOST;
     let proxy = e2e::proxy::ConnectProxy::start(&format!("{host}:443"), fake.https_addr());
     let td = trust_domain(label);
+    // More keys than one list page holds (25), so both plugins follow `nextLink`s through the
+    // proxy (untagged: neither adopts them).
+    let now = fake.now();
+    for i in 0..26 {
+        fake.insert_key(
+            &format!("filler-{label}-{}-{i}", short_id()),
+            e2e::fake_azure::FakeKeyType::EcP256,
+            &[],
+            now,
+            now,
+            true,
+        );
+    }
     let id_dir = e2e::TempDir::new("azkv-e2e-switch-id");
     let id_file = id_dir.path.join("server_id");
 
@@ -662,6 +675,46 @@ fn switch_builtin_plugin_builtin(label: &str, ca_key_type: &str, jwt_key_type: &
     // generated a new key by now.
     let keys_end = vault.keys_of_trust_domain(&td);
     assert_eq!(names(&keys_end), names(&keys_b), "{keys_end:?}");
+    let builtin_errors: Vec<Value> = s
+        .plugin_log()
+        .into_iter()
+        .filter(|e| e["external"] == false && (e["level"] == "error" || e["level"] == "warning"))
+        .collect();
+    assert!(
+        builtin_errors.is_empty(),
+        "built-in plugin: {builtin_errors:?}"
+    );
+    let go_requests = assert_go_sdk_requests_ok(fake);
+    assert!(
+        go_requests > 0,
+        "no request from the Go SDK reached the fake"
+    );
+}
+
+/// Every request Microsoft's Go SDK sent the fake (its User-Agent starts with `azsdk-go`) got a
+/// success, or the 401 challenge to a request without a token: a shape the SDK rejects shows
+/// as a failed server, one it should never have caused shows here. Returns how many there were.
+fn assert_go_sdk_requests_ok(fake: &e2e::fake_azure::FakeAzure) -> usize {
+    let go: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.headers
+                .iter()
+                .any(|(k, v)| k == "user-agent" && v.starts_with("azsdk-go"))
+        })
+        .collect();
+    for r in &go {
+        let challenge = r.status == 401 && r.authorization.is_none();
+        assert!(
+            (200..300).contains(&r.status) || challenge,
+            "the fake answered the Go SDK {} {} with {}",
+            r.method,
+            r.path,
+            r.status
+        );
+    }
+    go.len()
 }
 
 /// EC keys: a P-384 CA and a P-256 JWT key (ES256).
