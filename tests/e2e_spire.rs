@@ -123,13 +123,18 @@ fn has_log(entries: &[Value], level: &str, msg: &str) -> bool {
 /// The plugin's hclog JSON lines arrive in spire-server's log parsed (right level, message,
 /// fields), never as raw JSON text, and nothing went wrong at error level.
 fn assert_plugin_log_shape(s: &SpireServer) {
-    let entries = s.plugin_log();
+    assert_plugin_entries_shape(s, &s.plugin_log());
+}
+
+/// `assert_plugin_log_shape` on some of the plugin's entries (one run of a server whose log
+/// also holds the built-in plugin's).
+fn assert_plugin_entries_shape(s: &SpireServer, entries: &[Value]) {
     assert!(
         !entries.is_empty(),
         "no plugin log lines in {}",
         s.log_path().display()
     );
-    for e in &entries {
+    for e in entries {
         let msg = e["msg"].as_str().unwrap_or_default();
         assert!(
             !msg.trim_start().starts_with('{'),
@@ -461,4 +466,265 @@ fn shared_keys_two_servers_publish_the_same_jwt_key() {
     );
     assert_plugin_log_shape(&a);
     assert_plugin_log_shape(&b);
+}
+
+/// Names of `keys`.
+fn names(keys: &[VaultKey]) -> BTreeSet<String> {
+    keys.iter().map(|k| k.name.clone()).collect()
+}
+
+/// A bundle's authorities as sets (`bundle show` does not keep an order): CA keys, and JWT
+/// keys with their kids.
+fn authorities(b: &Bundle) -> (BTreeSet<PubKey>, BTreeSet<(String, PubKey)>) {
+    (
+        b.x509_authorities().into_iter().collect(),
+        b.jwt_authorities().into_iter().collect(),
+    )
+}
+
+/// Switching between SPIRE's built-in `azure_key_vault` KeyManager (Microsoft's Go SDK, managed
+/// identity through `DefaultAzureCredential`) and this plugin on one server, both ways, with
+/// the same `plugin_data`:
+/// 1. built-in: creates the keys; SVIDs verify;
+/// 2. plugin: serves the built-in's keys (same bundle, same JWT keys, nothing created), SVIDs
+///    verify; a forced rotation (`localauthority` prepare/activate, twice) makes it create keys
+///    and delete the built-in's replaced ones;
+/// 3. built-in again: serves the plugin's keys, nothing created or deleted, SVIDs verify.
+///
+/// The vault is the in-repo fake reached as `https://<name>.vault.azure.net/` through a CONNECT
+/// proxy: the Go SDK sends its token only to such a host.
+fn switch_builtin_plugin_builtin(label: &str, ca_key_type: &str, jwt_key_type: &str) {
+    let vault = e2e::vault::fake_vault();
+    let fake = vault.fake.expect("fake_vault() is the fake");
+    let host = e2e::fake_azure::FakeAzure::PUBLIC_VAULT_HOST;
+    let proxy = e2e::proxy::ConnectProxy::start(&format!("{host}:443"), fake.https_addr());
+    let td = trust_domain(label);
+    // More keys than one list page holds (25), so both plugins follow `nextLink`s through the
+    // proxy (untagged: neither adopts them).
+    let now = fake.now();
+    for i in 0..26 {
+        fake.insert_key(
+            &format!("filler-{label}-{}-{i}", short_id()),
+            e2e::fake_azure::FakeKeyType::EcP256,
+            &[],
+            now,
+            now,
+            true,
+        );
+    }
+    let id_dir = e2e::TempDir::new("azkv-e2e-switch-id");
+    let id_file = id_dir.path.join("server_id");
+
+    let mut spec = ServerSpec::new(label, &td, vault);
+    spec.ca_key_type = ca_key_type.into();
+    spec.jwt_key_type = jwt_key_type.into();
+    spec.plugin_data_set("key_vault_uri", json!(format!("https://{host}/")))
+        .plugin_data_set("key_identifier_file", json!(id_file.display().to_string()));
+    // Only the vault goes through the proxy: both clients never proxy loopback, where the
+    // managed-identity endpoint is.
+    spec.env.push(("HTTPS_PROXY".into(), proxy.url()));
+    spec.builtin = true;
+    let builtin_spec = spec.clone();
+    let mut plugin_spec = spec;
+    plugin_spec.builtin = false;
+    // Maintenance on a short schedule so the replaced keys are deleted within the test.
+    plugin_spec.env.push((
+        "AZKV_TEST_MAINTENANCE".into(),
+        "refresh=1h,sweep=1h,first_sweep=1h,stale=14d,backoff=50ms,backoff_max=1s,max_wait=50ms"
+            .into(),
+    ));
+
+    // --- Run A: the built-in creates the keys.
+    let mut s = SpireServer::new(builtin_spec.clone(), vault);
+    s.start_healthy();
+    let keys_a = vault.keys_of_trust_domain(&td);
+    eprintln!(
+        "[{label}] A: built-in's keys:\n{}",
+        keys_table(vault, &keys_a)
+    );
+    assert_eq!(
+        key_ids(&keys_a),
+        BTreeSet::from(["JWT-Signer-A".to_string(), "x509-CA-A".to_string()]),
+        "{keys_a:?}"
+    );
+    let server_id =
+        std::fs::read_to_string(&id_file).expect("server id file written by the built-in");
+    for k in &keys_a {
+        assert!(k.name.starts_with("spire-key-"), "{}", k.name);
+        assert_eq!(k.tags.get("spire-server-id"), Some(&server_id), "{k:?}");
+        // This plugin tags its keys with the SPIRE id; the built-in does not.
+        assert!(
+            !k.tags.contains_key("spire-key-id"),
+            "not a built-in key: {k:?}"
+        );
+    }
+    let targets = proxy.targets();
+    assert!(
+        !targets.is_empty() && targets.iter().all(|t| t == &format!("CONNECT {host}:443")),
+        "the built-in did not reach the vault through the proxy: {targets:?}"
+    );
+    let live_a: Vec<PubKey> = pubkeys(vault, &keys_a).into_values().collect();
+    let bundle_a = s.bundle();
+    mint_and_verify(&s, &live_a);
+    assert!(s.stop(), "built-in spire-server did not exit on SIGTERM");
+
+    // --- Run B: the plugin serves the built-in's keys, then rotates them.
+    let connects_before_b = proxy.targets().len();
+    let log_before_b = s.plugin_log().len();
+    s.reconfigure(plugin_spec);
+    s.start_healthy();
+    let run_b_log = |s: &SpireServer| s.plugin_log().split_off(log_before_b);
+    let keys_b0 = vault.keys_of_trust_domain(&td);
+    assert_eq!(
+        names(&keys_b0),
+        names(&keys_a),
+        "the plugin changed the vault's keys at start"
+    );
+    assert_eq!(
+        pubkeys(vault, &keys_b0).into_values().collect::<Vec<_>>(),
+        live_a
+    );
+    let bundle_b = s.bundle();
+    assert_eq!(
+        authorities(&bundle_b),
+        authorities(&bundle_a),
+        "the bundle's keys changed"
+    );
+    let discovered: Vec<Value> = run_b_log(&s)
+        .into_iter()
+        .filter(|e| e["msg"] == "Keys discovered")
+        .collect();
+    assert_eq!(discovered.len(), 1, "{discovered:?}");
+    assert_eq!(discovered[0]["keys"], "2", "{}", discovered[0]);
+    assert!(
+        proxy.targets().len() > connects_before_b,
+        "the plugin did not reach the vault through the proxy"
+    );
+    mint_and_verify(&s, &live_a);
+
+    // Rotation: activate a new CA and JWT key (slot B), then prepare slot A again, which
+    // replaces the built-in's keys: the plugin creates new ones and deletes the old.
+    s.rotate_authority("x509");
+    s.rotate_authority("jwt");
+    s.prepare_authority("x509");
+    s.prepare_authority("jwt");
+    let a_names: Vec<String> = keys_a.iter().map(|k| k.name.clone()).collect();
+    let deleted = wait_for(Duration::from_secs(60), Duration::from_millis(500), || {
+        a_names.iter().all(|n| vault.is_deleted(n)).then_some(())
+    });
+    let keys_b = vault.keys_of_trust_domain(&td);
+    eprintln!(
+        "[{label}] B: keys after rotation:\n{}",
+        keys_table(vault, &keys_b)
+    );
+    assert!(
+        deleted.is_some(),
+        "the built-in's replaced keys were not deleted; live keys:\n{}\n--- log ---\n{}",
+        keys_table(vault, &keys_b),
+        e2e::tail(&s.log_text(), 40)
+    );
+    assert_eq!(
+        key_ids(&keys_b),
+        BTreeSet::from([
+            "JWT-Signer-A".to_string(),
+            "JWT-Signer-B".to_string(),
+            "x509-CA-A".to_string(),
+            "x509-CA-B".to_string(),
+        ]),
+        "{keys_b:?}"
+    );
+    assert!(names(&keys_b).is_disjoint(&names(&keys_a)), "{keys_b:?}");
+    for k in &keys_b {
+        assert_eq!(k.tags.get("spire-server-id"), Some(&server_id), "{k:?}");
+        assert_eq!(k.tags.get("spire-server-td"), Some(&td), "{k:?}");
+    }
+    let live_b: Vec<PubKey> = pubkeys(vault, &keys_b).into_values().collect();
+    mint_and_verify(&s, &live_b);
+    let bundle_b = s.bundle();
+    assert_plugin_entries_shape(&s, &run_b_log(&s));
+    assert!(
+        s.stop(),
+        "spire-server with the plugin did not exit on SIGTERM"
+    );
+
+    // --- Run A again: the built-in serves the plugin's keys; nothing lost or duplicated.
+    s.reconfigure(builtin_spec);
+    s.start_healthy();
+    let keys_a2 = vault.keys_of_trust_domain(&td);
+    eprintln!("[{label}] A again: keys:\n{}", keys_table(vault, &keys_a2));
+    assert_eq!(
+        names(&keys_a2),
+        names(&keys_b),
+        "the built-in changed the vault's keys"
+    );
+    assert_eq!(
+        pubkeys(vault, &keys_a2).into_values().collect::<Vec<_>>(),
+        live_b
+    );
+    for n in &a_names {
+        assert!(vault.is_deleted(n), "{n} came back");
+    }
+    let bundle_a2 = s.bundle();
+    assert_eq!(
+        authorities(&bundle_a2),
+        authorities(&bundle_b),
+        "the bundle's keys changed"
+    );
+    mint_and_verify(&s, &live_b);
+    // SPIRE asks for every journal key at start: had the built-in missed one, it would have
+    // generated a new key by now.
+    let keys_end = vault.keys_of_trust_domain(&td);
+    assert_eq!(names(&keys_end), names(&keys_b), "{keys_end:?}");
+    let builtin_errors: Vec<Value> = s
+        .plugin_log()
+        .into_iter()
+        .filter(|e| e["external"] == false && (e["level"] == "error" || e["level"] == "warning"))
+        .collect();
+    assert!(
+        builtin_errors.is_empty(),
+        "built-in plugin: {builtin_errors:?}"
+    );
+    let go_requests = assert_go_sdk_requests_ok(fake);
+    assert!(
+        go_requests > 0,
+        "no request from the Go SDK reached the fake"
+    );
+}
+
+/// Every request Microsoft's Go SDK sent the fake (its User-Agent starts with `azsdk-go`) got a
+/// success, or the 401 challenge to a request without a token: a shape the SDK rejects shows
+/// as a failed server, one it should never have caused shows here. Returns how many there were.
+fn assert_go_sdk_requests_ok(fake: &e2e::fake_azure::FakeAzure) -> usize {
+    let go: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.headers
+                .iter()
+                .any(|(k, v)| k == "user-agent" && v.starts_with("azsdk-go"))
+        })
+        .collect();
+    for r in &go {
+        let challenge = r.status == 401 && r.authorization.is_none();
+        assert!(
+            (200..300).contains(&r.status) || challenge,
+            "the fake answered the Go SDK {} {} with {}",
+            r.method,
+            r.path,
+            r.status
+        );
+    }
+    go.len()
+}
+
+/// EC keys: a P-384 CA and a P-256 JWT key (ES256).
+#[test]
+fn switching_builtin_to_plugin_and_back_ec() {
+    switch_builtin_plugin_builtin("switch-ec", "ec-p384", "ec-p256");
+}
+
+/// RSA keys: RSA-2048 CA and JWT key (RS256).
+#[test]
+fn switching_builtin_to_plugin_and_back_rsa() {
+    switch_builtin_plugin_builtin("switch-rsa", "rsa-2048", "rsa-2048");
 }

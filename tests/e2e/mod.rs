@@ -11,9 +11,12 @@
 //!
 //! One vault per test binary (a `OnceLock`); each test uses its own trust domain, so keys of
 //! different tests never mix (the plugin scopes discovery and the stale sweep by trust domain).
+//! The switching tests (built-in vs plugin) always use the fake (`vault::fake_vault`): Microsoft's
+//! Go SDK needs a `*.vault.azure.net` host, which the fake's certificate covers.
 
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod spire;
 pub mod tls;
 pub mod vault;

@@ -42,6 +42,9 @@ pub struct ServerSpec {
     pub plugin_data: Value,
     /// Extra environment for spire-server (inherited by the plugin), e.g. test hooks.
     pub env: Vec<(String, String)>,
+    /// SPIRE's own built-in `azure_key_vault` (no `plugin_cmd` / `plugin_checksum`) instead of
+    /// the plugin binary.
+    pub builtin: bool,
 }
 
 impl ServerSpec {
@@ -58,6 +61,7 @@ impl ServerSpec {
             format: ConfigFormat::Hcl,
             plugin_data: json!({ "key_vault_uri": vault.uri }),
             env: Vec::new(),
+            builtin: false,
         }
     }
 
@@ -131,15 +135,39 @@ impl SpireServer {
         let dir = TempDir::new(&format!("azkv-e2e-{}", spec.label));
         let socket = dir.path.join("api.sock");
         let port = free_port();
-        let data = dir.path.join("data");
-        std::fs::create_dir_all(&data).expect("data dir");
-        let plugin = plugin_bin();
-        assert!(
-            plugin.is_file(),
-            "plugin binary {} does not exist",
-            plugin.display()
-        );
+        std::fs::create_dir_all(dir.path.join("data")).expect("data dir");
+        let file = match spec.format {
+            ConfigFormat::Hcl => "server.conf",
+            ConfigFormat::Json => "server.json",
+        };
+        let s = SpireServer {
+            log: dir.path.join("spire-server.log"),
+            config: dir.path.join(file),
+            spec,
+            socket,
+            port,
+            child: None,
+            vault_env: vault.env(),
+            dir,
+        };
+        s.write_config();
+        s
+    }
 
+    /// Replaces the spec of a stopped server and rewrites its config; the data dir, datastore,
+    /// socket and port stay (the same server, reconfigured).
+    pub fn reconfigure(&mut self, spec: ServerSpec) {
+        assert!(self.child.is_none(), "reconfigure a running server");
+        assert_eq!(spec.format, self.spec.format, "config format cannot change");
+        self.spec = spec;
+        self.write_config();
+    }
+
+    fn write_config(&self) {
+        let spec = &self.spec;
+        let socket = &self.socket;
+        let port = self.port;
+        let data = self.dir.path.join("data");
         let server = json!({
             "bind_address": "127.0.0.1",
             "bind_port": port,
@@ -158,11 +186,21 @@ impl SpireServer {
             "database_type": "sqlite3",
             "connection_string": data.join("datastore.sqlite3").display().to_string(),
         });
-        let km = json!({
-            "plugin_cmd": plugin.display().to_string(),
-            "plugin_checksum": sha256_file(&plugin),
-        });
-        let (file, text) = match spec.format {
+        let km = if spec.builtin {
+            json!({})
+        } else {
+            let plugin = plugin_bin();
+            assert!(
+                plugin.is_file(),
+                "plugin binary {} does not exist",
+                plugin.display()
+            );
+            json!({
+                "plugin_cmd": plugin.display().to_string(),
+                "plugin_checksum": sha256_file(&plugin),
+            })
+        };
+        let (_, text) = match spec.format {
             ConfigFormat::Hcl => {
                 let text = format!(
                     "server {{\n{server}}}\n\nplugins {{\n    DataStore \"sql\" {{\n        plugin_data {{\n{ds}        }}\n    }}\n    KeyManager \"azure_key_vault\" {{\n{km}        plugin_data {{\n{pd}        }}\n    }}\n    NodeAttestor \"join_token\" {{\n        plugin_data {{}}\n    }}\n}}\n",
@@ -195,18 +233,7 @@ impl SpireServer {
                 )
             }
         };
-        let config = dir.path.join(file);
-        std::fs::write(&config, text).expect("write server config");
-        SpireServer {
-            log: dir.path.join("spire-server.log"),
-            spec,
-            socket,
-            config,
-            port,
-            child: None,
-            vault_env: vault.env(),
-            dir,
-        }
+        std::fs::write(&self.config, text).expect("write server config");
     }
 
     /// `spire-server validate`: the config parses (catches harness mistakes early).
@@ -332,6 +359,26 @@ impl SpireServer {
             tail(&read_to_string_lossy(&self.log), 30)
         );
         out
+    }
+
+    /// `localauthority <kind> prepare` then `activate`, `kind` being `x509` or `jwt`: SPIRE
+    /// generates a key for the next slot and switches to it, as a CA rotation does, without
+    /// waiting for a TTL. Returns the activated authority id.
+    pub fn rotate_authority(&self, kind: &str) -> String {
+        let out = self.cli_ok(&["localauthority", kind, "prepare", "-output", "json"]);
+        let v: Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("localauthority {kind} prepare output ({e}): {out}"));
+        let id = v["prepared_authority"]["authority_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no prepared authority id: {out}"))
+            .to_string();
+        self.cli_ok(&["localauthority", kind, "activate", "-authorityID", &id]);
+        id
+    }
+
+    /// `localauthority <kind> prepare` only: SPIRE generates a key for the next slot.
+    pub fn prepare_authority(&self, kind: &str) {
+        self.cli_ok(&["localauthority", kind, "prepare"]);
     }
 
     /// `bundle show -format spiffe` (JWKS).

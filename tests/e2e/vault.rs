@@ -35,6 +35,8 @@ pub struct Vault {
     agent: ureq::Agent,
     token: Mutex<Option<String>>,
     lowkey: Option<Lowkey>,
+    /// The in-process fake, when this vault is it.
+    pub fake: Option<&'static FakeAzure>,
 }
 
 struct Lowkey {
@@ -53,7 +55,7 @@ pub struct VaultKey {
 
 /// The vault shared by every test of this binary.
 pub fn vault() -> &'static Vault {
-    static VAULT: OnceLock<Vault> = OnceLock::new();
+    static VAULT: OnceLock<&'static Vault> = OnceLock::new();
     VAULT.get_or_init(|| {
         let choice = std::env::var("AZKV_E2E_VAULT").unwrap_or_else(|_| "auto".into());
         let jar = || {
@@ -64,12 +66,12 @@ pub fn vault() -> &'static Vault {
         };
         let jar = if choice == "fake" { None } else { jar() };
         let v = match (choice.as_str(), jar) {
-            ("lowkey", Some(jar)) | ("auto", Some(jar)) => start_lowkey(&jar),
+            ("lowkey", Some(jar)) | ("auto", Some(jar)) => &*Box::leak(Box::new(start_lowkey(&jar))),
             ("lowkey", None) => panic!(
                 "AZKV_E2E_VAULT=lowkey but no lowkey-vault jar is available (set LOWKEY_VAULT_JAR).\n{}",
                 peers().notes
             ),
-            ("fake", _) | ("auto", None) => start_fake(),
+            ("fake", _) | ("auto", None) => fake_vault(),
             (other, _) => panic!("AZKV_E2E_VAULT={other:?}: expected lowkey, fake or auto"),
         };
         super::announce(&format!(
@@ -108,6 +110,14 @@ fn remove_at_exit(dir: Option<PathBuf>) {
     dirs.push(dir);
 }
 
+/// The in-repo fake, whatever `AZKV_E2E_VAULT` selects: for tests that need what only the fake
+/// offers (a public vault host name for Microsoft's Go SDK, the request log). It is the same
+/// vault as `vault()` when that is the fake.
+pub fn fake_vault() -> &'static Vault {
+    static FAKE_VAULT: OnceLock<Vault> = OnceLock::new();
+    FAKE_VAULT.get_or_init(start_fake)
+}
+
 fn start_fake() -> Vault {
     static FAKE: OnceLock<FakeAzure> = OnceLock::new();
     let fake: &'static FakeAzure = FAKE.get_or_init(FakeAzure::start);
@@ -131,6 +141,7 @@ fn start_fake() -> Vault {
         agent: agent_trusting(&fake.ca_pem()),
         token: Mutex::new(None),
         lowkey: None,
+        fake: Some(fake),
     }
 }
 
@@ -204,6 +215,7 @@ fn start_lowkey(jar: &std::path::Path) -> Vault {
             child: Mutex::new(child),
             log: log.clone(),
         }),
+        fake: None,
     };
     let ping = format!("{}ping", vault.uri);
     let ready = wait_for(Duration::from_secs(180), Duration::from_millis(500), || {

@@ -194,6 +194,11 @@ pub fn agent_trusting(ca_pem: &str) -> ureq::Agent {
 
 impl FakeAzure {
     pub const TENANT: &'static str = "00000000-0000-0000-0000-0000000000aa";
+    /// Addition to the agreed API: a public-cloud vault host the server certificate also
+    /// covers. Microsoft's Go SDK only sends a token to a host ending in the challenge
+    /// resource's domain (`.vault.azure.net`, port included in the comparison), so clients
+    /// built on it reach the fake as `https://<this>/` through a CONNECT proxy.
+    pub const PUBLIC_VAULT_HOST: &'static str = "azkv-fake.vault.azure.net";
     pub const CLIENT_ID: &'static str = "11111111-1111-1111-1111-1111111111bb";
     pub const CLIENT_SECRET: &'static str = "fake-client-secret-value-do-not-log";
 
@@ -215,9 +220,12 @@ impl FakeAzure {
         let ca_cert = ca_params.self_signed(&ca_key).expect("fake_azure: CA cert");
 
         let srv_key = rcgen::KeyPair::generate().expect("fake_azure: server key");
-        let mut srv_params =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .expect("fake_azure: server params");
+        let mut srv_params = rcgen::CertificateParams::new(vec![
+            "127.0.0.1".to_string(),
+            "localhost".to_string(),
+            Self::PUBLIC_VAULT_HOST.to_string(),
+        ])
+        .expect("fake_azure: server params");
         srv_params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "127.0.0.1");

@@ -113,12 +113,14 @@ fn valid_name(name: &str) -> bool {
     (1..=127).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-/// Times are unix seconds; whole values are sent as integers like the real service.
+/// Times are whole unix seconds on the wire, as Key Vault sends them (an int64 in its REST
+/// spec): Microsoft's Go SDK fails to decode a fractional `created` ("cannot unmarshal number
+/// … into Go value of type int64"). The fake keeps sub-second times internally (ordering).
 fn num(t: f64) -> Value {
-    if t.fract() == 0.0 && t.abs() < 9.0e15 {
-        Value::from(t as i64)
+    if t.is_finite() && t.abs() < 9.0e15 {
+        Value::from(t.floor() as i64)
     } else {
-        Value::from(t)
+        Value::from(0)
     }
 }
 
@@ -161,17 +163,39 @@ pub(super) fn handle(shared: &Shared, op: VaultOp, req: &Request) -> Response {
             ));
         }
     }
+    let base = request_base(shared, req);
+    let base = base.as_str();
     match op {
-        VaultOp::List => list_keys(shared, req, &api_version),
-        VaultOp::Create { name } => create(shared, &name, req),
-        VaultOp::Get { name, version } => get(shared, &name, &version),
-        VaultOp::ListVersions { name } => list_versions(shared, &name, req, &api_version),
-        VaultOp::Update { name, version } => update(shared, &name, &version, req),
-        VaultOp::Delete { name } => delete(shared, &name),
-        VaultOp::Sign { name, version } => sign(shared, &name, &version, req),
-        VaultOp::GetDeleted { name } => get_deleted(shared, &name),
+        VaultOp::List => list_keys(shared, base, req, &api_version),
+        VaultOp::Create { name } => create(shared, base, &name, req),
+        VaultOp::Get { name, version } => get(shared, base, &name, &version),
+        VaultOp::ListVersions { name } => list_versions(shared, base, &name, req, &api_version),
+        VaultOp::Update { name, version } => update(shared, base, &name, &version, req),
+        VaultOp::Delete { name } => delete(shared, base, &name),
+        VaultOp::Sign { name, version } => sign(shared, base, &name, &version, req),
+        VaultOp::GetDeleted { name } => get_deleted(shared, base, &name),
         VaultOp::Purge { name } => purge(shared, &name),
         VaultOp::MethodNotAllowed => kv_error(405, "MethodNotAllowed", "method not allowed", None),
+    }
+}
+
+/// The vault base URL as the client addressed it (`https://<Host>/`), so `kid`s and
+/// `nextLink`s name the host the client asked for, as Key Vault's do: a client reaching the
+/// fake as `<name>.vault.azure.net` through a proxy must be sent back there, not to the
+/// loopback address. The default port is left out like Key Vault does; a missing or odd Host
+/// falls back to the listener's own address.
+fn request_base(shared: &Shared, req: &Request) -> String {
+    let host = req.header("host").unwrap_or_default().trim();
+    let host = host.strip_suffix(":443").unwrap_or(host);
+    let sane = !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    if sane {
+        format!("https://{}/", host.to_ascii_lowercase())
+    } else {
+        shared.base.clone()
     }
 }
 
@@ -301,7 +325,7 @@ fn deleted_conflict(name: &str) -> Response {
     )
 }
 
-fn create(shared: &Shared, name: &str, req: &Request) -> Response {
+fn create(shared: &Shared, base: &str, name: &str, req: &Request) -> Response {
     let body = match parse_object(req) {
         Ok(b) => b,
         Err(r) => return r,
@@ -381,12 +405,12 @@ fn create(shared: &Shared, name: &str, req: &Request) -> Response {
         material,
     });
     match key.versions.last() {
-        Some(v) => Response::json(200, &bundle(&shared.base, key, v)),
+        Some(v) => Response::json(200, &bundle(base, key, v)),
         None => kv_error(500, "InternalError", "version vanished", None),
     }
 }
 
-fn get(shared: &Shared, name: &str, version: &str) -> Response {
+fn get(shared: &Shared, base: &str, name: &str, version: &str) -> Response {
     let st = shared.state();
     let Some(key) = st
         .keys
@@ -396,7 +420,7 @@ fn get(shared: &Shared, name: &str, version: &str) -> Response {
         return not_found(name, "");
     };
     match key.find_version(version) {
-        Some(v) => Response::json(200, &bundle(&shared.base, key, v)),
+        Some(v) => Response::json(200, &bundle(base, key, v)),
         None => not_found(name, version),
     }
 }
@@ -470,7 +494,7 @@ fn page(
     Response::json(200, &json!({"value": value, "nextLink": next}))
 }
 
-fn list_keys(shared: &Shared, req: &Request, api_version: &str) -> Response {
+fn list_keys(shared: &Shared, base: &str, req: &Request, api_version: &str) -> Response {
     let p = match paging(req) {
         Ok(p) => p,
         Err(r) => return r,
@@ -490,10 +514,7 @@ fn list_keys(shared: &Shared, req: &Request, api_version: &str) -> Response {
                 return Some(Value::Null);
             }
             let mut item = Map::new();
-            item.insert(
-                "kid".into(),
-                format!("{}keys/{}", shared.base, k.name).into(),
-            );
+            item.insert("kid".into(), format!("{base}keys/{}", k.name).into());
             item.insert("attributes".into(), attributes(v));
             if !v.tags.is_empty() {
                 item.insert("tags".into(), tags_json(&v.tags));
@@ -501,11 +522,17 @@ fn list_keys(shared: &Shared, req: &Request, api_version: &str) -> Response {
             Some(Value::Object(item))
         })
         .collect();
-    let base = format!("{}keys", shared.base);
+    let base = format!("{base}keys");
     page(items, &p, st.empty_pages, &base, api_version)
 }
 
-fn list_versions(shared: &Shared, name: &str, req: &Request, api_version: &str) -> Response {
+fn list_versions(
+    shared: &Shared,
+    base: &str,
+    name: &str,
+    req: &Request,
+    api_version: &str,
+) -> Response {
     let p = match paging(req) {
         Ok(p) => p,
         Err(r) => return r,
@@ -525,7 +552,7 @@ fn list_versions(shared: &Shared, name: &str, req: &Request, api_version: &str) 
             let mut item = Map::new();
             item.insert(
                 "kid".into(),
-                format!("{}keys/{}/{}", shared.base, key.name, v.version).into(),
+                format!("{base}keys/{}/{}", key.name, v.version).into(),
             );
             item.insert("attributes".into(), attributes(v));
             if !v.tags.is_empty() {
@@ -534,11 +561,11 @@ fn list_versions(shared: &Shared, name: &str, req: &Request, api_version: &str) 
             Value::Object(item)
         })
         .collect();
-    let base = format!("{}keys/{}/versions", shared.base, key.name);
+    let base = format!("{base}keys/{}/versions", key.name);
     page(items, &p, st.empty_pages, &base, api_version)
 }
 
-fn update(shared: &Shared, name: &str, version: &str, req: &Request) -> Response {
+fn update(shared: &Shared, base: &str, name: &str, version: &str, req: &Request) -> Response {
     let body = match parse_object(req) {
         Ok(b) => b,
         Err(r) => return r,
@@ -580,12 +607,12 @@ fn update(shared: &Shared, name: &str, version: &str, req: &Request) -> Response
     v.updated = now;
     let v_version = v.version.clone();
     match key.find_version(&v_version) {
-        Some(v) => Response::json(200, &bundle(&shared.base, key, v)),
+        Some(v) => Response::json(200, &bundle(base, key, v)),
         None => not_found(name, version),
     }
 }
 
-fn delete(shared: &Shared, name: &str) -> Response {
+fn delete(shared: &Shared, base: &str, name: &str) -> Response {
     let mut st = shared.state();
     let now = st.now;
     let Some(key) = st
@@ -597,12 +624,12 @@ fn delete(shared: &Shared, name: &str) -> Response {
     };
     key.deleted = Some(now);
     match key.versions.last() {
-        Some(v) => Response::json(200, &deleted_bundle(&shared.base, key, v, now)),
+        Some(v) => Response::json(200, &deleted_bundle(base, key, v, now)),
         None => not_found(name, ""),
     }
 }
 
-fn get_deleted(shared: &Shared, name: &str) -> Response {
+fn get_deleted(shared: &Shared, base: &str, name: &str) -> Response {
     let st = shared.state();
     let Some((key, deleted)) = st
         .keys
@@ -617,7 +644,7 @@ fn get_deleted(shared: &Shared, name: &str) -> Response {
         );
     };
     match key.versions.last() {
-        Some(v) => Response::json(200, &deleted_bundle(&shared.base, key, v, deleted)),
+        Some(v) => Response::json(200, &deleted_bundle(base, key, v, deleted)),
         None => not_found(name, ""),
     }
 }
@@ -638,7 +665,7 @@ fn purge(shared: &Shared, name: &str) -> Response {
     }
 }
 
-fn sign(shared: &Shared, name: &str, version: &str, req: &Request) -> Response {
+fn sign(shared: &Shared, base: &str, name: &str, version: &str, req: &Request) -> Response {
     let body = match parse_object(req) {
         Ok(b) => b,
         Err(r) => return r,
@@ -683,7 +710,7 @@ fn sign(shared: &Shared, name: &str, version: &str, req: &Request) -> Response {
         }
         (
             Arc::clone(&v.material),
-            format!("{}keys/{}/{}", shared.base, key.name, v.version),
+            format!("{base}keys/{}/{}", key.name, v.version),
         )
     };
     match material.sign(alg, &digest) {
