@@ -196,6 +196,14 @@ impl FakeAzure {
     pub const TENANT: &'static str = "00000000-0000-0000-0000-0000000000aa";
     pub const CLIENT_ID: &'static str = "11111111-1111-1111-1111-1111111111bb";
     pub const CLIENT_SECRET: &'static str = "fake-client-secret-value-do-not-log";
+    /// The names the HTTPS certificate covers: loopback, plus two vault host names that tests
+    /// resolve through /etc/hosts and through a test DNS server (tests/spire_image.rs).
+    pub const TLS_NAMES: [&'static str; 4] = [
+        "127.0.0.1",
+        "localhost",
+        "hosts-vault.azkv.test",
+        "dns-vault.azkv.test",
+    ];
 
     /// Starts both listeners. Panics only if the machine cannot bind loopback sockets or
     /// build a certificate (test setup failure).
@@ -216,7 +224,7 @@ impl FakeAzure {
 
         let srv_key = rcgen::KeyPair::generate().expect("fake_azure: server key");
         let mut srv_params =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            rcgen::CertificateParams::new(Self::TLS_NAMES.map(str::to_string).to_vec())
                 .expect("fake_azure: server params");
         srv_params
             .distinguished_name
