@@ -14,5 +14,6 @@ pub mod keys;
 pub mod log;
 pub mod maintenance;
 pub mod plugin;
+pub mod random;
 pub mod secret;
 pub mod template;

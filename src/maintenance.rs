@@ -683,7 +683,7 @@ mod tests {
     #[test]
     fn sweep_deletes_only_stale_keys_of_our_layout_and_tags() {
         let (clock, vault) = setup();
-        let name = |label: &str| new_key_name(label);
+        let name = |label: &str| new_key_name(label).unwrap();
         let own = name("x509-CA-A");
         let own_version = vault.insert(
             &own,

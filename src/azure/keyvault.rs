@@ -572,7 +572,21 @@ fn request_id() -> uuid::Uuid {
     use std::sync::OnceLock;
     static BASE: OnceLock<u128> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let base = *BASE.get_or_init(|| uuid::Uuid::new_v4().as_u128());
+    let base = *BASE.get_or_init(|| {
+        let mut b = [0u8; 16];
+        match crate::random::fill(&mut b, "request ids") {
+            Ok(()) => u128::from_le_bytes(b),
+            // Uniqueness is all an id needs: without randomness (Configure fails first, for the
+            // server id or key names) the start time and pid still tell processes apart.
+            Err(_) => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                (nanos << 32) ^ u128::from(std::process::id())
+            }
+        }
+    });
     let n = NEXT.fetch_add(1, Ordering::Relaxed) as u128;
     // The counter changes only the low bits (XOR keeps ids distinct); the builder then sets the
     // version bits (high half) and the variant bits (bits 62-63, which no count reaches).

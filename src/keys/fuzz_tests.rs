@@ -380,7 +380,7 @@ fn any_spire_key_id_gets_a_valid_name_and_round_trips() {
             1 => rng.soup(&pieces, 40),
             _ => "a".repeat(rng.below(300)),
         };
-        let name = new_key_name(&id);
+        let name = new_key_name(&id).unwrap();
         assert!(is_valid_name(&name), "{id:?} → {name:?}");
         let tags = key_tags("example.org", "sid", &id);
         let back = spire_key_id(&name, &tags);

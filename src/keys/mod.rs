@@ -163,7 +163,9 @@ impl KeyManager {
                 Ok(id)
             }
             KeyIdentifierSource::None => {
-                let id = uuid::Uuid::new_v4().hyphenated().to_string();
+                let id = crate::random::uuid_v4("a server id")?
+                    .hyphenated()
+                    .to_string();
                 log::warn!(server_id = id.as_str(); "No key identifier configured: per-server keys (X.509 CA) use a server id generated for this start and will be recreated after a restart (the old ones are swept later). Set key_identifier_file to keep them across restarts");
                 Ok(id)
             }
@@ -200,7 +202,7 @@ impl KeyManager {
         id: &str,
         key_type: KeyType,
     ) -> Result<PublicKey, PluginError> {
-        let name = naming::new_key_name(id);
+        let name = naming::new_key_name(id)?;
         let tags = naming::key_tags(&active.config.trust_domain, &active.server_id, id);
         let params = Self::create_params(key_type, tags)?;
         let bundle = active.vault.create_key(&name, &params).map_err(|e| {

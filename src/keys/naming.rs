@@ -70,16 +70,20 @@ pub fn is_standard_name(name: &str) -> bool {
 }
 
 /// A fresh standard name for `id`.
-pub fn new_key_name(id: &str) -> String {
-    format!("{NAME_PREFIX}{}-{}", fresh_uuid(), encode_key_id(id))
+pub fn new_key_name(id: &str) -> Result<String, crate::random::RandomError> {
+    Ok(format!(
+        "{NAME_PREFIX}{}-{}",
+        fresh_uuid()?,
+        encode_key_id(id)
+    ))
 }
 
-fn fresh_uuid() -> uuid::Uuid {
+fn fresh_uuid() -> Result<uuid::Uuid, crate::random::RandomError> {
     #[cfg(test)]
     if let Some(u) = test_uuids::next() {
-        return u;
+        return Ok(u);
     }
-    uuid::Uuid::new_v4()
+    crate::random::uuid_v4("a key name")
 }
 
 /// Reproducible key names for property tests: a failing seed must replay the same names, since
@@ -146,8 +150,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn key_names_without_randomness_are_an_error() {
+        let _g = crate::random::testing::fail_on_this_thread();
+        let e = new_key_name("x509-CA-A").unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("failed to get random bytes for a key name: "));
+    }
+
+    #[test]
     fn spire_ids_keep_the_go_layout() {
-        let name = new_key_name("x509-CA-A");
+        let name = new_key_name("x509-CA-A").unwrap();
         assert!(name.starts_with("spire-key-"));
         assert_eq!(&name[ID_OFFSET..], "x509-CA-A");
         assert!(is_valid_name(&name));
@@ -161,7 +174,7 @@ mod tests {
             "bundle-acme-acme_account+key",
             "bundle-acme-foo.bar+rsa",
         ] {
-            let name = new_key_name(id);
+            let name = new_key_name(id).unwrap();
             assert!(is_valid_name(&name), "{name}");
             let tags = key_tags("td", "sid", id);
             assert_eq!(spire_key_id(&name, &tags).unwrap(), id);
@@ -177,7 +190,7 @@ mod tests {
     fn long_ids_are_cut_with_a_distinguishing_hash() {
         let a = format!("bundle-acme-{}.example.org", "a".repeat(120));
         let b = format!("bundle-acme-{}.example.net", "a".repeat(120));
-        let (na, nb) = (new_key_name(&a), new_key_name(&b));
+        let (na, nb) = (new_key_name(&a).unwrap(), new_key_name(&b).unwrap());
         assert!(is_valid_name(&na) && is_valid_name(&nb));
         assert_eq!(na.len(), MAX_NAME_LEN);
         assert_ne!(na[ID_OFFSET..], nb[ID_OFFSET..]);
@@ -193,8 +206,10 @@ mod tests {
 
     #[test]
     fn standard_layout() {
-        assert!(is_standard_name(&new_key_name("x509-CA-A")));
-        assert!(is_standard_name(&new_key_name("bundle-acme-example.org")));
+        assert!(is_standard_name(&new_key_name("x509-CA-A").unwrap()));
+        assert!(is_standard_name(
+            &new_key_name("bundle-acme-example.org").unwrap()
+        ));
         assert!(is_standard_name(
             "spire-key-0F8E1A2B-3C4D-4E5F-8A9B-0C1D2E3F4A5B-x509-CA-A"
         ));

@@ -31,7 +31,9 @@ pub fn load_or_create(path: &Path) -> Result<(String, bool), PluginError> {
         if let Some(id) = read_existing(path)? {
             return Ok((id, false));
         }
-        let id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let id = crate::random::uuid_v4("a server id")?
+            .hyphenated()
+            .to_string();
         match create_new(path, id.as_bytes()) {
             Ok(()) => return Ok((id, true)),
             // Another process created it first: use its id (read on the next round).
@@ -174,7 +176,7 @@ fn create_new(path: &Path, content: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
         file_name.to_string_lossy(),
-        uuid::Uuid::new_v4().simple()
+        crate::random::uuid_v4("a temporary file name")?.simple()
     ));
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -231,6 +233,24 @@ mod tests {
         assert_eq!(again, id);
         // No temp files left behind.
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
+    }
+
+    /// No /dev/urandom in the container: an Internal error saying so, no file, no panic.
+    #[test]
+    fn without_randomness_fails_with_a_clear_error() {
+        let d = temp_dir();
+        let p = d.join("server_id");
+        let _g = crate::random::testing::fail_on_this_thread();
+        let e = load_or_create(&p).unwrap_err();
+        assert_eq!(e.code, crate::error::Code::Internal);
+        assert!(
+            e.message
+                .starts_with("failed to get random bytes for a server id: ")
+                && e.message.ends_with("is /dev/urandom available?"),
+            "{}",
+            e.message
+        );
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
     }
 
     #[test]

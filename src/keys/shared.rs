@@ -326,7 +326,9 @@ impl Rotation<'_> {
     /// Writes our claim on `version`, waits, and reads it back.
     fn claim(&self, version: &str, latest: &KeyBundle) -> Result<Claim, PluginError> {
         let now = unix_seconds(self.clock.now());
-        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let nonce = crate::random::uuid_v4("a rotation claim")?
+            .simple()
+            .to_string();
         let mut tags = latest.tags.clone();
         tags.insert(
             TAG_ROTATION_CLAIM.to_string(),
@@ -550,8 +552,13 @@ fn jitter(max: Duration) -> Duration {
     if max.is_zero() {
         return Duration::ZERO;
     }
-    let r = uuid::Uuid::new_v4().as_u128() as u64;
-    Duration::from_nanos(r % (max.as_nanos() as u64).max(1))
+    let mut r = [0u8; 8];
+    // Only spreads servers apart: without randomness (Configure already failed then, for the
+    // server id or key names) no jitter is the safe choice.
+    if crate::random::fill(&mut r, "rotation jitter").is_err() {
+        return Duration::ZERO;
+    }
+    Duration::from_nanos(u64::from_le_bytes(r) % (max.as_nanos() as u64).max(1))
 }
 
 impl SharedKeyMatcher for SharedKeys {

@@ -201,6 +201,16 @@ impl FakeAzure {
     pub const PUBLIC_VAULT_HOST: &'static str = "azkv-fake.vault.azure.net";
     pub const CLIENT_ID: &'static str = "11111111-1111-1111-1111-1111111111bb";
     pub const CLIENT_SECRET: &'static str = "fake-client-secret-value-do-not-log";
+    /// The names the HTTPS certificate covers: loopback, the public-looking vault name reached
+    /// through a CONNECT proxy, and two vault host names that tests resolve through /etc/hosts
+    /// and through a test DNS server (tests/spire_image.rs).
+    pub const TLS_NAMES: [&'static str; 5] = [
+        "127.0.0.1",
+        "localhost",
+        Self::PUBLIC_VAULT_HOST,
+        "hosts-vault.azkv.test",
+        "dns-vault.azkv.test",
+    ];
 
     /// Starts both listeners. Panics only if the machine cannot bind loopback sockets or
     /// build a certificate (test setup failure).
@@ -220,12 +230,9 @@ impl FakeAzure {
         let ca_cert = ca_params.self_signed(&ca_key).expect("fake_azure: CA cert");
 
         let srv_key = rcgen::KeyPair::generate().expect("fake_azure: server key");
-        let mut srv_params = rcgen::CertificateParams::new(vec![
-            "127.0.0.1".to_string(),
-            "localhost".to_string(),
-            Self::PUBLIC_VAULT_HOST.to_string(),
-        ])
-        .expect("fake_azure: server params");
+        let mut srv_params =
+            rcgen::CertificateParams::new(Self::TLS_NAMES.map(str::to_string).to_vec())
+                .expect("fake_azure: server params");
         srv_params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "127.0.0.1");

@@ -2,7 +2,9 @@
 // Not every test binary uses every helper.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod env;
 pub mod fake_azure;
 pub mod plugin_host;
+pub mod release;
 pub mod verify;

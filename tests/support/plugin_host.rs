@@ -60,7 +60,25 @@ impl PluginProcess {
 
     /// `launch` with another plugin binary (the benchmark drives the release build).
     pub fn launch_bin(bin: &std::path::Path, envs: &[(&str, &str)]) -> PluginProcess {
-        let mut cmd = Command::new(bin);
+        Self::launch_cmd(Command::new(bin), envs, None)
+    }
+
+    /// `launch` through a command that ends by exec'ing the plugin with `root` as its `/`
+    /// (`chroot ROOT /azure_key_vault`, or `unshare -m` + mounts + chroot): the socket path the
+    /// plugin prints is inside its root, so it is dialed under `root` from here.
+    pub fn launch_in_root(
+        cmd: Command,
+        envs: &[(&str, &str)],
+        root: &std::path::Path,
+    ) -> PluginProcess {
+        Self::launch_cmd(cmd, envs, Some(root))
+    }
+
+    fn launch_cmd(
+        mut cmd: Command,
+        envs: &[(&str, &str)],
+        root: Option<&std::path::Path>,
+    ) -> PluginProcess {
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("KeyManager", "KeyManager")
@@ -110,7 +128,10 @@ impl PluginProcess {
         assert_eq!(&parts[..3], &["1", "1", "unix"], "handshake {handshake:?}");
         assert_eq!(parts[4], "grpc");
         assert_eq!(parts[5], "");
-        let socket = PathBuf::from(parts[3]);
+        let socket = match root {
+            Some(r) => r.join(parts[3].trim_start_matches('/')),
+            None => PathBuf::from(parts[3]),
+        };
         let env = Arc::new(EnvBuilder::new().cq_count(1).build());
         let channel = ChannelBuilder::new(Arc::clone(&env))
             .default_authority("unused")

@@ -252,7 +252,9 @@ impl ClientCertificate {
             aud: audience,
             iss: client_id,
             sub: client_id,
-            jti: uuid::Uuid::new_v4().to_string(),
+            jti: crate::random::uuid_v4("a client assertion id")
+                .map_err(|e| e.to_string())?
+                .to_string(),
             nbf: now_secs,
             iat: now_secs,
             exp: now_secs + ASSERTION_LIFETIME.as_secs(),
