@@ -14,6 +14,8 @@ need go "spire-server is built from the Go module proxy"
 need java "lowkey-vault (the Key Vault emulator) runs on Java 17+"
 need mvn "lowkey-vault is fetched from Maven Central with Maven"
 need openssl "the end-to-end tests verify SVIDs and build the emulator's keystore with openssl"
+need unshare "tests/spire_image.rs runs the release binary in a private mount namespace (util-linux)"
+need chroot "tests/spire_image.rs runs the release binary in an image-shaped root (coreutils)"
 
 # The real peers, cached outside the clone (fails loudly when a registry refuses).
 eval "$(bash .ci/install-peers.sh)"
@@ -21,7 +23,7 @@ export SPIRE_SERVER_BIN LOWKEY_VAULT_JAR
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
-cargo clippy --all-targets --features test-hooks -- -D warnings
+cargo clippy --all-targets --features peers -- -D warnings
 # The shipped static binary (checked by tests/release_binary.rs; used by the benchmark).
 eval "$(bash scripts/build-release.sh)"
 export AZKV_RELEASE_BIN
@@ -29,7 +31,7 @@ export AZKV_RELEASE_BIN
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --features test-hooks --lib --bins --tests -- --test-threads="${AZKV_TEST_THREADS:-2}" 2>&1 | tee "$log"
+cargo test --features peers --lib --bins --tests -- --test-threads="${AZKV_TEST_THREADS:-2}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary.
