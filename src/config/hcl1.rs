@@ -1,6 +1,7 @@
 //! HCL1 text → `Raw` tree, using hcl-rs (an HCL2 parser) for the structure.
 //!
-//! SPIRE re-prints `plugin_data` as HCL1 (spire-plugin-protocol.md §6). HCL1 differs from
+//! SPIRE re-prints `plugin_data` as HCL1 (its catalog keeps the block as an HCL1 AST and prints
+//! it without the outer braces). HCL1 differs from
 //! what hcl-rs accepts in ways that real configs hit:
 //! - quoted keys (`"key_vault_uri" = "…"`, what SPIRE prints for JSON-format server configs);
 //! - strings are literal: `"a${b}c"` is the text `a${b}c`, never a template, and the

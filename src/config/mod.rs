@@ -1,10 +1,11 @@
 //! Plugin configuration: `ConfigureRequest{core_configuration, hcl_configuration}` →
 //! validated [`PluginConfig`].
 //!
-//! [`validate`] runs every check in the reference's order (go-plugin-behavior.md §1.2, plus
-//! our improvements from PRODUCT.md §2.3) and collects every problem. `Configure` fails with
-//! the first one (gRPC InvalidArgument, [`Validation::into_result`]); `Validate` returns them
-//! all as notes ([`Validation::notes`]), plus one note per ignored key, and no notes at all
+//! [`validate`] runs every check in the order of SPIRE's built-in plugin (so the first error,
+//! the one Configure reports, is the built-in's), plus our own: `subscription_id` is optional,
+//! tenant/app id/secret are required together, unknown keys are reported. It collects every
+//! problem. `Configure` fails with the first one (gRPC InvalidArgument,
+//! [`Validation::into_result`]); `Validate` returns them all as notes ([`Validation::notes`]), plus one note per ignored key, and no notes at all
 //! for a valid config without ignored keys.
 //!
 //! Decoding follows HCL1's `hcl.Decode` semantics: key names match case-insensitively, a
@@ -15,8 +16,8 @@
 //!
 //! `shared_keys.lock_tag_template` (upstream PR #6537) is accepted so a config written for that
 //! PR still loads, but it is reported like an unknown key: this plugin coordinates shared-key
-//! rotation by settling on the earliest version (PRODUCT.md §2.7), not with a lock tag, so the
-//! setting has no effect and saying so beats silently ignoring it.
+//! rotation with a claim tag and by settling on the earliest version (`keys::shared`), not with
+//! the PR's lock tag, so the setting has no effect and saying so beats silently ignoring it.
 
 #[cfg(test)]
 mod fuzz_tests;
@@ -779,7 +780,8 @@ mod tests {
 
     #[test]
     fn subscription_id_is_optional() {
-        // Reference row "missing subscription ID " fails; we accept it (PRODUCT §2.3).
+        // The built-in's test row "missing subscription ID " fails; we accept it: the value
+        // was never used for anything.
         let cfg = ok(&creds_request("t", "", "a", "x"));
         let creds = cfg.static_credentials.expect("static credentials");
         assert_eq!(creds.subscription_id, None);

@@ -1,6 +1,6 @@
 //! Turns `hcl_configuration` text into a generic, order-preserving tree (`Raw`).
 //!
-//! Three input shapes reach us (spire-plugin-protocol.md §6):
+//! Three input shapes reach us from SPIRE's catalog:
 //! - empty or whitespace-only text (no `plugin_data`) → no entries;
 //! - HCL1 text as SPIRE re-prints `plugin_data`, quoted keys included (see `hcl1`);
 //! - JSON text from a `plugin_data_file`. Like HCL1's `hcl.Decode`, text whose first

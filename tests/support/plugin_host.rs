@@ -365,7 +365,9 @@ impl PluginProcess {
     }
 }
 
-/// The rules of go-plugin's hclog JSON parser (spire-plugin-protocol.md §1.5).
+/// The rules of go-plugin's hclog JSON parser (`logStderr`/`parseJSON`): `@message`, `@level` and
+/// `@timestamp` must be strings (a non-string crashes spire-server's log goroutine), the
+/// timestamp has exactly six fractional digits, the level is one hclog knows.
 pub fn check_hclog_line(line: &str) {
     let v: serde_json::Value =
         serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));

@@ -1,7 +1,7 @@
 //! Credentials (hand-rolled OAuth2 client-credentials and managed identity over `ureq`) and the
 //! per-(tenant, scope) token cache.
 //!
-//! Order (PRODUCT.md §3): static config secret wins; otherwise environment (secret or
+//! Order (README "Credentials"): static config secret wins; otherwise environment (secret or
 //! certificate) → workload identity → managed identity, the first that succeeds being kept.
 //!
 //! Decisions:
