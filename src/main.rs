@@ -2,6 +2,12 @@
 
 use std::sync::Arc;
 
+use azkv::azure::types::{AzureError, KeyVaultApi};
+use azkv::clock::{Clock, SystemClock};
+use azkv::config::PluginConfig;
+use azkv::error::PluginError;
+use azkv::keys::{shared, KeyManager};
+use azkv::maintenance;
 use azkv::plugin::handshake::{cookie_ok, COOKIE_KEY, NOT_A_PROGRAM};
 use azkv::plugin::server::{prepare_signals, serve};
 
@@ -22,8 +28,52 @@ fn main() {
             .to_string();
         log::error!(thread = thread, panic = info.to_string(); "Plugin thread panicked");
     }));
-    let core = Arc::new(azkv::keys::KeyManager::new_default());
+    let core = Arc::new(key_manager());
     let code = serve(core, signals);
     // Skip destructors: grpcio's threads and pending streams must not delay the exit.
     std::process::exit(code);
+}
+
+/// The production wiring: system clock, the Azure layer, the process environment.
+fn key_manager() -> KeyManager {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let connector_clock = Arc::clone(&clock);
+    let connector = Box::new(move |cfg: &PluginConfig| {
+        let settings = azkv::azure::AzureSettings {
+            vault_uri: cfg.key_vault_uri.clone(),
+            static_credentials: cfg.static_credentials.as_ref().map(|c| {
+                azkv::azure::StaticCredentials {
+                    tenant_id: c.tenant_id.clone(),
+                    client_id: c.app_id.clone(),
+                    client_secret: c.app_secret.clone(),
+                }
+            }),
+            // Read at each Configure, so a reconfigure picks up rotated settings.
+            env: std::env::vars().collect(),
+            api_version: String::new(),
+        };
+        azkv::azure::connect(settings, Arc::clone(&connector_clock))
+            .map(|c| c as Arc<dyn KeyVaultApi>)
+            .map_err(|e| match e {
+                AzureError::Config(m) => PluginError::invalid_argument(m),
+                other => {
+                    PluginError::internal(format!("failed to create Key Vault client: {other}"))
+                }
+            })
+    });
+    #[cfg(feature = "test-hooks")]
+    let (settings, shared_settings) = (
+        maintenance::Settings::from_env_value(
+            std::env::var(maintenance::SETTINGS_ENV).ok().as_deref(),
+        ),
+        shared::Settings::from_env_value(std::env::var(shared::SETTINGS_ENV).ok().as_deref()),
+    );
+    // The shipped binary has no schedule knobs: a shortened `stale` would make the first
+    // sweep delete every other server's keys.
+    #[cfg(not(feature = "test-hooks"))]
+    let (settings, shared_settings) = (
+        maintenance::Settings::default(),
+        shared::Settings::default(),
+    );
+    KeyManager::new(clock, connector, settings, shared_settings)
 }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::azure::types::{AzureError, CreateKeyParams, KeyVaultApi};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::config::{KeyIdentifierSource, PluginConfig};
 use crate::error::{Code, PluginError};
 use crate::maintenance::{self, DeletionQueue, Maintenance, MaintenanceHandle};
@@ -98,50 +98,6 @@ impl KeyManager {
             key_writes: RwLock::new(()),
             deletions: Arc::new(DeletionQueue::default()),
         }
-    }
-
-    /// The production wiring: system clock, the Azure layer, settings from the environment.
-    pub fn new_default() -> Self {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let connector_clock = Arc::clone(&clock);
-        let connector = Box::new(move |cfg: &PluginConfig| {
-            let settings = crate::azure::AzureSettings {
-                vault_uri: cfg.key_vault_uri.clone(),
-                static_credentials: cfg.static_credentials.as_ref().map(|c| {
-                    crate::azure::StaticCredentials {
-                        tenant_id: c.tenant_id.clone(),
-                        client_id: c.app_id.clone(),
-                        client_secret: c.app_secret.clone(),
-                    }
-                }),
-                // Read at each Configure, so a reconfigure picks up rotated settings.
-                env: std::env::vars().collect(),
-                api_version: String::new(),
-            };
-            crate::azure::connect(settings, Arc::clone(&connector_clock))
-                .map(|c| c as Arc<dyn KeyVaultApi>)
-                .map_err(|e| match e {
-                    AzureError::Config(m) => PluginError::invalid_argument(m),
-                    other => {
-                        PluginError::internal(format!("failed to create Key Vault client: {other}"))
-                    }
-                })
-        });
-        #[cfg(feature = "test-hooks")]
-        let (settings, shared_settings) = (
-            maintenance::Settings::from_env_value(
-                std::env::var(maintenance::SETTINGS_ENV).ok().as_deref(),
-            ),
-            shared::Settings::from_env_value(std::env::var(shared::SETTINGS_ENV).ok().as_deref()),
-        );
-        // The shipped binary has no schedule knobs: a shortened `stale` would make the first
-        // sweep delete every other server's keys.
-        #[cfg(not(feature = "test-hooks"))]
-        let (settings, shared_settings) = (
-            maintenance::Settings::default(),
-            shared::Settings::default(),
-        );
-        KeyManager::new(clock, connector, settings, shared_settings)
     }
 
     fn active(&self) -> Result<Arc<Active>, PluginError> {
