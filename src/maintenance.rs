@@ -549,11 +549,17 @@ impl MaintenanceHandle {
         let _ = self.tx.send(Command::Wake);
     }
 
+    /// Tells the thread to stop and returns at once: it starts no other Key Vault call. For
+    /// Deinit and Shutdown, which run on gRPC's completion-queue thread and must not wait.
+    pub fn request_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = self.tx.send(Command::Stop);
+    }
+
     /// Stops the thread; waits at most `timeout` for a Key Vault call in flight to finish.
     /// Returns whether it stopped in time.
     pub fn stop(&self, timeout: Duration) -> bool {
-        self.stopping.store(true, Ordering::SeqCst);
-        let _ = self.tx.send(Command::Stop);
+        self.request_stop();
         self.done.recv_timeout(timeout).is_ok()
     }
 
@@ -907,6 +913,106 @@ mod tests {
         clock.advance(Duration::from_secs(120));
         assert_eq!(m.run_due().deleted.len(), 2);
         assert!(deletions.names().is_empty());
+    }
+
+    /// A vault whose deletions block until released: a maintenance call in flight.
+    struct BlockingDeletes {
+        inner: Arc<MemoryVault>,
+        release: Mutex<crossbeam_channel::Receiver<()>>,
+        entered: crossbeam_channel::Sender<()>,
+    }
+
+    impl KeyVaultApi for BlockingDeletes {
+        fn create_key(
+            &self,
+            name: &str,
+            params: &crate::azure::types::CreateKeyParams,
+        ) -> Result<crate::azure::types::KeyBundle, AzureError> {
+            self.inner.create_key(name, params)
+        }
+        fn get_key(
+            &self,
+            name: &str,
+            version: Option<&str>,
+        ) -> Result<crate::azure::types::KeyBundle, AzureError> {
+            self.inner.get_key(name, version)
+        }
+        fn list_keys(&self) -> Result<Vec<KeyItem>, AzureError> {
+            self.inner.list_keys()
+        }
+        fn list_key_versions(&self, name: &str) -> Result<Vec<KeyItem>, AzureError> {
+            self.inner.list_key_versions(name)
+        }
+        fn update_key(
+            &self,
+            name: &str,
+            version: &str,
+            params: &UpdateKeyParams,
+        ) -> Result<crate::azure::types::KeyBundle, AzureError> {
+            self.inner.update_key(name, version, params)
+        }
+        fn delete_key(&self, name: &str) -> Result<(), AzureError> {
+            let _ = self.entered.send(());
+            let _ = self.release.lock().unwrap().recv();
+            self.inner.delete_key(name)
+        }
+        fn sign(
+            &self,
+            name: &str,
+            version: &str,
+            alg: &str,
+            digest: &[u8],
+        ) -> Result<Vec<u8>, AzureError> {
+            self.inner.sign(name, version, alg, digest)
+        }
+    }
+
+    #[test]
+    fn a_stop_request_never_waits_for_a_call_in_flight() {
+        let (clock, vault) = setup();
+        vault.insert("k", "EC", &[], EPOCH, EPOCH);
+        let (release_tx, release_rx) = crossbeam_channel::bounded(1);
+        let (entered_tx, entered_rx) = crossbeam_channel::bounded(1);
+        let blocking: Arc<dyn KeyVaultApi> = Arc::new(BlockingDeletes {
+            inner: Arc::clone(&vault),
+            release: Mutex::new(release_rx),
+            entered: entered_tx,
+        });
+        let deletions = Arc::new(DeletionQueue::default());
+        let cache = Arc::new(KeyCache::default());
+        deletions.adopt(URI, Arc::clone(&cache));
+        let m = Maintenance::new(
+            Scope {
+                vault: blocking,
+                vault_uri: URI.into(),
+                cache,
+                trust_domain: TD.into(),
+                server_id: SID.into(),
+                is_shared_name: Arc::new(|_: &str| false),
+            },
+            Arc::clone(&deletions),
+            Arc::new(clock.clone()),
+            Settings {
+                max_wait: Duration::from_millis(5),
+                ..Settings::default()
+            },
+        );
+        let h = MaintenanceHandle::spawn(m);
+        h.queue_delete("k".into());
+        entered_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the deletion started");
+        let started = std::time::Instant::now();
+        h.request_stop();
+        assert!(
+            started.elapsed() < Duration::from_millis(50),
+            "request_stop waited {:?} for the call in flight",
+            started.elapsed()
+        );
+        assert!(!h.stop(Duration::from_millis(20)), "still in the call");
+        release_tx.send(()).unwrap();
+        assert!(h.stop(Duration::from_secs(5)), "ends once the call returns");
+        assert!(deletions.names().is_empty(), "the call in flight completed");
     }
 
     #[test]

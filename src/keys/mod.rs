@@ -496,7 +496,8 @@ impl PluginCore for KeyManager {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            let _ = active.maintenance.stop(Duration::from_millis(100));
+            // Deinit runs on gRPC's completion-queue thread: ask, never wait.
+            active.maintenance.request_stop();
         }
     }
 }
