@@ -4,6 +4,9 @@
 //! (HTTP, credentials, Key Vault REST), with `maintenance` running refresh, sweep and deletions
 //! in the background.
 
+// libc calls live in `sys`, each with its SAFETY note; everything else is safe Rust.
+#![deny(unsafe_code)]
+
 pub mod azure;
 pub mod clock;
 pub mod config;
@@ -16,4 +19,6 @@ pub mod maintenance;
 pub mod plugin;
 pub mod random;
 pub mod secret;
+#[allow(unsafe_code)]
+mod sys;
 pub mod template;

@@ -59,6 +59,7 @@ impl From<&str> for Secret {
 /// Test support: a global allocator for the unit tests that can tell whether a secret was still
 /// in a block when the block was freed.
 #[cfg(test)]
+#[allow(unsafe_code)] // a test helper: a GlobalAlloc is unsafe by definition
 pub(crate) mod freed {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::cell::Cell;

@@ -258,20 +258,7 @@ impl Transport for LeanTcpTransport {
         if !self.held.is_empty() {
             return false;
         }
-        let mut byte = 0u8;
-        // SAFETY: a valid socket and a one-byte buffer that outlives the call.
-        let n = unsafe {
-            libc::recv(
-                self.stream.as_raw_fd(),
-                (&mut byte as *mut u8).cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        n < 0 && {
-            let e = io::Error::last_os_error();
-            e.kind() == io::ErrorKind::WouldBlock
-        }
+        crate::sys::socket_idle(self.stream.as_raw_fd())
     }
 }
 

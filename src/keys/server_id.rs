@@ -115,8 +115,7 @@ fn read_checked(path: &Path, mut file: File) -> Result<Vec<u8>, PluginError> {
             format!("it is {what}, not a regular file"),
         ));
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = crate::sys::effective_uid();
     if meta.uid() != euid {
         return Err(read_error(
             path,
@@ -374,7 +373,7 @@ mod tests {
 
         // Owned by another user (the tests run as root, which may give files away).
         // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } == 0 {
+        if crate::sys::effective_uid() == 0 {
             let foreign = d.join("foreign");
             write_private(&foreign, ID);
             std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();

@@ -1,9 +1,7 @@
 //! The go-plugin handshake: magic cookie check, a private unix socket, and the one line on stdout
 //! that tells spire-server where to dial.
 
-use std::ffi::CString;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 pub const COOKIE_KEY: &str = "KeyManager";
@@ -53,17 +51,7 @@ impl SocketDir {
                 "socket path too long",
             ));
         }
-        let template = base.join("azkv-XXXXXX");
-        let c = CString::new(template.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
-        let mut raw = c.into_bytes_with_nul();
-        // mkdtemp creates the directory with mode 0700, atomically and with a unique name.
-        let p = unsafe { libc::mkdtemp(raw.as_mut_ptr() as *mut libc::c_char) };
-        if p.is_null() {
-            return Err(std::io::Error::last_os_error());
-        }
-        raw.pop();
-        let dir = PathBuf::from(std::ffi::OsStr::from_bytes(&raw));
+        let dir = crate::sys::make_private_dir(&base.join("azkv-XXXXXX"))?;
         let socket = dir.join("plugin.sock");
         Ok(SocketDir { dir, socket })
     }
@@ -187,7 +175,7 @@ mod tests {
         let d = SocketDir::create(None).unwrap();
         let _listener = std::os::unix::net::UnixListener::bind(d.socket_path()).unwrap();
         // Our own primary group: chown to it needs no privilege.
-        let gid = unsafe { libc::getgid() };
+        let gid = crate::sys::group_id();
         d.share_with_group(&gid.to_string()).unwrap();
         let dir = std::fs::metadata(d.dir()).unwrap();
         let sock = std::fs::metadata(d.socket_path()).unwrap();

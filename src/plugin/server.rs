@@ -10,6 +10,7 @@ use super::handshake::{announce, SocketDir};
 use super::pool::WorkerPool;
 use super::services::{Services, StopReason};
 use super::PluginCore;
+pub use crate::sys::SignalSet;
 
 /// Most blocking RPCs in flight at once (SignData fan-out from a busy SPIRE server).
 const MAX_WORKERS: usize = 64;
@@ -18,37 +19,28 @@ const TERM_GRACE: Duration = Duration::from_secs(5);
 
 /// Blocks SIGTERM in the calling thread (and so in every thread started later) and ignores
 /// SIGINT. Call first thing in `main`, before any thread exists.
-pub fn prepare_signals() -> libc::sigset_t {
-    unsafe {
-        // Ctrl-C reaches the whole process group; the host unloads us in order instead.
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
+pub fn prepare_signals() -> SignalSet {
+    // Ctrl-C reaches the whole process group; the host unloads us in order instead.
+    crate::sys::ignore_sigint_and_block_sigterm()
 }
 
-fn spawn_signal_thread(set: libc::sigset_t, stop: Sender<StopReason>) {
+fn spawn_signal_thread(set: SignalSet, stop: Sender<StopReason>) {
     let _ = std::thread::Builder::new()
         .name("azkv-signals".into())
         .spawn(move || loop {
-            let mut sig: libc::c_int = 0;
-            let rc = unsafe { libc::sigwait(&set, &mut sig) };
-            if rc == 0 && sig == libc::SIGTERM {
+            if set.wait_for_sigterm() {
                 let _ = stop.send(StopReason::Terminated);
             }
         });
 }
 
 fn spawn_parent_watch(stop: Sender<StopReason>) {
-    let parent = unsafe { libc::getppid() };
+    let parent = crate::sys::parent_pid();
     let _ = std::thread::Builder::new()
         .name("azkv-parent-watch".into())
         .spawn(move || loop {
             std::thread::sleep(Duration::from_millis(500));
-            if unsafe { libc::getppid() } != parent {
+            if crate::sys::parent_pid() != parent {
                 let _ = stop.send(StopReason::HostGone);
                 return;
             }
@@ -56,7 +48,7 @@ fn spawn_parent_watch(stop: Sender<StopReason>) {
 }
 
 /// Serves until the host unloads the plugin. Returns the process exit code.
-pub fn serve(core: Arc<dyn PluginCore>, signals: libc::sigset_t) -> i32 {
+pub fn serve(core: Arc<dyn PluginCore>, signals: SignalSet) -> i32 {
     let base = std::env::var_os("PLUGIN_UNIX_SOCKET_DIR")
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from);
