@@ -10,6 +10,7 @@
 pub mod azure;
 pub mod clock;
 pub mod config;
+pub mod der;
 pub mod error;
 #[cfg(test)]
 mod fuzz;

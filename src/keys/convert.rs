@@ -1,10 +1,11 @@
 //! Key material conversions: Key Vault JWK → PKIX DER (SubjectPublicKeyInfo), Key Vault's raw
-//! `r||s` ECDSA signatures → ASN.1 DER, and the key fingerprint. DER is written by hand: the
-//! structures are tiny and fixed.
+//! `r||s` ECDSA signatures → ASN.1 DER, and the key fingerprint. The structures are tiny and
+//! fixed; `crate::der` writes them.
 
 use base64::Engine;
 
 use crate::azure::types::JsonWebKey;
+use crate::der::{tlv, unsigned_integer, BIT_STRING, NULL, OID, SEQUENCE};
 use crate::plugin::proto::keymanager::KeyType;
 
 const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
@@ -20,37 +21,6 @@ pub fn decode_b64(s: &str) -> Result<Vec<u8>, String> {
         .decode(trimmed)
         .or_else(|_| STANDARD_NO_PAD.decode(trimmed))
         .map_err(|e| format!("invalid base64: {e}"))
-}
-
-fn der_len(len: usize, out: &mut Vec<u8>) {
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-}
-
-fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(content.len() + 6);
-    out.push(tag);
-    der_len(content.len(), &mut out);
-    out.extend_from_slice(content);
-    out
-}
-
-/// A DER INTEGER holding the unsigned big-endian `bytes` (minimal encoding).
-fn der_uint(bytes: &[u8]) -> Vec<u8> {
-    let start = bytes.iter().take_while(|b| **b == 0).count();
-    let mut v = bytes[start..].to_vec();
-    if v.is_empty() {
-        v.push(0);
-    } else if v[0] & 0x80 != 0 {
-        v.insert(0, 0);
-    }
-    der(0x02, &v)
 }
 
 fn strip_leading_zeros(b: &[u8]) -> &[u8] {
@@ -108,16 +78,19 @@ pub fn parse_jwk(jwk: &JsonWebKey) -> Result<ParsedKey, String> {
             if jwk.crv.is_some() || jwk.x.is_some() || jwk.y.is_some() {
                 return Err("RSA key with EC members (crv, x or y)".into());
             }
-            let rsa_key = der(0x30, &[der_uint(n_bytes), der_uint(e)].concat());
+            let rsa_key = tlv(
+                SEQUENCE,
+                &[unsigned_integer(n_bytes), unsigned_integer(e)].concat(),
+            );
             let mut bits = vec![0u8];
             bits.extend_from_slice(&rsa_key);
-            let alg = der(
-                0x30,
-                &[der(0x06, OID_RSA_ENCRYPTION), vec![0x05, 0x00]].concat(),
+            let alg = tlv(
+                SEQUENCE,
+                &[tlv(OID, OID_RSA_ENCRYPTION), tlv(NULL, &[])].concat(),
             );
             Ok(ParsedKey {
                 key_type,
-                pkix: der(0x30, &[alg, der(0x03, &bits)].concat()),
+                pkix: tlv(SEQUENCE, &[alg, tlv(BIT_STRING, &bits)].concat()),
             })
         }
         "EC" | "EC-HSM" => {
@@ -153,13 +126,13 @@ pub fn parse_jwk(jwk: &JsonWebKey) -> Result<ParsedKey, String> {
             }
             let mut bits = vec![0u8];
             bits.extend_from_slice(&point);
-            let alg = der(
-                0x30,
-                &[der(0x06, OID_EC_PUBLIC_KEY), der(0x06, oid)].concat(),
+            let alg = tlv(
+                SEQUENCE,
+                &[tlv(OID, OID_EC_PUBLIC_KEY), tlv(OID, oid)].concat(),
             );
             Ok(ParsedKey {
                 key_type,
-                pkix: der(0x30, &[alg, der(0x03, &bits)].concat()),
+                pkix: tlv(SEQUENCE, &[alg, tlv(BIT_STRING, &bits)].concat()),
             })
         }
         other => Err(format!("unsupported key type: {}", shown(other))),
@@ -207,7 +180,10 @@ pub fn signature_to_spire(key_type: KeyType, raw: &[u8]) -> Result<Vec<u8>, Stri
             if strip_leading_zeros(r).is_empty() || strip_leading_zeros(s).is_empty() {
                 return Err(MALFORMED_SIGNATURE.to_string());
             }
-            Ok(der(0x30, &[der_uint(r), der_uint(s)].concat()))
+            Ok(tlv(
+                SEQUENCE,
+                &[unsigned_integer(r), unsigned_integer(s)].concat(),
+            ))
         }
         KeyType::Rsa2048 | KeyType::Rsa4096 => {
             let want = if key_type == KeyType::Rsa2048 {

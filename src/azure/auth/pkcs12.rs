@@ -23,6 +23,8 @@ use ring::digest;
 use ring::hmac;
 use zeroize::Zeroizing;
 
+use crate::der::{Reader, CONTEXT_0, CONTEXT_0_PRIMITIVE, INTEGER, OCTET_STRING, OID, SEQUENCE};
+
 /// What a PKCS#12 file holds that a client credential needs.
 pub struct Decoded {
     /// PKCS#8 `PrivateKeyInfo` DER of each private key found.
@@ -61,13 +63,6 @@ const SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
 const SHA384: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02];
 const SHA512: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03];
 
-const SEQUENCE: u8 = 0x30;
-const INTEGER: u8 = 0x02;
-const OCTET_STRING: u8 = 0x04;
-const OID: u8 = 0x06;
-const CONTEXT_0: u8 = 0xa0;
-const CONTEXT_0_PRIMITIVE: u8 = 0x80;
-
 /// PBKDF2 iterations above this are refused: OpenSSL 3 writes 2048, Windows and Azure about
 /// 2000, the most cautious tools up to 600,000. A file asking for more is broken or hostile.
 pub(crate) const MAX_PBKDF2_ITERATIONS: u32 = 1_000_000;
@@ -101,65 +96,6 @@ impl Work {
         }
         self.left -= rounds;
         Ok(())
-    }
-}
-
-/// A reader over DER: one tag-length-value at a time.
-struct Der<'a>(&'a [u8]);
-
-impl<'a> Der<'a> {
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The next element: (tag, content, the whole encoding).
-    fn read(&mut self) -> Result<(u8, &'a [u8], &'a [u8]), String> {
-        let d = self.0;
-        if d.len() < 2 {
-            return Err("truncated DER".into());
-        }
-        let tag = d[0];
-        if tag & 0x1f == 0x1f {
-            return Err("unsupported DER tag".into());
-        }
-        let (len, header) = match d[1] {
-            l if l < 0x80 => (l as usize, 2),
-            0x80 => {
-                return Err(
-                    "BER indefinite lengths are not supported; re-export the file \
-                            with `openssl pkcs12`"
-                        .into(),
-                )
-            }
-            l => {
-                let n = (l & 0x7f) as usize;
-                if n > 4 || d.len() < 2 + n {
-                    return Err("bad DER length".into());
-                }
-                let len = d[2..2 + n]
-                    .iter()
-                    .fold(0usize, |acc, b| (acc << 8) | *b as usize);
-                (len, 2 + n)
-            }
-        };
-        if d.len() - header < len {
-            return Err("truncated DER".into());
-        }
-        let whole = &d[..header + len];
-        self.0 = &d[header + len..];
-        Ok((tag, &whole[header..], whole))
-    }
-
-    fn expect(&mut self, tag: u8, what: &str) -> Result<&'a [u8], String> {
-        match self.read()? {
-            (t, content, _) if t == tag => Ok(content),
-            (t, _, _) => Err(format!("{what}: unexpected DER tag 0x{t:02x}")),
-        }
-    }
-
-    /// A sequence's content, as a reader.
-    fn sequence(&mut self, what: &str) -> Result<Der<'a>, String> {
-        self.expect(SEQUENCE, what).map(Der)
     }
 }
 
@@ -261,7 +197,7 @@ fn decrypt(
     password: &str,
     work: &mut Work,
 ) -> Result<Zeroizing<Vec<u8>>, String> {
-    let mut alg = Der(alg);
+    let mut alg = Reader::new(alg);
     let oid = alg.expect(OID, "encryption algorithm")?;
     let mut params = alg.sequence("encryption parameters")?;
     if oid == PBES2 {
@@ -282,7 +218,7 @@ fn decrypt(
             match kdf_params.read()? {
                 (INTEGER, _, _) => {} // key length: implied by the cipher
                 (SEQUENCE, content, _) => {
-                    (prf, prf_len) = match Der(content).expect(OID, "PBKDF2 PRF")? {
+                    (prf, prf_len) = match Reader::new(content).expect(OID, "PBKDF2 PRF")? {
                         HMAC_SHA1 => (ring::pbkdf2::PBKDF2_HMAC_SHA1, 20),
                         HMAC_SHA256 => (ring::pbkdf2::PBKDF2_HMAC_SHA256, 32),
                         HMAC_SHA384 => (ring::pbkdf2::PBKDF2_HMAC_SHA384, 48),
@@ -370,12 +306,12 @@ fn decrypt_pkcs8_with(
     password: &str,
     work: &mut Work,
 ) -> Result<Zeroizing<Vec<u8>>, String> {
-    let mut epki = Der(der).sequence("EncryptedPrivateKeyInfo")?;
+    let mut epki = Reader::new(der).sequence("EncryptedPrivateKeyInfo")?;
     let alg = epki.expect(SEQUENCE, "key encryption algorithm")?;
     let data = epki.expect(OCTET_STRING, "encrypted key")?;
     let plain = decrypt(alg, data, password, work)?;
     // A wrong password can still unpad cleanly (1 in 256): the result must parse.
-    match Der(&plain).read() {
+    match Reader::new(&plain).read() {
         Ok((SEQUENCE, _, whole)) if whole.len() == plain.len() => Ok(plain),
         _ => Err(wrong_password()),
     }
@@ -388,7 +324,7 @@ fn verify_mac(
     password: &str,
     work: &mut Work,
 ) -> Result<(), String> {
-    let mut mac_data = Der(mac_data);
+    let mut mac_data = Reader::new(mac_data);
     let mut digest_info = mac_data.sequence("MAC digest info")?;
     let mut alg = digest_info.sequence("MAC algorithm")?;
     let (kdf_alg, hmac_alg) = match alg.expect(OID, "MAC algorithm")? {
@@ -430,7 +366,7 @@ fn verify_mac(
 /// certificates.
 pub fn decode_pfx(data: &[u8], password: &str) -> Result<Decoded, String> {
     let work = &mut Work::new();
-    let mut pfx = Der(data).sequence("PFX")?;
+    let mut pfx = Reader::new(data).sequence("PFX")?;
     if pfx.expect(INTEGER, "PFX version")? != [3] {
         return Err("not a PKCS#12 version 3 file".into());
     }
@@ -438,8 +374,8 @@ pub fn decode_pfx(data: &[u8], password: &str) -> Result<Decoded, String> {
     if auth_safe.expect(OID, "PFX content type")? != ID_DATA {
         return Err("signed (public-key integrity) PKCS#12 files are not supported".into());
     }
-    let octets =
-        Der(auth_safe.expect(CONTEXT_0, "PFX content")?).expect(OCTET_STRING, "PFX content")?;
+    let octets = Reader::new(auth_safe.expect(CONTEXT_0, "PFX content")?)
+        .expect(OCTET_STRING, "PFX content")?;
     if pfx.is_empty() {
         return Err("the PKCS#12 file has no MAC (integrity cannot be checked)".into());
     }
@@ -449,16 +385,20 @@ pub fn decode_pfx(data: &[u8], password: &str) -> Result<Decoded, String> {
         keys: Vec::new(),
         certs: Vec::new(),
     };
-    let mut safes = Der(octets).sequence("AuthenticatedSafe")?;
+    let mut safes = Reader::new(octets).sequence("AuthenticatedSafe")?;
     while !safes.is_empty() {
         let mut info = safes.sequence("ContentInfo")?;
         let kind = info.expect(OID, "ContentInfo type")?;
         let content = info.expect(CONTEXT_0, "ContentInfo content")?;
         // Plain safe contents may hold an unencrypted key bag: wiped like decrypted ones.
         let bags = if kind == ID_DATA {
-            Zeroizing::new(Der(content).expect(OCTET_STRING, "SafeContents")?.to_vec())
+            Zeroizing::new(
+                Reader::new(content)
+                    .expect(OCTET_STRING, "SafeContents")?
+                    .to_vec(),
+            )
         } else if kind == ID_ENCRYPTED_DATA {
-            let mut encrypted = Der(content).sequence("EncryptedData")?;
+            let mut encrypted = Reader::new(content).sequence("EncryptedData")?;
             encrypted.expect(INTEGER, "EncryptedData version")?;
             let mut info = encrypted.sequence("EncryptedContentInfo")?;
             info.expect(OID, "EncryptedContentInfo type")?;
@@ -479,11 +419,11 @@ fn read_bags(
     out: &mut Decoded,
     work: &mut Work,
 ) -> Result<(), String> {
-    let mut bags = Der(safe_contents).sequence("SafeContents")?;
+    let mut bags = Reader::new(safe_contents).sequence("SafeContents")?;
     while !bags.is_empty() {
         let mut bag = bags.sequence("SafeBag")?;
         let kind = bag.expect(OID, "SafeBag type")?;
-        let mut value = Der(bag.expect(CONTEXT_0, "SafeBag value")?);
+        let mut value = Reader::new(bag.expect(CONTEXT_0, "SafeBag value")?);
         if kind == KEY_BAG {
             let (_, _, whole) = value.read()?;
             out.keys.push(Zeroizing::new(whole.to_vec()));
@@ -493,7 +433,7 @@ fn read_bags(
         } else if kind == CERT_BAG {
             let mut cert_bag = value.sequence("CertBag")?;
             if cert_bag.expect(OID, "CertBag type")? == X509_CERTIFICATE {
-                let der = Der(cert_bag.expect(CONTEXT_0, "CertBag value")?)
+                let der = Reader::new(cert_bag.expect(CONTEXT_0, "CertBag value")?)
                     .expect(OCTET_STRING, "certificate")?;
                 out.certs.push(der.to_vec());
             }
@@ -509,21 +449,7 @@ fn read_bags(
 pub(crate) mod support {
     use super::*;
 
-    /// A DER element.
-    pub(crate) fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-        let n = content.len();
-        let mut out = vec![tag];
-        if n < 0x80 {
-            out.push(n as u8);
-        } else {
-            let bytes = (n as u32).to_be_bytes();
-            let skip = bytes.iter().take_while(|b| **b == 0).count();
-            out.push(0x80 | (4 - skip) as u8);
-            out.extend_from_slice(&bytes[skip..]);
-        }
-        out.extend_from_slice(content);
-        out
-    }
+    pub(crate) use crate::der::tlv as der;
 
     /// A DER INTEGER's content for `n`.
     pub(crate) fn int(n: u32) -> Vec<u8> {
@@ -538,12 +464,12 @@ pub(crate) mod support {
 
     /// The authenticated-safe bytes of a PKCS#12 file (what its MAC covers).
     pub(crate) fn authenticated_safe(pfx: &[u8]) -> Option<Vec<u8>> {
-        let mut pfx = Der(pfx).sequence("").ok()?;
+        let mut pfx = Reader::new(pfx).sequence("").ok()?;
         pfx.expect(INTEGER, "").ok()?;
         let mut auth_safe = pfx.sequence("").ok()?;
         auth_safe.expect(OID, "").ok()?;
         let content = auth_safe.expect(CONTEXT_0, "").ok()?;
-        Some(Der(content).expect(OCTET_STRING, "").ok()?.to_vec())
+        Some(Reader::new(content).expect(OCTET_STRING, "").ok()?.to_vec())
     }
 
     /// A PKCS#12 file holding `safe` with a valid SHA-256 MAC for `password` (one iteration).
@@ -708,7 +634,7 @@ mod tests {
 
     /// `MODERN` with its MAC iteration count replaced by `iterations`.
     fn modern_with_mac_iterations(iterations: u32) -> Vec<u8> {
-        let mut pfx = Der(MODERN).sequence("").unwrap();
+        let mut pfx = Reader::new(MODERN).sequence("").unwrap();
         let (_, _, version) = pfx.read().unwrap();
         let (_, _, auth_safe) = pfx.read().unwrap();
         let mut mac = pfx.sequence("").unwrap();
@@ -797,7 +723,7 @@ mod tests {
         let password = "pass word ü";
         let bmp = bmp_password(password);
         let mac_key = {
-            let mut pfx = Der(MODERN).sequence("").unwrap();
+            let mut pfx = Reader::new(MODERN).sequence("").unwrap();
             pfx.read().unwrap();
             pfx.read().unwrap();
             let mut mac = pfx.sequence("").unwrap();
