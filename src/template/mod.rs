@@ -20,6 +20,7 @@
 
 mod exec;
 mod lex;
+mod literal;
 mod parse;
 mod sprig;
 mod strcase;

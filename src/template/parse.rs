@@ -3,6 +3,7 @@
 //! counts, mistyped literal arguments and undefined variables are all parse errors.
 
 use super::lex::{lex, unquote_body, Kw, Tok, Token};
+use super::literal::{parse_number, Lit, NumLit};
 use super::sprig::{self, Lookup, Spec, P};
 use super::value::DATA_FIELDS;
 use super::TemplateError;
@@ -63,34 +64,6 @@ pub(super) enum Term {
     Var(String),
     Func(&'static Spec),
     Pipe(Box<Pipe>),
-}
-
-#[derive(Clone, Debug)]
-pub(super) enum Lit {
-    Str(String),
-    Bool(bool),
-    Num(NumLit),
-}
-
-/// A numeric constant with Go's dual int/float view (`3.0` is also the integer 3).
-#[derive(Clone, Debug)]
-pub(super) struct NumLit {
-    pub(super) text: String,
-    pub(super) int: Option<i64>,
-    pub(super) float: Option<f64>,
-    /// Written with `.`, `e` or `p` (so an untyped use yields float64).
-    pub(super) floaty: bool,
-}
-
-impl Lit {
-    /// Go's rendering of the literal node, for error messages.
-    pub(super) fn describe(&self) -> String {
-        match self {
-            Lit::Str(s) => super::value::go_quote(s, false),
-            Lit::Bool(b) => b.to_string(),
-            Lit::Num(n) => n.text.clone(),
-        }
-    }
 }
 
 enum Stop {
@@ -722,164 +695,9 @@ fn parse_char(text: &str) -> Result<u32, String> {
     }
 }
 
-/// Go's `strconv.ParseInt(s, 0, 64)`: sign, `0x`/`0o`/`0b`/`0` prefixes, `_` separators.
-pub(super) fn parse_go_int(s: &str) -> Option<i64> {
-    let (neg, body) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    let lower = body.to_ascii_lowercase();
-    let (radix, digits, prefixed) = if let Some(d) = lower.strip_prefix("0x") {
-        (16, d, true)
-    } else if let Some(d) = lower.strip_prefix("0o") {
-        (8, d, true)
-    } else if let Some(d) = lower.strip_prefix("0b") {
-        (2, d, true)
-    } else if lower.len() > 1 && lower.starts_with('0') {
-        (8, &lower[1..], true)
-    } else {
-        (10, lower.as_str(), false)
-    };
-    if !underscores_ok(digits, prefixed) {
-        return None;
-    }
-    let clean: String = digits.chars().filter(|&c| c != '_').collect();
-    if clean.is_empty() || clean.starts_with(['+', '-']) {
-        return None;
-    }
-    let mag = u64::from_str_radix(&clean, radix).ok()?;
-    if neg {
-        if mag == 1u64 << 63 {
-            Some(i64::MIN)
-        } else {
-            i64::try_from(mag).ok().map(|v| -v)
-        }
-    } else {
-        i64::try_from(mag).ok()
-    }
-}
-
-/// Go's rule: `_` only between digits, or right after a base prefix.
-fn underscores_ok(digits: &str, prefixed: bool) -> bool {
-    let mut prev_underscore = false;
-    for (i, c) in digits.chars().enumerate() {
-        if c == '_' {
-            if (i == 0 && !prefixed) || prev_underscore {
-                return false;
-            }
-            prev_underscore = true;
-        } else {
-            prev_underscore = false;
-        }
-    }
-    !prev_underscore
-}
-
-/// A number constant as Go's template parser reads it.
-fn parse_number(text: &str) -> Result<NumLit, String> {
-    if text.ends_with('i') {
-        return Err(format!("complex number {text} is not supported"));
-    }
-    let lower = text.to_ascii_lowercase();
-    let hex = lower.trim_start_matches(['+', '-']).starts_with("0x");
-    let floaty = if hex {
-        lower.contains('p')
-    } else {
-        lower.contains(['.', 'e'])
-    };
-    if let Some(i) = parse_go_int(text) {
-        return Ok(NumLit {
-            text: text.to_string(),
-            int: Some(i),
-            float: Some(i as f64),
-            floaty,
-        });
-    }
-    if !floaty {
-        if text
-            .trim_start_matches(['+', '-'])
-            .chars()
-            .all(|c| c.is_ascii_digit() || c == '_')
-            && !text.trim_start_matches(['+', '-']).starts_with('0')
-        {
-            return Err(format!("integer overflow: {text:?}"));
-        }
-        return Err(format!("illegal number syntax: {text:?}"));
-    }
-    if hex {
-        return Err(format!(
-            "hexadecimal floating-point constant {text} is not supported"
-        ));
-    }
-    // Go allows `_` only between digits.
-    let b = text.as_bytes();
-    let separated = b.iter().enumerate().all(|(i, &c)| {
-        c != b'_'
-            || (i > 0 && b[i - 1].is_ascii_digit() && b.get(i + 1).is_some_and(u8::is_ascii_digit))
-    });
-    if !separated {
-        return Err(format!("illegal number syntax: {text:?}"));
-    }
-    let clean: String = text.chars().filter(|&c| c != '_').collect();
-    let f: f64 = clean
-        .parse()
-        .map_err(|_| format!("illegal number syntax: {text:?}"))?;
-    if !f.is_finite() {
-        return Err(format!("number {text} is out of range"));
-    }
-    // An integral float also has an integer value (Go's NumberNode.IsInt).
-    let int = if f.fract() == 0.0 && f.abs() < 9.2e18 {
-        Some(f as i64)
-    } else {
-        None
-    };
-    Ok(NumLit {
-        text: text.to_string(),
-        int,
-        float: Some(f),
-        floaty: true,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_integer_syntax() {
-        assert_eq!(parse_go_int("42"), Some(42));
-        assert_eq!(parse_go_int("-0x1F"), Some(-31));
-        assert_eq!(parse_go_int("0o17"), Some(15));
-        assert_eq!(parse_go_int("017"), Some(15));
-        assert_eq!(parse_go_int("0b101"), Some(5));
-        assert_eq!(parse_go_int("1_000"), Some(1000));
-        assert_eq!(parse_go_int("0x_1F"), Some(31));
-        assert_eq!(parse_go_int("08"), None);
-        assert_eq!(parse_go_int("1__0"), None);
-        assert_eq!(parse_go_int("_1"), None);
-        assert_eq!(parse_go_int("9223372036854775808"), None);
-        assert_eq!(parse_go_int("-9223372036854775808"), Some(i64::MIN));
-        assert_eq!(parse_go_int(""), None);
-        assert_eq!(parse_go_int("--1"), None);
-    }
-
-    #[test]
-    fn numbers_have_go_int_and_float_views() {
-        let n = parse_number("3.0").unwrap();
-        assert_eq!((n.int, n.floaty), (Some(3), true));
-        let n = parse_number("1e3").unwrap();
-        assert_eq!((n.int, n.float), (Some(1000), Some(1000.0)));
-        assert!(parse_number("3.5").unwrap().int.is_none());
-        assert!(parse_number("99999999999999999999")
-            .unwrap_err()
-            .contains("overflow"));
-        assert!(parse_number("1i").is_err());
-        assert!(parse_number("0x1p3").is_err());
-        assert!(parse_number("-").is_err());
-        assert!(parse_number("-._0").is_err());
-        assert_eq!(parse_number("1_0.5").unwrap().float, Some(10.5));
-    }
 
     #[test]
     fn char_constants() {

@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use regex::{Regex, RegexBuilder};
 
-use super::parse::{parse_go_int, Lit};
+use super::literal::{parse_go_int, Lit};
 use super::strcase::{
     abbreviate_full, byte_slice, bytes_to_string, camel_to_lower, delete_white_space, initials,
     swap_case, title, to_camel_case, uncapitalize, wrap_custom,
