@@ -26,7 +26,7 @@
 
 use hcl::{Expression, ObjectKey, Structure};
 
-use super::parse::{DecodeError, Raw};
+use super::raw::{DecodeError, Raw};
 
 const KEY_PREFIX: &str = "_azkv_k";
 

@@ -23,6 +23,7 @@
 mod fuzz_tests;
 mod hcl1;
 mod parse;
+mod raw;
 mod trust_domain;
 
 use std::fmt;
@@ -33,7 +34,7 @@ use regex::Regex;
 use crate::secret::Secret;
 use crate::template::KeyNameTemplate;
 
-use parse::{DecodeError, Raw};
+use raw::{DecodeError, Raw};
 
 /// Exact messages (reference wording where the reference has one).
 pub mod messages {
