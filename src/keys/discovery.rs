@@ -257,7 +257,7 @@ fn entry_from_bundle(
 fn fetch_one(vault: &dyn KeyVaultApi, c: &Candidate) -> Result<Option<KeyEntry>, PluginError> {
     if c.shared {
         // A shared key may carry disabled versions (rotation losers): load the newest enabled.
-        let version = crate::keys::shared::latest_enabled_version(vault, &c.name)?;
+        let version = latest_enabled_version(vault, &c.name)?;
         return match version {
             Some(v) => fetch_one_entry(vault, &c.spire_id, &c.name, Some(&v), true).map(Some),
             None => Err(PluginError::new(
@@ -276,6 +276,28 @@ fn fetch_one(vault: &dyn KeyVaultApi, c: &Candidate) -> Result<Option<KeyEntry>,
         ))),
         Ok(bundle) => entry_from_bundle(&c.spire_id, &c.name, &bundle, c.shared).map(Some),
     }
+}
+
+/// The newest enabled version of a shared key (what a restarted server loads).
+pub fn latest_enabled_version(
+    vault: &dyn KeyVaultApi,
+    name: &str,
+) -> Result<Option<String>, PluginError> {
+    let versions = vault
+        .list_key_versions(name)
+        .map_err(|e| PluginError::internal(format!("failed to fetch key details: {e}")))?;
+    let best = versions
+        .iter()
+        .filter(|i| i.attributes.enabled != Some(false))
+        .max_by(|a, b| {
+            let ca = a.attributes.created.unwrap_or(0.0);
+            let cb = b.attributes.created.unwrap_or(0.0);
+            // Among equal times the smallest version id wins, as in adoption.
+            ca.partial_cmp(&cb)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then_with(|| b.version().cmp(&a.version()))
+        });
+    Ok(best.and_then(|i| i.version().map(str::to_string)))
 }
 
 pub fn entry_from_parts(

@@ -526,28 +526,6 @@ pub fn fresh_candidates(versions: Vec<KeyItem>, cutoff: f64) -> Vec<KeyItem> {
     v
 }
 
-/// The newest enabled version of a shared key (what a restarted server loads).
-pub fn latest_enabled_version(
-    vault: &dyn KeyVaultApi,
-    name: &str,
-) -> Result<Option<String>, PluginError> {
-    let versions = vault
-        .list_key_versions(name)
-        .map_err(|e| PluginError::internal(format!("failed to fetch key details: {e}")))?;
-    let best = versions
-        .iter()
-        .filter(|i| i.attributes.enabled != Some(false))
-        .max_by(|a, b| {
-            let ca = a.attributes.created.unwrap_or(0.0);
-            let cb = b.attributes.created.unwrap_or(0.0);
-            // Among equal times the smallest version id wins, as in adoption.
-            ca.partial_cmp(&cb)
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then_with(|| b.version().cmp(&a.version()))
-        });
-    Ok(best.and_then(|i| i.version().map(str::to_string)))
-}
-
 fn jitter(max: Duration) -> Duration {
     if max.is_zero() {
         return Duration::ZERO;
