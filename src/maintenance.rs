@@ -18,10 +18,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::azure::types::{KeyItem, KeyVaultApi, UpdateKeyParams};
 use crate::clock::{unix_seconds, Clock};
 use crate::keys::cache::KeyCache;
-use crate::keys::naming::{is_standard_name, TAG_SERVER_ID, TAG_TRUST_DOMAIN};
-
-/// A tag every shared-keys-mode key carries; sweeps never delete such keys.
-pub const TAG_SHARED: &str = "spire-shared-key";
+use crate::keys::naming::{is_standard_name, TAG_SERVER_ID, TAG_SHARED, TAG_TRUST_DOMAIN};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 pub const TAG_TRUST_DOMAIN: &str = "spire-server-td";
 pub const TAG_SERVER_ID: &str = "spire-server-id";
 pub const TAG_KEY_ID: &str = "spire-key-id";
+/// A tag every shared-keys-mode key carries; sweeps never delete such keys.
+pub const TAG_SHARED: &str = "spire-shared-key";
 
 pub const NAME_PREFIX: &str = "spire-key-";
 /// `spire-key-` + 36-char UUID + `-`: the offset where the Go plugin reads the SPIRE key id.

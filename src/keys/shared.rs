@@ -27,8 +27,7 @@ use crate::config::SharedKeysConfig;
 use crate::error::{Code, PluginError};
 use crate::keys::cache::KeyEntry;
 use crate::keys::discovery::{fetch_one_entry, SharedKeyMatcher};
-use crate::keys::naming::{is_valid_name, key_tags};
-use crate::maintenance::TAG_SHARED;
+use crate::keys::naming::{is_valid_name, key_tags, TAG_SHARED};
 use crate::plugin::proto::keymanager::KeyType;
 use crate::template::TemplateContext;
 
