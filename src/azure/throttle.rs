@@ -9,10 +9,10 @@
 //! - **Shared pause.** A `429` pauses every new request to the host until its `Retry-After`
 //!   (at most [`MAX_SHARED_PAUSE`], so a strange hint cannot stall the plugin for long).
 //! - **Adaptive rate (AIMD).** Until the first `429` requests are not paced. Then they are sent
-//!   at most at a learned rate: on a `429` the rate drops to [`DECREASE`] times itself (the
-//!   first time, times the rate the vault was accepting), at most once per round (answers to
-//!   requests sent before the last decrease do not count again); each success of a request that
-//!   had to wait raises it additively, by [`INCREASE_PER_SEC`] requests/s per second of
+//!   at most at a learned rate: on a `429` the rate drops to [`DECREASE`] times itself, or
+//!   times the rate of successes over the last 2 s if that is lower (always the case at the
+//!   first `429`), at most once per round (answers to requests sent before the last decrease
+//!   do not count again); each success of a request that had to wait raises it additively, by [`INCREASE_PER_SEC`] requests/s per second of
 //!   pacing. It settles just under the vault's limit, with a `429` now and then.
 //! - **FIFO.** Waiting requests are admitted in the order their operation first asked; a retry
 //!   keeps its place, so no caller starves and the wait is bounded by the queue ahead.
@@ -98,6 +98,7 @@ struct State {
     next_slot: Option<SystemTime>,
     last_decrease: Option<SystemTime>,
     successes: VecDeque<SystemTime>,
+    first_success: Option<SystemTime>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -150,15 +151,18 @@ impl State {
         Poll::Go(now)
     }
 
-    /// Successes per second over the window, if there are enough of them.
+    /// Successes per second over the window (pauses included: they are part of how the vault
+    /// limits us), if there are enough of them.
     fn estimate(&mut self, now: SystemTime) -> Option<f64> {
         self.prune(now);
-        let oldest = *self.successes.front()?;
         if self.successes.len() < MIN_SAMPLE {
             return None;
         }
-        let span = now.duration_since(oldest).unwrap_or(Duration::ZERO);
-        Some(self.successes.len() as f64 / span.max(MIN_SPAN).as_secs_f64())
+        let history = now
+            .duration_since(self.first_success?)
+            .unwrap_or(Duration::ZERO);
+        let span = history.min(WINDOW).max(MIN_SPAN);
+        Some(self.successes.len() as f64 / span.as_secs_f64())
     }
 
     fn prune(&mut self, now: SystemTime) {
@@ -177,6 +181,7 @@ impl State {
             Outcome::Neutral => None,
             Outcome::Accepted => {
                 self.successes.push_back(now);
+                self.first_success.get_or_insert(now);
                 self.prune(now);
                 if let (Some(r), true) = (self.rate, permit.waited) {
                     // At r paced successes a second this adds INCREASE_PER_SEC per second.
@@ -193,9 +198,13 @@ impl State {
                 if self.last_decrease.is_some_and(|d| permit.admitted_at < d) {
                     return None;
                 }
-                let base = match self.rate {
-                    Some(r) => r,
-                    None => self.estimate(now)?,
+                // What the vault accepted lately, if it is less than the rate (a burst at the
+                // start, or another client of the vault, can leave the rate far too high).
+                let base = match (self.rate, self.estimate(now)) {
+                    (Some(r), Some(e)) => r.min(e),
+                    (Some(r), None) => r,
+                    (None, Some(e)) => e,
+                    (None, None) => return None,
                 };
                 let rate = (base * DECREASE).clamp(MIN_RATE, MAX_RATE);
                 self.rate = Some(rate);
@@ -523,7 +532,21 @@ mod tests {
         let r2 = st
             .record(&again, Outcome::Throttled(None), now + S)
             .unwrap();
-        assert!((r2 - 0.8 * (rate + INCREASE_PER_SEC / rate)).abs() < 1e-9);
+        // The vault accepted less than the rate lately (22 successes in the last 2 s, the
+        // pause included): the decrease starts from that.
+        assert!(rate + INCREASE_PER_SEC / rate > 11.0);
+        assert!((r2 - 0.8 * 11.0).abs() < 1e-9, "{r2}");
+        // Otherwise from the rate.
+        st.rate = Some(5.0);
+        let later = Permit {
+            admitted_at: now + S,
+            waited: true,
+        };
+        st.last_decrease = Some(now);
+        let r3 = st
+            .record(&later, Outcome::Throttled(None), now + S)
+            .unwrap();
+        assert!((r3 - 4.0).abs() < 1e-9, "{r3}");
     }
 
     #[test]
