@@ -12,7 +12,9 @@
 //!   at most at a learned rate: on a `429` the rate drops to [`DECREASE`] times itself, or
 //!   times the rate of successes over the last 2 s if that is lower (always the case at the
 //!   first `429`), at most once per round (answers to requests sent before the last decrease
-//!   do not count again); each success of a request that had to wait raises it additively, by [`INCREASE_PER_SEC`] requests/s per second of
+//!   do not count again). After the first decrease, from a rough estimate, it grows by half
+//!   of itself per second of pacing (slow start) until the next `429`; from then on each
+//!   success of a request that had to wait raises it additively, by [`INCREASE_PER_SEC`] requests/s per second of
 //!   pacing. It settles just under the vault's limit, with a `429` now and then.
 //! - **FIFO.** Waiting requests are admitted in the order their operation first asked; a retry
 //!   keeps its place, so no caller starves and the wait is bounded by the queue ahead.
@@ -47,8 +49,12 @@ pub const MIN_RATE: f64 = 1.0;
 pub const MAX_RATE: f64 = 10_000.0;
 /// Successes over this window estimate the vault's limit at the first `429`.
 const WINDOW: Duration = Duration::from_secs(2);
-/// Fewer successes than this in the window is no estimate: the first `429` then only pauses.
+/// Fewer answers than this in the window (successes and `429`s) is sparse traffic, which the
+/// pause alone handles: the first `429` then does not start pacing.
 const MIN_SAMPLE: usize = 8;
+/// Slow start: after the first decrease (from a rough estimate) each paced success adds this
+/// much, so the rate grows by half of itself per second until the next `429`.
+pub const SLOW_START_STEP: f64 = 0.5;
 /// The shortest span the estimate divides by (a burst right at the start is not a rate).
 const MIN_SPAN: Duration = Duration::from_millis(250);
 
@@ -98,7 +104,11 @@ struct State {
     next_slot: Option<SystemTime>,
     last_decrease: Option<SystemTime>,
     successes: VecDeque<SystemTime>,
-    first_success: Option<SystemTime>,
+    /// `429`s over the window.
+    throttled: VecDeque<SystemTime>,
+    first_answer: Option<SystemTime>,
+    /// Growing multiplicatively from the first estimate, until the next `429`.
+    slow_start: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -152,25 +162,27 @@ impl State {
     }
 
     /// Successes per second over the window (pauses included: they are part of how the vault
-    /// limits us), if there are enough of them.
+    /// limits us), if the window holds enough answers.
     fn estimate(&mut self, now: SystemTime) -> Option<f64> {
         self.prune(now);
-        if self.successes.len() < MIN_SAMPLE {
+        if self.successes.len() + self.throttled.len() < MIN_SAMPLE {
             return None;
         }
         let history = now
-            .duration_since(self.first_success?)
+            .duration_since(self.first_answer?)
             .unwrap_or(Duration::ZERO);
         let span = history.min(WINDOW).max(MIN_SPAN);
         Some(self.successes.len() as f64 / span.as_secs_f64())
     }
 
     fn prune(&mut self, now: SystemTime) {
-        while let Some(t) = self.successes.front() {
-            if now.duration_since(*t).unwrap_or(Duration::ZERO) > WINDOW {
-                self.successes.pop_front();
-            } else {
-                break;
+        for times in [&mut self.successes, &mut self.throttled] {
+            while let Some(t) = times.front() {
+                if now.duration_since(*t).unwrap_or(Duration::ZERO) > WINDOW {
+                    times.pop_front();
+                } else {
+                    break;
+                }
             }
         }
     }
@@ -181,11 +193,17 @@ impl State {
             Outcome::Neutral => None,
             Outcome::Accepted => {
                 self.successes.push_back(now);
-                self.first_success.get_or_insert(now);
+                self.first_answer.get_or_insert(now);
                 self.prune(now);
                 if let (Some(r), true) = (self.rate, permit.waited) {
-                    // At r paced successes a second this adds INCREASE_PER_SEC per second.
-                    self.rate = Some((r + INCREASE_PER_SEC / r).min(MAX_RATE));
+                    // At r paced successes a second this adds INCREASE_PER_SEC per second (half
+                    // the rate per second in slow start).
+                    let step = if self.slow_start {
+                        SLOW_START_STEP
+                    } else {
+                        INCREASE_PER_SEC / r
+                    };
+                    self.rate = Some((r + step).min(MAX_RATE));
                 }
                 None
             }
@@ -195,6 +213,8 @@ impl State {
                     .clamp(MIN_PAUSE, MAX_SHARED_PAUSE);
                 let until = now + pause;
                 self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
+                self.throttled.push_back(now);
+                self.first_answer.get_or_insert(now);
                 if self.last_decrease.is_some_and(|d| permit.admitted_at < d) {
                     return None;
                 }
@@ -206,6 +226,8 @@ impl State {
                     (None, Some(e)) => e,
                     (None, None) => return None,
                 };
+                // The first estimate is rough (a burst, few answers): grow fast from it.
+                self.slow_start = self.rate.is_none();
                 let rate = (base * DECREASE).clamp(MIN_RATE, MAX_RATE);
                 self.rate = Some(rate);
                 self.last_decrease = Some(now);
@@ -515,7 +537,8 @@ mod tests {
         assert_eq!(st.rate, Some(rate));
         // ... but they extend the pause.
         assert_eq!(st.paused_until, Some(now + S + DEFAULT_PAUSE));
-        // Successes raise it additively, only when the rate held the request back.
+        // Successes raise it only when the rate held the request back; after the first
+        // decrease by SLOW_START_STEP each (slow start).
         let unpaced = Permit {
             admitted_at: now + S,
             waited: false,
@@ -523,7 +546,7 @@ mod tests {
         st.record(&unpaced, Outcome::Accepted, now + S);
         assert_eq!(st.rate, Some(rate));
         st.record(&late, Outcome::Accepted, now + S);
-        assert_eq!(st.rate, Some(rate + INCREASE_PER_SEC / rate));
+        assert_eq!(st.rate, Some(rate + SLOW_START_STEP));
         // A 429 on a request sent after the decrease decreases again.
         let again = Permit {
             admitted_at: now + S,
@@ -534,8 +557,11 @@ mod tests {
             .unwrap();
         // The vault accepted less than the rate lately (22 successes in the last 2 s, the
         // pause included): the decrease starts from that.
-        assert!(rate + INCREASE_PER_SEC / rate > 11.0);
+        assert!(rate + SLOW_START_STEP > 11.0);
         assert!((r2 - 0.8 * 11.0).abs() < 1e-9, "{r2}");
+        // Slow start is over: successes now add INCREASE_PER_SEC per second.
+        st.record(&late, Outcome::Accepted, now + S);
+        assert_eq!(st.rate, Some(r2 + INCREASE_PER_SEC / r2));
         // Otherwise from the rate.
         st.rate = Some(5.0);
         let later = Permit {
