@@ -14,8 +14,9 @@
 //!   first `429`), at most once per round (answers to requests sent before the last decrease
 //!   do not count again). After the first decrease, from a rough estimate, it grows by half
 //!   of itself per second of pacing (slow start) until the next `429`; from then on each
-//!   success of a request that had to wait raises it additively, by [`INCREASE_PER_SEC`] requests/s per second of
-//!   pacing. It settles just under the vault's limit, with a `429` now and then.
+//!   success of a request that had to wait raises it additively, by [`INCREASE_PER_SEC`]
+//!   requests/s per second of pacing. It settles just under the vault's limit, with a `429`
+//!   now and then.
 //! - **FIFO.** Waiting requests are admitted in the order their operation first asked; a retry
 //!   keeps its place, so no caller starves and the wait is bounded by the queue ahead.
 //! - **Deadline.** A request is never admitted later than [`MIN_ATTEMPT`] before its operation's
@@ -498,8 +499,8 @@ mod tests {
         let rate = t.rate().unwrap();
         eprintln!("settled: {ok:.1} signatures/s, paced at {rate:.1}/s, {throttled} 429s in 60 s");
         // Close to the limit, not half of it (as pausing alone would give) ...
-        assert!(ok >= 0.8 * LIMIT && ok <= LIMIT, "{ok}");
-        assert!(rate >= 0.75 * LIMIT && rate <= 1.2 * LIMIT, "{rate}");
+        assert!((0.8 * LIMIT..=LIMIT).contains(&ok), "{ok}");
+        assert!((0.75 * LIMIT..=1.2 * LIMIT).contains(&rate), "{rate}");
         // ... with a 429 every few seconds, not a storm.
         assert!(throttled <= 20, "{throttled} 429s in the last minute");
     }
