@@ -232,6 +232,14 @@ fn a_throttled_burst_fails_no_signature() {
             })
         })
         .collect();
+    // Cached reads never wait behind the throttled signatures.
+    let mut slowest_read = Duration::ZERO;
+    while next.load(std::sync::atomic::Ordering::SeqCst) < SIGNATURES {
+        let t = Instant::now();
+        assert_eq!(p.get_public_key(&pk.id).unwrap(), pk);
+        slowest_read = slowest_read.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut failed = Vec::new();
     let mut slowest = Duration::ZERO;
     for h in handles {
@@ -246,7 +254,7 @@ fn a_throttled_burst_fails_no_signature() {
     eprintln!(
         "{SIGNATURES} signatures by {SIGNERS} signers in {elapsed:.2?}: {rate:.1}/s against a \
          limit of {LIMIT}/s (burst {BURST}); {throttled} of {} sign requests answered 429; \
-         slowest signature {slowest:.2?}",
+         slowest signature {slowest:.2?}, slowest GetPublicKey meanwhile {slowest_read:.2?}",
         answers.len()
     );
     assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
@@ -254,6 +262,11 @@ fn a_throttled_burst_fails_no_signature() {
     assert!(throttled > 0, "the limit was never reached: {answers:?}");
     // No signature came near SPIRE's 30 s.
     assert!(slowest < Duration::from_secs(20), "{slowest:?}");
+    // Well under the 1 s pauses the signers waited through.
+    assert!(
+        slowest_read < Duration::from_millis(500),
+        "{slowest_read:?}"
+    );
     let p = std::sync::Arc::into_inner(p).unwrap();
     assert_healthy(p, &fake, &[&pk], &[]);
 }
