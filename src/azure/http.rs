@@ -2,7 +2,9 @@
 //! agent (rustls with the system roots plus `SSL_CERT_FILE` / `SSL_CERT_DIR`), `http` and
 //! `https` proxies from `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY`, and the retry
 //! policy (408/429/5xx and transport errors, `Retry-After` honored, bounded back-off slept
-//! through the injectable [`Clock`]), all of a call within its operation's [`Deadline`].
+//! through the injectable [`Clock`]), all of a call within its operation's [`Deadline`]. Key
+//! Vault requests go through [`HttpClient::send_throttled`] instead, which shares the vault's
+//! `429`s among all callers (src/azure/throttle.rs); token requests do not.
 //!
 //! Requests and responses are plain structs so the retry logic can be unit-tested with a
 //! scripted [`Transport`]. Neither type implements a `Debug` that could print a header value
