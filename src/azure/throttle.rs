@@ -697,6 +697,82 @@ mod tests {
         assert_eq!(vault.starts.lock().unwrap().len(), sent);
     }
 
+    /// Random answers (200, 429 or 503 with random hints, resets), each taking a random time.
+    struct Random {
+        clock: ManualClock,
+        seed: Mutex<u64>,
+        starts: Mutex<Vec<SystemTime>>,
+    }
+
+    impl Random {
+        fn next(&self, n: u64) -> u64 {
+            let mut s = self.seed.lock().unwrap();
+            *s ^= *s << 13;
+            *s ^= *s >> 7;
+            *s ^= *s << 17;
+            *s % n
+        }
+    }
+
+    impl Transport for Random {
+        fn execute(
+            &self,
+            _req: &HttpRequest,
+            timeout: Duration,
+        ) -> Result<HttpResponse, TransportError> {
+            self.starts.lock().unwrap().push(Clock::now(&self.clock));
+            let takes = Duration::from_millis(self.next(4000));
+            self.clock.advance(takes.min(timeout));
+            if takes > timeout || self.next(10) == 0 {
+                return Err(TransportError {
+                    message: "reset".into(),
+                    retryable: true,
+                });
+            }
+            let status = [200, 429, 429, 429, 503][self.next(5) as usize];
+            let hint = ["", "0", "1", "3", "12", "30", "120"][self.next(7) as usize];
+            Ok(if hint.is_empty() {
+                resp(status, &[])
+            } else {
+                resp(status, &[("Retry-After", hint)])
+            })
+        }
+    }
+
+    #[test]
+    fn whatever_the_vault_answers_an_operation_ends_by_its_deadline() {
+        for seed in 1..=300u64 {
+            let clock = ManualClock::new(start());
+            let vault = Arc::new(Random {
+                clock: clock.clone(),
+                seed: Mutex::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
+                starts: Mutex::new(Vec::new()),
+            });
+            let http = HttpClient::new(
+                vault.clone(),
+                Arc::new(clock.clone()),
+                RetryPolicy::default(),
+            );
+            let t = http.throttle_for("v");
+            // Several operations in a row share the throttle's state.
+            for _ in 0..5 {
+                let begin = Clock::now(&clock);
+                let deadline = Deadline::after(&clock, 25 * S);
+                let first = vault.starts.lock().unwrap().len();
+                let _ =
+                    http.send_throttled(&HttpRequest::new("POST", "https://v/sign"), deadline, &t);
+                let spent = since(&clock, begin);
+                assert!(spent <= 25 * S, "seed {seed}: {spent:?}");
+                // Every retry started with at least MIN_ATTEMPT left.
+                for at in &vault.starts.lock().unwrap()[first + 1..] {
+                    let at = at.duration_since(begin).unwrap();
+                    assert!(at + MIN_ATTEMPT <= 25 * S, "seed {seed}: retry at {at:?}");
+                }
+                assert_eq!(t.queued(), 0, "seed {seed}: a ticket was left in the queue");
+            }
+        }
+    }
+
     #[test]
     fn waiters_are_admitted_in_order_and_a_retry_keeps_its_place() {
         let mut st = State::default();
