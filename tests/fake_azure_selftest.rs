@@ -1245,6 +1245,38 @@ fn fault_wrong_signature_length() {
 }
 
 #[test]
+fn sign_limit_answers_429_over_the_bucket() {
+    let env = Env::new();
+    let v = env
+        .fake
+        .insert_key("k", FakeKeyType::EcP256, &[], 0.0, 0.0, true);
+    // 3 deep, refilled at 1 a second: back to back, the 4th and 5th signs are over the limit.
+    env.fake.limit_signs(1.0, 3.0);
+    let body = json!({"alg": "ES256", "value": b64e(&[7u8; 32])});
+    let resps: Vec<Resp> = (0..5)
+        .map(|_| env.req("POST", &format!("keys/k/{v}/sign"), Some(body.clone())))
+        .collect();
+    let statuses: Vec<u16> = resps.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![200, 200, 200, 429, 429]);
+    assert_eq!(resps[3].header("retry-after").as_deref(), Some("1"));
+    assert_eq!(
+        env.fake
+            .requests()
+            .iter()
+            .filter(|r| r.route == Route::Sign)
+            .map(|r| r.status)
+            .collect::<Vec<_>>(),
+        statuses
+    );
+    // Other requests are not limited.
+    assert_eq!(env.req("GET", "keys/k", None).status, 200);
+    // A token comes back after a second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let r = env.req("POST", &format!("keys/k/{v}/sign"), Some(body));
+    assert_eq!(r.status, 200);
+}
+
+#[test]
 fn fault_wrong_key_type() {
     let env = Env::new();
     env.fake

@@ -2,7 +2,9 @@
 //! agent (rustls with the system roots plus `SSL_CERT_FILE` / `SSL_CERT_DIR`), `http` and
 //! `https` proxies from `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY`, and the retry
 //! policy (408/429/5xx and transport errors, `Retry-After` honored, bounded back-off slept
-//! through the injectable [`Clock`]), all of a call within its operation's [`Deadline`].
+//! through the injectable [`Clock`]), all of a call within its operation's [`Deadline`]. Key
+//! Vault requests go through [`HttpClient::send_throttled`] instead, which shares the vault's
+//! `429`s among all callers (src/azure/throttle.rs); token requests do not.
 //!
 //! Requests and responses are plain structs so the retry logic can be unit-tested with a
 //! scripted [`Transport`]. Neither type implements a `Debug` that could print a header value
@@ -17,6 +19,9 @@ use std::time::{Duration, SystemTime};
 use log::{debug, warn};
 
 use crate::azure::deadline::{trim_float, Deadline, OPERATION_DEADLINE};
+// A back-off or `Retry-After` wait is taken only if at least `MIN_ATTEMPT` is left after it
+// for the retry to run.
+use crate::azure::throttle::{Outcome, Throttle, Throttles, MAX_SHARED_PAUSE, MIN_ATTEMPT};
 use crate::azure::types::AzureError;
 use crate::azure::{env_get, EnvSnapshot};
 use crate::clock::Clock;
@@ -27,9 +32,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest attempt, so a black-holed server leaves time for one retry before the operation's
 /// deadline (`deadline::OPERATION_DEADLINE`); every attempt is also cut to the time left.
 const CALL_TIMEOUT: Duration = Duration::from_secs(12);
-/// A back-off or `Retry-After` wait is taken only if at least this much is left after it for
-/// the retry to run.
-const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const PROBE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const USER_AGENT: &str = concat!("azure_key_vault-spire-plugin/", env!("CARGO_PKG_VERSION"));
@@ -383,6 +385,8 @@ pub struct HttpClient {
     policy: RetryPolicy,
     /// The deadline [`HttpClient::send`] keeps to, when this client was made by `within`.
     deadline: Option<Deadline>,
+    /// What Key Vault requests learn about each vault's limit (see `throttle`).
+    throttles: Arc<Throttles>,
 }
 
 impl HttpClient {
@@ -392,6 +396,7 @@ impl HttpClient {
             clock,
             policy,
             deadline: None,
+            throttles: Arc::new(Throttles::default()),
         }
     }
 
@@ -417,7 +422,13 @@ impl HttpClient {
             clock: self.clock.clone(),
             policy: self.policy,
             deadline: Some(deadline),
+            throttles: self.throttles.clone(),
         }
+    }
+
+    /// The shared throttle of a vault host (`host[:port]`), for [`HttpClient::send_throttled`].
+    pub fn throttle_for(&self, authority: &str) -> Arc<Throttle> {
+        self.throttles.for_host(authority, &self.clock)
     }
 
     /// [`HttpClient::send_within`] the deadline this client is bound to, else one of the
@@ -510,6 +521,153 @@ impl HttpClient {
             );
             self.clock.sleep(delay);
             retry += 1;
+        }
+    }
+}
+
+impl HttpClient {
+    /// [`HttpClient::send_within`] for a Key Vault request, through the vault's shared
+    /// `throttle`: every attempt waits for its turn there (shared pause, learned rate, FIFO),
+    /// and reports how the vault answered. A `429` is retried for as long as the deadline
+    /// allows, not a fixed number of times (its `Retry-After` is honored if it ends in time,
+    /// else the answer is returned with [`HttpResponse::refused_wait`]); 5xx and transport
+    /// errors keep the policy's bounded retries. When no attempt can start in time the last
+    /// answer is returned, or, if that was a `429` or nothing, an [`AzureError::Throttled`].
+    pub fn send_throttled(
+        &self,
+        req: &HttpRequest,
+        deadline: Deadline,
+        throttle: &Throttle,
+    ) -> Result<HttpResponse, AzureError> {
+        let clock = self.clock.as_ref();
+        let fits = |delay: Duration| delay.saturating_add(MIN_ATTEMPT) <= deadline.remaining(clock);
+        let mut ticket = throttle.ticket();
+        let mut retry = 0u32;
+        let mut throttled = 0u32;
+        let mut last: Option<Result<HttpResponse, AzureError>> = None;
+        loop {
+            let permit = match throttle.acquire(&mut ticket, &deadline) {
+                Ok(p) => p,
+                Err(why) => {
+                    return match last {
+                        // A 5xx or a lost request stands as it was (a create may have happened).
+                        Some(prev) if !matches!(&prev, Ok(r) if r.status == 429) => prev,
+                        _ => {
+                            warn!("{}: {why}", req.describe());
+                            let sent = match throttled {
+                                0 => "nothing was sent".to_string(),
+                                n => format!("the vault answered HTTP 429 to all {n} attempts"),
+                            };
+                            Err(AzureError::Throttled(format!(
+                                "{}: {why}; {sent}",
+                                req.describe()
+                            )))
+                        }
+                    };
+                }
+            };
+            let left = deadline.remaining(clock);
+            if left.is_zero() {
+                return Err(AzureError::Transport(format!(
+                    "{}: {} passed before the request could be sent",
+                    req.describe(),
+                    deadline.describe()
+                )));
+            }
+            let delay = match self.transport.execute(req, CALL_TIMEOUT.min(left)) {
+                Ok(mut resp) if resp.status == 429 => {
+                    let hint = retry_after_hint(&resp, clock.now());
+                    throttle.record(&permit, Outcome::Throttled(hint));
+                    throttled += 1;
+                    if let Some(h) = hint.filter(|h| !fits(*h)) {
+                        warn!(
+                            "{} returned HTTP 429 asking to wait {} s, past {} ({} s left); not waiting",
+                            req.describe(),
+                            trim_float(h.as_secs_f64()),
+                            deadline.describe(),
+                            trim_float(deadline.remaining(clock).as_secs_f64())
+                        );
+                        resp.refused_wait = Some(h);
+                        return Ok(resp);
+                    }
+                    debug!(
+                        "{} throttled (HTTP 429, {throttled} so far); waiting for its turn",
+                        req.describe()
+                    );
+                    last = Some(Ok(resp));
+                    // The shared pause covers the hint unless it was capped: wait out the rest
+                    // of a longer one on our own, out of the queue.
+                    match hint {
+                        Some(h) if h > MAX_SHARED_PAUSE => h,
+                        _ => Duration::ZERO,
+                    }
+                }
+                Ok(resp) => {
+                    let outcome = if resp.status >= 500 {
+                        Outcome::Neutral
+                    } else {
+                        Outcome::Accepted
+                    };
+                    throttle.record(&permit, outcome);
+                    if !is_retryable_status(resp.status) || retry >= self.policy.max_retries {
+                        return Ok(resp);
+                    }
+                    let delay = retry_after_hint(&resp, clock.now())
+                        .unwrap_or_else(|| self.policy.backoff(retry));
+                    if !fits(delay) {
+                        return Ok(resp);
+                    }
+                    warn!(
+                        "{} failed (HTTP {}); retry {} of {} in {:.1}s",
+                        req.describe(),
+                        resp.status,
+                        retry + 1,
+                        self.policy.max_retries,
+                        delay.as_secs_f64()
+                    );
+                    retry += 1;
+                    last = Some(Ok(resp));
+                    delay
+                }
+                Err(e) => {
+                    throttle.record(&permit, Outcome::Neutral);
+                    let delay = self.policy.backoff(retry);
+                    if !e.retryable || retry >= self.policy.max_retries {
+                        return Err(AzureError::Transport(format!(
+                            "{}: {}",
+                            req.describe(),
+                            e.message
+                        )));
+                    }
+                    if !fits(delay) {
+                        return Err(AzureError::Transport(format!(
+                            "{}: {} (no time left for a retry within {})",
+                            req.describe(),
+                            e.message,
+                            deadline.describe()
+                        )));
+                    }
+                    warn!(
+                        "{} failed ({}); retry {} of {} in {:.1}s",
+                        req.describe(),
+                        e.message,
+                        retry + 1,
+                        self.policy.max_retries,
+                        delay.as_secs_f64()
+                    );
+                    retry += 1;
+                    last = Some(Err(AzureError::Transport(format!(
+                        "{}: {}",
+                        req.describe(),
+                        e.message
+                    ))));
+                    delay
+                }
+            };
+            // Back-offs are slept out of the queue, so they never hold up the requests behind.
+            if !delay.is_zero() {
+                self.clock.sleep(delay);
+            }
         }
     }
 }

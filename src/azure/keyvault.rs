@@ -25,6 +25,7 @@ use crate::azure::auth::TokenCache;
 use crate::azure::challenge::{decide, AllowedTenants, Challenge, Decision};
 use crate::azure::deadline::{Deadline, OPERATION_DEADLINE};
 use crate::azure::http::{percent_encode, HttpClient, HttpRequest, HttpResponse, Url};
+use crate::azure::throttle::Throttle;
 use crate::azure::types::{
     AzureError, CreateKeyParams, KeyBundle, KeyItem, KeyVaultApi, UpdateKeyParams,
 };
@@ -129,6 +130,8 @@ pub struct KeyVaultClient {
     vault: VaultEndpoint,
     api_version: String,
     http: Arc<HttpClient>,
+    /// Shared by every request to this vault (see `throttle`).
+    throttle: Arc<Throttle>,
     tokens: Arc<TokenCache>,
     target: Mutex<AuthTarget>,
     /// Tenants a 401 challenge may send the credential to.
@@ -174,10 +177,12 @@ impl KeyVaultClient {
         http: Arc<HttpClient>,
         tokens: Arc<TokenCache>,
     ) -> Self {
+        let throttle = http.throttle_for(&vault.url.authority());
         KeyVaultClient {
             vault,
             api_version,
             http,
+            throttle,
             tokens,
             target: Mutex::new(AuthTarget {
                 tenant: None,
@@ -255,7 +260,7 @@ impl KeyVaultClient {
         if let Some(b) = body {
             req = req.json_body(b.to_vec());
         }
-        let resp = self.http.send_within(&req, *deadline)?;
+        let resp = self.http.send_throttled(&req, *deadline, &self.throttle)?;
         // Routine successes at trace: one line per signature is CPU for the plugin and a JSON
         // line spire-server must parse and drop at its default level.
         if resp.is_success() {

@@ -13,6 +13,7 @@ mod fuzz_tests;
 pub mod http;
 pub mod keyvault;
 mod tcp;
+pub mod throttle;
 pub mod types;
 
 use std::collections::HashMap;

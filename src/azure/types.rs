@@ -204,6 +204,10 @@ pub enum AzureError {
     Auth(String),
     /// Unusable settings: a non-https vault URI, an unreadable certificate file, ...
     Config(String),
+    /// The vault throttles (HTTP 429) and the request could not be sent again before the
+    /// operation's deadline (see `throttle`): the vault rejected every attempt, so nothing was
+    /// done.
+    Throttled(String),
 }
 
 impl AzureError {
@@ -261,6 +265,7 @@ impl fmt::Display for AzureError {
             AzureError::Decode(m) => write!(f, "malformed response: {m}"),
             AzureError::Auth(m) => write!(f, "authentication failed: {m}"),
             AzureError::Config(m) => write!(f, "invalid Azure settings: {m}"),
+            AzureError::Throttled(m) => write!(f, "Key Vault is throttling requests: {m}"),
         }
     }
 }

@@ -190,7 +190,8 @@ fn create_outcome_unknown(e: &AzureError) -> bool {
     match e {
         AzureError::Transport(_) | AzureError::Decode(_) => true,
         AzureError::Service { status, .. } => *status >= 500,
-        AzureError::Auth(_) | AzureError::Config(_) => false,
+        // Every attempt was answered 429 (or none was sent): nothing was created.
+        AzureError::Auth(_) | AzureError::Config(_) | AzureError::Throttled(_) => false,
     }
 }
 

@@ -515,6 +515,18 @@ impl FakeAzure {
         self.shared.state().latency = d;
     }
 
+    /// Addition to the agreed API: limits sign requests to `per_second` with bursts of up to
+    /// `burst` (a token bucket, starting full, over real time), as Key Vault limits a vault;
+    /// a sign over the limit gets 429 with `Retry-After: 1` (logged like any answer).
+    pub fn limit_signs(&self, per_second: f64, burst: f64) {
+        self.shared.state().sign_limit = Some(SignLimit {
+            per_second,
+            burst,
+            tokens: burst,
+            at: Instant::now(),
+        });
+    }
+
     /// Insert an empty page (with nextLink) between list pages.
     pub fn set_empty_pages(&self, on: bool) {
         self.shared.state().empty_pages = on;
@@ -666,6 +678,32 @@ struct State {
     latency: Duration,
     empty_pages: bool,
     log: Vec<RecordedRequest>,
+    sign_limit: Option<SignLimit>,
+}
+
+/// A token bucket over real time for sign requests (`FakeAzure::limit_signs`).
+struct SignLimit {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+/// Takes a token from the sign bucket; true when there is none (the request is over the limit).
+fn over_sign_limit(shared: &Shared) -> bool {
+    let mut st = shared.state();
+    let Some(l) = st.sign_limit.as_mut() else {
+        return false;
+    };
+    let now = Instant::now();
+    l.tokens = (l.tokens + now.duration_since(l.at).as_secs_f64() * l.per_second).min(l.burst);
+    l.at = now;
+    if l.tokens >= 1.0 {
+        l.tokens -= 1.0;
+        false
+    } else {
+        true
+    }
 }
 
 struct Fault {
@@ -750,7 +788,18 @@ fn dispatch(shared: &Shared, kind: ListenerKind, req: &Request) -> Reply {
         }
     }
 
-    let reply = match take_fault(shared, route, false) {
+    // Over the sign rate limit (`limit_signs`): a 429 like Key Vault's, before any fault.
+    let limited = route == Route::Sign && over_sign_limit(shared);
+    let fault = if limited {
+        Some(FaultKind::Status {
+            status: 429,
+            retry_after: Some("1".to_string()),
+            body: None,
+        })
+    } else {
+        take_fault(shared, route, false)
+    };
+    let reply = match fault {
         Some(FaultKind::Status {
             status,
             retry_after,
