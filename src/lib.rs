@@ -16,4 +16,5 @@ pub mod maintenance;
 pub mod plugin;
 pub mod random;
 pub mod secret;
+pub mod telemetry;
 pub mod template;

@@ -479,6 +479,8 @@ impl HttpClient {
                         }
                         return Ok(resp);
                     }
+                    let reason = crate::telemetry::retry_reason_of_status(resp.status);
+                    crate::telemetry::http_retry(reason, hint.map(|_| delay));
                     (delay, format!("HTTP {}", resp.status))
                 }
                 Err(e) => {
@@ -498,6 +500,7 @@ impl HttpClient {
                             deadline.describe()
                         )));
                     }
+                    crate::telemetry::http_retry("transport", None);
                     (delay, e.message)
                 }
             };
