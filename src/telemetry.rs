@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
+use crate::azure::auth::CredentialError;
 use crate::clock::Clock;
 
 /// First element of every metric key: the plugin's name, as SPIRE's own plugins prefix theirs.
@@ -382,12 +383,49 @@ pub fn retry_reason_of_status(status: u16) -> &'static str {
     }
 }
 
-/// A token request to `credential` ended after `elapsed`.
-pub fn token_fetch(credential: &'static str, ok: bool, elapsed: Duration) {
+/// One credential of the chain was asked for a token (`result` is handed back): counted by
+/// kind (see [`credential_kind`]) and outcome ok|unavailable|error.
+pub fn token_fetch<T>(
+    credential: &str,
+    result: Result<T, CredentialError>,
+) -> Result<T, CredentialError> {
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(CredentialError::Unavailable(_)) => "unavailable",
+        Err(CredentialError::Failed(_)) => "error",
+    };
+    counter(
+        TOKEN_FETCH,
+        vec![
+            ("credential", credential_kind(credential)),
+            ("outcome", outcome),
+        ],
+        1.0,
+    );
+    result
+}
+
+/// The `credential` label for a credential's log name.
+pub fn credential_kind(name: &str) -> &'static str {
+    if name.starts_with("ClientSecretCredential") {
+        "client_secret"
+    } else if name.starts_with("EnvironmentCredential (client certificate)") {
+        "client_certificate"
+    } else if name.starts_with("EnvironmentCredential") {
+        "client_secret"
+    } else if name.starts_with("WorkloadIdentityCredential") {
+        "workload_identity"
+    } else if name.starts_with("ManagedIdentityCredential") {
+        "managed_identity"
+    } else {
+        "other"
+    }
+}
+
+/// A token request (through the whole credential chain) ended after `elapsed`.
+pub fn token_fetch_elapsed(ok: bool, elapsed: Duration) {
     let outcome = if ok { "ok" } else { "error" };
-    let labels = vec![("credential", credential), ("outcome", outcome)];
-    counter(TOKEN_FETCH, labels.clone(), 1.0);
-    sample_ms(TOKEN_FETCH_ELAPSED, labels, elapsed);
+    sample_ms(TOKEN_FETCH_ELAPSED, vec![("outcome", outcome)], elapsed);
 }
 
 /// A key was deleted (or found already gone); `reason` is sweep|rotation.
@@ -533,5 +571,22 @@ mod tests {
         assert_eq!(retry_reason_of_status(408), "408");
         assert_eq!(retry_reason_of_status(429), "429");
         assert_eq!(retry_reason_of_status(502), "5xx");
+        for (name, kind) in [
+            ("ClientSecretCredential (plugin config)", "client_secret"),
+            ("EnvironmentCredential", "client_secret"),
+            (
+                "EnvironmentCredential (client certificate)",
+                "client_certificate",
+            ),
+            ("WorkloadIdentityCredential", "workload_identity"),
+            ("ManagedIdentityCredential (IMDS)", "managed_identity"),
+            (
+                "ManagedIdentityCredential (App Service)",
+                "managed_identity",
+            ),
+            ("credential chain", "other"),
+        ] {
+            assert_eq!(credential_kind(name), kind, "{name}");
+        }
     }
 }

@@ -151,7 +151,7 @@ impl TokenCache {
 
         let now = self.clock.now();
         let elapsed = now.duration_since(started).unwrap_or_default();
-        crate::telemetry::token_fetch(self.credential.name(), result.is_ok(), elapsed);
+        crate::telemetry::token_fetch_elapsed(result.is_ok(), elapsed);
         let mut map = self.lock();
         let entry = map.entry(key.clone()).or_default();
         entry.fetching = false;
