@@ -57,7 +57,8 @@ pub struct ReceivedMetric {
 /// spire-server's host services as the plugin sees them: a gRPC server of the host's own on a
 /// unix socket, announced on the broker stream. Only Metrics is served; it records each call.
 struct HostServices {
-    _server: Server,
+    /// In a Mutex only so `PluginProcess` stays `Sync` (tests share it across threads).
+    _server: Mutex<Server>,
     socket: PathBuf,
     received: Arc<Mutex<Vec<ReceivedMetric>>>,
 }
@@ -122,7 +123,7 @@ impl HostServices {
             .expect("host services socket");
         server.start();
         HostServices {
-            _server: server,
+            _server: Mutex::new(server),
             socket,
             received,
         }
