@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use azkv::plugin::proto::keymanager::{HashAlgorithm, KeyType, SignerOpts};
 use support::env::{plugin_env, secrets, standard_hcl, TD};
-use support::fake_azure::{FakeAzure, FaultKind, Route};
+use support::fake_azure::{FakeAzure, FakeKeyType, FaultKind, Route};
 use support::plugin_host::{PluginProcess, ReceivedMetric};
 use support::verify::digest;
 
@@ -220,6 +220,112 @@ fn a_host_without_the_metrics_service_gets_no_calls_and_no_error() {
             .iter()
             .any(|l| l.contains("\"@level\":\"warn\"") || l.contains("\"@level\":\"error\"")),
         "{lines:#?}"
+    );
+    p.unload();
+}
+
+#[test]
+fn sweep_deletions_are_counted_as_the_sweeps() {
+    let fake = FakeAzure::start();
+    let stale = fake.now() - 15.0 * 86400.0;
+    fake.insert_key(
+        "spire-key-00000000-0000-4000-8000-00000000000a-x509-CA-A",
+        FakeKeyType::EcP256,
+        &[("spire-server-td", TD), ("spire-server-id", "other-server")],
+        stale,
+        stale,
+        true,
+    );
+    let env = plugin_env(
+        &fake,
+        &[(
+            "AZKV_TEST_MAINTENANCE",
+            "first_sweep=200ms,max_wait=20ms,backoff=50ms",
+        )],
+    );
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut p = PluginProcess::launch(&refs);
+    p.init().expect("init");
+    p.configure(TD, &standard_hcl(&fake, SID))
+        .expect("configure");
+    let swept = |g: &[ReceivedMetric]| {
+        total(
+            g,
+            "IncrCounter",
+            &["key", "deleted"],
+            &[("reason", "sweep")],
+        )
+    };
+    assert!(
+        wait_until(&p, |g| swept(g) == 1.0),
+        "{:#?}",
+        p.received_metrics()
+    );
+    assert_eq!(
+        total(
+            &p.received_metrics(),
+            "IncrCounter",
+            &["key", "deleted"],
+            &[("reason", "rotation")]
+        ),
+        0.0
+    );
+    p.unload();
+}
+
+#[test]
+fn shared_key_adoptions_and_claims_are_counted() {
+    const SHARED_TD: &str = "example.com";
+    let fake = FakeAzure::start();
+    let env = plugin_env(
+        &fake,
+        &[(
+            "AZKV_TEST_SHARED",
+            "settle=400ms,claim_wait=400ms,jitter=300ms,poll=100ms",
+        )],
+    );
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut p = PluginProcess::launch(&refs);
+    p.init().expect("init");
+    let hcl = format!(
+        "{}key_identifier_value = \"server-1\"\nshared_keys {{\n  jwt_key_template = \"spire-{{{{ .KeyID }}}}\"\n  key_id_extraction_regex = \"^spire-(JWT-.+)$\"\n}}\n",
+        support::env::vault_hcl(&fake)
+    );
+    p.configure(SHARED_TD, &hcl).expect("configure");
+    let a = p.generate_key("JWT-Signer-A", KeyType::EcP256).unwrap();
+    // A version younger than the freshness window is adopted, not replaced.
+    let again = p.generate_key("JWT-Signer-A", KeyType::EcP256).unwrap();
+    assert_eq!(a, again);
+    // A stale version: this server claims the rotation and creates the next one.
+    fake.set_now(fake.now() + 16.0 * 60.0);
+    fake.insert_key(
+        "spire-JWT-Signer-B",
+        FakeKeyType::EcP256,
+        &[
+            ("spire-server-td", SHARED_TD),
+            ("spire-server-id", "x"),
+            ("spire-key-id", "JWT-Signer-B"),
+            ("spire-shared-key", "true"),
+        ],
+        fake.now() - 16.0 * 60.0 - 86400.0,
+        0.0,
+        true,
+    );
+    p.generate_key("JWT-Signer-B", KeyType::EcP256).unwrap();
+    let claims_won = |g: &[ReceivedMetric]| {
+        total(
+            g,
+            "IncrCounter",
+            &["shared_key", "claim"],
+            &[("outcome", "won")],
+        )
+    };
+    let adoptions =
+        |g: &[ReceivedMetric]| total(g, "IncrCounter", &["shared_key", "adoption"], &[]);
+    assert!(
+        wait_until(&p, |g| claims_won(g) == 1.0 && adoptions(g) >= 1.0),
+        "{:#?}",
+        p.received_metrics()
     );
     p.unload();
 }
