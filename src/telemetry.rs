@@ -26,6 +26,7 @@ pub const CAPACITY: usize = 4096;
 /// How often the status line is logged.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(3600);
 /// Test hook (builds with the `test-hooks` feature only): the status line's period, e.g. `1s`.
+#[cfg(any(test, feature = "test-hooks"))]
 pub const STATUS_INTERVAL_ENV: &str = "AZKV_TEST_STATUS_INTERVAL";
 /// Longest real wait of the drain thread between looks at the clock (in case it jumps).
 const MAX_WAIT: Duration = Duration::from_secs(60);
