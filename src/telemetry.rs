@@ -156,34 +156,57 @@ impl Registry {
         }
     }
 
-    /// Takes what is buffered now into `status` and the sink; returns how many were taken.
-    pub fn drain_into(&self, status: &mut Status) -> usize {
-        let mut n = 0;
-        while let Ok(m) = self.rx.try_recv() {
-            self.handle(status, m);
-            n += 1;
+    /// Takes what is buffered now (after `first`, when given) into `status` and the sink;
+    /// returns how many metrics were taken.
+    pub fn drain_into(&self, status: &mut Status, first: Option<Metric>) -> usize {
+        let mut batch: Vec<Metric> = first.into_iter().collect();
+        // Bounded, so a steady stream still lets the status line and the sink take turns.
+        while batch.len() < CAPACITY {
+            match self.rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
         }
-        self.note_dropped(status);
-        n
-    }
-
-    fn handle(&self, status: &mut Status, m: Metric) {
-        status.record(&m);
-        self.forward(&m);
-    }
-
-    fn note_dropped(&self, status: &mut Status) {
+        let n = batch.len();
         let dropped = self.take_dropped();
         if dropped > 0 {
-            let m = Metric {
+            batch.push(Metric {
                 kind: Kind::Counter,
                 key: DROPPED,
                 labels: Vec::new(),
                 val: dropped as f32,
-            };
-            self.handle(status, m);
+            });
         }
+        for m in &batch {
+            status.record(m);
+        }
+        for m in coalesce(batch) {
+            self.forward(&m);
+        }
+        n
     }
+}
+
+/// `batch` with the increments of each counter series summed into one (at its first place):
+/// one host call per series instead of one per event. Samples are kept one by one.
+pub fn coalesce(batch: Vec<Metric>) -> Vec<Metric> {
+    let mut out: Vec<Metric> = Vec::with_capacity(batch.len());
+    let mut counters: BTreeMap<String, usize> = BTreeMap::new();
+    for m in batch {
+        if m.kind == Kind::Counter {
+            match counters.entry(m.series()) {
+                std::collections::btree_map::Entry::Occupied(e) => {
+                    out[*e.get()].val += m.val;
+                    continue;
+                }
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(out.len());
+                }
+            }
+        }
+        out.push(m);
+    }
+    out
 }
 
 /// Totals since the last status line.
@@ -300,11 +323,10 @@ pub fn spawn(
                     .min(MAX_WAIT);
                 match registry.rx.recv_timeout(wait) {
                     Ok(m) => {
-                        registry.handle(&mut status, m);
-                        registry.drain_into(&mut status);
+                        registry.drain_into(&mut status, Some(m));
                     }
                     Err(RecvTimeoutError::Timeout) => {
-                        registry.note_dropped(&mut status);
+                        registry.drain_into(&mut status, None);
                     }
                     // The registry owns a sender, so this cannot happen; leave rather than spin.
                     Err(RecvTimeoutError::Disconnected) => return,
@@ -483,7 +505,7 @@ mod tests {
             r.emit(call("sign", "ok"));
         }
         let mut status = Status::new(UNIX_EPOCH, STATUS_INTERVAL);
-        assert_eq!(r.drain_into(&mut status), 2);
+        assert_eq!(r.drain_into(&mut status, None), 2);
         let line = status.take_if_due(UNIX_EPOCH + STATUS_INTERVAL).unwrap();
         assert_eq!(
             line,
@@ -500,7 +522,7 @@ mod tests {
         r.connect(Box::new(rec.clone()));
         r.emit(call("get", "429"));
         let mut status = Status::new(UNIX_EPOCH, STATUS_INTERVAL);
-        r.drain_into(&mut status);
+        r.drain_into(&mut status, None);
         let got = rec.0.lock().unwrap().clone();
         assert_eq!(got, vec![call("get", "429")]);
         assert_eq!(
@@ -510,18 +532,60 @@ mod tests {
     }
 
     #[test]
+    fn counters_of_one_series_are_sent_as_one_increment() {
+        let r = Registry::new(16);
+        let rec = Recorder::default();
+        r.connect(Box::new(rec.clone()));
+        let sample = |v: f32| Metric {
+            kind: Kind::Sample,
+            key: SIGN_ELAPSED,
+            labels: Vec::new(),
+            val: v,
+        };
+        for m in [
+            call("sign", "ok"),
+            sample(5.0),
+            call("sign", "429"),
+            call("sign", "ok"),
+            sample(7.0),
+            call("sign", "ok"),
+        ] {
+            r.emit(m);
+        }
+        let mut status = Status::new(UNIX_EPOCH, STATUS_INTERVAL);
+        assert_eq!(r.drain_into(&mut status, None), 6);
+        let mut three = call("sign", "ok");
+        three.val = 3.0;
+        assert_eq!(
+            rec.0.lock().unwrap().clone(),
+            vec![three, sample(5.0), call("sign", "429"), sample(7.0)]
+        );
+        let line = status.take_if_due(UNIX_EPOCH + STATUS_INTERVAL).unwrap();
+        assert_eq!(
+            line,
+            "key_vault.call{operation=sign,outcome=429}=1 \
+             key_vault.call{operation=sign,outcome=ok}=3 \
+             key_vault.sign.elapsed_time=count:2,mean:6,max:7"
+        );
+    }
+
+    #[test]
     fn a_failing_sink_is_given_up_after_one_error() {
         let r = Registry::new(16);
         let attempts = Arc::new(AtomicU64::new(0));
         r.connect(Box::new(Failing(Arc::clone(&attempts))));
+        // Two series, so two sends were it not given up.
         r.emit(call("sign", "ok"));
-        r.emit(call("sign", "ok"));
+        r.emit(call("get", "ok"));
         let mut status = Status::new(UNIX_EPOCH, STATUS_INTERVAL);
-        r.drain_into(&mut status);
+        r.drain_into(&mut status, None);
         assert_eq!(attempts.load(Ordering::SeqCst), 1);
         // The status line still counts both.
         let line = status.take_if_due(UNIX_EPOCH + STATUS_INTERVAL).unwrap();
-        assert_eq!(line, "key_vault.call{operation=sign,outcome=ok}=2");
+        assert_eq!(
+            line,
+            "key_vault.call{operation=get,outcome=ok}=1 key_vault.call{operation=sign,outcome=ok}=1"
+        );
     }
 
     #[test]
