@@ -86,6 +86,19 @@ fn metrics_reach_the_host_service_with_spire_style_keys_and_labels() {
         1,
     );
     sign(&p, "x509-CA-A");
+    // A refusal is not retried and fails the sign.
+    fake.inject(
+        Route::Sign,
+        FaultKind::Status {
+            status: 403,
+            retry_after: None,
+            body: None,
+        },
+        1,
+    );
+    let d = digest(HashAlgorithm::Sha256, b"data");
+    let opts = Some(SignerOpts::HashAlgorithm(HashAlgorithm::Sha256 as i32));
+    assert!(p.sign("x509-CA-A", &d, opts).is_err());
     // Revoked tokens: the vault answers 401 and the plugin fetches a fresh token.
     fake.revoke_tokens();
     sign(&p, "x509-CA-A");
@@ -136,6 +149,15 @@ fn metrics_reach_the_host_service_with_spire_style_keys_and_labels() {
         total(
             &got,
             "IncrCounter",
+            &["key_vault", "call"],
+            &[("operation", "sign"), ("outcome", "4xx")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        total(
+            &got,
+            "IncrCounter",
             &["http", "retry"],
             &[("reason", "429")]
         ),
@@ -166,7 +188,8 @@ fn metrics_reach_the_host_service_with_spire_style_keys_and_labels() {
     );
     assert_eq!(
         count(&got, "AddSample", &["key_vault", "sign", "elapsed_time"]),
-        3
+        4,
+        "failed signs are timed too"
     );
     // The sign that waited out the 429 took at least that second.
     assert!(
