@@ -22,4 +22,5 @@ pub mod random;
 pub mod secret;
 #[allow(unsafe_code)]
 mod sys;
+pub mod telemetry;
 pub mod template;

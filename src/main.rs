@@ -10,6 +10,7 @@ use azkv::keys::{shared, KeyManager};
 use azkv::maintenance;
 use azkv::plugin::handshake::{cookie_ok, COOKIE_KEY, NOT_A_PROGRAM};
 use azkv::plugin::server::{prepare_signals, serve};
+use azkv::telemetry;
 
 fn main() {
     if !cookie_ok(std::env::var(COOKIE_KEY).ok().as_deref()) {
@@ -28,15 +29,31 @@ fn main() {
             .to_string();
         log::error!(thread = thread, panic = info.to_string(); "Plugin thread panicked");
     }));
-    let core = Arc::new(key_manager());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    if let Err(e) = telemetry::spawn(telemetry::global(), Arc::clone(&clock), status_interval()) {
+        // Metrics would then only fill their buffer; signing is unaffected.
+        log::warn!(reason = e.to_string(); "Could not start the telemetry thread; no metrics or status line");
+    }
+    let core = Arc::new(key_manager(clock));
     let code = serve(core, signals);
     // Skip destructors: grpcio's threads and pending streams must not delay the exit.
     std::process::exit(code);
 }
 
 /// The production wiring: system clock, the Azure layer, the process environment.
-fn key_manager() -> KeyManager {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+/// The status line's period: an hour, or `AZKV_TEST_STATUS_INTERVAL` in test builds.
+fn status_interval() -> std::time::Duration {
+    #[cfg(feature = "test-hooks")]
+    if let Some(d) = std::env::var(telemetry::STATUS_INTERVAL_ENV)
+        .ok()
+        .and_then(|v| maintenance::parse_duration(&v))
+    {
+        return d;
+    }
+    telemetry::STATUS_INTERVAL
+}
+
+fn key_manager(clock: Arc<dyn Clock>) -> KeyManager {
     let connector_clock = Arc::clone(&clock);
     let connector = Box::new(move |cfg: &PluginConfig| {
         let settings = azkv::azure::AzureSettings {

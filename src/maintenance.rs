@@ -290,6 +290,8 @@ pub struct Maintenance {
     next_sweep: SystemTime,
     /// Set when the configuration is replaced: no further deletion is started.
     stopping: Arc<AtomicBool>,
+    /// Names the sweep queued, so their deletion is counted as the sweep's, not a rotation's.
+    swept: HashSet<String>,
 }
 
 /// What one `run_due` did, for tests and logs.
@@ -333,6 +335,7 @@ impl Maintenance {
             clock,
             settings,
             stopping: Arc::new(AtomicBool::new(false)),
+            swept: HashSet::new(),
         }
     }
 
@@ -428,8 +431,18 @@ impl Maintenance {
                 let owner = item.tags.get(TAG_SERVER_ID).cloned().unwrap_or_default();
                 log::info!(key_name = name, server_id = owner.as_str(), own = (owner == self.server_id).to_string(); "Stale key found; deleting it");
                 report.swept.push(name.to_string());
+                self.swept.insert(name.to_string());
                 self.enqueue(name.to_string());
             }
+        }
+    }
+
+    /// The `reason` label of a finished deletion: the sweep's, or a key this server replaced.
+    fn deletion_reason(&mut self, name: &str) -> &'static str {
+        if self.swept.remove(name) {
+            "sweep"
+        } else {
+            "rotation"
         }
     }
 
@@ -442,11 +455,13 @@ impl Maintenance {
             match self.vault.delete_key(&due.name) {
                 Ok(()) => {
                     log::debug!(key_name = due.name.as_str(); "Key deleted");
+                    crate::telemetry::key_deleted(self.deletion_reason(&due.name));
                     self.deletions.done(&due);
                     report.deleted.push(due.name);
                 }
                 Err(e) if e.is_not_found() => {
                     log::debug!(key_name = due.name.as_str(); "Key already gone");
+                    crate::telemetry::key_deleted(self.deletion_reason(&due.name));
                     self.deletions.done(&due);
                     report.deleted.push(due.name);
                 }

@@ -226,6 +226,28 @@ fn standard_mode_serves_from_vault_and_restart_reuses_keys() {
     }
     mint_and_verify(&s, &live);
 
+    // Metrics: the plugin dialed spire-server's Metrics host service through the broker, and
+    // spire-server took what was sent (a failed send is a warning, after which sending stops).
+    assert!(
+        has_log(
+            &s.plugin_log(),
+            "debug",
+            "Sending metrics to spire-server's Metrics host service"
+        ),
+        "{}",
+        s.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !has_log(
+            &s.plugin_log(),
+            "warning",
+            "Sending metrics to spire-server failed"
+        ),
+        "{}",
+        s.log_text()
+    );
+
     // Restart: same keys, nothing new in the vault, same bundle, still serving.
     let clean = s.stop();
     assert!(clean, "spire-server did not exit on SIGTERM within 20s");

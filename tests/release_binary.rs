@@ -102,6 +102,7 @@ fn release_binary_ignores_test_hooks() {
     for hook in [
         "AZKV_TEST_MAINTENANCE",
         "AZKV_TEST_SHARED",
+        "AZKV_TEST_STATUS_INTERVAL",
         "AZURE_IMDS_ENDPOINT",
     ] {
         assert!(

@@ -490,6 +490,8 @@ impl HttpClient {
                         }
                         return Ok(resp);
                     }
+                    let reason = crate::telemetry::retry_reason_of_status(resp.status);
+                    crate::telemetry::http_retry(reason, hint.map(|_| delay));
                     (delay, format!("HTTP {}", resp.status))
                 }
                 Err(e) => {
@@ -509,6 +511,7 @@ impl HttpClient {
                             deadline.describe()
                         )));
                     }
+                    crate::telemetry::http_retry("transport", None);
                     (delay, e.message)
                 }
             };
@@ -594,6 +597,7 @@ impl HttpClient {
                         "{} throttled (HTTP 429, {throttled} so far); waiting for its turn",
                         req.describe()
                     );
+                    crate::telemetry::http_retry("429", hint);
                     last = Some(Ok(resp));
                     // The shared pause covers the hint unless it was capped: wait out the rest
                     // of a longer one on our own, out of the queue.
@@ -617,6 +621,9 @@ impl HttpClient {
                     if !fits(delay) {
                         return Ok(resp);
                     }
+                    let reason = crate::telemetry::retry_reason_of_status(resp.status);
+                    let server_wait = retry_after_hint(&resp, clock.now()).map(|_| delay);
+                    crate::telemetry::http_retry(reason, server_wait);
                     warn!(
                         "{} failed (HTTP {}); retry {} of {} in {:.1}s",
                         req.describe(),
@@ -647,6 +654,7 @@ impl HttpClient {
                             deadline.describe()
                         )));
                     }
+                    crate::telemetry::http_retry("transport", None);
                     warn!(
                         "{} failed ({}); retry {} of {} in {:.1}s",
                         req.describe(),

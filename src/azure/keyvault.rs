@@ -107,6 +107,18 @@ impl Op {
         }
     }
 
+    /// The `operation` label of the `key_vault.call` metric.
+    fn metric(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::Get => "get",
+            Op::List | Op::ListVersions => "list",
+            Op::Update => "update",
+            Op::Delete => "delete",
+            Op::Sign => "sign",
+        }
+    }
+
     fn what(self) -> &'static str {
         match self {
             Op::Create => "create key",
@@ -271,8 +283,28 @@ impl KeyVaultClient {
         Ok(resp)
     }
 
-    /// Sends with the current token; on 401 follows the challenge once. All by `deadline`.
+    /// [`Self::exchange`], counted in telemetry by operation and outcome.
     fn execute(
+        &self,
+        op: Op,
+        method: &'static str,
+        url: &str,
+        body: Option<&[u8]>,
+        deadline: &Deadline,
+    ) -> Result<HttpResponse, AzureError> {
+        let result = self.exchange(op, method, url, body, deadline);
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(AzureError::Service { status, .. }) => crate::telemetry::outcome_of_status(*status),
+            Err(AzureError::Auth(_)) => "auth",
+            Err(_) => "transport",
+        };
+        crate::telemetry::key_vault_call(op.metric(), outcome);
+        result
+    }
+
+    /// Sends with the current token; on 401 follows the challenge once. All by `deadline`.
+    fn exchange(
         &self,
         op: Op,
         method: &'static str,
@@ -560,7 +592,16 @@ impl KeyVaultApi for KeyVaultClient {
             percent_encode(version)
         );
         let url = self.url(&path, "");
-        let resp = self.execute(Op::Sign, "POST", &url, Some(&body), &deadline)?;
+        let started = self.http.clock().now();
+        let resp = self.execute(Op::Sign, "POST", &url, Some(&body), &deadline);
+        crate::telemetry::sign_elapsed(
+            self.http
+                .clock()
+                .now()
+                .duration_since(started)
+                .unwrap_or_default(),
+        );
+        let resp = resp?;
         let result: SignResult = decode(Op::Sign, &resp)?;
         let value = result
             .value

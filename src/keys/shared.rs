@@ -241,12 +241,17 @@ impl Rotation<'_> {
         };
         let final_after = self.settings.settle + CREATED_RESOLUTION + CLOCK_SKEW;
         let age = unix_seconds(self.clock.now()) - first.created;
-        if age >= final_after.as_secs_f64() {
-            return Ok(Some(first.entry));
+        let adopted = if age >= final_after.as_secs_f64() {
+            Some(first.entry)
+        } else {
+            log::debug!(key_name = self.name.as_str(), version = first.entry.version.as_str(); "Shared key version is new; waiting the settle period before adopting");
+            self.clock.sleep(self.settings.settle);
+            self.adopt_fresh()?.map(|f| f.entry)
+        };
+        if adopted.is_some() {
+            crate::telemetry::shared_key_adoption();
         }
-        log::debug!(key_name = self.name.as_str(), version = first.entry.version.as_str(); "Shared key version is new; waiting the settle period before adopting");
-        self.clock.sleep(self.settings.settle);
-        Ok(self.adopt_fresh()?.map(|f| f.entry))
+        Ok(adopted)
     }
 
     /// The key does not exist yet: no version to hold a claim, so spread the servers with a
@@ -323,7 +328,18 @@ impl Rotation<'_> {
     }
 
     /// Writes our claim on `version`, waits, and reads it back.
+    /// [`Self::write_claim`], counted in telemetry by outcome.
     fn claim(&self, version: &str, latest: &KeyBundle) -> Result<Claim, PluginError> {
+        let claim = self.write_claim(version, latest)?;
+        crate::telemetry::shared_key_claim(match &claim {
+            Claim::Won => "won",
+            Claim::Lost(_) => "lost",
+            Claim::NotWritten => "not_written",
+        });
+        Ok(claim)
+    }
+
+    fn write_claim(&self, version: &str, latest: &KeyBundle) -> Result<Claim, PluginError> {
         let now = unix_seconds(self.clock.now());
         let nonce = crate::random::uuid_v4("a rotation claim")?
             .simple()

@@ -2,6 +2,7 @@
 //! the go-plugin, Init, Config and KeyManager services. The real work is behind `PluginCore`.
 
 pub mod handshake;
+pub mod metrics;
 pub mod pool;
 pub mod proto;
 pub mod server;

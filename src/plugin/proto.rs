@@ -352,6 +352,61 @@ pub mod keymanager {
     );
 }
 
+/// `spire.hostservice.common.metrics.v1`: the host service the plugin sends metrics to. Only
+/// the two methods the plugin calls are declared.
+pub mod metrics {
+    use super::*;
+
+    pub const SERVICE_NAME: &str = "spire.hostservice.common.metrics.v1.Metrics";
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Label {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct IncrCounterRequest {
+        #[prost(string, repeated, tag = "1")]
+        pub key: Vec<String>,
+        #[prost(float, tag = "2")]
+        pub val: f32,
+        #[prost(message, repeated, tag = "3")]
+        pub labels: Vec<Label>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AddSampleRequest {
+        #[prost(string, repeated, tag = "1")]
+        pub key: Vec<String>,
+        #[prost(float, tag = "2")]
+        pub val: f32,
+        #[prost(message, repeated, tag = "3")]
+        pub labels: Vec<Label>,
+    }
+
+    /// `google.protobuf.Empty`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Empty {}
+
+    method!(
+        INCR_COUNTER,
+        MethodType::Unary,
+        "/spire.hostservice.common.metrics.v1.Metrics/IncrCounter",
+        IncrCounterRequest,
+        Empty
+    );
+    method!(
+        ADD_SAMPLE,
+        MethodType::Unary,
+        "/spire.hostservice.common.metrics.v1.Metrics/AddSample",
+        AddSampleRequest,
+        Empty
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,6 +512,56 @@ mod tests {
             "data",
             goplugin::StdioData {
                 data: vec![1],
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+        for (field, encoded) in [
+            (
+                "key",
+                metrics::IncrCounterRequest {
+                    key: vec![s()],
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
+            (
+                "val",
+                metrics::IncrCounterRequest {
+                    val: 1.0,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
+            (
+                "labels",
+                metrics::IncrCounterRequest {
+                    labels: vec![Default::default()],
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
+        ] {
+            check("IncrCounterRequest", field, encoded.clone());
+            // Read back and re-encoded as an AddSampleRequest: a field under another number
+            // there would be dropped as unknown.
+            let sample = metrics::AddSampleRequest::decode(&encoded[..]).unwrap();
+            check("AddSampleRequest", field, sample.encode_to_vec());
+        }
+        check(
+            "Label",
+            "name",
+            metrics::Label {
+                name: s(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+        check(
+            "Label",
+            "value",
+            metrics::Label {
+                value: s(),
                 ..Default::default()
             }
             .encode_to_vec(),

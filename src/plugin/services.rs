@@ -11,6 +11,7 @@ use grpcio::{
     ServiceBuilder, UnarySink, WriteFlags,
 };
 
+use super::metrics::HostServices;
 use super::pool::WorkerPool;
 use super::proto::{config, goplugin, health, init, keymanager};
 use super::{PluginCore, SignerOpts as CoreSignerOpts};
@@ -28,6 +29,7 @@ pub enum StopReason {
 
 pub struct Services {
     core: Arc<dyn PluginCore>,
+    host: Arc<HostServices>,
     pool: Arc<WorkerPool>,
     stop: Sender<StopReason>,
 }
@@ -63,7 +65,12 @@ fn reply<T: Send + 'static>(
 
 impl Services {
     pub fn new(core: Arc<dyn PluginCore>, pool: Arc<WorkerPool>, stop: Sender<StopReason>) -> Self {
-        Services { core, pool, stop }
+        Services {
+            core,
+            host: Arc::new(HostServices::default()),
+            pool,
+            stop,
+        }
     }
 
     /// Runs `work` on the worker pool and completes the call with its result. The worker starts
@@ -115,23 +122,28 @@ impl Services {
 fn go_plugin_services(this: Arc<Services>) -> Service {
     let stop = this.stop.clone();
     let core = Arc::clone(&this.core);
+    let host = Arc::clone(&this.host);
     ServiceBuilder::new()
         .add_duplex_streaming_handler(
             &goplugin::BROKER_START_STREAM,
-            |ctx: RpcContext<'_>,
-             mut stream: RequestStream<goplugin::ConnInfo>,
-             sink: DuplexSink<goplugin::ConnInfo>| {
-                // SPIRE sends the host-services ConnInfo here; this plugin uses no host service,
-                // so it is read and ignored. The stream stays open until the host ends it.
+            move |ctx: RpcContext<'_>,
+                  mut stream: RequestStream<goplugin::ConnInfo>,
+                  sink: DuplexSink<goplugin::ConnInfo>| {
+                // SPIRE announces its host-services socket here (src/plugin/metrics.rs). The
+                // stream stays open until the host ends it.
+                let host = Arc::clone(&host);
                 ctx.spawn(async move {
                     let _sink = sink;
                     while let Some(msg) = stream.next().await {
                         match msg {
-                            Ok(info) => log::debug!(
-                                service_id = info.service_id.to_string(),
-                                network = info.network;
-                                "Broker connection info received (unused)"
-                            ),
+                            Ok(info) => {
+                                log::debug!(
+                                    service_id = info.service_id.to_string(),
+                                    network = info.network.as_str();
+                                    "Broker connection info received"
+                                );
+                                host.conn_info(info);
+                            }
                             Err(_) => break,
                         }
                     }
@@ -203,11 +215,13 @@ fn health_service() -> Service {
 
 fn init_service(this: Arc<Services>) -> Service {
     let core = Arc::clone(&this.core);
+    let host = Arc::clone(&this.host);
     ServiceBuilder::new()
         .add_unary_handler(
             &init::INIT,
-            |ctx: RpcContext<'_>, req: init::InitRequest, sink| {
+            move |ctx: RpcContext<'_>, req: init::InitRequest, sink| {
                 log::debug!(host_services = req.host_service_names.join(","); "Init");
+                host.host_service_names(&req.host_service_names);
                 let resp = init::InitResponse {
                     plugin_service_names: vec![
                         keymanager::SERVICE_NAME.to_string(),

@@ -11,13 +11,15 @@ use std::time::{Duration, Instant};
 use futures_util::SinkExt;
 use grpcio::{
     CallOption, ChannelBuilder, Client, ClientDuplexReceiver, ClientDuplexSender, EnvBuilder,
-    Environment, WriteFlags,
+    Environment, RpcContext, Server, ServerBuilder, ServerCredentials, ServiceBuilder, UnarySink,
+    WriteFlags,
 };
 
 use azkv::plugin::proto::config::*;
 use azkv::plugin::proto::goplugin::{self, ConnInfo};
 use azkv::plugin::proto::init::*;
 use azkv::plugin::proto::keymanager::*;
+use azkv::plugin::proto::metrics::{self, AddSampleRequest, IncrCounterRequest};
 use azkv::plugin::proto::{health, init};
 
 /// The plugin binary Cargo built for the integration tests. Targets Cargo does not give it to
@@ -39,6 +41,99 @@ pub struct PluginProcess {
     stderr: Arc<Mutex<Vec<String>>>,
     stdout_rest: Arc<Mutex<Vec<u8>>>,
     pub exited: Option<std::process::ExitStatus>,
+    host_services: Option<HostServices>,
+}
+
+/// One call the host's Metrics service received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedMetric {
+    /// `IncrCounter` or `AddSample`.
+    pub method: &'static str,
+    pub key: Vec<String>,
+    pub val: f32,
+    pub labels: Vec<(String, String)>,
+}
+
+/// spire-server's host services as the plugin sees them: a gRPC server of the host's own on a
+/// unix socket, announced on the broker stream. Only Metrics is served; it records each call.
+struct HostServices {
+    /// In a Mutex only so `PluginProcess` stays `Sync` (tests share it across threads).
+    _server: Mutex<Server>,
+    socket: PathBuf,
+    received: Arc<Mutex<Vec<ReceivedMetric>>>,
+}
+
+impl HostServices {
+    fn start(env: &Arc<Environment>) -> HostServices {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let socket =
+            std::env::temp_dir().join(format!("azkv-host-{}-{n}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&socket);
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let (counters, samples) = (Arc::clone(&received), Arc::clone(&received));
+        let labels = |l: &[metrics::Label]| -> Vec<(String, String)> {
+            l.iter()
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect()
+        };
+        let service = ServiceBuilder::new()
+            .add_unary_handler(
+                &metrics::INCR_COUNTER,
+                move |ctx: RpcContext<'_>,
+                      req: IncrCounterRequest,
+                      sink: UnarySink<metrics::Empty>| {
+                    counters.lock().unwrap().push(ReceivedMetric {
+                        method: "IncrCounter",
+                        key: req.key,
+                        val: req.val,
+                        labels: labels(&req.labels),
+                    });
+                    ctx.spawn(async move {
+                        let _ = sink.success(metrics::Empty {}).await;
+                    });
+                },
+            )
+            .add_unary_handler(
+                &metrics::ADD_SAMPLE,
+                move |ctx: RpcContext<'_>,
+                      req: AddSampleRequest,
+                      sink: UnarySink<metrics::Empty>| {
+                    samples.lock().unwrap().push(ReceivedMetric {
+                        method: "AddSample",
+                        key: req.key,
+                        val: req.val,
+                        labels: labels(&req.labels),
+                    });
+                    ctx.spawn(async move {
+                        let _ = sink.success(metrics::Empty {}).await;
+                    });
+                },
+            )
+            .build();
+        let mut server = ServerBuilder::new(Arc::clone(env))
+            .register_service(service)
+            .build()
+            .expect("host services server");
+        server
+            .add_listening_port(
+                format!("unix:{}", socket.display()),
+                ServerCredentials::insecure(),
+            )
+            .expect("host services socket");
+        server.start();
+        HostServices {
+            _server: Mutex::new(server),
+            socket,
+            received,
+        }
+    }
+}
+
+impl Drop for HostServices {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+    }
 }
 
 /// The status of a failed RPC as (code, message).
@@ -148,6 +243,7 @@ impl PluginProcess {
             stderr,
             stdout_rest,
             exited: None,
+            host_services: None,
         };
         p.open_broker();
         p
@@ -168,28 +264,46 @@ impl PluginProcess {
             .client
             .duplex_streaming(&goplugin::BROKER_START_STREAM, CallOption::default())
             .expect("broker stream");
+        // Like spire-server: its host services listen on a socket of their own, announced
+        // under broker id 1 before Init.
+        let host = HostServices::start(&self._env);
         let info = ConnInfo {
             service_id: 1,
             network: "unix".into(),
-            address: "/tmp/plugin-host-services.sock".into(),
+            address: host.socket.display().to_string(),
             knock: None,
         };
         futures_executor::block_on(tx.send((info, WriteFlags::default()))).expect("send ConnInfo");
         self.broker = Some((tx, rx));
+        self.host_services = Some(host);
     }
 
+    /// Init with the host services spire-server offers, Metrics among them.
     pub fn init(&self) -> RpcResult<Vec<String>> {
+        self.init_offering(&[
+            "spire.hostservice.server.identityprovider.v1.IdentityProvider",
+            "spire.hostservice.server.agentstore.v1.AgentStore",
+            metrics::SERVICE_NAME,
+        ])
+    }
+
+    /// Init naming `host_services` as the host's services.
+    pub fn init_offering(&self, host_services: &[&str]) -> RpcResult<Vec<String>> {
         let req = InitRequest {
-            host_service_names: vec![
-                "spire.hostservice.server.identityprovider.v1.IdentityProvider".into(),
-                "spire.hostservice.server.agentstore.v1.AgentStore".into(),
-                "spire.hostservice.common.metrics.v1.Metrics".into(),
-            ],
+            host_service_names: host_services.iter().map(|s| s.to_string()).collect(),
         };
         self.client
             .unary_call(&init::INIT, &req, Self::opt())
             .map(|r| r.plugin_service_names)
             .map_err(err)
+    }
+
+    /// Every call the host's Metrics service received so far.
+    pub fn received_metrics(&self) -> Vec<ReceivedMetric> {
+        self.host_services
+            .as_ref()
+            .map(|h| h.received.lock().unwrap().clone())
+            .unwrap_or_default()
     }
 
     pub fn health(&self, service: &str) -> RpcResult<i32> {

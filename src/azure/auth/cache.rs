@@ -145,10 +145,13 @@ impl TokenCache {
             key: &key,
             armed: true,
         };
+        let started = self.clock.now();
         let result = self.credential.fetch_within(tenant, scope, *deadline);
         guard.armed = false;
 
         let now = self.clock.now();
+        let elapsed = now.duration_since(started).unwrap_or_default();
+        crate::telemetry::token_fetch_elapsed(result.is_ok(), elapsed);
         let mut map = self.lock();
         let entry = map.entry(key.clone()).or_default();
         entry.fetching = false;

@@ -42,6 +42,8 @@ impl ChainCredential {
         &self,
         fetch: impl Fn(&dyn Credential) -> Result<AccessToken, CredentialError>,
     ) -> Result<AccessToken, CredentialError> {
+        // Every attempt is counted by credential kind and outcome.
+        let fetch = |c: &dyn Credential| crate::telemetry::token_fetch(c.name(), fetch(c));
         let selected = *self.selected.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = selected.and_then(|i| self.sources.get(i)) {
             return fetch(c.as_ref()).map_err(|e| {
