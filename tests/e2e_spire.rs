@@ -175,6 +175,8 @@ fn standard_mode_serves_from_vault_and_restart_reuses_keys() {
     let id_file = dir.path.join("server_id");
     spec.plugin_data_set("key_identifier_file", json!(id_file.display().to_string()))
         .plugin_data_set("bogus_option", json!("x"));
+    let prometheus = e2e::free_port();
+    spec.prometheus_port = Some(prometheus);
     let mut s = SpireServer::new(spec, vault);
     s.validate_config();
 
@@ -246,6 +248,21 @@ fn standard_mode_serves_from_vault_and_restart_reuses_keys() {
         ),
         "{}",
         s.log_text()
+    );
+    // And they reach the operator's sink: spire-server's Prometheus endpoint lists the
+    // plugin's Key Vault call counter after the mints.
+    let metrics = wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
+        let body = http_get_local(prometheus, "/metrics")?;
+        body.lines()
+            .any(|l| {
+                l.contains("azure_key_vault_key_vault_call") && l.contains("operation=\"sign\"")
+            })
+            .then_some(body)
+    });
+    assert!(
+        metrics.is_some(),
+        "no azure_key_vault_key_vault_call{{operation=\"sign\"}} on spire-server's /metrics:\n{}",
+        http_get_local(prometheus, "/metrics").unwrap_or_default()
     );
 
     // Restart: same keys, nothing new in the vault, same bundle, still serving.
@@ -749,4 +766,22 @@ fn switching_builtin_to_plugin_and_back_ec() {
 #[test]
 fn switching_builtin_to_plugin_and_back_rsa() {
     switch_builtin_plugin_builtin("switch-rsa", "rsa-2048", "rsa-2048");
+}
+
+/// The body of `GET path` from a plain-HTTP server on 127.0.0.1:`port` (spire-server's
+/// Prometheus endpoint), or `None` when it does not answer.
+fn http_get_local(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
 }

@@ -45,6 +45,8 @@ pub struct ServerSpec {
     /// SPIRE's own built-in `azure_key_vault` (no `plugin_cmd` / `plugin_checksum`) instead of
     /// the plugin binary.
     pub builtin: bool,
+    /// Serve SPIRE's telemetry as Prometheus on 127.0.0.1:<port> (HCL configs only).
+    pub prometheus_port: Option<u16>,
 }
 
 impl ServerSpec {
@@ -62,6 +64,7 @@ impl ServerSpec {
             plugin_data: json!({ "key_vault_uri": vault.uri }),
             env: Vec::new(),
             builtin: false,
+            prometheus_port: None,
         }
     }
 
@@ -202,8 +205,14 @@ impl SpireServer {
         };
         let (_, text) = match spec.format {
             ConfigFormat::Hcl => {
+                let telemetry = match spec.prometheus_port {
+                    Some(p) => format!(
+                        "telemetry {{\n    Prometheus {{\n        host = \"127.0.0.1\"\n        port = {p}\n    }}\n}}\n\n"
+                    ),
+                    None => String::new(),
+                };
                 let text = format!(
-                    "server {{\n{server}}}\n\nplugins {{\n    DataStore \"sql\" {{\n        plugin_data {{\n{ds}        }}\n    }}\n    KeyManager \"azure_key_vault\" {{\n{km}        plugin_data {{\n{pd}        }}\n    }}\n    NodeAttestor \"join_token\" {{\n        plugin_data {{}}\n    }}\n}}\n",
+                    "server {{\n{server}}}\n\n{telemetry}plugins {{\n    DataStore \"sql\" {{\n        plugin_data {{\n{ds}        }}\n    }}\n    KeyManager \"azure_key_vault\" {{\n{km}        plugin_data {{\n{pd}        }}\n    }}\n    NodeAttestor \"join_token\" {{\n        plugin_data {{}}\n    }}\n}}\n",
                     server = hcl_body(&server, 4),
                     ds = hcl_body(&datastore, 12),
                     km = hcl_body(&km, 8),
