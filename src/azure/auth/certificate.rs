@@ -32,7 +32,7 @@ use ring::signature::RsaKeyPair;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::entra::request_token;
+use super::token_endpoint::request_token;
 use super::{AccessToken, Credential, CredentialError};
 use crate::azure::deadline::Deadline;
 use crate::azure::http::HttpClient;

@@ -20,6 +20,7 @@ mod chain;
 mod entra;
 mod managed_identity;
 pub(crate) mod pkcs12;
+mod token_endpoint;
 
 use std::fmt;
 use std::sync::Arc;
