@@ -1,7 +1,7 @@
 //! `azure_key_vault`: a SPIRE server KeyManager plugin that keeps signing keys in Azure Key Vault.
 //!
 //! Data flows `plugin` (handshake, gRPC services) → `keys` (the key manager core) → `azure`
-//! (HTTP, credentials, Key Vault REST), with `maintenance` running refresh, sweep and deletions
+//! (HTTP, credentials, Key Vault REST), with `keys::maintenance` running refresh, sweep and deletions
 //! in the background.
 
 // libc calls live in `sys`, each with its SAFETY note; everything else is safe Rust.
@@ -16,7 +16,6 @@ pub mod error;
 mod fuzz;
 pub mod keys;
 pub mod log;
-pub mod maintenance;
 pub mod plugin;
 pub mod random;
 pub mod secret;

@@ -10,6 +10,7 @@ pub mod discovery;
 mod fuzz_tests;
 #[cfg(test)]
 mod interleaving_tests;
+pub mod maintenance;
 pub mod naming;
 pub mod server_id;
 pub mod shared;
@@ -27,11 +28,11 @@ use crate::azure::types::{AzureError, CreateKeyParams, KeyVaultApi};
 use crate::clock::Clock;
 use crate::config::{KeyIdentifierSource, PluginConfig};
 use crate::error::{Code, PluginError};
-use crate::maintenance::{self, DeletionQueue, Maintenance, MaintenanceHandle};
 use crate::plugin::proto::config::CoreConfiguration;
 use crate::plugin::proto::keymanager::{KeyType, PublicKey};
 use crate::plugin::{PluginCore, Signature, SignerOpts};
 use cache::{KeyCache, KeyEntry, SigningKey};
+use maintenance::{DeletionQueue, Maintenance, MaintenanceHandle};
 
 /// Builds the Key Vault client for a configuration (the Azure layer in production, an
 /// in-memory vault in tests).

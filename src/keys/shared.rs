@@ -77,7 +77,7 @@ impl Settings {
     pub fn from_env_value(value: Option<&str>) -> Settings {
         let mut s = Settings::default();
         if let Some(value) = value {
-            crate::maintenance::apply_duration_settings(value, SETTINGS_ENV, |key, d| {
+            crate::keys::maintenance::apply_duration_settings(value, SETTINGS_ENV, |key, d| {
                 match key {
                     "freshness" => s.freshness = d,
                     "settle" => s.settle = d,
