@@ -1,8 +1,8 @@
 //! `azure_key_vault`: a SPIRE server KeyManager plugin that keeps signing keys in Azure Key Vault.
 //!
 //! Data flows `plugin` (handshake, gRPC services) → `keys` (the key manager core) → `azure`
-//! (HTTP, credentials, Key Vault REST), with `keys::maintenance` running refresh, sweep and deletions
-//! in the background.
+//! (HTTP, credentials, Key Vault REST), with `keys::maintenance` running refresh, sweep and
+//! deletions in the background. README "Architecture" draws it.
 
 // libc calls live in `sys`, each with its SAFETY note; everything else is safe Rust.
 #![deny(unsafe_code)]
