@@ -16,7 +16,6 @@ use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
-use crate::azure::auth::CredentialError;
 use crate::clock::Clock;
 
 /// First element of every metric key: the plugin's name, as SPIRE's own plugins prefix theirs.
@@ -406,17 +405,9 @@ pub fn retry_reason_of_status(status: u16) -> &'static str {
     }
 }
 
-/// One credential of the chain was asked for a token (`result` is handed back): counted by
-/// kind (see [`credential_kind`]) and outcome ok|unavailable|error.
-pub fn token_fetch<T>(
-    credential: &str,
-    result: Result<T, CredentialError>,
-) -> Result<T, CredentialError> {
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(CredentialError::Unavailable(_)) => "unavailable",
-        Err(CredentialError::Failed(_)) => "error",
-    };
+/// One credential of the chain was asked for a token: counted by kind (see
+/// [`credential_kind`]) and `outcome` ok|unavailable|error.
+pub fn token_fetch(credential: &str, outcome: &'static str) {
     counter(
         TOKEN_FETCH,
         vec![
@@ -425,7 +416,6 @@ pub fn token_fetch<T>(
         ],
         1.0,
     );
-    result
 }
 
 /// The `credential` label for a credential's log name.

@@ -16,10 +16,8 @@ use super::strcase::{
     swap_case, title, to_camel_case, uncapitalize, wrap_custom,
 };
 use super::unicode::{go_is_print, go_lower, go_upper};
-use super::value::{go_quote, sprint, sprintf, sprintln, strval, Value};
+use super::value::{go_quote, sprint, sprintf, sprintln, strval, Value, MAX_STR};
 
-/// Largest string a single function may produce.
-pub(crate) const MAX_STR: usize = 1 << 20;
 /// Largest list a single function may produce.
 pub(crate) const MAX_LIST: usize = 100_000;
 

@@ -52,7 +52,10 @@ pub(crate) const MAX_DEPTH: usize = 100;
 
 /// Formatting stops once its output passes this (the caller then reports the result as too
 /// large): a width applied to each element of a long list cannot build gigabytes first.
-const FORMAT_LIMIT: usize = super::sprig::MAX_STR;
+const FORMAT_LIMIT: usize = MAX_STR;
+
+/// Largest string a single function may produce.
+pub(crate) const MAX_STR: usize = 1 << 20;
 
 impl Value {
     pub(crate) fn string(s: impl Into<Rc<str>>) -> Value {

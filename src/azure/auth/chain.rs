@@ -43,7 +43,16 @@ impl ChainCredential {
         fetch: impl Fn(&dyn Credential) -> Result<AccessToken, CredentialError>,
     ) -> Result<AccessToken, CredentialError> {
         // Every attempt is counted by credential kind and outcome.
-        let fetch = |c: &dyn Credential| crate::telemetry::token_fetch(c.name(), fetch(c));
+        let fetch = |c: &dyn Credential| {
+            let result = fetch(c);
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(CredentialError::Unavailable(_)) => "unavailable",
+                Err(CredentialError::Failed(_)) => "error",
+            };
+            crate::telemetry::token_fetch(c.name(), outcome);
+            result
+        };
         let selected = *self.selected.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = selected.and_then(|i| self.sources.get(i)) {
             return fetch(c.as_ref()).map_err(|e| {
