@@ -515,6 +515,24 @@ impl FakeAzure {
         self.shared.state().latency = d;
     }
 
+    /// Addition to the agreed API: Key Vault's per-vault sign throttling as a token bucket
+    /// refilled at `per_second` up to `burst`; a sign request finding it empty is answered 429
+    /// with `Retry-After: 1` (after the injected latency, before any fault). `per_second` 0
+    /// turns the limit off. Real time, like `set_latency`.
+    pub fn limit_signs(&self, per_second: f64, burst: f64) {
+        self.shared.state().sign_limit = (per_second > 0.0).then(|| TokenBucket {
+            per_second,
+            burst,
+            tokens: burst,
+            at: Instant::now(),
+        });
+    }
+
+    /// Addition to the agreed API: sign requests answered 429 by `limit_signs` so far.
+    pub fn throttled_signs(&self) -> u64 {
+        self.shared.state().throttled_signs
+    }
+
     /// Insert an empty page (with nextLink) between list pages.
     pub fn set_empty_pages(&self, on: bool) {
         self.shared.state().empty_pages = on;
@@ -666,6 +684,30 @@ struct State {
     latency: Duration,
     empty_pages: bool,
     log: Vec<RecordedRequest>,
+    sign_limit: Option<TokenBucket>,
+    throttled_signs: u64,
+}
+
+struct TokenBucket {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    /// Refills for the time since the last call, then takes one token if there is one.
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 struct Fault {
@@ -750,39 +792,55 @@ fn dispatch(shared: &Shared, kind: ListenerKind, req: &Request) -> Reply {
         }
     }
 
-    let reply = match take_fault(shared, route, false) {
-        Some(FaultKind::Status {
-            status,
-            retry_after,
-            body,
-        }) => Reply::Send(fault_status(route, status, retry_after, body)),
-        Some(FaultKind::MalformedBody) => Reply::Send(Response::raw(
-            200,
-            "application/json; charset=utf-8",
-            b"{\"key\": {\"kid\": \"https://127.0.0.1/keys/x\", \"kty\": [oops".to_vec(),
-        )),
-        Some(FaultKind::TruncatedBody) => Reply::Truncate(Response::raw(
-            200,
-            "application/json; charset=utf-8",
-            b"{\"value\": [{\"kid\": \"https://127.0.0.1/keys/trunc".to_vec(),
-        )),
-        Some(FaultKind::DropConnection) => Reply::Drop,
-        Some(FaultKind::LoseResponse) => {
-            let _ = serve(shared, route, op, req);
-            Reply::Drop
+    let throttled = route == Route::Sign && {
+        let mut st = shared.state();
+        let refused = st
+            .sign_limit
+            .as_mut()
+            .is_some_and(|b| !b.take(Instant::now()));
+        if refused {
+            st.throttled_signs += 1;
         }
-        Some(FaultKind::Latency(d)) => {
-            if shared.sleep(d) {
-                Reply::Send(serve(shared, route, op, req))
-            } else {
+        refused
+    };
+
+    let reply = if throttled {
+        Reply::Send(fault_status(route, 429, Some("1".into()), None))
+    } else {
+        match take_fault(shared, route, false) {
+            Some(FaultKind::Status {
+                status,
+                retry_after,
+                body,
+            }) => Reply::Send(fault_status(route, status, retry_after, body)),
+            Some(FaultKind::MalformedBody) => Reply::Send(Response::raw(
+                200,
+                "application/json; charset=utf-8",
+                b"{\"key\": {\"kid\": \"https://127.0.0.1/keys/x\", \"kty\": [oops".to_vec(),
+            )),
+            Some(FaultKind::TruncatedBody) => Reply::Truncate(Response::raw(
+                200,
+                "application/json; charset=utf-8",
+                b"{\"value\": [{\"kid\": \"https://127.0.0.1/keys/trunc".to_vec(),
+            )),
+            Some(FaultKind::DropConnection) => Reply::Drop,
+            Some(FaultKind::LoseResponse) => {
+                let _ = serve(shared, route, op, req);
                 Reply::Drop
             }
+            Some(FaultKind::Latency(d)) => {
+                if shared.sleep(d) {
+                    Reply::Send(serve(shared, route, op, req))
+                } else {
+                    Reply::Drop
+                }
+            }
+            // Post-processing kinds are never returned by take_fault(.., false).
+            Some(FaultKind::WrongSignatureLength)
+            | Some(FaultKind::ForeignSignature)
+            | Some(FaultKind::WrongKeyType)
+            | None => Reply::Send(serve(shared, route, op, req)),
         }
-        // Post-processing kinds are never returned by take_fault(.., false).
-        Some(FaultKind::WrongSignatureLength)
-        | Some(FaultKind::ForeignSignature)
-        | Some(FaultKind::WrongKeyType)
-        | None => Reply::Send(serve(shared, route, op, req)),
     };
 
     let reply = match reply {
