@@ -83,7 +83,7 @@ func signSequential(t *table, f *fakeVault, d *directClient, subjects []*subject
 	b, o, dd := pooled(res[subjects[0]]), pooled(res[subjects[1]]), pooled(direct)
 	failures("built-in", b)
 	failures("this plugin", o)
-	label := fmt.Sprintf("SignData, 1 caller, vault latency %d ms (%d calls × %d rounds)", latencyMs, n, rounds)
+	label := fmt.Sprintf("SignData, 1 caller, %d ms vault latency (%d calls per round)", latencyMs, n)
 	for _, p := range []struct {
 		name string
 		q    float64
@@ -118,8 +118,8 @@ func signConcurrent(t *table, f *fakeVault, d *directClient, subjects []*subject
 	b, o, dd := pooled(res[subjects[0]]), pooled(res[subjects[1]]), pooled(direct)
 	failures("built-in", b)
 	failures("this plugin", o)
-	label := fmt.Sprintf("SignData, %d callers, vault latency %d ms (%d calls, median of %d)", callers, latencyMs, total, rounds)
-	t.add(label+": signatures/s (ideal "+fmt.Sprintf("%.0f", ideal)+")", fmt.Sprintf("%.0f/s", br), fmt.Sprintf("%.0f/s", or), ratio(or, br), fmt.Sprintf("%.0f/s", dr))
+	label := fmt.Sprintf("SignData, %d callers, %d ms vault latency (%d calls per round)", callers, latencyMs, total)
+	t.add(label+": signatures/s, median (ideal "+fmt.Sprintf("%.0f", ideal)+")", fmt.Sprintf("%.0f/s", br), fmt.Sprintf("%.0f/s", or), ratio(or, br), fmt.Sprintf("%.0f/s", dr))
 	for _, p := range []struct {
 		name string
 		q    float64
@@ -151,7 +151,7 @@ func getKeyCached(t *table, f *fakeVault, subjects []*subject, n, rounds int) {
 	b, o := pooled(res[subjects[0]]), pooled(res[subjects[1]])
 	failures("built-in", b)
 	failures("this plugin", o)
-	label := fmt.Sprintf("GetPublicKey (cached), 1 caller (%d calls × %d rounds)", n, rounds)
+	label := fmt.Sprintf("GetPublicKey of a held key, 1 caller (%d calls per round)", n)
 	bps, ops := float64(len(b.durs))/b.wall.Seconds(), float64(len(o.durs))/o.wall.Seconds()
 	t.add(label+": calls/s", fmt.Sprintf("%.0f/s", bps), fmt.Sprintf("%.0f/s", ops), ratio(ops, bps), fmt.Sprintf("%d vault requests during both", after.requests))
 	for _, p := range []struct {
@@ -186,7 +186,7 @@ func throttledBurst(t *table, f *fakeVault, d *directClient, subjects []*subject
 	})
 	must(f.command("limit 0 0"))
 	floor := time.Duration(float64(total-burst) / float64(rate) * float64(time.Second))
-	label := fmt.Sprintf("throttled burst: %d signatures, %d callers, limit %d/s burst %d, 429 + Retry-After: 1 (%d rounds)", total, callers, rate, burst, rounds)
+	label := fmt.Sprintf("Throttled %d/s, burst %d: %d signatures, %d callers", rate, burst, total, callers)
 	stat := func(s *subject, fn func(sample) float64) float64 {
 		var xs []float64
 		for _, x := range res[s] {
@@ -199,8 +199,8 @@ func throttledBurst(t *table, f *fakeVault, d *directClient, subjects []*subject
 	sps := func(x sample) float64 { return float64(len(x.durs)) / x.wall.Seconds() }
 	makespan := func(x sample) float64 { return x.wall.Seconds() }
 	t.add(label+": failed signatures (median)", fmt.Sprintf("%.0f", stat(b, failed)), fmt.Sprintf("%.0f", stat(o, failed)), "", "")
-	t.add(label+": signatures/s", fmt.Sprintf("%.1f/s", stat(b, sps)), fmt.Sprintf("%.1f/s", stat(o, sps)), ratio(stat(o, sps), stat(b, sps)), fmt.Sprintf("unthrottled %.0f/s", drate))
-	t.add(label+": makespan (floor "+fmt.Sprintf("%.2f s", floor.Seconds())+")",
+	t.add(label+": signatures/s (median)", fmt.Sprintf("%.1f/s", stat(b, sps)), fmt.Sprintf("%.1f/s", stat(o, sps)), ratio(stat(o, sps), stat(b, sps)), fmt.Sprintf("unthrottled %.0f/s", drate))
+	t.add(label+": makespan, median (floor "+fmt.Sprintf("%.2f s", floor.Seconds())+")",
 		fmt.Sprintf("%.2f s (%.2f× floor)", stat(b, makespan), stat(b, makespan)/floor.Seconds()),
 		fmt.Sprintf("%.2f s (%.2f× floor)", stat(o, makespan), stat(o, makespan)/floor.Seconds()),
 		ratio(stat(o, makespan), stat(b, makespan)), "")
@@ -272,7 +272,7 @@ func configure(t *table, f *fakeVault, subjects []*subject, bin, checksum string
 	})
 	setVault(f, 0, 0, 0)
 	pages := (total + 24) / 25
-	label := fmt.Sprintf("catalog.Load incl. Configure: %d keys (%d the server's), vault latency %d ms (median of %d)", total, ours, latencyMs, rounds)
+	label := fmt.Sprintf("Configure (catalog.Load), %d keys, %d the server's, %d ms vault latency", total, ours, latencyMs)
 	med := func(s *subject) float64 {
 		var xs []float64
 		for _, x := range res[s] {
@@ -283,7 +283,7 @@ func configure(t *table, f *fakeVault, subjects []*subject, bin, checksum string
 		return median(xs)
 	}
 	b, o := med(subjects[0]), med(subjects[1])
-	t.add(label, fmt.Sprintf("%.1f ms", b), fmt.Sprintf("%.1f ms", o), ratio(o, b), fmt.Sprintf("%d list pages × latency = %d ms", pages, pages*latencyMs))
+	t.add(label+": median", fmt.Sprintf("%.1f ms", b), fmt.Sprintf("%.1f ms", o), ratio(o, b), fmt.Sprintf("%d list pages × latency = %d ms", pages, pages*latencyMs))
 	var bq, oq []float64
 	for i, n := range reqs {
 		if i%2 == 0 {
