@@ -175,6 +175,13 @@ func main() {
 		"The throttled vault answers 429 with Retry-After: 1 once its token bucket is empty; the floor is "+
 		"(signatures − burst) / limit. \"The fake directly\": the same sign request sent by this process "+
 		"through the same proxy over kept-alive connections.\n", rounds)
+	fmt.Printf("The proxy tunnelled %d connections to %s and refused %d to other hosts.\n",
+		proxy.tunnels.Load(), vaultHost, proxy.refused.Load())
+	if proxy.refused.Load() != 0 {
+		// A plugin reached past the fake (e.g. a public Entra endpoint): the rows are not
+		// a like-for-like comparison.
+		fail(errors.New("the proxy refused CONNECTs to hosts other than the fake vault"))
+	}
 }
 
 func fail(err error) {

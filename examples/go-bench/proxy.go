@@ -14,6 +14,7 @@ import (
 type connectProxy struct {
 	ln      net.Listener
 	refused atomic.Int64
+	tunnels atomic.Int64
 }
 
 func startProxy(mapped, to string) (*connectProxy, error) {
@@ -48,6 +49,7 @@ func (p *connectProxy) tunnel(client net.Conn, mapped, to string) {
 		_, _ = io.WriteString(client, "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
 		return
 	}
+	p.tunnels.Add(1)
 	upstream, err := net.Dial("tcp", to)
 	if err != nil {
 		_, _ = io.WriteString(client, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
