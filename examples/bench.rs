@@ -4,8 +4,8 @@
 //! printed next to the floor it is compared with, measured in the same run.
 //!
 //! ```sh
-//! bash scripts/bench.sh            # builds the static release binary, then runs this
-//! bash scripts/bench.sh --quick    # a quarter of the iterations (a smoke run)
+//! bash scripts/bench.sh --plugin-only          # builds the static release binary, then runs this
+//! bash scripts/bench.sh --plugin-only --quick  # a quarter of the iterations (a smoke run)
 //! ```
 //!
 //! Options: `--quick`, `--bin PATH` (else `AZKV_BENCH_BIN`, else the `azure_key_vault` next to

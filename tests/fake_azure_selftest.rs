@@ -1726,3 +1726,34 @@ fn fake_clock_drives_key_times() {
     assert_eq!(k.created, 5000.5);
     assert_eq!(k.updated, 5000.5 + 86400.0 * 15.0);
 }
+
+#[test]
+fn limit_signs_answers_429_with_retry_after_once_the_burst_is_spent() {
+    let env = Env::new();
+    let v = env
+        .fake
+        .insert_key("k", FakeKeyType::EcP256, &[], 0.0, 0.0, true);
+    // One token per 1000 s: no refill during the test, whatever the machine's speed.
+    env.fake.limit_signs(0.001, 3.0);
+    let body = json!({"alg": "ES256", "value": b64e(&[7u8; 32])});
+    let sign = || env.req("POST", &format!("keys/k/{v}/sign"), Some(body.clone()));
+    for _ in 0..3 {
+        assert_eq!(sign().status, 200);
+    }
+    let r = sign();
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+    assert_eq!(r.json()["error"]["code"], "Throttled");
+    assert_eq!(env.fake.throttled_signs(), 1);
+    // Only signing is limited.
+    assert_eq!(env.req("GET", "keys/k", None).status, 200);
+    // A new limit starts with a full bucket; 0 turns the limit off.
+    env.fake.limit_signs(0.001, 1.0);
+    assert_eq!(sign().status, 200);
+    assert_eq!(sign().status, 429);
+    env.fake.limit_signs(0.0, 0.0);
+    for _ in 0..5 {
+        assert_eq!(sign().status, 200);
+    }
+    assert_eq!(env.fake.throttled_signs(), 2);
+}

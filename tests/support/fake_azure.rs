@@ -515,16 +515,22 @@ impl FakeAzure {
         self.shared.state().latency = d;
     }
 
-    /// Addition to the agreed API: limits sign requests to `per_second` with bursts of up to
-    /// `burst` (a token bucket, starting full, over real time), as Key Vault limits a vault;
-    /// a sign over the limit gets 429 with `Retry-After: 1` (logged like any answer).
+    /// Addition to the agreed API: Key Vault's per-vault sign throttling as a token bucket
+    /// refilled at `per_second` up to `burst`; a sign request finding it empty is answered 429
+    /// with `Retry-After: 1` (after the injected latency, before any fault). `per_second` 0
+    /// turns the limit off. Real time, like `set_latency`.
     pub fn limit_signs(&self, per_second: f64, burst: f64) {
-        self.shared.state().sign_limit = Some(SignLimit {
+        self.shared.state().sign_limit = (per_second > 0.0).then(|| TokenBucket {
             per_second,
             burst,
             tokens: burst,
             at: Instant::now(),
         });
+    }
+
+    /// Addition to the agreed API: sign requests answered 429 by `limit_signs` so far.
+    pub fn throttled_signs(&self) -> u64 {
+        self.shared.state().throttled_signs
     }
 
     /// Insert an empty page (with nextLink) between list pages.
@@ -678,31 +684,29 @@ struct State {
     latency: Duration,
     empty_pages: bool,
     log: Vec<RecordedRequest>,
-    sign_limit: Option<SignLimit>,
+    sign_limit: Option<TokenBucket>,
+    throttled_signs: u64,
 }
 
-/// A token bucket over real time for sign requests (`FakeAzure::limit_signs`).
-struct SignLimit {
+struct TokenBucket {
     per_second: f64,
     burst: f64,
     tokens: f64,
     at: Instant,
 }
 
-/// Takes a token from the sign bucket; true when there is none (the request is over the limit).
-fn over_sign_limit(shared: &Shared) -> bool {
-    let mut st = shared.state();
-    let Some(l) = st.sign_limit.as_mut() else {
-        return false;
-    };
-    let now = Instant::now();
-    l.tokens = (l.tokens + now.duration_since(l.at).as_secs_f64() * l.per_second).min(l.burst);
-    l.at = now;
-    if l.tokens >= 1.0 {
-        l.tokens -= 1.0;
-        false
-    } else {
-        true
+impl TokenBucket {
+    /// Refills for the time since the last call, then takes one token if there is one.
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -788,50 +792,55 @@ fn dispatch(shared: &Shared, kind: ListenerKind, req: &Request) -> Reply {
         }
     }
 
-    // Over the sign rate limit (`limit_signs`): a 429 like Key Vault's, before any fault.
-    let limited = route == Route::Sign && over_sign_limit(shared);
-    let fault = if limited {
-        Some(FaultKind::Status {
-            status: 429,
-            retry_after: Some("1".to_string()),
-            body: None,
-        })
-    } else {
-        take_fault(shared, route, false)
-    };
-    let reply = match fault {
-        Some(FaultKind::Status {
-            status,
-            retry_after,
-            body,
-        }) => Reply::Send(fault_status(route, status, retry_after, body)),
-        Some(FaultKind::MalformedBody) => Reply::Send(Response::raw(
-            200,
-            "application/json; charset=utf-8",
-            b"{\"key\": {\"kid\": \"https://127.0.0.1/keys/x\", \"kty\": [oops".to_vec(),
-        )),
-        Some(FaultKind::TruncatedBody) => Reply::Truncate(Response::raw(
-            200,
-            "application/json; charset=utf-8",
-            b"{\"value\": [{\"kid\": \"https://127.0.0.1/keys/trunc".to_vec(),
-        )),
-        Some(FaultKind::DropConnection) => Reply::Drop,
-        Some(FaultKind::LoseResponse) => {
-            let _ = serve(shared, route, op, req);
-            Reply::Drop
+    let throttled = route == Route::Sign && {
+        let mut st = shared.state();
+        let refused = st
+            .sign_limit
+            .as_mut()
+            .is_some_and(|b| !b.take(Instant::now()));
+        if refused {
+            st.throttled_signs += 1;
         }
-        Some(FaultKind::Latency(d)) => {
-            if shared.sleep(d) {
-                Reply::Send(serve(shared, route, op, req))
-            } else {
+        refused
+    };
+
+    let reply = if throttled {
+        Reply::Send(fault_status(route, 429, Some("1".into()), None))
+    } else {
+        match take_fault(shared, route, false) {
+            Some(FaultKind::Status {
+                status,
+                retry_after,
+                body,
+            }) => Reply::Send(fault_status(route, status, retry_after, body)),
+            Some(FaultKind::MalformedBody) => Reply::Send(Response::raw(
+                200,
+                "application/json; charset=utf-8",
+                b"{\"key\": {\"kid\": \"https://127.0.0.1/keys/x\", \"kty\": [oops".to_vec(),
+            )),
+            Some(FaultKind::TruncatedBody) => Reply::Truncate(Response::raw(
+                200,
+                "application/json; charset=utf-8",
+                b"{\"value\": [{\"kid\": \"https://127.0.0.1/keys/trunc".to_vec(),
+            )),
+            Some(FaultKind::DropConnection) => Reply::Drop,
+            Some(FaultKind::LoseResponse) => {
+                let _ = serve(shared, route, op, req);
                 Reply::Drop
             }
+            Some(FaultKind::Latency(d)) => {
+                if shared.sleep(d) {
+                    Reply::Send(serve(shared, route, op, req))
+                } else {
+                    Reply::Drop
+                }
+            }
+            // Post-processing kinds are never returned by take_fault(.., false).
+            Some(FaultKind::WrongSignatureLength)
+            | Some(FaultKind::ForeignSignature)
+            | Some(FaultKind::WrongKeyType)
+            | None => Reply::Send(serve(shared, route, op, req)),
         }
-        // Post-processing kinds are never returned by take_fault(.., false).
-        Some(FaultKind::WrongSignatureLength)
-        | Some(FaultKind::ForeignSignature)
-        | Some(FaultKind::WrongKeyType)
-        | None => Reply::Send(serve(shared, route, op, req)),
     };
 
     let reply = match reply {
