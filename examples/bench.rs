@@ -11,7 +11,7 @@
 //! Options: `--quick`, `--bin PATH` (else `AZKV_BENCH_BIN`, else the `azure_key_vault` next to
 //! this example's own target directory), `--sign-latency-ms N` (concurrency scenario, default
 //! 20), `--configure-latency-ms N` (startup scenario, default 10), `--callers N` (default 32),
-//! `--only sign|start` (scenarios 1-4 or 5-6), `--plugin-env K=V` (extra plugin environment,
+//! `--only sign|start|metrics` (scenarios 1-4, 5-6 or 7; comma-separated for several), `--plugin-env K=V` (extra plugin environment,
 //! for experiments; `AZKV_BENCH_SHOW_LOG=1` prints the plugin's last log lines).
 //! Every loop is bounded by a call count; a full run takes under a minute. The table goes to
 //! stdout, progress to stderr. No figure here is asserted by `cargo test`.
@@ -1333,6 +1333,62 @@ fn startup(o: &Options, t: &mut Table) {
     );
 }
 
+// ---------------------------------------------------------------------------------------------
+// Telemetry's cost: two plugins on one fake, one whose host offers spire-server's Metrics host
+// service (every SignData then emits a counter and a latency sample), one whose host does not.
+
+fn metrics_cost(o: &Options, t: &mut Table) {
+    phase("7. SignData with metrics on vs off, fake latency 0 ms");
+    let fake = FakeAzure::start();
+    let env = plugin_env(&fake, &[]);
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let on = PluginProcess::launch_bin(&o.bin, &refs);
+    on.init().expect("Init offering Metrics");
+    let off = PluginProcess::launch_bin(&o.bin, &refs);
+    off.init_offering(&[]).expect("Init without host services");
+    let digest = support::verify::digest(HashAlgorithm::Sha256, b"bench payload");
+    let req = sign_request(&digest);
+    let mut clients = Vec::new();
+    for (p, id) in [(&on, "metrics-on"), (&off, "metrics-off")] {
+        p.configure(TD, &standard_hcl(&fake, id))
+            .expect("Configure");
+        p.generate_key(KEY_ID, KeyType::EcP256)
+            .expect("GenerateKey");
+        let c = p.client();
+        for _ in 0..o.n(200) {
+            plugin_sign(&c, &req);
+        }
+        clients.push(c);
+    }
+    // Alternating blocks, so drift on this shared machine hits both alike.
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        for (c, out) in [(&clients[0], &mut with), (&clients[1], &mut without)] {
+            for _ in 0..o.n(300) {
+                let s = Instant::now();
+                plugin_sign(c, &req);
+                out.push(s.elapsed());
+            }
+        }
+    }
+    let received = on.received_metrics().len();
+    assert!(received > 0, "the host offering Metrics received none");
+    assert!(off.received_metrics().is_empty());
+    let (a, b) = (stats(with), stats(without));
+    let diff_ms = (a.p50.as_secs_f64() - b.p50.as_secs_f64()) * 1e3;
+    t.row(
+        format!(
+            "7. SignData p50 with metrics on vs off ({} calls each; {received} metric calls reached the host)",
+            10 * o.n(300)
+        ),
+        ms(a.p50),
+        ms(b.p50),
+        format!("{diff_ms:+.3} ms"),
+        "< 0.02 ms",
+        Some(diff_ms < 0.02),
+    );
+}
+
 fn main() {
     let o = options();
     let started = *START.get_or_init(Instant::now);
@@ -1343,6 +1399,9 @@ fn main() {
     }
     if o.runs("start") {
         startup(&o, &mut t);
+    }
+    if o.runs("metrics") {
+        metrics_cost(&o, &mut t);
     }
     println!();
     println!(
