@@ -33,8 +33,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::token_endpoint::request_token;
-use super::{AccessToken, Credential, CredentialError};
-use crate::azure::deadline::Deadline;
+use super::{AccessToken, CredentialError, HttpCredential};
 use crate::azure::http::HttpClient;
 use crate::azure::types::AzureError;
 use crate::clock::Clock;
@@ -425,26 +424,15 @@ impl ClientCertificateCredential {
     }
 }
 
-impl Credential for ClientCertificateCredential {
-    fn name(&self) -> &'static str {
+impl HttpCredential for ClientCertificateCredential {
+    fn credential_name(&self) -> &'static str {
         "EnvironmentCredential (client certificate)"
     }
 
-    fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
-        self.fetch_over(&self.http, tenant, scope)
+    fn http(&self) -> &HttpClient {
+        &self.http
     }
 
-    fn fetch_within(
-        &self,
-        tenant: Option<&str>,
-        scope: &str,
-        deadline: Deadline,
-    ) -> Result<AccessToken, CredentialError> {
-        self.fetch_over(&self.http.within(deadline), tenant, scope)
-    }
-}
-
-impl ClientCertificateCredential {
     fn fetch_over(
         &self,
         http: &HttpClient,
@@ -474,6 +462,7 @@ impl ClientCertificateCredential {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::azure::auth::Credential;
     use jsonwebtoken::Algorithm;
 
     /// A fresh 2048-bit RSA key as PKCS#8 PEM (ring, behind rcgen, cannot generate RSA).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::certificate::{CertificateOptions, ClientCertificateCredential};
 use super::token_endpoint::{failed, request_token};
-use super::{validate_tenant, AccessToken, Credential, CredentialError};
+use super::{validate_tenant, AccessToken, Credential, CredentialError, HttpCredential};
 use crate::azure::deadline::Deadline;
 use crate::azure::http::HttpClient;
 use crate::azure::types::AzureError;
@@ -51,7 +51,15 @@ impl ClientSecretCredential {
     }
 }
 
-impl ClientSecretCredential {
+impl HttpCredential for ClientSecretCredential {
+    fn credential_name(&self) -> &'static str {
+        self.name
+    }
+
+    fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
     fn fetch_over(
         &self,
         http: &HttpClient,
@@ -70,25 +78,6 @@ impl ClientSecretCredential {
                 ])
             },
         )
-    }
-}
-
-impl Credential for ClientSecretCredential {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
-        self.fetch_over(&self.http, tenant, scope)
-    }
-
-    fn fetch_within(
-        &self,
-        tenant: Option<&str>,
-        scope: &str,
-        deadline: Deadline,
-    ) -> Result<AccessToken, CredentialError> {
-        self.fetch_over(&self.http.within(deadline), tenant, scope)
     }
 }
 
@@ -200,26 +189,15 @@ struct Workload {
     http: Arc<HttpClient>,
 }
 
-impl Credential for Workload {
-    fn name(&self) -> &'static str {
+impl HttpCredential for Workload {
+    fn credential_name(&self) -> &'static str {
         "WorkloadIdentityCredential"
     }
 
-    fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
-        self.fetch_over(&self.http, tenant, scope)
+    fn http(&self) -> &HttpClient {
+        &self.http
     }
 
-    fn fetch_within(
-        &self,
-        tenant: Option<&str>,
-        scope: &str,
-        deadline: Deadline,
-    ) -> Result<AccessToken, CredentialError> {
-        self.fetch_over(&self.http.within(deadline), tenant, scope)
-    }
-}
-
-impl Workload {
     fn fetch_over(
         &self,
         http: &HttpClient,

@@ -97,6 +97,40 @@ pub trait Credential: Send + Sync {
     }
 }
 
+/// A credential whose token requests all go through its one HTTP client (the Entra token
+/// endpoint's credentials): `fetch` uses the client as it is, `fetch_within` the client bound to
+/// the Key Vault operation's deadline. Implementing this gives the [`Credential`].
+pub(crate) trait HttpCredential: Send + Sync {
+    fn credential_name(&self) -> &'static str;
+    fn http(&self) -> &HttpClient;
+    /// A new token, every request over `http`.
+    fn fetch_over(
+        &self,
+        http: &HttpClient,
+        tenant: Option<&str>,
+        scope: &str,
+    ) -> Result<AccessToken, CredentialError>;
+}
+
+impl<T: HttpCredential> Credential for T {
+    fn name(&self) -> &'static str {
+        self.credential_name()
+    }
+
+    fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
+        self.fetch_over(self.http(), tenant, scope)
+    }
+
+    fn fetch_within(
+        &self,
+        tenant: Option<&str>,
+        scope: &str,
+        deadline: Deadline,
+    ) -> Result<AccessToken, CredentialError> {
+        self.fetch_over(&self.http().within(deadline), tenant, scope)
+    }
+}
+
 /// Builds the credential the plugin uses: the static secret alone when configured, else the
 /// default chain. Reads configuration only (no network, no token files).
 pub fn build_credential(
