@@ -451,6 +451,33 @@ impl HttpClient {
         req: &HttpRequest,
         deadline: Deadline,
     ) -> Result<HttpResponse, AzureError> {
+        self.send_retrying(req, deadline, None)
+    }
+
+    /// [`HttpClient::send_within`] for a Key Vault request, through the vault's shared
+    /// `throttle`: every attempt waits for its turn there (shared pause, learned rate, FIFO),
+    /// and reports how the vault answered. A `429` is retried for as long as the deadline
+    /// allows, not a fixed number of times (its `Retry-After` is honored if it ends in time,
+    /// else the answer is returned with [`HttpResponse::refused_wait`]); 5xx and transport
+    /// errors keep the policy's bounded retries. When no attempt can start in time the last
+    /// answer is returned, or, if that was a `429` or nothing, an [`AzureError::Throttled`].
+    pub fn send_throttled(
+        &self,
+        req: &HttpRequest,
+        deadline: Deadline,
+        throttle: &Throttle,
+    ) -> Result<HttpResponse, AzureError> {
+        self.send_retrying(req, deadline, Some(throttle))
+    }
+
+    /// The one retry loop of [`HttpClient::send_within`] (no `throttle`: a `429` is one more
+    /// retryable status) and [`HttpClient::send_throttled`].
+    fn send_retrying(
+        &self,
+        req: &HttpRequest,
+        deadline: Deadline,
+        throttle: Option<&Throttle>,
+    ) -> Result<HttpResponse, AzureError> {
         let clock = self.clock.as_ref();
         let cap = if req.probe {
             PROBE_CALL_TIMEOUT
@@ -459,8 +486,28 @@ impl HttpClient {
         };
         // Whether waiting `delay` still leaves a retry time to run.
         let fits = |delay: Duration| delay.saturating_add(MIN_ATTEMPT) <= deadline.remaining(clock);
+        let transport_error = |e: &TransportError| {
+            AzureError::Transport(format!("{}: {}", req.describe(), e.message))
+        };
+        let mut turn = throttle.map(|t| (t, t.ticket()));
+        // Bounded retries (5xx, transport) and `429`s retried through the throttle.
         let mut retry = 0u32;
+        let mut throttled = 0u32;
+        // The answer before the current attempt, for when the throttle refuses a retry.
+        let mut last: Option<Result<HttpResponse, AzureError>> = None;
         loop {
+            let permit = match turn.as_mut() {
+                None => None,
+                Some((t, ticket)) => match t.acquire(ticket, &deadline) {
+                    Ok(p) => Some((*t, p)),
+                    Err(why) => return Self::not_admitted(req, why, last, throttled),
+                },
+            };
+            let record = |outcome| {
+                if let Some((t, p)) = &permit {
+                    t.record(p, outcome);
+                }
+            };
             let left = deadline.remaining(clock);
             if left.is_zero() {
                 return Err(AzureError::Transport(format!(
@@ -470,7 +517,40 @@ impl HttpClient {
                 )));
             }
             let (delay, reason) = match self.transport.execute(req, cap.min(left)) {
+                Ok(mut resp) if resp.status == 429 && permit.is_some() => {
+                    let hint = retry_after_hint(&resp, clock.now());
+                    record(Outcome::Throttled(hint));
+                    throttled += 1;
+                    if let Some(h) = hint.filter(|h| !fits(*h)) {
+                        warn!(
+                            "{} returned HTTP 429 asking to wait {} s, past {} ({} s left); not waiting",
+                            req.describe(),
+                            trim_float(h.as_secs_f64()),
+                            deadline.describe(),
+                            trim_float(deadline.remaining(clock).as_secs_f64())
+                        );
+                        resp.refused_wait = Some(h);
+                        return Ok(resp);
+                    }
+                    debug!(
+                        "{} throttled (HTTP 429, {throttled} so far); waiting for its turn",
+                        req.describe()
+                    );
+                    crate::telemetry::http_retry("429", hint);
+                    last = Some(Ok(resp));
+                    // The shared pause covers the hint unless it was capped: wait out the rest
+                    // of a longer one on our own, out of the queue.
+                    if let Some(h) = hint.filter(|h| *h > MAX_SHARED_PAUSE) {
+                        self.clock.sleep(h);
+                    }
+                    continue;
+                }
                 Ok(mut resp) => {
+                    record(if resp.status >= 500 {
+                        Outcome::Neutral
+                    } else {
+                        Outcome::Accepted
+                    });
                     if !is_retryable_status(resp.status) || retry >= self.policy.max_retries {
                         return Ok(resp);
                     }
@@ -492,16 +572,15 @@ impl HttpClient {
                     }
                     let reason = crate::telemetry::retry_reason_of_status(resp.status);
                     crate::telemetry::http_retry(reason, hint.map(|_| delay));
-                    (delay, format!("HTTP {}", resp.status))
+                    let reason = format!("HTTP {}", resp.status);
+                    last = Some(Ok(resp));
+                    (delay, reason)
                 }
                 Err(e) => {
+                    record(Outcome::Neutral);
                     let delay = self.policy.backoff(retry);
                     if !e.retryable || req.probe || retry >= self.policy.max_retries {
-                        return Err(AzureError::Transport(format!(
-                            "{}: {}",
-                            req.describe(),
-                            e.message
-                        )));
+                        return Err(transport_error(&e));
                     }
                     if !fits(delay) {
                         return Err(AzureError::Transport(format!(
@@ -512,6 +591,7 @@ impl HttpClient {
                         )));
                     }
                     crate::telemetry::http_retry("transport", None);
+                    last = Some(Err(transport_error(&e)));
                     (delay, e.message)
                 }
             };
@@ -522,159 +602,34 @@ impl HttpClient {
                 self.policy.max_retries,
                 delay.as_secs_f64()
             );
+            // Back-offs are slept out of the throttle's queue, so they never hold up the
+            // requests behind.
             self.clock.sleep(delay);
             retry += 1;
         }
     }
-}
 
-impl HttpClient {
-    /// [`HttpClient::send_within`] for a Key Vault request, through the vault's shared
-    /// `throttle`: every attempt waits for its turn there (shared pause, learned rate, FIFO),
-    /// and reports how the vault answered. A `429` is retried for as long as the deadline
-    /// allows, not a fixed number of times (its `Retry-After` is honored if it ends in time,
-    /// else the answer is returned with [`HttpResponse::refused_wait`]); 5xx and transport
-    /// errors keep the policy's bounded retries. When no attempt can start in time the last
-    /// answer is returned, or, if that was a `429` or nothing, an [`AzureError::Throttled`].
-    pub fn send_throttled(
-        &self,
+    /// What [`HttpClient::send_throttled`] returns when the throttle could not admit the next
+    /// attempt before the deadline: the last answer if it was a 5xx or a lost request (it
+    /// stands as it was: a create may have happened), else an [`AzureError::Throttled`].
+    fn not_admitted(
         req: &HttpRequest,
-        deadline: Deadline,
-        throttle: &Throttle,
+        why: String,
+        last: Option<Result<HttpResponse, AzureError>>,
+        throttled: u32,
     ) -> Result<HttpResponse, AzureError> {
-        let clock = self.clock.as_ref();
-        let fits = |delay: Duration| delay.saturating_add(MIN_ATTEMPT) <= deadline.remaining(clock);
-        let mut ticket = throttle.ticket();
-        let mut retry = 0u32;
-        let mut throttled = 0u32;
-        let mut last: Option<Result<HttpResponse, AzureError>> = None;
-        loop {
-            let permit = match throttle.acquire(&mut ticket, &deadline) {
-                Ok(p) => p,
-                Err(why) => {
-                    return match last {
-                        // A 5xx or a lost request stands as it was (a create may have happened).
-                        Some(prev) if !matches!(&prev, Ok(r) if r.status == 429) => prev,
-                        _ => {
-                            warn!("{}: {why}", req.describe());
-                            let sent = match throttled {
-                                0 => "nothing was sent".to_string(),
-                                n => format!("the vault answered HTTP 429 to all {n} attempts"),
-                            };
-                            Err(AzureError::Throttled(format!(
-                                "{}: {why}; {sent}",
-                                req.describe()
-                            )))
-                        }
-                    };
-                }
-            };
-            let left = deadline.remaining(clock);
-            if left.is_zero() {
-                return Err(AzureError::Transport(format!(
-                    "{}: {} passed before the request could be sent",
-                    req.describe(),
-                    deadline.describe()
-                )));
-            }
-            let delay = match self.transport.execute(req, CALL_TIMEOUT.min(left)) {
-                Ok(mut resp) if resp.status == 429 => {
-                    let hint = retry_after_hint(&resp, clock.now());
-                    throttle.record(&permit, Outcome::Throttled(hint));
-                    throttled += 1;
-                    if let Some(h) = hint.filter(|h| !fits(*h)) {
-                        warn!(
-                            "{} returned HTTP 429 asking to wait {} s, past {} ({} s left); not waiting",
-                            req.describe(),
-                            trim_float(h.as_secs_f64()),
-                            deadline.describe(),
-                            trim_float(deadline.remaining(clock).as_secs_f64())
-                        );
-                        resp.refused_wait = Some(h);
-                        return Ok(resp);
-                    }
-                    debug!(
-                        "{} throttled (HTTP 429, {throttled} so far); waiting for its turn",
-                        req.describe()
-                    );
-                    crate::telemetry::http_retry("429", hint);
-                    last = Some(Ok(resp));
-                    // The shared pause covers the hint unless it was capped: wait out the rest
-                    // of a longer one on our own, out of the queue.
-                    match hint {
-                        Some(h) if h > MAX_SHARED_PAUSE => h,
-                        _ => Duration::ZERO,
-                    }
-                }
-                Ok(resp) => {
-                    let outcome = if resp.status >= 500 {
-                        Outcome::Neutral
-                    } else {
-                        Outcome::Accepted
-                    };
-                    throttle.record(&permit, outcome);
-                    if !is_retryable_status(resp.status) || retry >= self.policy.max_retries {
-                        return Ok(resp);
-                    }
-                    let delay = retry_after_hint(&resp, clock.now())
-                        .unwrap_or_else(|| self.policy.backoff(retry));
-                    if !fits(delay) {
-                        return Ok(resp);
-                    }
-                    let reason = crate::telemetry::retry_reason_of_status(resp.status);
-                    let server_wait = retry_after_hint(&resp, clock.now()).map(|_| delay);
-                    crate::telemetry::http_retry(reason, server_wait);
-                    warn!(
-                        "{} failed (HTTP {}); retry {} of {} in {:.1}s",
-                        req.describe(),
-                        resp.status,
-                        retry + 1,
-                        self.policy.max_retries,
-                        delay.as_secs_f64()
-                    );
-                    retry += 1;
-                    last = Some(Ok(resp));
-                    delay
-                }
-                Err(e) => {
-                    throttle.record(&permit, Outcome::Neutral);
-                    let delay = self.policy.backoff(retry);
-                    if !e.retryable || retry >= self.policy.max_retries {
-                        return Err(AzureError::Transport(format!(
-                            "{}: {}",
-                            req.describe(),
-                            e.message
-                        )));
-                    }
-                    if !fits(delay) {
-                        return Err(AzureError::Transport(format!(
-                            "{}: {} (no time left for a retry within {})",
-                            req.describe(),
-                            e.message,
-                            deadline.describe()
-                        )));
-                    }
-                    crate::telemetry::http_retry("transport", None);
-                    warn!(
-                        "{} failed ({}); retry {} of {} in {:.1}s",
-                        req.describe(),
-                        e.message,
-                        retry + 1,
-                        self.policy.max_retries,
-                        delay.as_secs_f64()
-                    );
-                    retry += 1;
-                    last = Some(Err(AzureError::Transport(format!(
-                        "{}: {}",
-                        req.describe(),
-                        e.message
-                    ))));
-                    delay
-                }
-            };
-            // Back-offs are slept out of the queue, so they never hold up the requests behind.
-            if !delay.is_zero() {
-                self.clock.sleep(delay);
+        match last {
+            Some(prev) if !matches!(&prev, Ok(r) if r.status == 429) => prev,
+            _ => {
+                warn!("{}: {why}", req.describe());
+                let sent = match throttled {
+                    0 => "nothing was sent".to_string(),
+                    n => format!("the vault answered HTTP 429 to all {n} attempts"),
+                };
+                Err(AzureError::Throttled(format!(
+                    "{}: {why}; {sent}",
+                    req.describe()
+                )))
             }
         }
     }
