@@ -8,24 +8,30 @@
 //!
 //! - **Shared pause.** A `429` pauses every new request to the host until its `Retry-After`
 //!   (at most [`MAX_SHARED_PAUSE`], so a strange hint cannot stall the plugin for long).
-//! - **Adaptive rate (AIMD).** Until the first `429` requests are not paced. Then they are sent
-//!   at most at a learned rate: on a `429` the rate drops to [`DECREASE`] times itself, or
-//!   times the rate of successes over the last 2 s if that is lower (always the case at the
-//!   first `429`), at most once per round (answers to requests sent before the last decrease
-//!   do not count again). After the first decrease, from a rough estimate, it grows by half
-//!   of itself per second of pacing (slow start) until the next `429`; from then on each
-//!   success of a request that had to wait raises it additively, by [`INCREASE_PER_SEC`]
-//!   requests/s per second of pacing. It settles just under the vault's limit, with a `429`
-//!   now and then.
+//! - **Adaptive rate.** Until the first `429` requests are not paced. Then they are sent at
+//!   most at a learned rate. On a `429` (at most once per round: answers to requests sent
+//!   before the last decrease do not count again) the rate becomes [`DECREASE`] times what
+//!   the vault accepted: the highest rate of successes over a window ending now, since the
+//!   last pause, net of the burst the vault let through before its first `429`. For a vault
+//!   that refills a bucket at `L` requests/s that is `L` itself once we sent faster than `L`,
+//!   so the rate lands just under the limit in one step, not after a series of `429`s (each
+//!   of which pauses everybody). Only the first `429` of a burst sent unpaced leaves nothing
+//!   to measure: the rate starts from a rough guess and grows fast ([`SLOW_START_GROWTH`])
+//!   until the next `429` measures the limit. After that it grows slowly, by
+//!   [`PROBE_GROWTH`] of itself per second of pacing, doubled every [`PROBE_DOUBLING`]
+//!   without a `429`, so it finds a limit that rose without pausing the vault every few
+//!   seconds. What it learned is kept for the next burst.
 //! - **FIFO.** Waiting requests are admitted in the order their operation first asked; a retry
 //!   keeps its place, so no caller starves and the wait is bounded by the queue ahead.
 //! - **Deadline.** A request is never admitted later than [`MIN_ATTEMPT`] before its operation's
 //!   [`Deadline`]: when it cannot be, it leaves the queue with an error saying why.
 //!
 //! Time comes from the injected [`Clock`]: the head of the queue sleeps on it until its turn,
-//! the others wait on a condition variable for the head to change.
+//! the others wait on a condition variable each, and only the next head is woken when the head
+//! leaves (waking all of them for every admission would cost 64 context switches per request
+//! at 64 waiting callers).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -42,20 +48,28 @@ pub const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
 pub const MIN_PAUSE: Duration = Duration::from_millis(100);
 /// A request is admitted only if at least this much of its deadline is left to run it.
 pub const MIN_ATTEMPT: Duration = Duration::from_secs(1);
-/// Multiplicative decrease of the rate on a `429`.
-pub const DECREASE: f64 = 0.8;
-/// Additive increase: requests/s gained per second of paced successes.
-pub const INCREASE_PER_SEC: f64 = 2.0;
+/// On a `429` the rate becomes this fraction of what the vault accepted.
+pub const DECREASE: f64 = 0.97;
+/// After a decrease the rate grows by this fraction of itself per second of paced successes
+/// (probing slowly whether the vault now allows more) ...
+pub const PROBE_GROWTH: f64 = 0.002;
+/// ... and that fraction doubles after each such span without a `429`, so a rate learned
+/// when the vault was busier recovers within a minute or so.
+pub const PROBE_DOUBLING: Duration = Duration::from_secs(20);
 pub const MIN_RATE: f64 = 1.0;
 pub const MAX_RATE: f64 = 10_000.0;
-/// Successes over this window estimate the vault's limit at the first `429`.
-const WINDOW: Duration = Duration::from_secs(2);
+/// Successes over this window (since the last pause ended) estimate what the vault accepts.
+const WINDOW: Duration = Duration::from_secs(10);
+/// The most successes kept for the estimate.
+const MAX_SAMPLES: usize = 20_000;
 /// Fewer answers than this in the window (successes and `429`s) is sparse traffic, which the
 /// pause alone handles: the first `429` then does not start pacing.
 const MIN_SAMPLE: usize = 8;
-/// Slow start: after the first decrease (from a rough estimate) each paced success adds this
-/// much, so the rate grows by half of itself per second until the next `429`.
-pub const SLOW_START_STEP: f64 = 0.5;
+/// Slow start: after the first decrease (from a rough estimate) the rate grows by this
+/// fraction of itself per second of paced successes, until the next `429`.
+pub const SLOW_START_GROWTH: f64 = 1.0;
+/// How many late requests pacing may send at once to keep to its schedule.
+const CATCH_UP: u32 = 4;
 /// The shortest span the estimate divides by (a burst right at the start is not a rate).
 const MIN_SPAN: Duration = Duration::from_millis(250);
 
@@ -90,7 +104,6 @@ pub enum Outcome {
 pub struct Throttle {
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
-    turn: Condvar,
 }
 
 #[derive(Debug, Default)]
@@ -98,6 +111,8 @@ struct State {
     next_seq: u64,
     /// Waiting tickets, oldest operation first.
     queue: BTreeSet<u64>,
+    /// What each waiting ticket sleeps on while others are ahead.
+    turns: HashMap<u64, Arc<Condvar>>,
     paused_until: Option<SystemTime>,
     /// Requests/s; `None` until the first decrease.
     rate: Option<f64>,
@@ -108,8 +123,17 @@ struct State {
     /// `429`s over the window.
     throttled: VecDeque<SystemTime>,
     first_answer: Option<SystemTime>,
-    /// Growing multiplicatively from the first estimate, until the next `429`.
+    /// When the request that drew the first `429` was sent, and the successes sent within
+    /// [`MIN_SPAN`] of it (whenever their answers came: they race): the vault's burst
+    /// allowance, which a window's count must not take for a rate.
+    first_throttled: Option<SystemTime>,
+    burst: usize,
+    /// Over how long that burst was sent (the vault refilled at its own rate meanwhile).
+    burst_span: Duration,
+    /// Growing fast from the first estimate, until the next `429`.
     slow_start: bool,
+    /// Seconds of paced successes since the last decrease (each success adds `1 / rate`).
+    probing: f64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -134,6 +158,15 @@ fn interval(rate: f64) -> Duration {
 }
 
 impl State {
+    /// Takes `seq` out of the queue and wakes whoever is first now.
+    fn leave(&mut self, seq: u64) {
+        self.queue.remove(&seq);
+        self.turns.remove(&seq);
+        if let Some(turn) = self.queue.first().and_then(|first| self.turns.get(first)) {
+            turn.notify_one();
+        }
+    }
+
     fn poll(&mut self, seq: u64, now: SystemTime) -> Poll {
         if self.queue.first() != Some(&seq) {
             return Poll::Behind;
@@ -152,9 +185,12 @@ impl State {
         if let Some(rate) = self.rate {
             let step = interval(rate);
             // Keep to the schedule when the head woke a little late, so sleeps overshooting
-            // do not lower the rate; after idle time start from now (no burst).
-            let base = match self.next_slot {
-                Some(s) if now.duration_since(s).unwrap_or(Duration::ZERO) < step => s,
+            // (a loaded host wakes threads late by more than a 1 ms step) do not lower the
+            // rate: up to CATCH_UP requests go at once, well within any burst the vault
+            // allows. After idle time start from now (no burst).
+            let late = now.duration_since(self.next_slot.unwrap_or(now));
+            let base = match (self.next_slot, late) {
+                (Some(s), Ok(late)) if late < step * CATCH_UP => s,
                 _ => now,
             };
             self.next_slot = Some(base + step);
@@ -162,18 +198,54 @@ impl State {
         Poll::Go(now)
     }
 
-    /// Successes per second over the window (pauses included: they are part of how the vault
-    /// limits us), if the window holds enough answers.
+    /// What the vault accepts per second, from the successes since the last pause ended: the
+    /// highest rate over a window ending now, net of the vault's burst allowance. A vault that
+    /// refills a bucket at `L`/s cannot accept more than `B + L * span` in any span, and
+    /// accepts that much in the span since the bucket last ran full; so this is `L` once we
+    /// sent faster than `L` for a while, and what we sent when we did not. `B` is the burst
+    /// before the first `429` less what `L` refilled meanwhile. `None` without enough answers
+    /// or a span of [`MIN_SPAN`].
     fn estimate(&mut self, now: SystemTime) -> Option<f64> {
         self.prune(now);
         if self.successes.len() + self.throttled.len() < MIN_SAMPLE {
             return None;
         }
-        let history = now
-            .duration_since(self.first_answer?)
-            .unwrap_or(Duration::ZERO);
-        let span = history.min(WINDOW).max(MIN_SPAN);
-        Some(self.successes.len() as f64 / span.as_secs_f64())
+        let from = self.since_pause(now)?;
+        let burst = self.burst as f64;
+        let burst_span = self.burst_span.as_secs_f64();
+        let mut best: Option<f64> = None;
+        let mut count = 0.0;
+        let sent_before = self.successes.iter().rev().skip_while(|t| **t > now);
+        for t in sent_before.take_while(|t| **t >= from) {
+            count += 1.0;
+            let span = now.duration_since(*t).unwrap_or(Duration::ZERO);
+            let net = span.as_secs_f64() - burst_span;
+            if net >= MIN_SPAN.as_secs_f64() {
+                let rate = (count - burst) / net;
+                best = Some(best.map_or(rate, |b| b.max(rate)));
+            }
+        }
+        best.filter(|r| *r > 0.0)
+    }
+
+    /// The burst before the first `429` over [`MIN_SPAN`] at least: the first `429`'s rough
+    /// guess, when the vault answered a burst too fast for [`State::estimate`].
+    fn rough_estimate(&mut self, now: SystemTime) -> Option<f64> {
+        self.prune(now);
+        if self.successes.len() + self.throttled.len() < MIN_SAMPLE {
+            return None;
+        }
+        Some(self.burst as f64 / self.burst_span.max(MIN_SPAN).as_secs_f64())
+    }
+
+    /// The start of the estimates' window: the first answer, or the end of the last pause
+    /// that is over (time spent not sending says nothing of the limit).
+    fn since_pause(&self, now: SystemTime) -> Option<SystemTime> {
+        let mut from = self.first_answer?;
+        if let Some(p) = self.paused_until.filter(|p| *p <= now) {
+            from = from.max(p);
+        }
+        Some(from)
     }
 
     fn prune(&mut self, now: SystemTime) {
@@ -193,18 +265,35 @@ impl State {
         match outcome {
             Outcome::Neutral => None,
             Outcome::Accepted => {
-                self.successes.push_back(now);
-                self.first_answer.get_or_insert(now);
+                // Counted when sent, on our own schedule: when answers come back is jittered
+                // by everything in between, and a short window of bunched answers would look
+                // like a higher rate. Answers come back nearly in order.
+                let sent = permit.admitted_at;
+                let later = self.successes.iter().rev().take_while(|t| **t > sent);
+                let at = self.successes.len() - later.count();
+                self.successes.insert(at, sent);
+                if self.successes.len() > MAX_SAMPLES {
+                    self.successes.pop_front();
+                }
+                if let Some(t) = self.first_throttled {
+                    let apart = sent.duration_since(t).unwrap_or_else(|e| e.duration());
+                    if apart < MIN_SPAN {
+                        self.burst += 1;
+                    }
+                }
+                self.first_answer.get_or_insert(sent);
                 self.prune(now);
                 if let (Some(r), true) = (self.rate, permit.waited) {
-                    // At r paced successes a second this adds INCREASE_PER_SEC per second (half
-                    // the rate per second in slow start).
-                    let step = if self.slow_start {
-                        SLOW_START_STEP
+                    // At r paced successes a second, adding g each grows the rate by g times
+                    // itself per second.
+                    let g = if self.slow_start {
+                        SLOW_START_GROWTH
                     } else {
-                        INCREASE_PER_SEC / r
+                        let doublings = self.probing / PROBE_DOUBLING.as_secs_f64();
+                        PROBE_GROWTH * doublings.min(10.0).exp2()
                     };
-                    self.rate = Some((r + step).min(MAX_RATE));
+                    self.probing += 1.0 / r;
+                    self.rate = Some((r + g).min(MAX_RATE));
                 }
                 None
             }
@@ -213,15 +302,40 @@ impl State {
                     .unwrap_or(DEFAULT_PAUSE)
                     .clamp(MIN_PAUSE, MAX_SHARED_PAUSE);
                 let until = now + pause;
-                self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
+                let sent = permit.admitted_at;
                 self.throttled.push_back(now);
-                self.first_answer.get_or_insert(now);
-                if self.last_decrease.is_some_and(|d| permit.admitted_at < d) {
+                self.first_answer.get_or_insert(sent);
+                let repeat = self.last_decrease.is_some_and(|d| permit.admitted_at < d);
+                if self.first_throttled.is_none() {
+                    self.first_throttled = Some(sent);
+                    let recent =
+                        |t: &&SystemTime| sent.duration_since(**t).unwrap_or_default() < MIN_SPAN;
+                    let burst: Vec<&SystemTime> =
+                        self.successes.iter().rev().take_while(recent).collect();
+                    self.burst = burst.len();
+                    self.burst_span = burst.last().map_or(Duration::ZERO, |t| {
+                        sent.duration_since(**t).unwrap_or_default()
+                    });
+                }
+                // The estimate is never above the vault's rate, but it is that rate only if we
+                // sent faster for a while; at the first 429 we may not have: the burst's own
+                // pace is then a better first guess.
+                let estimate = match (repeat, self.rate) {
+                    (true, _) => None,
+                    (false, Some(_)) => self.estimate(sent),
+                    (false, None) => match (self.estimate(sent), self.rough_estimate(sent)) {
+                        (Some(e), Some(r)) => Some(e.max(r)),
+                        (e, r) => e.or(r),
+                    },
+                };
+                self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
+                if repeat {
                     return None;
                 }
-                // What the vault accepted lately, if it is less than the rate (a burst at the
-                // start, or another client of the vault, can leave the rate far too high).
-                let base = match (self.rate, self.estimate(now)) {
+                // What the vault accepted lately (before this pause), if it is less than the
+                // rate (a burst at the start, or another client of the vault, can leave the
+                // rate far too high).
+                let base = match (self.rate, estimate) {
                     (Some(r), Some(e)) => r.min(e),
                     (Some(r), None) => r,
                     (None, Some(e)) => e,
@@ -229,6 +343,7 @@ impl State {
                 };
                 // The first estimate is rough (a burst, few answers): grow fast from it.
                 self.slow_start = self.rate.is_none();
+                self.probing = 0.0;
                 let rate = (base * DECREASE).clamp(MIN_RATE, MAX_RATE);
                 self.rate = Some(rate);
                 self.last_decrease = Some(now);
@@ -243,7 +358,6 @@ impl Throttle {
         Throttle {
             clock,
             state: Mutex::new(State::default()),
-            turn: Condvar::new(),
         }
     }
 
@@ -277,15 +391,16 @@ impl Throttle {
         let clock = self.clock.as_ref();
         let seq = ticket.seq;
         let refuse = |st: &mut MutexGuard<'_, State>, why: String| {
-            st.queue.remove(&seq);
-            self.turn.notify_all();
+            st.leave(seq);
             Err(format!(
                 "the request could not be sent before {} ({why})",
                 deadline.describe()
             ))
         };
+        let turn = Arc::new(Condvar::new());
         let mut st = self.lock();
         st.queue.insert(seq);
+        st.turns.insert(seq, turn.clone());
         loop {
             let now = clock.now();
             let left = deadline.remaining(clock);
@@ -302,7 +417,7 @@ impl Throttle {
             }
             match st.poll(ticket.seq, now) {
                 Poll::Go(at) => {
-                    self.turn.notify_all();
+                    st.leave(seq);
                     return Ok(Permit {
                         admitted_at: at,
                         waited: ticket.waited,
@@ -330,8 +445,7 @@ impl Throttle {
                     }
                     ticket.waited = true;
                     // Woken when the head leaves; the timeout only bounds the deadline.
-                    st = self
-                        .turn
+                    st = turn
                         .wait_timeout(st, left - MIN_ATTEMPT)
                         .map(|(g, _)| g)
                         .unwrap_or_else(|e| e.into_inner().0);
@@ -469,6 +583,178 @@ mod tests {
         }
     }
 
+    /// One round of a simulated burst: what the bench measures (examples/go-bench).
+    #[derive(Debug)]
+    struct Round {
+        makespan: f64,
+        /// Seconds each signature took, its `429`s and waits included.
+        latencies: Vec<f64>,
+        throttled: usize,
+        /// Requests/s paced at the end of the round.
+        rate: Option<f64>,
+    }
+
+    /// `callers` callers sign `total` times each round against a token bucket of `limit`/s,
+    /// `burst` deep (`429`, `Retry-After: 1` when empty), through one shared [`State`]; each
+    /// request takes `flight`. Between rounds the vault is idle for `gap` and its bucket
+    /// refills. Pure discrete events: the head of the queue wakes when `poll` says, exactly as
+    /// `Throttle::acquire` sleeps.
+    fn simulate(
+        limit: f64,
+        burst: f64,
+        callers: usize,
+        total: usize,
+        rounds: usize,
+        gap: Duration,
+    ) -> Vec<Round> {
+        struct Op {
+            seq: u64,
+            began: SystemTime,
+            queued_at: SystemTime,
+            /// In flight until, admitted at, accepted.
+            flight: Option<(SystemTime, SystemTime, bool)>,
+        }
+        let flight = Duration::from_millis(2);
+        let mut st = State::default();
+        let mut now = start();
+        let mut out = Vec::new();
+        for _ in 0..rounds {
+            let t0 = now;
+            let mut tokens = burst;
+            let mut refilled = now;
+            let mut started = 0;
+            let mut round = Round {
+                makespan: 0.0,
+                latencies: Vec::new(),
+                throttled: 0,
+                rate: None,
+            };
+            let mut ops: Vec<Op> = Vec::new();
+            let begin = |st: &mut State, ops: &mut Vec<Op>, now: SystemTime| {
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                st.queue.insert(seq);
+                ops.push(Op {
+                    seq,
+                    began: now,
+                    queued_at: now,
+                    flight: None,
+                });
+            };
+            for _ in 0..callers.min(total) {
+                begin(&mut st, &mut ops, now);
+                started += 1;
+            }
+            while !ops.is_empty() {
+                // Admit whoever the throttle lets go now.
+                let mut wake = None;
+                while let Some(&head) = st.queue.first() {
+                    match st.poll(head, now) {
+                        Poll::Go(at) => {
+                            let elapsed = now.duration_since(refilled).unwrap().as_secs_f64();
+                            tokens = (tokens + elapsed * limit).min(burst);
+                            refilled = now;
+                            let ok = tokens >= 1.0;
+                            if ok {
+                                tokens -= 1.0;
+                            }
+                            let op = ops.iter_mut().find(|o| o.seq == head).unwrap();
+                            op.flight = Some((now + flight, at, ok));
+                        }
+                        Poll::Until(at) => {
+                            wake = Some(at);
+                            break;
+                        }
+                        Poll::Behind => unreachable!(),
+                    }
+                }
+                let done = ops.iter().filter_map(|o| o.flight.map(|f| f.0)).min();
+                now = match (wake, done) {
+                    (Some(w), Some(d)) => w.min(d),
+                    (w, d) => w.or(d).unwrap(),
+                };
+                let mut i = 0;
+                while i < ops.len() {
+                    let Some((until, admitted_at, ok)) = ops[i].flight.filter(|f| f.0 <= now)
+                    else {
+                        i += 1;
+                        continue;
+                    };
+                    let permit = Permit {
+                        admitted_at,
+                        waited: admitted_at > ops[i].queued_at,
+                    };
+                    if ok {
+                        st.record(&permit, Outcome::Accepted, until);
+                        let op = ops.swap_remove(i);
+                        round
+                            .latencies
+                            .push(until.duration_since(op.began).unwrap().as_secs_f64());
+                        if started < total {
+                            begin(&mut st, &mut ops, now);
+                            started += 1;
+                        }
+                    } else {
+                        st.record(&permit, Outcome::Throttled(Some(S)), until);
+                        round.throttled += 1;
+                        // A retry keeps its place.
+                        ops[i].flight = None;
+                        st.queue.insert(ops[i].seq);
+                        i += 1;
+                    }
+                }
+            }
+            round.makespan = now.duration_since(t0).unwrap().as_secs_f64();
+            round.rate = st.rate;
+            out.push(round);
+            now += gap;
+        }
+        out
+    }
+
+    fn p99(xs: &[f64]) -> f64 {
+        let mut v = xs.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[((v.len() as f64) * 0.99) as usize - 1]
+    }
+
+    #[test]
+    fn many_callers_learn_the_limit_in_one_burst_and_keep_under_it_in_the_next() {
+        // The bench's throttled bursts (examples/go-bench, scenarios.go): a fresh plugin, then
+        // the same burst twice more, the vault idle in between.
+        for (limit, callers, total) in [(100.0, 32, 600), (1000.0, 64, 3000)] {
+            let rounds = simulate(limit, 20.0, callers, total, 3, 20 * S);
+            let floor = (total as f64 - 20.0) / limit;
+            for (i, r) in rounds.iter().enumerate() {
+                eprintln!(
+                    "limit {limit}/s, round {i}: makespan {:.2} s ({:.2}x floor), p99 {:.2} s, \
+                     {} 429s, paced at {:.1}/s",
+                    r.makespan,
+                    r.makespan / floor,
+                    p99(&r.latencies),
+                    r.throttled,
+                    r.rate.unwrap_or(0.0)
+                );
+                // The first 429 pauses everybody for 1 s; whoever waited through it waits for
+                // the queue once more, not for a second pause.
+                assert!(p99(&r.latencies) < 1.5, "round {i}: {r:?}");
+                let rate = r.rate.unwrap();
+                assert!(
+                    (0.9 * limit..=1.02 * limit).contains(&rate),
+                    "round {i}: {rate}"
+                );
+            }
+            // Learning costs the first round two pauses, at most a few seconds ...
+            assert!(rounds[0].makespan < floor + 4.0, "{:?}", rounds[0].makespan);
+            // ... after which the rate stays under the limit: no 429 at all, the vault's
+            // capacity used.
+            for r in &rounds[1..] {
+                assert_eq!(r.throttled, 0);
+                assert!(r.makespan < 1.1 * floor, "{}", r.makespan);
+            }
+        }
+    }
+
     #[test]
     fn the_rate_settles_just_under_a_simulated_limit() {
         const LIMIT: f64 = 50.0;
@@ -499,81 +785,79 @@ mod tests {
         let rate = t.rate().unwrap();
         eprintln!("settled: {ok:.1} signatures/s, paced at {rate:.1}/s, {throttled} 429s in 60 s");
         // Close to the limit, not half of it (as pausing alone would give) ...
-        assert!((0.8 * LIMIT..=LIMIT).contains(&ok), "{ok}");
-        assert!((0.75 * LIMIT..=1.2 * LIMIT).contains(&rate), "{rate}");
-        // ... with a 429 every few seconds, not a storm.
-        assert!(throttled <= 20, "{throttled} 429s in the last minute");
+        assert!((0.9 * LIMIT..=LIMIT).contains(&ok), "{ok}");
+        assert!((0.9 * LIMIT..=1.1 * LIMIT).contains(&rate), "{rate}");
+        // ... with a 429 now and then, not a storm.
+        assert!(throttled <= 5, "{throttled} 429s in the last minute");
     }
 
     #[test]
-    fn the_first_429_estimates_the_rate_the_vault_accepted() {
+    fn a_429_paces_at_what_the_vault_accepted_net_of_its_burst() {
         let mut st = State::default();
         let t0 = start();
-        // 40 successes over 2 s, all paced: 20/s.
-        for i in 0..40u64 {
-            st.queue.insert(i);
-            let Poll::Go(at) = st.poll(i, t0 + Duration::from_millis(50 * i)) else {
-                panic!()
-            };
-            let p = Permit {
-                admitted_at: at,
-                waited: false,
-            };
-            assert_eq!(st.record(&p, Outcome::Accepted, at), None);
+        let ms = |n: u64| Duration::from_millis(n);
+        let sent = |at: SystemTime, waited: bool| Permit {
+            admitted_at: at,
+            waited,
+        };
+        // A key created a while ago (an answer long before the burst does not make the burst
+        // look slow) ...
+        let created = t0 - 5 * S;
+        st.record(&sent(created, false), Outcome::Accepted, created);
+        // ... then a vault of 100/s with a burst of 20 answers 20 at once, then 429: the first
+        // rate is a rough guess (20 over MIN_SPAN), from which the rate grows fast.
+        for i in 0..20 {
+            assert_eq!(
+                st.record(&sent(t0, false), Outcome::Accepted, t0 + ms(i / 5)),
+                None
+            );
         }
-        let now = t0 + 2 * S;
-        let late = Permit {
-            admitted_at: now,
-            waited: true,
-        };
-        let rate = st.record(&late, Outcome::Throttled(None), now).unwrap();
-        assert!((rate - 0.8 * 20.0).abs() < 0.5, "{rate}");
-        assert_eq!(st.paused_until, Some(now + DEFAULT_PAUSE));
-        // Answers to requests sent before that decrease do not decrease again ...
-        let early = Permit {
-            admitted_at: t0,
-            waited: true,
-        };
-        assert_eq!(st.record(&early, Outcome::Throttled(None), now + S), None);
-        assert_eq!(st.rate, Some(rate));
-        // ... but they extend the pause.
-        assert_eq!(st.paused_until, Some(now + S + DEFAULT_PAUSE));
-        // Successes raise it only when the rate held the request back; after the first
-        // decrease by SLOW_START_STEP each (slow start).
-        let unpaced = Permit {
-            admitted_at: now + S,
-            waited: false,
-        };
-        st.record(&unpaced, Outcome::Accepted, now + S);
-        assert_eq!(st.rate, Some(rate));
-        st.record(&late, Outcome::Accepted, now + S);
-        assert_eq!(st.rate, Some(rate + SLOW_START_STEP));
-        // A 429 on a request sent after the decrease decreases again.
-        let again = Permit {
-            admitted_at: now + S,
-            waited: true,
-        };
-        let r2 = st
-            .record(&again, Outcome::Throttled(None), now + S)
+        let rough = st
+            .record(&sent(t0, false), Outcome::Throttled(None), t0 + ms(5))
             .unwrap();
-        // The vault accepted less than the rate lately (22 successes in the last 2 s, the
-        // pause included): the decrease starts from that.
-        assert!(rate + SLOW_START_STEP > 11.0);
-        assert!((r2 - 0.8 * 11.0).abs() < 1e-9, "{r2}");
-        // Slow start is over: successes now add INCREASE_PER_SEC per second.
-        st.record(&late, Outcome::Accepted, now + S);
-        assert_eq!(st.rate, Some(r2 + INCREASE_PER_SEC / r2));
-        // Otherwise from the rate.
-        st.rate = Some(5.0);
-        let later = Permit {
-            admitted_at: now + S,
-            waited: true,
-        };
-        st.last_decrease = Some(now);
-        let r3 = st
-            .record(&later, Outcome::Throttled(None), now + S)
+        assert!((rough - DECREASE * 80.0).abs() < 1e-9, "{rough}");
+        assert_eq!((st.burst, st.burst_span), (20, Duration::ZERO));
+        assert_eq!(st.paused_until, Some(t0 + ms(5) + DEFAULT_PAUSE));
+        // Answers to requests sent before that decrease do not decrease again, but they
+        // extend the pause.
+        assert_eq!(
+            st.record(&sent(t0, false), Outcome::Throttled(None), t0 + ms(6)),
+            None
+        );
+        assert_eq!(st.rate, Some(rough));
+        let resume = t0 + ms(6) + DEFAULT_PAUSE;
+        assert_eq!(st.paused_until, Some(resume));
+        // Slow start: only a success that the rate held back raises it.
+        st.record(&sent(resume, false), Outcome::Accepted, resume);
+        assert_eq!(st.rate, Some(rough));
+        st.record(&sent(resume, true), Outcome::Accepted, resume);
+        assert_eq!(st.rate, Some(rough + SLOW_START_GROWTH));
+        // After the pause, requests sent at 150/s: the refilled bucket (20) and the 100/s
+        // refill carry 60 of them in 0.4 s, then 429. The new rate is just under the vault's
+        // 100/s, not under the 150/s that drew the 429 nor the 150/s we saw accepted.
+        st.rate = Some(150.0);
+        for k in 2..60u32 {
+            let at = resume + Duration::from_secs_f64(f64::from(k) / 150.0);
+            st.record(&sent(at, false), Outcome::Accepted, at);
+        }
+        let rate = st
+            .record(
+                &sent(resume + ms(400), true),
+                Outcome::Throttled(None),
+                resume + ms(401),
+            )
             .unwrap();
-        assert!((r3 - 4.0).abs() < 1e-9, "{r3}");
+        assert!((0.9 * 100.0..=100.0).contains(&rate), "{rate}");
+        assert!((rate - DECREASE * 100.0).abs() < 2.0, "{rate}");
+        // From then on it probes slowly: PROBE_GROWTH per second of paced successes, twice
+        // that after PROBE_DOUBLING without a 429.
+        let later = resume + 2 * S;
+        st.record(&sent(later, true), Outcome::Accepted, later);
+        assert!((st.rate.unwrap() - (rate + PROBE_GROWTH)).abs() < 1e-9);
+        st.probing = PROBE_DOUBLING.as_secs_f64();
+        let r = st.rate.unwrap();
+        st.record(&sent(later, true), Outcome::Accepted, later);
+        assert!((st.rate.unwrap() - (r + 2.0 * PROBE_GROWTH)).abs() < 1e-9);
     }
 
     #[test]
@@ -792,6 +1076,25 @@ mod tests {
         assert_eq!(st.poll(0, t0 + S), Poll::Go(t0 + S));
         assert_eq!(st.poll(2, t0 + 2 * S), Poll::Go(t0 + 2 * S));
         assert_eq!(st.poll(3, t0 + 2 * S), Poll::Until(t0 + 3 * S));
+    }
+
+    #[test]
+    fn pacing_keeps_its_schedule_through_late_wakeups_but_not_through_idle_time() {
+        let mut st = State::default();
+        let t0 = start();
+        let ms = |n: u64| Duration::from_millis(n);
+        st.rate = Some(10.0);
+        for seq in 0..5 {
+            st.queue.insert(seq);
+        }
+        assert_eq!(st.poll(0, t0), Poll::Go(t0));
+        // The head slept until t0 + 100 ms but woke 150 ms late: the requests it owed go now.
+        assert_eq!(st.poll(1, t0 + ms(250)), Poll::Go(t0 + ms(250)));
+        assert_eq!(st.poll(2, t0 + ms(250)), Poll::Go(t0 + ms(250)));
+        assert_eq!(st.poll(3, t0 + ms(250)), Poll::Until(t0 + ms(300)));
+        // After idle time the schedule starts over: no burst of what was not sent.
+        assert_eq!(st.poll(3, t0 + 5 * S), Poll::Go(t0 + 5 * S));
+        assert_eq!(st.poll(4, t0 + 5 * S), Poll::Until(t0 + 5 * S + ms(100)));
     }
 
     /// A manual clock whose sleeps block until the test opens the gate.
