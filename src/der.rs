@@ -47,13 +47,6 @@ impl fmt::Display for DerError {
 
 impl std::error::Error for DerError {}
 
-// The PKCS#12 parser reports problems as text; this keeps its `?`s working.
-impl From<DerError> for String {
-    fn from(e: DerError) -> String {
-        e.to_string()
-    }
-}
-
 /// A reader over DER: one tag-length-value at a time.
 #[derive(Debug, Clone, Copy)]
 pub struct Reader<'a>(&'a [u8]);
