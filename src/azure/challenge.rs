@@ -212,8 +212,8 @@ impl AllowedTenants {
         }
     }
 
-    /// `Err` with a message naming both tenants and the variable when `tenant` is not allowed.
-    pub fn check(&self, tenant: &str) -> Result<(), String> {
+    /// `Err` naming both tenants when `tenant` is not allowed.
+    pub fn check(&self, tenant: &str) -> Result<(), TenantRefused> {
         let Some(configured) = &self.configured else {
             return Ok(());
         };
@@ -222,12 +222,30 @@ impl AllowedTenants {
         {
             return Ok(());
         }
-        Err(format!(
+        Err(TenantRefused {
+            tenant: tenant.to_string(),
+            configured: configured.clone(),
+        })
+    }
+}
+
+/// A challenge asks for a token from a tenant the credential may not use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRefused {
+    pub tenant: String,
+    pub configured: String,
+}
+
+impl std::fmt::Display for TenantRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let TenantRefused { tenant, configured } = self;
+        write!(
+            f,
             "the vault's 401 challenge asks for a token from tenant {tenant:?}, but the credential \
              is configured for tenant {configured:?}; refusing to authenticate to another tenant. \
              If the vault belongs to {tenant:?}, add it to {ADDITIONALLY_ALLOWED_TENANTS} \
              (';'-separated, '*' allows any tenant)"
-        ))
+        )
     }
 }
 
@@ -277,8 +295,8 @@ pub fn decide(
     tenants: &AllowedTenants,
 ) -> Decision {
     let tenant = challenge.tenant();
-    if let Some(Err(m)) = tenant.as_deref().map(|t| tenants.check(t)) {
-        return Decision::Refuse(m);
+    if let Some(Err(e)) = tenant.as_deref().map(|t| tenants.check(t)) {
+        return Decision::Refuse(e.to_string());
     }
     let Some(scope) = challenge.scope() else {
         return Decision::RetrySameScope { tenant };

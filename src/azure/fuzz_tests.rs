@@ -306,7 +306,7 @@ fn token_responses_parse_or_fail_without_quoting_the_token() {
                 mutate(&mut rng, &seed, &donor)
             }
         };
-        match parse_token_response(body.as_bytes(), now()) {
+        match parse_token_response(body.as_bytes(), now()).map_err(|e| e.to_string()) {
             Ok(t) => {
                 ok += 1;
                 assert!(!t.token.is_empty());
