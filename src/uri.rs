@@ -58,7 +58,7 @@ pub fn parse_http_url(s: &str) -> Result<Uri, UrlError> {
     }
     // `port_u16` reads nothing from a port that is not a number: anything after the host is
     // a port part, and it has to be one.
-    if authority.as_str().len() > host.len() && !authority.port_u16().is_some_and(|p| p > 0) {
+    if authority.as_str().len() > host.len() && authority.port_u16().is_none_or(|p| p == 0) {
         return Err(UrlError::Port);
     }
     Ok(uri)
