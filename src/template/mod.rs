@@ -60,14 +60,17 @@ pub struct TemplateContext<'a> {
 impl KeyNameTemplate {
     /// Parses and validates a template. All syntax errors, unknown functions and
     /// non-deterministic functions are reported here.
-    pub fn parse(src: &str) -> Result<KeyNameTemplate, String> {
+    pub fn parse(src: &str) -> Result<KeyNameTemplate, TemplateError> {
         if src.len() > MAX_SOURCE {
-            return Err(format!(
-                "template is {} bytes long; the limit is {MAX_SOURCE}",
-                src.len()
-            ));
+            return Err(TemplateError {
+                msg: format!(
+                    "template is {} bytes long; the limit is {MAX_SOURCE}",
+                    src.len()
+                ),
+                at: None,
+            });
         }
-        let nodes = parse::parse(src).map_err(|e| e.to_string())?;
+        let nodes = parse::parse(src)?;
         Ok(KeyNameTemplate {
             source: src.to_string(),
             nodes,
@@ -77,13 +80,13 @@ impl KeyNameTemplate {
     /// Renders the template for one key. Errors are execution errors such as a function
     /// failing (`fail`, division by zero, an out-of-range `index`) or a value of the wrong
     /// type reaching a function.
-    pub fn render(&self, ctx: &TemplateContext) -> Result<String, String> {
+    pub fn render(&self, ctx: &TemplateContext) -> Result<String, TemplateError> {
         let root = Value::Data(Rc::new(Data {
             trust_domain: ctx.trust_domain.to_string(),
             key_id: ctx.key_id.to_string(),
             server_id: ctx.server_id.to_string(),
         }));
-        exec::execute(&self.source, &self.nodes, root).map_err(|e| e.to_string())
+        exec::execute(&self.source, &self.nodes, root)
     }
 
     /// The template text as configured.
@@ -93,11 +96,12 @@ impl KeyNameTemplate {
 }
 
 /// An error located in the template source.
+/// A parse or execution error, as Go's text/template words it, with the line and column of
+/// the action at fault (none for a template refused as a whole).
 #[derive(Debug)]
-pub(crate) struct TemplateError {
+pub struct TemplateError {
     msg: String,
-    line: usize,
-    column: usize,
+    at: Option<(usize, usize)>,
 }
 
 impl TemplateError {
@@ -108,21 +112,21 @@ impl TemplateError {
         let column = before.get(line_start..).map_or(0, |l| l.chars().count()) + 1;
         TemplateError {
             msg: msg.into(),
-            line,
-            column,
+            at: Some((line, column)),
         }
     }
 }
 
 impl fmt::Display for TemplateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} (line {}, column {})",
-            self.msg, self.line, self.column
-        )
+        match self.at {
+            Some((line, column)) => write!(f, "{} (line {line}, column {column})", self.msg),
+            None => f.write_str(&self.msg),
+        }
     }
 }
+
+impl std::error::Error for TemplateError {}
 
 #[cfg(test)]
 mod tests {
@@ -143,7 +147,7 @@ mod tests {
     fn parse_err(src: &str) -> String {
         match KeyNameTemplate::parse(src) {
             Ok(_) => panic!("{src:?} parsed"),
-            Err(e) => e,
+            Err(e) => e.to_string(),
         }
     }
 
@@ -151,7 +155,7 @@ mod tests {
         let t = KeyNameTemplate::parse(src).unwrap_or_else(|e| panic!("parse {src:?}: {e}"));
         match t.render(&CTX) {
             Ok(out) => panic!("{src:?} rendered {out:?}"),
-            Err(e) => e,
+            Err(e) => e.to_string(),
         }
     }
 
@@ -930,7 +934,10 @@ mod tests {
                 "{src:?} took {took:?}"
             );
             match result {
-                Err(e) => assert!(!want.is_empty() && e.contains(want), "{src:?}: {e}"),
+                Err(e) => assert!(
+                    !want.is_empty() && e.to_string().contains(want),
+                    "{src:?}: {e}"
+                ),
                 Ok(out) => assert!(want.is_empty(), "{src:?} rendered {} bytes", out.len()),
             }
         }
