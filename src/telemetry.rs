@@ -87,8 +87,11 @@ pub const DROPPED: &[&str] = &["telemetry", "dropped"];
 
 /// Where drained metrics go besides the status line: the host's Metrics service.
 pub trait Sink: Send {
-    fn send(&mut self, m: &Metric) -> Result<(), String>;
+    fn send(&mut self, m: &Metric) -> Result<(), SinkError>;
 }
+
+/// Why a sink could not take a metric (for the one warning that turns the sink off).
+pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The bounded buffer between the emitting threads and the drain thread.
 pub struct Registry {
@@ -149,7 +152,7 @@ impl Registry {
             if let Err(e) = sink.send(m) {
                 // One warning, then no more attempts: a host that stopped answering would
                 // otherwise cost a timeout per metric and fill the buffer.
-                log::warn!(reason = e; "Sending metrics to spire-server failed; no more metrics will be sent (the hourly status line goes on)");
+                log::warn!(reason:% = e; "Sending metrics to spire-server failed; no more metrics will be sent (the hourly status line goes on)");
                 *state = SinkState::Off;
             }
         }
@@ -474,7 +477,7 @@ mod tests {
     #[derive(Clone, Default)]
     struct Recorder(Arc<Mutex<Vec<Metric>>>);
     impl Sink for Recorder {
-        fn send(&mut self, m: &Metric) -> Result<(), String> {
+        fn send(&mut self, m: &Metric) -> Result<(), SinkError> {
             self.0.lock().unwrap().push(m.clone());
             Ok(())
         }
@@ -482,7 +485,7 @@ mod tests {
 
     struct Failing(Arc<AtomicU64>);
     impl Sink for Failing {
-        fn send(&mut self, _m: &Metric) -> Result<(), String> {
+        fn send(&mut self, _m: &Metric) -> Result<(), SinkError> {
             self.0.fetch_add(1, Ordering::SeqCst);
             Err("host gone".into())
         }

@@ -10,7 +10,7 @@ use grpcio::{CallOption, ChannelBuilder, Client, EnvBuilder, Environment};
 
 use super::proto::goplugin::ConnInfo;
 use super::proto::metrics::{self, AddSampleRequest, IncrCounterRequest, Label};
-use crate::telemetry::{self, Kind, Metric, Sink};
+use crate::telemetry::{self, Kind, Metric, Sink, SinkError};
 
 /// The broker id spire-server announces its host services under (the plugin SDK's
 /// `HostServiceProviderID`).
@@ -27,12 +27,9 @@ pub struct MetricsClient {
 
 impl MetricsClient {
     /// A client for the host socket in `info` (`unix`). The connection is made at the first call.
-    pub fn new(info: &ConnInfo) -> Result<Self, String> {
+    pub fn new(info: &ConnInfo) -> Result<Self, UnsupportedNetwork> {
         if info.network != "unix" {
-            return Err(format!(
-                "host services on network {:?} are not supported (only unix)",
-                info.network
-            ));
+            return Err(UnsupportedNetwork(info.network.clone()));
         }
         let env = Arc::new(
             EnvBuilder::new()
@@ -61,7 +58,7 @@ fn labels(m: &Metric) -> Vec<Label> {
 }
 
 impl Sink for MetricsClient {
-    fn send(&mut self, m: &Metric) -> Result<(), String> {
+    fn send(&mut self, m: &Metric) -> Result<(), SinkError> {
         let opt = || CallOption::default().timeout(CALL_TIMEOUT);
         let result = match m.kind {
             Kind::Counter => {
@@ -85,7 +82,21 @@ impl Sink for MetricsClient {
                     .map(|_| ())
             }
         };
-        result.map_err(|e| e.to_string())
+        Ok(result?)
+    }
+}
+
+/// The broker announced host services on another network than a unix socket.
+#[derive(Debug)]
+pub struct UnsupportedNetwork(String);
+
+impl std::fmt::Display for UnsupportedNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let network = &self.0;
+        write!(
+            f,
+            "host services on network {network:?} are not supported (only unix)"
+        )
     }
 }
 
@@ -145,7 +156,7 @@ impl HostServices {
                         telemetry::global().connect(Box::new(client));
                     }
                     Err(e) => {
-                        log::warn!(reason = e; "Cannot reach spire-server's host services; metrics only feed the hourly status line");
+                        log::warn!(reason:% = e; "Cannot reach spire-server's host services; metrics only feed the hourly status line");
                         telemetry::global().disconnect();
                     }
                 }
