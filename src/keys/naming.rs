@@ -13,6 +13,9 @@ pub const TAG_SERVER_ID: &str = "spire-server-id";
 pub const TAG_KEY_ID: &str = "spire-key-id";
 /// A tag every shared-keys-mode key carries; sweeps never delete such keys.
 pub const TAG_SHARED: &str = "spire-shared-key";
+/// Shared keys mode: the tag on a key's latest version claiming the next rotation,
+/// `<nonce>|<unix secs>` (the claim protocol is described in `keys::shared`).
+pub const TAG_ROTATION_CLAIM: &str = "spire-rotation-claim";
 
 pub const NAME_PREFIX: &str = "spire-key-";
 /// `spire-key-` + 36-char UUID + `-`: the offset where the Go plugin reads the SPIRE key id.

@@ -4,9 +4,9 @@
 //!
 //! Convergence: a rotation first adopts a version created by any server within the freshness
 //! window (15 minutes). Otherwise, when the key exists, the servers claim the rotation with a tag
-//! on its latest version (write, wait, read back: the last writer wins) and only the winner
-//! creates; the others wait for its version, or for the claim to expire when its writer died,
-//! then claim again. A first creation has no version to hold a claim: each server waits a random
+//! (`spire-rotation-claim`, `naming::TAG_ROTATION_CLAIM`; no separate lock tag) on its latest
+//! version (write, wait, read back: the last writer wins) and only the winner creates; the others
+//! wait for its version, or for the claim to expire when its writer died, then claim again. A first creation has no version to hold a claim: each server waits a random
 //! moment, looks again, and only then creates, so several may create. After creating, a server
 //! waits a settle period (longer than Key Vault's 1-second `created` resolution plus a peer's
 //! check-to-create gap) and re-reads the versions; every server adopts the same one: the earliest
@@ -27,7 +27,7 @@ use crate::config::SharedKeysConfig;
 use crate::error::{Code, PluginError};
 use crate::keys::cache::KeyEntry;
 use crate::keys::discovery::{fetch_one_entry, SharedKeyMatcher};
-use crate::keys::naming::{is_valid_name, key_tags, TAG_SHARED};
+use crate::keys::naming::{is_valid_name, key_tags, TAG_ROTATION_CLAIM, TAG_SHARED};
 use crate::plugin::proto::keymanager::KeyType;
 use crate::template::TemplateContext;
 
@@ -186,9 +186,6 @@ impl SharedKeys {
         }
     }
 }
-
-/// Tag on a shared key's latest version claiming the next rotation: `<nonce>|<unix secs>`.
-pub const TAG_ROTATION_CLAIM: &str = "spire-rotation-claim";
 
 /// Key Vault stamps `created` in whole seconds.
 const CREATED_RESOLUTION: Duration = Duration::from_secs(1);
