@@ -4,7 +4,6 @@
 //! One HTTPS listener (vault + token endpoint, certificate issued by a CA generated at start)
 //! and one plain-HTTP listener (managed identity), both on 127.0.0.1 with random ports.
 //! Thread per connection, HTTP/1.1 keep-alive. Dropping the `FakeAzure` stops every thread.
-//! See /work/notes/fake_azure_api.md for the agreed API.
 
 // Explicit paths so the children resolve the same whether this file is reached through
 // `mod support;` (tests/support/mod.rs) or through a `#[path]` attribute.
@@ -56,7 +55,7 @@ pub struct FakeKeyVersion {
     pub tags: HashMap<String, String>,
     pub kty: String,
     pub crv: Option<String>,
-    /// Addition to the agreed API: the key's current `key_ops`.
+    /// The key's current `key_ops`.
     pub key_ops: Vec<String>,
 }
 
@@ -96,12 +95,12 @@ pub enum FaultKind {
     TruncatedBody,
     /// Close the socket without answering.
     DropConnection,
-    /// Addition to the agreed API: serve the request (the vault state changes), then close the
+    /// Serve the request (the vault state changes), then close the
     /// socket without answering, as when a response is lost on its way back.
     LoseResponse,
     /// Sign only: 200 with a signature 1 byte short.
     WrongSignatureLength,
-    /// Addition to the agreed API. Sign only: 200 with a valid signature of the requested
+    /// Sign only: 200 with a valid signature of the requested
     /// digest and algorithm by a fresh key of the same type (a substituted key or answer).
     ForeignSignature,
     /// Get/Create only: 200 whose JWK has another kty/crv than stored.
@@ -118,7 +117,7 @@ pub struct RecordedRequest {
     pub status: u16,
     pub authorization: Option<String>,
     pub body: String,
-    /// Addition to the agreed API: request headers, names lowercased, in arrival order
+    /// Request headers, names lowercased, in arrival order
     /// (`authorization` included).
     pub headers: Vec<(String, String)>,
 }
@@ -194,7 +193,7 @@ pub fn agent_trusting(ca_pem: &str) -> ureq::Agent {
 
 impl FakeAzure {
     pub const TENANT: &'static str = "00000000-0000-0000-0000-0000000000aa";
-    /// Addition to the agreed API: a public-cloud vault host the server certificate also
+    /// A public-cloud vault host the server certificate also
     /// covers. Microsoft's Go SDK only sends a token to a host ending in the challenge
     /// resource's domain (`.vault.azure.net`, port included in the comparison), so clients
     /// built on it reach the fake as `https://<this>/` through a CONNECT proxy.
@@ -503,7 +502,7 @@ impl FakeAzure {
         });
     }
 
-    /// Addition to the agreed API: uses of injected faults not consumed yet. A fault is
+    /// Uses of injected faults not consumed yet. A fault is
     /// consumed when its request arrives (before a `Latency` fault's delay), so this turning 0
     /// tells a test that the request is now inside the fake.
     pub fn pending_faults(&self) -> usize {
@@ -562,18 +561,18 @@ impl FakeAzure {
         self.shared.state().issued.clone()
     }
 
-    /// Addition to the agreed API: connections accepted so far on both listeners (a client
+    /// Connections accepted so far on both listeners (a client
     /// that pools its connections keeps this small).
     pub fn connections_accepted(&self) -> u64 {
         lock(&self.shared.conns).next_id
     }
 
-    /// Addition to the agreed API: the HTTPS listener address.
+    /// The HTTPS listener address.
     pub fn https_addr(&self) -> SocketAddr {
         self.https_addr
     }
 
-    /// Addition to the agreed API: the plain-HTTP (managed identity) listener address.
+    /// The plain-HTTP (managed identity) listener address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
     }
