@@ -745,9 +745,9 @@ mod tests {
     }
 
     fn enabled(vault: &MemoryVault, version: &str) -> bool {
-        vault.state.lock().unwrap().keys[NAME]
-            .iter()
-            .any(|v| v.version == version && v.enabled)
+        vault.with_versions(NAME, |vs| {
+            vs.iter().any(|v| v.version == version && v.enabled)
+        })
     }
 
     fn stale(clock: &ManualClock) -> f64 {
@@ -771,15 +771,15 @@ mod tests {
         let (e2, v3) = (e.clone(), Arc::clone(&v));
         peers.before("versions", 3, move |vault| {
             peer_version(vault, now, &[]);
-            let mut st = vault.state.lock().unwrap();
-            let versions = st.keys.get_mut(NAME).unwrap();
-            versions.last_mut().unwrap().version = e2;
             let v = v3.lock().unwrap().clone();
-            versions
-                .iter_mut()
-                .find(|x| x.version == v)
-                .unwrap()
-                .enabled = false;
+            vault.with_versions(NAME, |versions| {
+                versions.last_mut().unwrap().version = e2;
+                versions
+                    .iter_mut()
+                    .find(|x| x.version == v)
+                    .unwrap()
+                    .enabled = false;
+            });
         });
         let entry = generate(&peers).unwrap();
         assert_eq!(entry.version, e, "adopted the version that lost");
@@ -800,7 +800,7 @@ mod tests {
         peers.before("create", 1, move |vault| {
             peer_version(vault, now, &[]);
             let w = "0".repeat(32);
-            vault.state.lock().unwrap().keys.get_mut(NAME).unwrap()[0].version = w.clone();
+            vault.with_versions(NAME, |vs| vs[0].version = w.clone());
             let o = peer_version(vault, now + 1.0, &[]);
             let r = vault.insert(NAME, "EC-P384", &[], now, now);
             ids2.lock().unwrap().extend([w, o, r]);
@@ -808,11 +808,12 @@ mod tests {
         let entry = generate(&peers).unwrap();
         let [w, o, r] = ids.lock().unwrap().clone().try_into().unwrap();
         assert_eq!(entry.version, w);
-        let ours = peers.vault.state.lock().unwrap().keys[NAME]
-            .iter()
-            .map(|v| v.version.clone())
-            .find(|v| ![&w, &o, &r].contains(&v))
-            .unwrap();
+        let ours = peers.vault.with_versions(NAME, |vs| {
+            vs.iter()
+                .map(|v| v.version.clone())
+                .find(|v| ![&w, &o, &r].contains(&v))
+                .unwrap()
+        });
         assert!(enabled(&peers.vault, &w));
         assert!(!enabled(&peers.vault, &ours), "our losing version");
         assert!(!enabled(&peers.vault, &o), "the dead peer's losing version");

@@ -16,7 +16,7 @@ mod keys;
 #[path = "fake_azure/vault.rs"]
 mod vault;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,17 +24,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use azkv_testkit::vault::KeyVersion as StoredVersion;
+use azkv_testkit::vault::{KeyMaterial as Material, KeyStore, SignError, StoredKey};
 use http::{Reply, Request, Response};
-use keys::Material;
 
 /// Key types the fake can hold.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum FakeKeyType {
-    EcP256,
-    EcP384,
-    Rsa2048,
-    Rsa4096,
-}
+pub use azkv_testkit::vault::KeyKind as FakeKeyType;
 
 /// Snapshot of one key (all versions) as stored by the fake.
 #[derive(Clone, Debug)]
@@ -379,36 +374,15 @@ impl FakeAzure {
         updated: f64,
         enabled: bool,
     ) -> String {
-        let material = Material::generate(kind);
-        let tags = tags
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let version = keys::new_version_id();
-        let mut st = self.shared.state();
-        let key_id = name.to_ascii_lowercase();
-        if st.keys.get(&key_id).is_some_and(|k| k.deleted.is_some()) {
-            st.keys.remove(&key_id);
-        }
-        let key = st.keys.entry(key_id).or_insert_with(|| StoredKey {
-            name: name.to_string(),
-            deleted: None,
-            versions: Vec::new(),
-        });
-        key.versions.push(StoredVersion {
-            version: version.clone(),
-            created,
-            updated,
-            enabled,
-            tags,
-            key_ops: vec!["sign".to_string(), "verify".to_string()],
-            kty: material.kty().to_string(),
-            material: Arc::new(material),
-        });
+        // Key generation (RSA especially) runs without the state lock.
+        let mut v = StoredVersion::new(keys::new_version_id(), kind, tags, created, updated);
+        v.enabled = enabled;
+        let version = v.version.clone();
+        self.shared.state().keys.insert(name, v);
         version
     }
 
-    /// Addition to the agreed API: moves the `created` and `updated` times of every version of
+    /// Moves the `created` and `updated` times of every version of
     /// `name` back by `secs` (a key made that long ago); no-op for an unknown name.
     pub fn age_key(&self, name: &str, secs: f64) {
         let mut st = self.shared.state();
@@ -429,36 +403,18 @@ impl FakeAzure {
             .map(|k| FakeKey {
                 name: k.name.clone(),
                 deleted: k.deleted.is_some(),
-                versions: k.versions.iter().map(StoredVersion::snapshot).collect(),
+                versions: k.versions.iter().map(snapshot).collect(),
             })
             .collect()
     }
 
     /// Live (not deleted) key names, sorted.
     pub fn key_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .shared
-            .state()
-            .keys
-            .values()
-            .filter(|k| k.deleted.is_none())
-            .map(|k| k.name.clone())
-            .collect();
-        v.sort();
-        v
+        self.shared.state().keys.names(false)
     }
 
     pub fn deleted_key_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .shared
-            .state()
-            .keys
-            .values()
-            .filter(|k| k.deleted.is_some())
-            .map(|k| k.name.clone())
-            .collect();
-        v.sort();
-        v
+        self.shared.state().keys.names(true)
     }
 
     /// PKIX SubjectPublicKeyInfo DER of a version (`""` = latest), deleted keys included.
@@ -486,7 +442,7 @@ impl FakeAzure {
 
     /// Removes the key entirely (deleted or not).
     pub fn purge(&self, name: &str) {
-        self.shared.state().keys.remove(&name.to_ascii_lowercase());
+        self.shared.state().keys.purge(name);
     }
 
     /// The next `times` requests matching `route` (`Any` = every request, on both listeners)
@@ -672,8 +628,8 @@ struct Conns {
 #[derive(Default)]
 struct State {
     now: f64,
-    /// Keyed by lowercase name (Key Vault names are case-insensitive).
-    keys: BTreeMap<String, StoredKey>,
+    /// The key store the unit tests' `MemoryVault` also keeps its keys in.
+    keys: KeyStore,
     token_lifetime: u64,
     valid_tokens: HashSet<String>,
     issued: Vec<String>,
@@ -715,55 +671,16 @@ struct Fault {
     remaining: usize,
 }
 
-struct StoredKey {
-    name: String,
-    /// Deletion time when soft-deleted.
-    deleted: Option<f64>,
-    versions: Vec<StoredVersion>,
-}
-
-impl StoredKey {
-    /// `""` selects the latest version.
-    fn find_version(&self, version: &str) -> Option<&StoredVersion> {
-        if version.is_empty() {
-            self.versions.last()
-        } else {
-            self.versions.iter().find(|v| v.version == version)
-        }
-    }
-
-    fn find_version_mut(&mut self, version: &str) -> Option<&mut StoredVersion> {
-        if version.is_empty() {
-            self.versions.last_mut()
-        } else {
-            self.versions.iter_mut().find(|v| v.version == version)
-        }
-    }
-}
-
-struct StoredVersion {
-    version: String,
-    created: f64,
-    updated: f64,
-    enabled: bool,
-    tags: HashMap<String, String>,
-    key_ops: Vec<String>,
-    kty: String,
-    material: Arc<Material>,
-}
-
-impl StoredVersion {
-    fn snapshot(&self) -> FakeKeyVersion {
-        FakeKeyVersion {
-            version: self.version.clone(),
-            created: self.created,
-            updated: self.updated,
-            enabled: self.enabled,
-            tags: self.tags.clone(),
-            kty: self.kty.clone(),
-            crv: self.material.crv().map(str::to_string),
-            key_ops: self.key_ops.clone(),
-        }
+fn snapshot(v: &StoredVersion) -> FakeKeyVersion {
+    FakeKeyVersion {
+        version: v.version.clone(),
+        created: v.created,
+        updated: v.updated,
+        enabled: v.enabled,
+        tags: v.tags.clone(),
+        kty: v.kty.clone(),
+        crv: v.material.crv().map(str::to_string),
+        key_ops: v.key_ops.clone(),
     }
 }
 
