@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use azkv::plugin::proto::keymanager::{HashAlgorithm, KeyType, SignerOpts};
 use support::env::{plugin_env, secrets, standard_hcl, TD};
@@ -50,14 +50,9 @@ fn count(got: &[ReceivedMetric], method: &str, k: &[&str]) -> usize {
 }
 
 fn wait_until(p: &PluginProcess, mut cond: impl FnMut(&[ReceivedMetric]) -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if cond(&p.received_metrics()) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
+    azkv_testkit::wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        cond(&p.received_metrics())
+    })
 }
 
 fn sign(p: &PluginProcess, id: &str) {

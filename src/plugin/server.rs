@@ -63,8 +63,8 @@ pub fn serve(core: Arc<dyn PluginCore>, signals: SignalSet) -> i32 {
     let (stop_tx, stop_rx) = crossbeam_channel::unbounded();
     let pool = Arc::new(WorkerPool::new(MAX_WORKERS));
     // One completion-queue thread: handlers never block (network work goes to the worker
-    // pool). With two, events were handed between the two pollers: in examples/bench.rs a
-    // GetPublicKey cost 144 µs of plugin CPU with two and 100 µs with one.
+    // pool), and with two, events were handed between the two pollers, which cost CPU on every
+    // call (README "Benchmarks", "This plugin alone").
     let env = Arc::new(
         EnvBuilder::new()
             .cq_count(1)

@@ -718,21 +718,7 @@ mod tests {
         assert!(dbg.contains("k-{{ .KeyID }}"), "{dbg}");
     }
 
-    /// xorshift64*: deterministic pseudo-random numbers for the garbage-input loop.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use azkv_testkit::Rng;
 
     #[test]
     fn garbage_never_panics_or_hangs() {
@@ -839,12 +825,12 @@ mod tests {
                 key_id: "x.y+z",
             },
         ];
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
         let mut parsed = 0;
         for i in 0..30_000 {
             let src: String = if i % 10 == 0 {
                 // Raw bytes, lossily decoded, to reach odd characters.
-                let bytes: Vec<u8> = (0..rng.below(40)).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..rng.below(40)).map(|_| rng.next_u64() as u8).collect();
                 String::from_utf8_lossy(&bytes).into_owned()
             } else {
                 (0..rng.below(24))
@@ -869,7 +855,7 @@ mod tests {
             r#"{{ range $i, $e := splitList "." .TrustDomain }}{{ if $i }}-{{ end }}{{ $e | trunc 3 }}{{ end }}"#,
             r#"{{- with $k := .KeyID | lower -}}{{ printf "%s-%05d" $k (len $k) }}{{- end -}}"#,
         ];
-        let mut rng = Rng(42);
+        let mut rng = Rng::new(42);
         for _ in 0..20_000 {
             let seed = seeds[rng.below(seeds.len())];
             let mut chars: Vec<char> = seed.chars().collect();

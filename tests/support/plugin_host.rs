@@ -424,14 +424,9 @@ impl PluginProcess {
     }
 
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        None
+        azkv_testkit::poll_until(limit, Duration::from_millis(5), || {
+            self.child.try_wait().ok().flatten()
+        })
     }
 
     pub fn kill9(&mut self) {
@@ -449,14 +444,9 @@ impl PluginProcess {
 
     /// Waits until a stderr line contains `needle` (background work observed through logs).
     pub fn wait_for_log(&self, needle: &str, limit: Duration) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if self.stderr_lines().iter().any(|l| l.contains(needle)) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
+        azkv_testkit::wait_until(limit, Duration::from_millis(10), || {
+            self.stderr_lines().iter().any(|l| l.contains(needle))
+        })
     }
 
     /// Every stderr line is an hclog JSON object SPIRE can parse, and none contains a secret.
