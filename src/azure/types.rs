@@ -295,6 +295,43 @@ pub trait KeyVaultApi: Send + Sync {
 mod tests {
     use super::*;
 
+    /// The service error's text is what SPIRE logs and tests match on: codes in parentheses
+    /// (outer/inner when both), then the message when there is one.
+    #[test]
+    fn service_error_messages() {
+        let some = |s: &str| Some(s.to_string());
+        for (code, inner_code, message, want) in [
+            (
+                some("C"),
+                some("I"),
+                "m",
+                "Key Vault returned HTTP 409 (C/I): m",
+            ),
+            (some("C"), None, "m", "Key Vault returned HTTP 409 (C): m"),
+            (None, some("I"), "m", "Key Vault returned HTTP 409 (I): m"),
+            (None, None, "m", "Key Vault returned HTTP 409: m"),
+            (
+                some("C"),
+                some("I"),
+                "",
+                "Key Vault returned HTTP 409 (C/I)",
+            ),
+            (None, None, "", "Key Vault returned HTTP 409"),
+        ] {
+            let e = AzureError::Service {
+                status: 409,
+                code,
+                inner_code,
+                message: message.to_string(),
+            };
+            assert_eq!(e.to_string(), want);
+        }
+        assert_eq!(
+            AzureError::Throttled("t".into()).to_string(),
+            "Key Vault is throttling requests: t"
+        );
+    }
+
     #[test]
     fn kid_parsing() {
         assert_eq!(
