@@ -230,23 +230,16 @@ impl AllowedTenants {
 }
 
 /// A challenge asks for a token from a tenant the credential may not use.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the vault's 401 challenge asks for a token from tenant {tenant:?}, but the credential is \
+     configured for tenant {configured:?}; refusing to authenticate to another tenant. If the \
+     vault belongs to {tenant:?}, add it to {ADDITIONALLY_ALLOWED_TENANTS} (';'-separated, '*' \
+     allows any tenant)"
+)]
 pub struct TenantRefused {
     pub tenant: String,
     pub configured: String,
-}
-
-impl std::fmt::Display for TenantRefused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let TenantRefused { tenant, configured } = self;
-        write!(
-            f,
-            "the vault's 401 challenge asks for a token from tenant {tenant:?}, but the credential \
-             is configured for tenant {configured:?}; refusing to authenticate to another tenant. \
-             If the vault belongs to {tenant:?}, add it to {ADDITIONALLY_ALLOWED_TENANTS} \
-             (';'-separated, '*' allows any tenant)"
-        )
-    }
 }
 
 /// What to do about a challenge.

@@ -26,7 +26,6 @@ mod parse;
 mod raw;
 mod trust_domain;
 
-use std::fmt;
 use std::path::PathBuf;
 
 use regex::Regex;
@@ -141,7 +140,8 @@ pub fn ignored_key_note(key: &str) -> String {
 }
 
 /// A configuration the plugin refuses; the message is the gRPC InvalidArgument text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct ConfigError {
     message: String,
 }
@@ -151,14 +151,6 @@ impl ConfigError {
         &self.message
     }
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// Outcome of [`validate`]: every problem in reference order, the ignored keys, and the
 /// config when there is no problem.

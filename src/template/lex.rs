@@ -436,35 +436,22 @@ impl<'a> Lexer<'a> {
 }
 
 /// Why the escapes of a quoted string cannot be decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(super) enum UnquoteError {
     /// A backslash ends the string.
+    #[error("invalid syntax in quoted string")]
     Syntax,
+    #[error("invalid hex escape in quoted string")]
     Hex,
+    #[error("invalid octal escape in quoted string")]
     Octal,
     /// `\u` or `\U` (the letter) naming a value that is not a Unicode scalar value.
+    #[error("invalid Unicode code point \\{0}{1:x} in string")]
     CodePoint(char, u32),
+    #[error("unknown escape sequence \\{0} in quoted string")]
     UnknownEscape(char),
+    #[error("quoted string is not valid UTF-8 (check \\x and octal escapes)")]
     NotUtf8,
-}
-
-impl std::fmt::Display for UnquoteError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            UnquoteError::Syntax => f.write_str("invalid syntax in quoted string"),
-            UnquoteError::Hex => f.write_str("invalid hex escape in quoted string"),
-            UnquoteError::Octal => f.write_str("invalid octal escape in quoted string"),
-            UnquoteError::CodePoint(e, v) => {
-                write!(f, "invalid Unicode code point \\{e}{v:x} in string")
-            }
-            UnquoteError::UnknownEscape(e) => {
-                write!(f, "unknown escape sequence \\{e} in quoted string")
-            }
-            UnquoteError::NotUtf8 => {
-                f.write_str("quoted string is not valid UTF-8 (check \\x and octal escapes)")
-            }
-        }
-    }
 }
 
 /// Decodes the escapes of a Go interpreted string or character literal body (`strconv.Unquote`).

@@ -83,48 +83,26 @@ fn underscores_ok(digits: &str, prefixed: bool) -> bool {
     !prev_underscore
 }
 
-/// Why a number constant is refused, and the constant as written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct NumberError {
-    kind: NumberKind,
-    text: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum NumberKind {
-    Complex,
-    Overflow,
-    Syntax,
-    HexFloat,
-    OutOfRange,
-}
-
-impl std::fmt::Display for NumberError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let text = &self.text;
-        match self.kind {
-            NumberKind::Complex => write!(f, "complex number {text} is not supported"),
-            NumberKind::Overflow => write!(f, "integer overflow: {text:?}"),
-            NumberKind::Syntax => write!(f, "illegal number syntax: {text:?}"),
-            NumberKind::HexFloat => {
-                write!(
-                    f,
-                    "hexadecimal floating-point constant {text} is not supported"
-                )
-            }
-            NumberKind::OutOfRange => write!(f, "number {text} is out of range"),
-        }
-    }
+/// Why a number constant is refused; each variant holds the constant as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum NumberError {
+    #[error("complex number {0} is not supported")]
+    Complex(String),
+    #[error("integer overflow: {0:?}")]
+    Overflow(String),
+    #[error("illegal number syntax: {0:?}")]
+    Syntax(String),
+    #[error("hexadecimal floating-point constant {0} is not supported")]
+    HexFloat(String),
+    #[error("number {0} is out of range")]
+    OutOfRange(String),
 }
 
 /// A number constant as Go's template parser reads it.
 pub(crate) fn parse_number(text: &str) -> Result<NumLit, NumberError> {
-    let err = |kind| NumberError {
-        kind,
-        text: text.to_string(),
-    };
+    let err = |variant: fn(String) -> NumberError| variant(text.to_string());
     if text.ends_with('i') {
-        return Err(err(NumberKind::Complex));
+        return Err(err(NumberError::Complex));
     }
     let lower = text.to_ascii_lowercase();
     let hex = lower.trim_start_matches(['+', '-']).starts_with("0x");
@@ -148,12 +126,12 @@ pub(crate) fn parse_number(text: &str) -> Result<NumLit, NumberError> {
             .all(|c| c.is_ascii_digit() || c == '_')
             && !text.trim_start_matches(['+', '-']).starts_with('0')
         {
-            return Err(err(NumberKind::Overflow));
+            return Err(err(NumberError::Overflow));
         }
-        return Err(err(NumberKind::Syntax));
+        return Err(err(NumberError::Syntax));
     }
     if hex {
-        return Err(err(NumberKind::HexFloat));
+        return Err(err(NumberError::HexFloat));
     }
     // Go allows `_` only between digits.
     let b = text.as_bytes();
@@ -162,12 +140,12 @@ pub(crate) fn parse_number(text: &str) -> Result<NumLit, NumberError> {
             || (i > 0 && b[i - 1].is_ascii_digit() && b.get(i + 1).is_some_and(u8::is_ascii_digit))
     });
     if !separated {
-        return Err(err(NumberKind::Syntax));
+        return Err(err(NumberError::Syntax));
     }
     let clean: String = text.chars().filter(|&c| c != '_').collect();
-    let f: f64 = clean.parse().map_err(|_| err(NumberKind::Syntax))?;
+    let f: f64 = clean.parse().map_err(|_| err(NumberError::Syntax))?;
     if !f.is_finite() {
-        return Err(err(NumberKind::OutOfRange));
+        return Err(err(NumberError::OutOfRange));
     }
     // An integral float also has an integer value (Go's NumberNode.IsInt).
     let int = if f.fract() == 0.0 && f.abs() < 9.2e18 {

@@ -98,7 +98,11 @@ impl KeyNameTemplate {
 /// An error located in the template source.
 /// A parse or execution error, as Go's text/template words it, with the line and column of
 /// the action at fault (none for a template refused as a whole).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{msg}{}",
+    .at.map(|(line, column)| format!(" (line {line}, column {column})")).unwrap_or_default()
+)]
 pub struct TemplateError {
     msg: String,
     at: Option<(usize, usize)>,
@@ -116,17 +120,6 @@ impl TemplateError {
         }
     }
 }
-
-impl fmt::Display for TemplateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.at {
-            Some((line, column)) => write!(f, "{} (line {line}, column {column})", self.msg),
-            None => f.write_str(&self.msg),
-        }
-    }
-}
-
-impl std::error::Error for TemplateError {}
 
 #[cfg(test)]
 mod tests {

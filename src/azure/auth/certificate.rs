@@ -46,41 +46,26 @@ const ASSERTION_LIFETIME: Duration = Duration::from_secs(10 * 60);
 const MAX_FILE_SIZE: u64 = 1 << 20;
 
 /// Why the contents of a certificate file cannot be used.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum CertificateError {
     /// A password-protected PKCS#12 file, and no `AZURE_CLIENT_CERTIFICATE_PASSWORD`.
+    #[error("the PKCS#12 file is password-protected: set AZURE_CLIENT_CERTIFICATE_PASSWORD")]
     PasswordMissing,
     /// Neither PEM nor a PKCS#12 file that can be read.
-    NotPkcs12(Pkcs12Error),
+    #[error("not PEM, and not a usable PKCS#12 file: {0}")]
+    NotPkcs12(#[source] Pkcs12Error),
     /// The PEM bundle's `ENCRYPTED PRIVATE KEY` block cannot be decrypted.
-    EncryptedKey(Pkcs12Error),
-    Pem(pem::PemError),
+    #[error("the private key {0}")]
+    EncryptedKey(#[source] Pkcs12Error),
+    #[error("not a valid PEM file ({0})")]
+    Pem(#[source] pem::PemError),
     /// ring refuses the key as an RSA private key.
+    #[error("the private key is not a usable RSA key ({0})")]
     NotRsa(ring::error::KeyRejected),
     /// A missing or mismatched part, or an unsupported format (the text says which).
+    #[error("{0}")]
     Unusable(&'static str),
 }
-
-impl std::fmt::Display for CertificateError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CertificateError::PasswordMissing => f.write_str(
-                "the PKCS#12 file is password-protected: set AZURE_CLIENT_CERTIFICATE_PASSWORD",
-            ),
-            CertificateError::NotPkcs12(e) => {
-                write!(f, "not PEM, and not a usable PKCS#12 file: {e}")
-            }
-            CertificateError::EncryptedKey(e) => write!(f, "the private key {e}"),
-            CertificateError::Pem(e) => write!(f, "not a valid PEM file ({e})"),
-            CertificateError::NotRsa(e) => {
-                write!(f, "the private key is not a usable RSA key ({e})")
-            }
-            CertificateError::Unusable(m) => f.write_str(m),
-        }
-    }
-}
-
-impl std::error::Error for CertificateError {}
 
 use CertificateError::Unusable;
 

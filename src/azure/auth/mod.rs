@@ -58,21 +58,14 @@ impl fmt::Debug for AccessToken {
 }
 
 /// Why a credential produced no token.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CredentialError {
     /// Not configured here (variables missing, IMDS unreachable): the chain moves on.
+    #[error("unavailable: {0}")]
     Unavailable(String),
     /// Configured but failed (rejected secret, unreadable token file): the chain stops.
-    Failed(AzureError),
-}
-
-impl fmt::Display for CredentialError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CredentialError::Unavailable(m) => write!(f, "unavailable: {m}"),
-            CredentialError::Failed(e) => write!(f, "{e}"),
-        }
-    }
+    #[error("{0}")]
+    Failed(#[source] AzureError),
 }
 
 /// A source of access tokens. Implementations are blocking and thread-safe.
@@ -294,26 +287,15 @@ pub fn parse_token_response(
 
 /// Why a token response cannot be used. `Display` never quotes the body (it holds the token);
 /// serde_json's error only gives a position.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum TokenResponseError {
-    NotJson(serde_json::Error),
+    #[error("token response is not JSON ({0})")]
+    NotJson(#[source] serde_json::Error),
+    #[error("token response has no access_token")]
     NoAccessToken,
+    #[error("token response has neither a numeric expires_in nor expires_on")]
     NoExpiry,
 }
-
-impl fmt::Display for TokenResponseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TokenResponseError::NotJson(e) => write!(f, "token response is not JSON ({e})"),
-            TokenResponseError::NoAccessToken => f.write_str("token response has no access_token"),
-            TokenResponseError::NoExpiry => {
-                f.write_str("token response has neither a numeric expires_in nor expires_on")
-            }
-        }
-    }
-}
-
-impl std::error::Error for TokenResponseError {}
 
 /// A readable reason from an OAuth2 / managed identity error body: `error` + the first line of
 /// `error_description` (AADSTS code and text), or `error.code` + `error.message`. Bounded.

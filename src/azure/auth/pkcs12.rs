@@ -28,65 +28,40 @@ use crate::der::{
 };
 
 /// Why a PKCS#12 file or an encrypted PKCS#8 key cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Pkcs12Error {
-    Der(DerError),
+    #[error(transparent)]
+    Der(#[from] DerError),
     /// The MAC does not verify, or the decrypted bytes are not what they should be.
+    #[error("cannot decrypt it: wrong AZURE_CLIENT_CERTIFICATE_PASSWORD, or a damaged file")]
     WrongPassword,
     /// An iteration count that is not a small positive integer (`out_of_range`: above `u32`).
-    BadIterationCount {
-        out_of_range: bool,
-    },
+    #[error(
+        "iteration count: {}",
+        if *.out_of_range { "out of range" } else { "not a small positive integer" }
+    )]
+    BadIterationCount { out_of_range: bool },
+    #[error("{0} iteration count 0 is out of range")]
     ZeroIterations(&'static str),
+    #[error(
+        "its {kind} iteration count {n} is above the limit of {max}; re-export it with \
+         fewer iterations"
+    )]
     TooManyIterations {
         kind: &'static str,
         n: u32,
         max: u32,
     },
     /// The file's derivations together exceed `MAX_TOTAL_ROUNDS`.
+    #[error(
+        "its key derivations need more than {MAX_TOTAL_ROUNDS} rounds in total; re-export it \
+         with fewer iterations"
+    )]
     TooMuchWork,
     /// An algorithm this module does not handle, or a structure it refuses (the text says
     /// which).
+    #[error("{0}")]
     Unusable(&'static str),
-}
-
-impl std::fmt::Display for Pkcs12Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Pkcs12Error::Der(e) => write!(f, "{e}"),
-            Pkcs12Error::WrongPassword => f.write_str(
-                "cannot decrypt it: wrong AZURE_CLIENT_CERTIFICATE_PASSWORD, or a damaged file",
-            ),
-            Pkcs12Error::BadIterationCount {
-                out_of_range: false,
-            } => f.write_str("iteration count: not a small positive integer"),
-            Pkcs12Error::BadIterationCount { out_of_range: true } => {
-                f.write_str("iteration count: out of range")
-            }
-            Pkcs12Error::ZeroIterations(kind) => {
-                write!(f, "{kind} iteration count 0 is out of range")
-            }
-            Pkcs12Error::TooManyIterations { kind, n, max } => write!(
-                f,
-                "its {kind} iteration count {n} is above the limit of {max}; re-export it with \
-                 fewer iterations"
-            ),
-            Pkcs12Error::TooMuchWork => write!(
-                f,
-                "its key derivations need more than {MAX_TOTAL_ROUNDS} rounds in total; \
-                 re-export it with fewer iterations"
-            ),
-            Pkcs12Error::Unusable(m) => f.write_str(m),
-        }
-    }
-}
-
-impl std::error::Error for Pkcs12Error {}
-
-impl From<DerError> for Pkcs12Error {
-    fn from(e: DerError) -> Self {
-        Pkcs12Error::Der(e)
-    }
 }
 
 type Result<T> = std::result::Result<T, Pkcs12Error>;
