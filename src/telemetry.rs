@@ -102,11 +102,6 @@ impl Metric {
             .map(str::to_string)
             .collect()
     }
-
-    /// `key_vault.call{operation=sign,outcome=ok}`: the series name in the status line.
-    pub fn series(&self) -> String {
-        Series::new(self.key, self.labels).name()
-    }
 }
 
 /// A metric key with its labels: what one counter sum or one latency reservoir belongs to.
