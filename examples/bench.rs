@@ -549,6 +549,40 @@ fn cpu_split(pid: u32) -> (Duration, Duration) {
     (d(f[0]), d(f[1]))
 }
 
+/// CPU time (user + system) of the threads of `pid` whose names start with one of `names`.
+fn threads_cpu(pid: u32, names: &[&str]) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let mut total = Duration::ZERO;
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !names.iter().any(|n| comm.starts_with(n)) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let f: Vec<u64> = stat[close + 2..]
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        total += Duration::from_micros(f.iter().sum::<u64>() * 1_000_000 / hz);
+    }
+    total
+}
+
+/// The plugin's thread that exists only for metrics: the flush thread (src/telemetry.rs). Its
+/// gRPC calls complete on the server's completion-queue thread, counted in the total only.
+const METRICS_THREADS: &[&str] = &["telemetry"];
+
 /// CPU time this process (host, fake Key Vault, direct client) has used.
 fn own_cpu() -> Duration {
     cpu_time(std::process::id())
@@ -1335,21 +1369,36 @@ fn startup(o: &Options, t: &mut Table) {
 
 // ---------------------------------------------------------------------------------------------
 // Telemetry's cost: two plugins on one fake, one whose host offers spire-server's Metrics host
-// service (every SignData then emits a counter and a latency sample), one whose host does not.
+// service (every SignData then adds to a counter and a latency series, sent every second), one
+// whose host does not.
 
 fn metrics_cost(o: &Options, t: &mut Table) {
     phase("7. SignData with metrics on vs off, fake latency 0 ms");
     let fake = FakeAzure::start();
-    let env = plugin_env(&fake, &[]);
+    let extra: Vec<(&str, &str)> = o
+        .plugin_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let env = plugin_env(&fake, &extra);
     let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let on = PluginProcess::launch_bin(&o.bin, &refs);
     on.init().expect("Init offering Metrics");
     let off = PluginProcess::launch_bin(&o.bin, &refs);
     off.init_offering(&[]).expect("Init without host services");
+    // A second plugin without metrics: its difference to the first is the measurement's noise.
+    let control = PluginProcess::launch_bin(&o.bin, &refs);
+    control
+        .init_offering(&[])
+        .expect("Init without host services");
     let digest = support::verify::digest(HashAlgorithm::Sha256, b"bench payload");
     let req = sign_request(&digest);
     let mut clients = Vec::new();
-    for (p, id) in [(&on, "metrics-on"), (&off, "metrics-off")] {
+    for (p, id) in [
+        (&on, "metrics-on"),
+        (&off, "metrics-off"),
+        (&control, "metrics-off-2"),
+    ] {
         p.configure(TD, &standard_hcl(&fake, id))
             .expect("Configure");
         p.generate_key(KEY_ID, KeyType::EcP256)
@@ -1360,32 +1409,83 @@ fn metrics_cost(o: &Options, t: &mut Table) {
         }
         clients.push(c);
     }
-    // Alternating blocks, so drift on this shared machine hits both alike.
-    let (mut with, mut without) = (Vec::new(), Vec::new());
-    for _ in 0..10 {
-        for (c, out) in [(&clients[0], &mut with), (&clients[1], &mut without)] {
-            for _ in 0..o.n(300) {
+    // Short alternating blocks (30 calls, ~15 ms), so drift on this shared machine hits all
+    // three alike; the order turns each round, so no plugin always follows the same one.
+    let pids = [on.child.id(), off.child.id(), control.child.id()];
+    let cpu_before = pids.map(cpu_time);
+    let flusher_before = threads_cpu(pids[0], METRICS_THREADS);
+    let mut times: [Vec<Duration>; 3] = Default::default();
+    for round in 0..100 {
+        for k in 0..3 {
+            let i = (round + k) % 3;
+            for _ in 0..o.n(30) {
                 let s = Instant::now();
-                plugin_sign(c, &req);
-                out.push(s.elapsed());
+                plugin_sign(&clients[i], &req);
+                times[i].push(s.elapsed());
             }
         }
     }
-    let received = on.received_metrics().len();
+    let with_n = times[0].len();
+    let [with, without, again] = times;
+    // The plugin sends on a timer (every second): wait for the flush after the last block.
+    let sent = |p: &PluginProcess| p.received_metrics().len();
+    let (settle, mut changed) = (Instant::now(), Instant::now());
+    let mut received = sent(&on);
+    while settle.elapsed() < Duration::from_secs(5)
+        && (received == 0 || changed.elapsed() < Duration::from_millis(1100))
+    {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = sent(&on);
+        if now != received {
+            (received, changed) = (now, Instant::now());
+        }
+    }
+    // After the last flush, so the CPU figures include it.
+    let cpu = [0, 1, 2].map(|i| cpu_time(pids[i]).saturating_sub(cpu_before[i]));
+    let flusher = threads_cpu(pids[0], METRICS_THREADS).saturating_sub(flusher_before);
     assert!(received > 0, "the host offering Metrics received none");
     assert!(off.received_metrics().is_empty());
-    let (a, b) = (stats(with), stats(without));
-    let diff_ms = (a.p50.as_secs_f64() - b.p50.as_secs_f64()) * 1e3;
+    let calls = 100 * o.n(30);
+    let (a, b, c) = (stats(with), stats(without), stats(again));
+    let diff = |x: Duration, y: Duration| (x.as_secs_f64() - y.as_secs_f64()) * 1e3;
+    let diff_ms = diff(a.p50, b.p50);
     t.row(
         format!(
-            "7. SignData p50 with metrics on vs off ({} calls each; {received} metric calls reached the host)",
-            10 * o.n(300)
+            "7. SignData p50 with metrics on vs off ({calls} calls each; {received} metric calls reached the host)"
         ),
         ms(a.p50),
         ms(b.p50),
         format!("{diff_ms:+.3} ms"),
         "< 0.02 ms",
         Some(diff_ms < 0.02),
+    );
+    t.row(
+        "7. same, p99",
+        ms(a.p99),
+        ms(b.p99),
+        format!("{:+.3} ms", diff(a.p99, b.p99)),
+        "",
+        None,
+    );
+    t.row(
+        "7. plugin CPU per SignData, metrics on vs off (on: its telemetry thread's share)",
+        format!("{} ({})", us_per(cpu[0], with_n), us_per(flusher, with_n)),
+        format!(
+            "{}; 2nd off: {}",
+            us_per(cpu[1], with_n),
+            us_per(cpu[2], with_n)
+        ),
+        "",
+        "",
+        None,
+    );
+    t.row(
+        "7. noise: a second plugin without metrics vs the first, p50 / p99",
+        format!("{} / {}", ms(c.p50), ms(c.p99)),
+        format!("{} / {}", ms(b.p50), ms(b.p99)),
+        format!("{:+.3} / {:+.3} ms", diff(c.p50, b.p50), diff(c.p99, b.p99)),
+        "",
+        None,
     );
 }
 

@@ -33,6 +33,9 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --features peers --lib --bins --tests -- --test-threads="${AZKV_TEST_THREADS:-2}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The shared test support's own tests (testkit/).
+cargo test -p azkv-testkit 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 set -e
 # One closing line over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

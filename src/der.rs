@@ -2,8 +2,6 @@
 //! writer for what we build (SubjectPublicKeyInfo, ECDSA signatures). Definite lengths only,
 //! low tag numbers only: everything these formats use.
 
-use std::fmt;
-
 pub const INTEGER: u8 = 0x02;
 pub const BIT_STRING: u8 = 0x03;
 pub const OCTET_STRING: u8 = 0x04;
@@ -14,44 +12,21 @@ pub const CONTEXT_0: u8 = 0xa0;
 pub const CONTEXT_0_PRIMITIVE: u8 = 0x80;
 
 /// Why DER could not be read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DerError {
+    #[error("truncated DER")]
     Truncated,
     /// A high tag number (`0x1f` form), which none of our formats uses.
+    #[error("unsupported DER tag")]
     UnsupportedTag,
     /// BER's indefinite length (`0x80`), which some old PKCS#12 writers use.
+    #[error("BER indefinite lengths are not supported; re-export the file with `openssl pkcs12`")]
     IndefiniteLength,
+    #[error("bad DER length")]
     BadLength,
     /// `what` holds another tag than expected.
-    UnexpectedTag {
-        what: String,
-        tag: u8,
-    },
-}
-
-impl fmt::Display for DerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DerError::Truncated => f.write_str("truncated DER"),
-            DerError::UnsupportedTag => f.write_str("unsupported DER tag"),
-            DerError::IndefiniteLength => f.write_str(
-                "BER indefinite lengths are not supported; re-export the file with `openssl pkcs12`",
-            ),
-            DerError::BadLength => f.write_str("bad DER length"),
-            DerError::UnexpectedTag { what, tag } => {
-                write!(f, "{what}: unexpected DER tag 0x{tag:02x}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for DerError {}
-
-// The PKCS#12 parser reports problems as text; this keeps its `?`s working.
-impl From<DerError> for String {
-    fn from(e: DerError) -> String {
-        e.to_string()
-    }
+    #[error("{what}: unexpected DER tag 0x{tag:02x}")]
+    UnexpectedTag { what: String, tag: u8 },
 }
 
 /// A reader over DER: one tag-length-value at a time.

@@ -1,10 +1,9 @@
 //! Test-only helpers for the bounded fuzz/property tests (`fuzz_tests` modules next to the code
-//! they exercise): a small deterministic PRNG and input mutators. No external crate: the loops
-//! only need reproducible pseudo-random bytes, and a failing case is printed in full so it can
-//! be kept as a regression test. Longer, coverage-guided runs: see `fuzz/README.md`.
+//! they exercise): input mutators over the shared deterministic test RNG (`testkit/`). No
+//! external crate: the loops only need reproducible pseudo-random bytes, and a failing case is
+//! printed in full so it can be kept as a regression test. Longer, coverage-guided runs: see `fuzz/README.md`.
 
-/// xorshift64*: fast, deterministic, good enough to spread inputs (not for cryptography).
-pub(crate) struct Rng(u64);
+pub(crate) use azkv_testkit::Rng;
 
 /// Iterations for a loop: `base`, times `AZKV_FUZZ_SCALE` when set (longer local runs:
 /// `AZKV_FUZZ_SCALE=200 cargo test --release --lib fuzz`).
@@ -14,59 +13,6 @@ pub(crate) fn scaled(base: usize) -> usize {
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|n| *n > 0)
         .map_or(base, |n| base.saturating_mul(n))
-}
-
-impl Rng {
-    /// A generator for one loop. `AZKV_FUZZ_SEED` (a number) shifts every loop to other
-    /// inputs; without it runs are reproducible.
-    pub(crate) fn new(seed: u64) -> Self {
-        let extra = std::env::var("AZKV_FUZZ_SEED")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        // A zero state would stay zero.
-        Rng((seed ^ extra.wrapping_mul(0x9E37_79B9_7F4A_7C15)).max(1))
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform-ish in `0..n` (`0` when `n == 0`).
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            return 0;
-        }
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// True with probability `1/n`.
-    pub(crate) fn one_in(&mut self, n: usize) -> bool {
-        self.below(n) == 0
-    }
-
-    pub(crate) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-
-    pub(crate) fn bytes(&mut self, max_len: usize) -> Vec<u8> {
-        let n = self.below(max_len + 1);
-        (0..n).map(|_| self.next_u64() as u8).collect()
-    }
-
-    /// Random bytes decoded lossily: reaches odd characters, replacement chars included.
-    pub(crate) fn lossy_string(&mut self, max_len: usize) -> String {
-        String::from_utf8_lossy(&self.bytes(max_len)).into_owned()
-    }
-
-    /// A string glued from `pieces`.
-    pub(crate) fn soup(&mut self, pieces: &[&str], max_pieces: usize) -> String {
-        let n = self.below(max_pieces + 1);
-        (0..n).map(|_| *self.pick(pieces)).collect()
-    }
 }
 
 /// Characters that tend to matter to parsers: delimiters, quotes, escapes, control and

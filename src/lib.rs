@@ -23,3 +23,4 @@ pub mod secret;
 mod sys;
 pub mod telemetry;
 pub mod template;
+pub mod uri;

@@ -30,8 +30,13 @@ fn main() {
         log::error!(thread = thread, panic = info.to_string(); "Plugin thread panicked");
     }));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    if let Err(e) = telemetry::spawn(telemetry::global(), Arc::clone(&clock), status_interval()) {
-        // Metrics would then only fill their buffer; signing is unaffected.
+    if let Err(e) = telemetry::spawn(
+        telemetry::global(),
+        Arc::clone(&clock),
+        flush_interval(),
+        status_interval(),
+    ) {
+        // Metrics then only sum up in memory (bounded); signing is unaffected.
         log::warn!(reason = e.to_string(); "Could not start the telemetry thread; no metrics or status line");
     }
     let core = Arc::new(key_manager(clock));
@@ -51,6 +56,19 @@ fn status_interval() -> std::time::Duration {
         return d;
     }
     telemetry::STATUS_INTERVAL
+}
+
+/// How often metrics are sent to spire-server: every second, or `AZKV_TEST_METRICS_FLUSH` in
+/// test builds.
+fn flush_interval() -> std::time::Duration {
+    #[cfg(feature = "test-hooks")]
+    if let Some(d) = std::env::var(telemetry::FLUSH_INTERVAL_ENV)
+        .ok()
+        .and_then(|v| maintenance::parse_duration(&v))
+    {
+        return d;
+    }
+    telemetry::FLUSH_INTERVAL
 }
 
 fn key_manager(clock: Arc<dyn Clock>) -> KeyManager {

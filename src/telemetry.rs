@@ -3,32 +3,43 @@
 //! Metrics host service when it offers one (src/plugin/metrics.rs), and summed into an hourly
 //! status line at info level for operators without telemetry.
 //!
-//! Emitting never blocks the caller: every hook does one `try_send` into a bounded buffer and
-//! counts what does not fit. One background thread (`spawn`) drains the buffer, adds each metric
-//! to the status line's totals and forwards it to the host.
+//! Emitting never blocks and never allocates once a series exists: every hook adds to an
+//! in-process aggregate (a counter's running sum; a latency series' count, sum, max and a
+//! reservoir of at most [`SAMPLE_CAP`] values) under one short lock. One background thread
+//! (`spawn`) takes the aggregates every [`FLUSH_INTERVAL`], adds them to the status line's totals
+//! and sends them to the host: one `IncrCounter` per counter series that moved, one `AddSample`
+//! per kept value. A failed send keeps the counters' sums for the next attempt and re-dials the
+//! host after a backoff.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
-
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::clock::Clock;
 
 /// First element of every metric key: the plugin's name, as SPIRE's own plugins prefix theirs.
 pub const PREFIX: &str = "azure_key_vault";
-/// Metrics the buffer holds before it starts dropping.
-pub const CAPACITY: usize = 4096;
+/// How often the aggregates are sent to the host.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Values of one latency series sent per flush at most; the rest are counted as dropped. A
+/// uniform random pick (reservoir) of the interval's values, so the host's summaries keep the
+/// distribution's shape; the status line's count, mean and max still cover every value.
+pub const SAMPLE_CAP: usize = 100;
 /// How often the status line is logged.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(3600);
 /// Test hook (builds with the `test-hooks` feature only): the status line's period, e.g. `1s`.
 #[cfg(any(test, feature = "test-hooks"))]
 pub const STATUS_INTERVAL_ENV: &str = "AZKV_TEST_STATUS_INTERVAL";
-/// Longest real wait of the drain thread between looks at the clock (in case it jumps).
+/// Test hook (builds with the `test-hooks` feature only): the flush period, e.g. `100ms`.
+#[cfg(any(test, feature = "test-hooks"))]
+pub const FLUSH_INTERVAL_ENV: &str = "AZKV_TEST_METRICS_FLUSH";
+/// Longest real wait of the flush thread between looks at the clock (in case it jumps).
 const MAX_WAIT: Duration = Duration::from_secs(60);
+/// First wait before re-dialing a host whose Metrics service failed; doubles up to the max.
+pub const RETRY_BACKOFF: Duration = Duration::from_secs(1);
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -38,12 +49,48 @@ pub enum Kind {
     Sample,
 }
 
-/// One metric as emitted. The key excludes [`PREFIX`]; label values are fixed vocabularies.
-#[derive(Debug, Clone, PartialEq)]
+/// A metric's labels: at most two, from fixed vocabularies. `Copy`, so emitting allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Labels {
+    pairs: [(&'static str, &'static str); 2],
+    len: usize,
+}
+
+impl Labels {
+    pub const NONE: Labels = Labels {
+        pairs: [("", ""); 2],
+        len: 0,
+    };
+
+    pub const fn one(name: &'static str, value: &'static str) -> Labels {
+        Labels {
+            pairs: [(name, value), ("", "")],
+            len: 1,
+        }
+    }
+
+    pub const fn two(a: (&'static str, &'static str), b: (&'static str, &'static str)) -> Labels {
+        Labels {
+            pairs: [a, b],
+            len: 2,
+        }
+    }
+
+    pub fn as_slice(&self) -> &[(&'static str, &'static str)] {
+        &self.pairs[..self.len]
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, (&'static str, &'static str)> {
+        self.as_slice().iter()
+    }
+}
+
+/// One metric as sent to the host. The key excludes [`PREFIX`].
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Metric {
     pub kind: Kind,
     pub key: &'static [&'static str],
-    pub labels: Vec<(&'static str, &'static str)>,
+    pub labels: Labels,
     pub val: f32,
 }
 
@@ -55,11 +102,24 @@ impl Metric {
             .map(str::to_string)
             .collect()
     }
+}
 
-    /// `key_vault.call{operation=sign,outcome=ok}`: the series name in the status line.
-    pub fn series(&self) -> String {
+/// A metric key with its labels: what one counter sum or one latency reservoir belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Series {
+    pub key: &'static [&'static str],
+    pub labels: Labels,
+}
+
+impl Series {
+    pub const fn new(key: &'static [&'static str], labels: Labels) -> Series {
+        Series { key, labels }
+    }
+
+    /// `key_vault.call{operation=sign,outcome=ok}`.
+    pub fn name(&self) -> String {
         let mut s = self.key.join(".");
-        if !self.labels.is_empty() {
+        if self.labels.len > 0 {
             s.push('{');
             for (i, (k, v)) in self.labels.iter().enumerate() {
                 if i > 0 {
@@ -70,6 +130,15 @@ impl Metric {
             s.push('}');
         }
         s
+    }
+
+    fn metric(&self, kind: Kind, val: f32) -> Metric {
+        Metric {
+            kind,
+            key: self.key,
+            labels: self.labels,
+            val,
+        }
     }
 }
 
@@ -85,51 +154,206 @@ pub const SHARED_KEY_ADOPTION: &[&str] = &["shared_key", "adoption"];
 pub const SHARED_KEY_CLAIM: &[&str] = &["shared_key", "claim"];
 pub const DROPPED: &[&str] = &["telemetry", "dropped"];
 
-/// Where drained metrics go besides the status line: the host's Metrics service.
+/// Where flushed metrics go besides the status line: the host's Metrics service.
 pub trait Sink: Send {
-    fn send(&mut self, m: &Metric) -> Result<(), String>;
+    fn send(&mut self, m: &Metric) -> Result<(), SinkError>;
+    /// Sends `batch`: the outcome of each, in order. The default sends one at a time and
+    /// stops at the first error (the rest fail with it).
+    fn send_batch(&mut self, batch: &[Metric]) -> Vec<Result<(), SinkError>> {
+        let mut out = Vec::with_capacity(batch.len());
+        for m in batch {
+            match out.last() {
+                Some(Err(e)) => {
+                    let e: &SinkError = e;
+                    out.push(Err(e.clone()))
+                }
+                _ => out.push(self.send(m)),
+            }
+        }
+        out
+    }
+    /// Dial the host again after a failed send. The default keeps the same connection.
+    fn reconnect(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
-/// The bounded buffer between the emitting threads and the drain thread.
+/// Why a sink could not take a metric. Shared, so a failed batch reports the one cause for
+/// every metric it did not send.
+pub type SinkError = Arc<dyn std::error::Error + Send + Sync>;
+
+/// A sink error that is only a message.
+pub fn sink_error(msg: &str) -> SinkError {
+    Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(msg))
+}
+
+/// A counter series' sum since the last flush.
+struct CounterCell {
+    series: Series,
+    sum: f64,
+}
+
+/// A latency series since the last flush: every value in `count`, `sum`, `max`; at most
+/// `cap` of them in `kept`.
+struct SampleCell {
+    series: Series,
+    count: u64,
+    sum: f64,
+    max: f64,
+    kept: Vec<f32>,
+}
+
+/// What the hooks add to between two flushes. A handful of series (fixed vocabularies), so a
+/// linear search is cheaper than hashing.
+struct Aggregates {
+    counters: Vec<CounterCell>,
+    samples: Vec<SampleCell>,
+    /// xorshift64 state for the reservoir's picks: uniformity matters, unpredictability not.
+    rng: u64,
+}
+
+impl Aggregates {
+    fn add_counter(&mut self, series: Series, val: f64) {
+        match self.counters.iter_mut().find(|c| c.series == series) {
+            Some(c) => c.sum += val,
+            None => self.counters.push(CounterCell { series, sum: val }),
+        }
+    }
+
+    fn add_sample(&mut self, series: Series, val: f32, cap: usize) {
+        let i = match self.samples.iter().position(|c| c.series == series) {
+            Some(i) => i,
+            None => {
+                self.samples.push(SampleCell {
+                    series,
+                    count: 0,
+                    sum: 0.0,
+                    max: 0.0,
+                    kept: Vec::with_capacity(cap),
+                });
+                self.samples.len() - 1
+            }
+        };
+        let pick = self.next_random();
+        let cell = &mut self.samples[i];
+        cell.count += 1;
+        cell.sum += f64::from(val);
+        cell.max = cell.max.max(f64::from(val));
+        if cell.kept.len() < cap {
+            cell.kept.push(val);
+        } else {
+            // Reservoir sampling: the n-th value replaces a kept one with probability cap/n,
+            // so every value of the interval is equally likely to be sent.
+            let j = (pick % cell.count) as usize;
+            if j < cap {
+                cell.kept[j] = val;
+            }
+        }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+}
+
+/// One latency series taken at a flush.
+pub struct TakenSamples {
+    pub series: Series,
+    pub count: u64,
+    pub sum: f64,
+    pub max: f64,
+    pub kept: Vec<f32>,
+}
+
+/// Everything the hooks added since the previous take.
+#[derive(Default)]
+pub struct Taken {
+    pub counters: Vec<(Series, f64)>,
+    pub samples: Vec<TakenSamples>,
+}
+
+/// The aggregates the hooks add to, and the host they are sent to.
 pub struct Registry {
-    tx: Sender<Metric>,
-    rx: Receiver<Metric>,
-    dropped: AtomicU64,
+    aggregates: Mutex<Aggregates>,
+    sample_cap: usize,
     sink: Mutex<SinkState>,
 }
 
 enum SinkState {
-    /// Not known yet whether the host offers the service.
+    /// Not known yet whether the host offers the service: counters wait, samples are not kept.
     Pending,
     Connected(Box<dyn Sink>),
-    /// The host offers none, or sending failed: metrics only feed the status line.
+    /// The host offers none: metrics only feed the status line.
     Off,
 }
 
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new(SAMPLE_CAP)
+    }
+}
+
 impl Registry {
-    pub fn new(capacity: usize) -> Self {
-        let (tx, rx) = crossbeam_channel::bounded(capacity);
+    /// A registry that sends at most `sample_cap` values per latency series and flush.
+    pub fn new(sample_cap: usize) -> Self {
         Registry {
-            tx,
-            rx,
-            dropped: AtomicU64::new(0),
+            aggregates: Mutex::new(Aggregates {
+                counters: Vec::with_capacity(32),
+                samples: Vec::with_capacity(8),
+                rng: 0x9E37_79B9_7F4A_7C15,
+            }),
+            sample_cap,
             sink: Mutex::new(SinkState::Pending),
         }
     }
 
-    /// Queues `m`, or counts it as dropped when the buffer is full. Never blocks.
-    pub fn emit(&self, m: Metric) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(m) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+    fn lock_aggregates(&self) -> std::sync::MutexGuard<'_, Aggregates> {
+        self.aggregates.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds `val` to the counter `series`. Never blocks beyond the aggregates' short lock.
+    pub fn counter(&self, series: Series, val: f64) {
+        self.lock_aggregates().add_counter(series, val);
+    }
+
+    /// Records one observation of `series`.
+    pub fn sample(&self, series: Series, val: f32) {
+        self.lock_aggregates()
+            .add_sample(series, val, self.sample_cap);
+    }
+
+    /// Takes what was added since the last take. `spares` are emptied reservoirs (from an
+    /// earlier take) given back, so the hooks never grow a fresh one.
+    pub fn take(&self, spares: &mut Vec<Vec<f32>>) -> Taken {
+        let mut taken = Taken::default();
+        let cap = self.sample_cap;
+        let mut agg = self.lock_aggregates();
+        for c in agg.counters.iter_mut().filter(|c| c.sum != 0.0) {
+            taken.counters.push((c.series, c.sum));
+            c.sum = 0.0;
         }
+        for c in agg.samples.iter_mut().filter(|c| c.count > 0) {
+            let fresh = spares.pop().unwrap_or_else(|| Vec::with_capacity(cap));
+            taken.samples.push(TakenSamples {
+                series: c.series,
+                count: c.count,
+                sum: c.sum,
+                max: c.max,
+                kept: std::mem::replace(&mut c.kept, fresh),
+            });
+            c.count = 0;
+            c.sum = 0.0;
+            c.max = 0.0;
+        }
+        taken
     }
 
-    /// Metrics dropped since the last call.
-    pub fn take_dropped(&self) -> u64 {
-        self.dropped.swap(0, Ordering::Relaxed)
-    }
-
-    /// Forward drained metrics to `sink` from now on.
+    /// Send flushed metrics to `sink` from now on.
     pub fn connect(&self, sink: Box<dyn Sink>) {
         *self.lock_sink() = SinkState::Connected(sink);
     }
@@ -142,70 +366,153 @@ impl Registry {
     fn lock_sink(&self) -> std::sync::MutexGuard<'_, SinkState> {
         self.sink.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    fn forward(&self, m: &Metric) {
-        let mut state = self.lock_sink();
-        if let SinkState::Connected(sink) = &mut *state {
-            if let Err(e) = sink.send(m) {
-                // One warning, then no more attempts: a host that stopped answering would
-                // otherwise cost a timeout per metric and fill the buffer.
-                log::warn!(reason = e; "Sending metrics to spire-server failed; no more metrics will be sent (the hourly status line goes on)");
-                *state = SinkState::Off;
-            }
-        }
-    }
+/// The flush thread's own state: counter sums the host has not acknowledged yet, the backoff
+/// after a failed send, emptied reservoirs for reuse.
+pub struct Flusher {
+    unsent: BTreeMap<String, (Series, f64)>,
+    /// Sample values not sent since the last flush (host down): reported as `telemetry.dropped`.
+    dropped: u64,
+    /// After a failed send: when to re-dial, and the wait after that one.
+    retry: Option<(SystemTime, Duration)>,
+    spares: Vec<Vec<f32>>,
+}
 
-    /// Takes what is buffered now (after `first`, when given) into `status` and the sink;
-    /// returns how many metrics were taken.
-    pub fn drain_into(&self, status: &mut Status, first: Option<Metric>) -> usize {
-        let mut batch: Vec<Metric> = first.into_iter().collect();
-        // Bounded, so a steady stream still lets the status line and the sink take turns.
-        while batch.len() < CAPACITY {
-            match self.rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
-        let n = batch.len();
-        let dropped = self.take_dropped();
-        if dropped > 0 {
-            batch.push(Metric {
-                kind: Kind::Counter,
-                key: DROPPED,
-                labels: Vec::new(),
-                val: dropped as f32,
-            });
-        }
-        for m in &batch {
-            status.record(m);
-        }
-        for m in coalesce(batch) {
-            self.forward(&m);
-        }
-        n
+impl Default for Flusher {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
-/// `batch` with the increments of each counter series summed into one (at its first place):
-/// one host call per series instead of one per event. Samples are kept one by one.
-pub fn coalesce(batch: Vec<Metric>) -> Vec<Metric> {
-    let mut out: Vec<Metric> = Vec::with_capacity(batch.len());
-    let mut counters: BTreeMap<String, usize> = BTreeMap::new();
-    for m in batch {
-        if m.kind == Kind::Counter {
-            match counters.entry(m.series()) {
-                std::collections::btree_map::Entry::Occupied(e) => {
-                    out[*e.get()].val += m.val;
-                    continue;
+impl Flusher {
+    pub fn new() -> Self {
+        Flusher {
+            unsent: BTreeMap::new(),
+            dropped: 0,
+            retry: None,
+            spares: Vec::new(),
+        }
+    }
+
+    /// Takes `registry`'s aggregates into `status` and sends them to the host if there is one.
+    pub fn flush(&mut self, registry: &Registry, status: &mut Status, now: SystemTime) {
+        let mut taken = registry.take(&mut self.spares);
+        let mut sink = registry.lock_sink();
+        let sending = !matches!(*sink, SinkState::Off);
+        for (series, val) in &taken.counters {
+            status.record_counter(series, *val);
+            if sending {
+                self.unsent.entry(series.name()).or_insert((*series, 0.0)).1 += val;
+            }
+        }
+        let mut dropped = std::mem::take(&mut self.dropped);
+        for s in &taken.samples {
+            status.record_samples(&s.series, s.count, s.sum, s.max);
+            if matches!(*sink, SinkState::Connected(_)) {
+                dropped += s.count - s.kept.len() as u64;
+            }
+        }
+        if dropped > 0 {
+            let series = Series::new(DROPPED, Labels::NONE);
+            status.record_counter(&series, dropped as f64);
+            self.unsent.entry(series.name()).or_insert((series, 0.0)).1 += dropped as f64;
+        }
+        match &mut *sink {
+            SinkState::Connected(s) => {
+                self.send(s.as_mut(), &mut taken.samples, now);
+            }
+            SinkState::Off => self.unsent.clear(),
+            SinkState::Pending => {}
+        }
+        drop(sink);
+        for mut s in taken.samples {
+            s.kept.clear();
+            self.spares.push(s.kept);
+        }
+    }
+
+    fn send(&mut self, sink: &mut dyn Sink, samples: &mut [TakenSamples], now: SystemTime) {
+        let unsent_values =
+            |samples: &[TakenSamples]| -> u64 { samples.iter().map(|s| s.kept.len() as u64).sum() };
+        if let Some((at, backoff)) = self.retry {
+            if now < at {
+                self.dropped += unsent_values(samples);
+                return;
+            }
+            if let Err(e) = sink.reconnect() {
+                self.failed(&e, now, backoff);
+                self.dropped += unsent_values(samples);
+                return;
+            }
+        }
+        let result = self.send_all(sink, samples);
+        match result {
+            Ok(()) => {
+                if self.retry.take().is_some() {
+                    log::info!("Sending metrics to spire-server works again");
                 }
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(out.len());
+            }
+            Err((e, not_sent)) => {
+                let backoff = self.retry.map_or(RETRY_BACKOFF, |(_, b)| b);
+                self.failed(&e, now, backoff);
+                self.dropped += not_sent;
+            }
+        }
+    }
+
+    /// Sends the unsent counters (each removed once the host took it) and the samples in one
+    /// batch. On error: the first error and how many sample values were not sent.
+    fn send_all(
+        &mut self,
+        sink: &mut dyn Sink,
+        samples: &[TakenSamples],
+    ) -> Result<(), (SinkError, u64)> {
+        let names: Vec<String> = self.unsent.keys().cloned().collect();
+        let mut batch: Vec<Metric> = self
+            .unsent
+            .values()
+            .map(|(series, val)| series.metric(Kind::Counter, *val as f32))
+            .collect();
+        for s in samples {
+            batch.extend(s.kept.iter().map(|v| s.series.metric(Kind::Sample, *v)));
+        }
+        let results = sink.send_batch(&batch);
+        let mut first_error = None;
+        let mut not_sent = 0;
+        for i in 0..batch.len() {
+            let result = results
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| Err(sink_error("not sent")));
+            match (result, names.get(i)) {
+                (Ok(()), Some(name)) => {
+                    self.unsent.remove(name);
+                }
+                (Ok(()), None) => {}
+                (Err(e), name) => {
+                    if name.is_none() {
+                        not_sent += 1;
+                    }
+                    first_error.get_or_insert(e);
                 }
             }
         }
-        out.push(m);
+        match first_error {
+            None => Ok(()),
+            Some(e) => Err((e, not_sent)),
+        }
     }
-    out
+
+    fn failed(&mut self, reason: &SinkError, now: SystemTime, backoff: Duration) {
+        if self.retry.is_none() {
+            // One warning per outage; counters keep summing and go out once the host answers.
+            log::warn!(reason:% = reason; "Sending metrics to spire-server failed; retrying with backoff (the hourly status line goes on)");
+        } else {
+            log::debug!(reason:% = reason, retry_in = format!("{}s", backoff.as_secs()); "Sending metrics to spire-server failed again");
+        }
+        self.retry = Some((now + backoff, (backoff * 2).min(RETRY_BACKOFF_MAX)));
+    }
 }
 
 /// Totals since the last status line.
@@ -234,17 +541,15 @@ impl Status {
         }
     }
 
-    pub fn record(&mut self, m: &Metric) {
-        let val = f64::from(m.val);
-        match m.kind {
-            Kind::Counter => *self.counters.entry(m.series()).or_default() += val,
-            Kind::Sample => {
-                let s = self.samples.entry(m.series()).or_default();
-                s.count += 1;
-                s.sum += val;
-                s.max = s.max.max(val);
-            }
-        }
+    pub fn record_counter(&mut self, series: &Series, val: f64) {
+        *self.counters.entry(series.name()).or_default() += val;
+    }
+
+    pub fn record_samples(&mut self, series: &Series, count: u64, sum: f64, max: f64) {
+        let s = self.samples.entry(series.name()).or_default();
+        s.count += count;
+        s.sum += sum;
+        s.max = s.max.max(max);
     }
 
     /// When the next line is due.
@@ -297,65 +602,52 @@ fn trim(v: f64) -> String {
     s.to_string()
 }
 
-/// The process-wide registry every hook emits into.
+/// The process-wide registry every hook adds to.
 pub fn global() -> &'static Registry {
     static GLOBAL: OnceLock<Registry> = OnceLock::new();
-    GLOBAL.get_or_init(|| Registry::new(CAPACITY))
+    GLOBAL.get_or_init(Registry::default)
 }
 
-/// Starts the drain thread on `registry`: it forwards metrics and logs the status line every
-/// `interval` of `clock` time. It runs for the life of the process.
+/// Starts the flush thread on `registry`: every `flush_interval` it sends the aggregates to the
+/// host, and every `status_interval` of `clock` time it logs the status line. It runs for the
+/// life of the process.
 pub fn spawn(
     registry: &'static Registry,
     clock: Arc<dyn Clock>,
-    interval: Duration,
+    flush_interval: Duration,
+    status_interval: Duration,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("telemetry".into())
         .spawn(move || {
-            let mut status = Status::new(clock.now(), interval);
+            let mut status = Status::new(clock.now(), status_interval);
+            let mut flusher = Flusher::new();
             loop {
-                let wait = status
-                    .due()
+                let now = clock.now();
+                flusher.flush(registry, &mut status, now);
+                if let Some(counts) = status.take_if_due(now) {
+                    log::info!(counts = counts, period = format!("{}s", status_interval.as_secs()); "Key Vault status");
+                }
+                let next = (now + flush_interval).min(status.due());
+                let wait = next
                     .duration_since(clock.now())
                     .unwrap_or_default()
                     .min(MAX_WAIT);
-                match registry.rx.recv_timeout(wait) {
-                    Ok(m) => {
-                        registry.drain_into(&mut status, Some(m));
-                    }
-                    Err(RecvTimeoutError::Timeout) => {
-                        registry.drain_into(&mut status, None);
-                    }
-                    // The registry owns a sender, so this cannot happen; leave rather than spin.
-                    Err(RecvTimeoutError::Disconnected) => return,
-                }
-                if let Some(counts) = status.take_if_due(clock.now()) {
-                    log::info!(counts = counts, period = format!("{}s", interval.as_secs()); "Key Vault status");
-                }
+                std::thread::sleep(wait);
             }
         })
 }
 
 // ---------------------------------------------------------------------------------------------
-// Hooks: one call at each place that counts.
+// Hooks: one call at each place that counts. Each adds to the aggregates; none allocates once
+// its series exists.
 
-fn counter(key: &'static [&'static str], labels: Vec<(&'static str, &'static str)>, val: f32) {
-    global().emit(Metric {
-        kind: Kind::Counter,
-        key,
-        labels,
-        val,
-    });
+fn counter(key: &'static [&'static str], labels: Labels, val: f64) {
+    global().counter(Series::new(key, labels), val);
 }
 
-fn sample_ms(key: &'static [&'static str], labels: Vec<(&'static str, &'static str)>, d: Duration) {
-    global().emit(Metric {
-        kind: Kind::Sample,
-        key,
-        labels,
-        val: d.as_secs_f32() * 1000.0,
-    });
+fn sample_ms(key: &'static [&'static str], labels: Labels, d: Duration) {
+    global().sample(Series::new(key, labels), d.as_secs_f32() * 1000.0);
 }
 
 /// A Key Vault REST call ended: `operation` is sign|create|get|list|update|delete, `outcome`
@@ -363,7 +655,7 @@ fn sample_ms(key: &'static [&'static str], labels: Vec<(&'static str, &'static s
 pub fn key_vault_call(operation: &'static str, outcome: &'static str) {
     counter(
         KEY_VAULT_CALL,
-        vec![("operation", operation), ("outcome", outcome)],
+        Labels::two(("operation", operation), ("outcome", outcome)),
         1.0,
     );
 }
@@ -380,18 +672,18 @@ pub fn outcome_of_status(status: u16) -> &'static str {
 
 /// How long a Key Vault sign took, retries included.
 pub fn sign_elapsed(d: Duration) {
-    sample_ms(SIGN_ELAPSED, Vec::new(), d);
+    sample_ms(SIGN_ELAPSED, Labels::NONE, d);
 }
 
 /// A request is retried; `reason` is 408|429|5xx|transport (see [`retry_reason_of_status`]).
 /// `server_wait` is the wait the server asked for (`Retry-After` and the like), when it did.
 pub fn http_retry(reason: &'static str, server_wait: Option<Duration>) {
-    counter(HTTP_RETRY, vec![("reason", reason)], 1.0);
+    counter(HTTP_RETRY, Labels::one("reason", reason), 1.0);
     if let Some(d) = server_wait {
         counter(
             HTTP_RETRY_AFTER_WAIT,
-            vec![("reason", reason)],
-            d.as_secs_f32(),
+            Labels::one("reason", reason),
+            d.as_secs_f64(),
         );
     }
 }
@@ -410,10 +702,10 @@ pub fn retry_reason_of_status(status: u16) -> &'static str {
 pub fn token_fetch(credential: &str, outcome: &'static str) {
     counter(
         TOKEN_FETCH,
-        vec![
+        Labels::two(
             ("credential", credential_kind(credential)),
             ("outcome", outcome),
-        ],
+        ),
         1.0,
     );
 }
@@ -438,118 +730,125 @@ pub fn credential_kind(name: &str) -> &'static str {
 /// A token request (through the whole credential chain) ended after `elapsed`.
 pub fn token_fetch_elapsed(ok: bool, elapsed: Duration) {
     let outcome = if ok { "ok" } else { "error" };
-    sample_ms(TOKEN_FETCH_ELAPSED, vec![("outcome", outcome)], elapsed);
+    sample_ms(
+        TOKEN_FETCH_ELAPSED,
+        Labels::one("outcome", outcome),
+        elapsed,
+    );
 }
 
 /// A key was deleted (or found already gone); `reason` is sweep|rotation.
 pub fn key_deleted(reason: &'static str) {
-    counter(KEY_DELETED, vec![("reason", reason)], 1.0);
+    counter(KEY_DELETED, Labels::one("reason", reason), 1.0);
 }
 
 /// A shared key's version made by a peer (or converged on) was adopted.
 pub fn shared_key_adoption() {
-    counter(SHARED_KEY_ADOPTION, Vec::new(), 1.0);
+    counter(SHARED_KEY_ADOPTION, Labels::NONE, 1.0);
 }
 
 /// A rotation claim was written and read back; `outcome` is won|lost|not_written.
 pub fn shared_key_claim(outcome: &'static str) {
-    counter(SHARED_KEY_CLAIM, vec![("outcome", outcome)], 1.0);
+    counter(SHARED_KEY_CLAIM, Labels::one("outcome", outcome), 1.0);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::UNIX_EPOCH;
 
-    fn call(op: &'static str, outcome: &'static str) -> Metric {
-        Metric {
-            kind: Kind::Counter,
-            key: KEY_VAULT_CALL,
-            labels: vec![("operation", op), ("outcome", outcome)],
-            val: 1.0,
-        }
+    fn call(op: &'static str, outcome: &'static str) -> Series {
+        Series::new(
+            KEY_VAULT_CALL,
+            Labels::two(("operation", op), ("outcome", outcome)),
+        )
     }
 
+    const SIGN: Series = Series::new(SIGN_ELAPSED, Labels::NONE);
+
+    /// Records what it is sent; fails the calls whose number (from 1) is in `fail`.
     #[derive(Clone, Default)]
-    struct Recorder(Arc<Mutex<Vec<Metric>>>);
+    struct Recorder {
+        got: Arc<Mutex<Vec<Metric>>>,
+        calls: Arc<AtomicU64>,
+        reconnects: Arc<AtomicU64>,
+        fail: Arc<Mutex<Vec<u64>>>,
+    }
     impl Sink for Recorder {
-        fn send(&mut self, m: &Metric) -> Result<(), String> {
-            self.0.lock().unwrap().push(m.clone());
+        fn send(&mut self, m: &Metric) -> Result<(), SinkError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            if self.fail.lock().unwrap().contains(&n) {
+                return Err(sink_error("host gone"));
+            }
+            self.got.lock().unwrap().push(*m);
+            Ok(())
+        }
+        fn reconnect(&mut self) -> Result<(), SinkError> {
+            self.reconnects.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
     }
-
-    struct Failing(Arc<AtomicU64>);
-    impl Sink for Failing {
-        fn send(&mut self, _m: &Metric) -> Result<(), String> {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            Err("host gone".into())
+    impl Recorder {
+        fn got(&self) -> Vec<Metric> {
+            std::mem::take(&mut *self.got.lock().unwrap())
+        }
+        fn calls(&self) -> u64 {
+            self.calls.load(Ordering::SeqCst)
         }
     }
 
-    #[test]
-    fn a_full_buffer_drops_and_counts_without_blocking() {
-        let r = Registry::new(2);
-        for _ in 0..5 {
-            r.emit(call("sign", "ok"));
-        }
-        let mut status = Status::new(UNIX_EPOCH, STATUS_INTERVAL);
-        assert_eq!(r.drain_into(&mut status, None), 2);
-        let line = status.take_if_due(UNIX_EPOCH + STATUS_INTERVAL).unwrap();
-        assert_eq!(
-            line,
-            "key_vault.call{operation=sign,outcome=ok}=2 telemetry.dropped=3"
-        );
-        // The drop count restarts once reported.
-        assert_eq!(r.take_dropped(), 0);
+    fn counter_sent(got: &[Metric], s: Series) -> f32 {
+        got.iter()
+            .filter(|m| m.kind == Kind::Counter && m.key == s.key && m.labels == s.labels)
+            .map(|m| m.val)
+            .sum()
     }
 
-    #[test]
-    fn drained_metrics_reach_the_sink_with_the_prefix() {
-        let r = Registry::new(16);
+    fn samples_sent(got: &[Metric]) -> Vec<f32> {
+        got.iter()
+            .filter(|m| m.kind == Kind::Sample)
+            .map(|m| m.val)
+            .collect()
+    }
+
+    fn connected(cap: usize) -> (Registry, Recorder, Flusher, Status) {
+        let r = Registry::new(cap);
         let rec = Recorder::default();
         r.connect(Box::new(rec.clone()));
-        r.emit(call("get", "429"));
-        let mut status = Status::new(UNIX_EPOCH, STATUS_INTERVAL);
-        r.drain_into(&mut status, None);
-        let got = rec.0.lock().unwrap().clone();
-        assert_eq!(got, vec![call("get", "429")]);
+        (
+            r,
+            rec,
+            Flusher::new(),
+            Status::new(UNIX_EPOCH, STATUS_INTERVAL),
+        )
+    }
+
+    #[test]
+    fn a_flush_sends_one_increment_per_counter_series_and_every_sample_under_the_cap() {
+        let (r, rec, mut f, mut status) = connected(16);
+        r.counter(call("sign", "ok"), 1.0);
+        r.sample(SIGN, 5.0);
+        r.counter(call("sign", "429"), 1.0);
+        r.counter(call("sign", "ok"), 1.0);
+        r.sample(SIGN, 7.0);
+        r.counter(call("sign", "ok"), 1.0);
+        // Nothing leaves before the flush.
+        assert_eq!(rec.calls(), 0);
+        f.flush(&r, &mut status, UNIX_EPOCH);
+        let got = rec.got();
+        assert_eq!(got.len(), 4, "{got:#?}");
+        assert_eq!(counter_sent(&got, call("sign", "ok")), 3.0);
+        assert_eq!(counter_sent(&got, call("sign", "429")), 1.0);
+        assert_eq!(samples_sent(&got), vec![5.0, 7.0]);
         assert_eq!(
             got[0].full_key(),
             vec!["azure_key_vault", "key_vault", "call"]
         );
-    }
-
-    #[test]
-    fn counters_of_one_series_are_sent_as_one_increment() {
-        let r = Registry::new(16);
-        let rec = Recorder::default();
-        r.connect(Box::new(rec.clone()));
-        let sample = |v: f32| Metric {
-            kind: Kind::Sample,
-            key: SIGN_ELAPSED,
-            labels: Vec::new(),
-            val: v,
-        };
-        for m in [
-            call("sign", "ok"),
-            sample(5.0),
-            call("sign", "429"),
-            call("sign", "ok"),
-            sample(7.0),
-            call("sign", "ok"),
-        ] {
-            r.emit(m);
-        }
-        let mut status = Status::new(UNIX_EPOCH, STATUS_INTERVAL);
-        assert_eq!(r.drain_into(&mut status, None), 6);
-        let mut three = call("sign", "ok");
-        three.val = 3.0;
-        assert_eq!(
-            rec.0.lock().unwrap().clone(),
-            vec![three, sample(5.0), call("sign", "429"), sample(7.0)]
-        );
+        // A quiet interval sends nothing.
+        f.flush(&r, &mut status, UNIX_EPOCH + FLUSH_INTERVAL);
+        assert_eq!(rec.got(), Vec::new());
         let line = status.take_if_due(UNIX_EPOCH + STATUS_INTERVAL).unwrap();
         assert_eq!(
             line,
@@ -560,42 +859,149 @@ mod tests {
     }
 
     #[test]
-    fn a_failing_sink_is_given_up_after_one_error() {
-        let r = Registry::new(16);
-        let attempts = Arc::new(AtomicU64::new(0));
-        r.connect(Box::new(Failing(Arc::clone(&attempts))));
-        // Two series, so two sends were it not given up.
-        r.emit(call("sign", "ok"));
-        r.emit(call("get", "ok"));
-        let mut status = Status::new(UNIX_EPOCH, STATUS_INTERVAL);
-        r.drain_into(&mut status, None);
-        assert_eq!(attempts.load(Ordering::SeqCst), 1);
-        // The status line still counts both.
+    fn samples_beyond_the_cap_are_a_uniform_pick_and_the_rest_is_counted_as_dropped() {
+        let (r, rec, mut f, mut status) = connected(100);
+        for v in 0..10_000 {
+            r.sample(SIGN, v as f32);
+        }
+        f.flush(&r, &mut status, UNIX_EPOCH);
+        let got = rec.got();
+        let kept = samples_sent(&got);
+        assert_eq!(kept.len(), 100);
+        // A uniform pick of 0..10000: about 10 values per tenth, none kept twice.
+        for tenth in 0..10 {
+            let lo = tenth as f32 * 1000.0;
+            let n = kept
+                .iter()
+                .filter(|v| (lo..lo + 1000.0).contains(*v))
+                .count();
+            assert!((2..=25).contains(&n), "tenth {tenth}: {n} of {kept:?}");
+        }
+        let mut unique = kept.clone();
+        unique.sort_by(f32::total_cmp);
+        unique.dedup();
+        assert_eq!(unique.len(), 100);
+        assert_eq!(
+            counter_sent(&got, Series::new(DROPPED, Labels::NONE)),
+            9900.0
+        );
+        // The status line still covers every value.
         let line = status.take_if_due(UNIX_EPOCH + STATUS_INTERVAL).unwrap();
         assert_eq!(
             line,
-            "key_vault.call{operation=get,outcome=ok}=1 key_vault.call{operation=sign,outcome=ok}=1"
+            "telemetry.dropped=9900 key_vault.sign.elapsed_time=count:10000,mean:4999.5,max:9999"
         );
+        // The next interval starts a fresh reservoir.
+        r.sample(SIGN, 1.0);
+        f.flush(&r, &mut status, UNIX_EPOCH + FLUSH_INTERVAL);
+        assert_eq!(samples_sent(&rec.got()), vec![1.0]);
+    }
+
+    #[test]
+    fn a_failed_send_keeps_the_counters_and_redials_after_a_backoff() {
+        let (r, rec, mut f, mut status) = connected(16);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        // The first call fails: the host went away.
+        rec.fail.lock().unwrap().push(1);
+        r.counter(call("sign", "ok"), 1.0);
+        r.sample(SIGN, 5.0);
+        f.flush(&r, &mut status, t0);
+        assert_eq!(rec.calls(), 1);
+        assert_eq!(rec.got(), Vec::new());
+        // Within the backoff nothing is tried; counters go on summing, samples are dropped.
+        r.counter(call("sign", "ok"), 1.0);
+        r.sample(SIGN, 6.0);
+        f.flush(&r, &mut status, t0 + Duration::from_millis(500));
+        assert_eq!(rec.calls(), 1);
+        assert_eq!(rec.reconnects.load(Ordering::SeqCst), 0);
+        // After it: re-dial, then the summed counters, the drop count and the new samples.
+        r.counter(call("sign", "ok"), 1.0);
+        r.sample(SIGN, 7.0);
+        f.flush(&r, &mut status, t0 + RETRY_BACKOFF);
+        assert_eq!(rec.reconnects.load(Ordering::SeqCst), 1);
+        let got = rec.got();
+        assert_eq!(counter_sent(&got, call("sign", "ok")), 3.0, "{got:#?}");
+        assert_eq!(counter_sent(&got, Series::new(DROPPED, Labels::NONE)), 2.0);
+        assert_eq!(samples_sent(&got), vec![7.0]);
+        // Working again: the next flush sends at once.
+        r.counter(call("get", "ok"), 1.0);
+        f.flush(
+            &r,
+            &mut status,
+            t0 + RETRY_BACKOFF + Duration::from_millis(1),
+        );
+        assert_eq!(counter_sent(&rec.got(), call("get", "ok")), 1.0);
+    }
+
+    #[test]
+    fn a_host_that_stays_down_is_retried_less_and_less_often() {
+        let (r, rec, mut f, mut status) = connected(16);
+        rec.fail.lock().unwrap().extend(1..=1000);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut attempts_at = Vec::new();
+        for s in 0..200u64 {
+            r.counter(call("sign", "ok"), 1.0);
+            let before = rec.calls();
+            f.flush(&r, &mut status, t0 + Duration::from_secs(s));
+            if rec.calls() > before {
+                attempts_at.push(s);
+            }
+        }
+        assert_eq!(attempts_at, vec![0, 1, 3, 7, 15, 31, 63, 123, 183]);
+        // Once it answers, the whole sum arrives.
+        rec.fail.lock().unwrap().clear();
+        f.flush(&r, &mut status, t0 + Duration::from_secs(243));
+        assert_eq!(counter_sent(&rec.got(), call("sign", "ok")), 200.0);
+    }
+
+    #[test]
+    fn counters_wait_for_the_host_to_be_known_and_a_host_without_the_service_gets_nothing() {
+        let r = Registry::new(16);
+        let mut f = Flusher::new();
+        let mut status = Status::new(UNIX_EPOCH, STATUS_INTERVAL);
+        r.counter(call("create", "ok"), 1.0);
+        f.flush(&r, &mut status, UNIX_EPOCH);
+        let rec = Recorder::default();
+        r.connect(Box::new(rec.clone()));
+        f.flush(&r, &mut status, UNIX_EPOCH);
+        assert_eq!(counter_sent(&rec.got(), call("create", "ok")), 1.0);
+
+        r.disconnect();
+        r.counter(call("sign", "ok"), 1.0);
+        r.sample(SIGN, 1.0);
+        f.flush(&r, &mut status, UNIX_EPOCH);
+        assert_eq!(rec.calls(), 1);
+        let line = status.take_if_due(UNIX_EPOCH + STATUS_INTERVAL).unwrap();
+        assert_eq!(
+            line,
+            "key_vault.call{operation=create,outcome=ok}=1 \
+             key_vault.call{operation=sign,outcome=ok}=1 \
+             key_vault.sign.elapsed_time=count:1,mean:1,max:1"
+        );
+    }
+
+    #[test]
+    fn emitting_reuses_the_reservoirs_across_flushes() {
+        let (r, _rec, mut f, mut status) = connected(8);
+        for round in 0..3 {
+            for v in 0..20 {
+                r.sample(SIGN, v as f32);
+            }
+            let agg = r.lock_aggregates();
+            assert_eq!(agg.samples[0].kept.capacity(), 8, "round {round}");
+            drop(agg);
+            f.flush(&r, &mut status, UNIX_EPOCH);
+        }
+        assert_eq!(f.spares.len(), 1);
     }
 
     #[test]
     fn status_line_is_hourly_and_counts_only_since_the_last_line() {
         let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_000_000));
         let mut status = Status::new(clock.now(), STATUS_INTERVAL);
-        status.record(&call("sign", "ok"));
-        status.record(&call("sign", "ok"));
-        status.record(&Metric {
-            kind: Kind::Sample,
-            key: SIGN_ELAPSED,
-            labels: Vec::new(),
-            val: 10.0,
-        });
-        status.record(&Metric {
-            kind: Kind::Sample,
-            key: SIGN_ELAPSED,
-            labels: Vec::new(),
-            val: 30.5,
-        });
+        status.record_counter(&call("sign", "ok"), 2.0);
+        status.record_samples(&SIGN, 1, 10.0, 10.0);
+        status.record_samples(&SIGN, 1, 30.5, 30.5);
         clock.advance(Duration::from_secs(3599));
         assert_eq!(status.take_if_due(clock.now()), None);
         clock.advance(Duration::from_secs(1));
@@ -604,7 +1010,7 @@ mod tests {
             "key_vault.call{operation=sign,outcome=ok}=2 \
              key_vault.sign.elapsed_time=count:2,mean:20.25,max:30.5"
         );
-        status.record(&call("delete", "5xx"));
+        status.record_counter(&call("delete", "5xx"), 1.0);
         clock.advance(Duration::from_secs(1800));
         assert_eq!(status.take_if_due(clock.now()), None);
         clock.advance(Duration::from_secs(1800));

@@ -15,10 +15,11 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use azkv_testkit::poll_until;
+use e2e::short_id;
 use e2e::spire::{ConfigFormat, ServerSpec, SpireServer};
 use e2e::vault::{vault, Vault, VaultKey};
 use e2e::verify::{openssl_uri_san, openssl_verify, Bundle, Jwt, PubKey};
-use e2e::{short_id, wait_for};
 
 const AUDIENCE: &str = "e2e-audience";
 
@@ -251,7 +252,7 @@ fn standard_mode_serves_from_vault_and_restart_reuses_keys() {
     );
     // And they reach the operator's sink: spire-server's Prometheus endpoint lists the
     // plugin's Key Vault call counter after the mints.
-    let metrics = wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
+    let metrics = poll_until(Duration::from_secs(10), Duration::from_millis(200), || {
         let body = http_get_local(prometheus, "/metrics")?;
         body.lines()
             .any(|l| {
@@ -319,7 +320,7 @@ fn ca_rotation_creates_new_keys_and_deletes_old_ones() {
     eprintln!("[rot] initial keys:\n{}", keys_table(vault, &initial));
 
     // Both initial keys get replaced (slot A is re-prepared after B took over) and deleted.
-    let deleted = wait_for(Duration::from_secs(150), Duration::from_secs(1), || {
+    let deleted = poll_until(Duration::from_secs(150), Duration::from_secs(1), || {
         initial_names
             .iter()
             .all(|n| vault.is_deleted(n))
@@ -648,7 +649,7 @@ fn switch_builtin_plugin_builtin(label: &str, ca_key_type: &str, jwt_key_type: &
     s.prepare_authority("x509");
     s.prepare_authority("jwt");
     let a_names: Vec<String> = keys_a.iter().map(|k| k.name.clone()).collect();
-    let deleted = wait_for(Duration::from_secs(60), Duration::from_millis(500), || {
+    let deleted = poll_until(Duration::from_secs(60), Duration::from_millis(500), || {
         a_names.iter().all(|n| vault.is_deleted(n)).then_some(())
     });
     let keys_b = vault.keys_of_trust_domain(&td);

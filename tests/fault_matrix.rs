@@ -115,15 +115,8 @@ fn assert_healthy(
 }
 
 /// Bounded poll for background work (maintenance deletions, a killed request finishing).
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    cond()
+fn wait_until(limit: Duration, cond: impl FnMut() -> bool) -> bool {
+    azkv_testkit::wait_until(limit, Duration::from_millis(10), cond)
 }
 
 /// Statuses the fake answered for `route` since the last `reset_log`.

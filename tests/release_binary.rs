@@ -103,6 +103,7 @@ fn release_binary_ignores_test_hooks() {
         "AZKV_TEST_MAINTENANCE",
         "AZKV_TEST_SHARED",
         "AZKV_TEST_STATUS_INTERVAL",
+        "AZKV_TEST_METRICS_FLUSH",
         "AZURE_IMDS_ENDPOINT",
     ] {
         assert!(

@@ -347,22 +347,16 @@ fn a_server_killed_after_claiming_leaves_the_rotation_to_the_others() {
             let opt = grpcio::CallOption::default().timeout(Duration::from_secs(60));
             client.unary_call(&GENERATE_KEY, &req, opt).is_ok()
         });
-        let start = Instant::now();
-        let claimed = loop {
-            let claim = fake.requests().into_iter().any(|r| {
-                r.route == Route::UpdateKey
-                    && r.status == 200
-                    && r.body.contains("spire-rotation-claim")
-            });
-            if claim {
-                break Instant::now();
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "the victim never claimed"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        let claimed =
+            azkv_testkit::poll_until(Duration::from_secs(15), Duration::from_millis(5), || {
+                let claim = fake.requests().into_iter().any(|r| {
+                    r.route == Route::UpdateKey
+                        && r.status == 200
+                        && r.body.contains("spire-rotation-claim")
+                });
+                claim.then(Instant::now)
+            })
+            .expect("the victim never claimed");
         victim.kill9();
         assert!(
             !call.join().unwrap(),

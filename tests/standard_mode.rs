@@ -445,12 +445,6 @@ fn refresh_and_stale_sweep_run_in_the_background() {
     assert_eq!(p.get_public_key("x509-CA-B").unwrap(), pk);
 }
 
-fn wait(mut cond: impl FnMut() -> bool) -> bool {
-    for _ in 0..500 {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
+fn wait(cond: impl FnMut() -> bool) -> bool {
+    azkv_testkit::wait_until(Duration::from_secs(5), Duration::from_millis(10), cond)
 }

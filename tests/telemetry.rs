@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use azkv::plugin::proto::keymanager::{HashAlgorithm, KeyType, SignerOpts};
 use support::env::{plugin_env, secrets, standard_hcl, TD};
@@ -13,9 +13,17 @@ use support::plugin_host::{PluginProcess, ReceivedMetric};
 use support::verify::digest;
 
 const SID: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+/// The plugin's metrics flush period here (a second in production).
+const FLUSH: &str = "100ms";
 
 fn launch(fake: &FakeAzure) -> PluginProcess {
-    let env = plugin_env(fake, &[("AZKV_TEST_STATUS_INTERVAL", "1s")]);
+    let env = plugin_env(
+        fake,
+        &[
+            ("AZKV_TEST_STATUS_INTERVAL", "1s"),
+            ("AZKV_TEST_METRICS_FLUSH", FLUSH),
+        ],
+    );
     let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     PluginProcess::launch(&refs)
 }
@@ -50,14 +58,9 @@ fn count(got: &[ReceivedMetric], method: &str, k: &[&str]) -> usize {
 }
 
 fn wait_until(p: &PluginProcess, mut cond: impl FnMut(&[ReceivedMetric]) -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if cond(&p.received_metrics()) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
+    azkv_testkit::wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        cond(&p.received_metrics())
+    })
 }
 
 fn sign(p: &PluginProcess, id: &str) {
@@ -105,92 +108,77 @@ fn metrics_reach_the_host_service_with_spire_style_keys_and_labels() {
     // Rotation: a new key, the old one deleted in the background.
     p.generate_key("x509-CA-A", KeyType::EcP256).unwrap();
 
-    let sign_ok = |g: &[ReceivedMetric]| {
-        total(
-            g,
-            "IncrCounter",
-            &["key_vault", "call"],
-            &[("operation", "sign"), ("outcome", "ok")],
-        )
+    // What must arrive, once every flush has gone out: (what, figure, expected).
+    let expected = |g: &[ReceivedMetric]| -> Vec<(&'static str, f32, f32)> {
+        let call = |op, outcome| {
+            total(
+                g,
+                "IncrCounter",
+                &["key_vault", "call"],
+                &[("operation", op), ("outcome", outcome)],
+            )
+        };
+        vec![
+            ("signs ok", call("sign", "ok"), 3.0),
+            ("signs refused", call("sign", "4xx"), 1.0),
+            ("creates", call("create", "ok"), 2.0),
+            ("deletes", call("delete", "ok"), 1.0),
+            (
+                "keys deleted by rotation",
+                total(
+                    g,
+                    "IncrCounter",
+                    &["key", "deleted"],
+                    &[("reason", "rotation")],
+                ),
+                1.0,
+            ),
+            (
+                "429 retries",
+                total(g, "IncrCounter", &["http", "retry"], &[("reason", "429")]),
+                1.0,
+            ),
+            (
+                "seconds waited for Retry-After",
+                total(
+                    g,
+                    "IncrCounter",
+                    &["http", "retry_after_wait_seconds"],
+                    &[("reason", "429")],
+                ),
+                1.0,
+            ),
+            // The first token, then the fresh one after the 401.
+            (
+                "token fetches",
+                total(
+                    g,
+                    "IncrCounter",
+                    &["token", "fetch"],
+                    &[("credential", "client_secret"), ("outcome", "ok")],
+                ),
+                2.0,
+            ),
+            (
+                "token fetch samples",
+                count(g, "AddSample", &["token", "fetch", "elapsed_time"]) as f32,
+                2.0,
+            ),
+            // Failed signs are timed too.
+            (
+                "sign samples",
+                count(g, "AddSample", &["key_vault", "sign", "elapsed_time"]) as f32,
+                4.0,
+            ),
+        ]
     };
-    let deleted = |g: &[ReceivedMetric]| {
-        total(
-            g,
-            "IncrCounter",
-            &["key", "deleted"],
-            &[("reason", "rotation")],
-        )
-    };
-    assert!(
-        wait_until(&p, |g| sign_ok(g) == 3.0 && deleted(g) == 1.0),
-        "metrics received: {:#?}",
-        p.received_metrics()
-    );
+    let all_arrived = |g: &[ReceivedMetric]| expected(g).iter().all(|(_, got, want)| got == want);
+    // Polls until every flush is in (or 10 s): then each figure must be exactly as expected.
+    wait_until(&p, all_arrived);
     let got = p.received_metrics();
-    assert_eq!(
-        total(
-            &got,
-            "IncrCounter",
-            &["key_vault", "call"],
-            &[("operation", "create"), ("outcome", "ok")]
-        ),
-        2.0
-    );
-    assert_eq!(
-        total(
-            &got,
-            "IncrCounter",
-            &["key_vault", "call"],
-            &[("operation", "delete"), ("outcome", "ok")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        total(
-            &got,
-            "IncrCounter",
-            &["key_vault", "call"],
-            &[("operation", "sign"), ("outcome", "4xx")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        total(
-            &got,
-            "IncrCounter",
-            &["http", "retry"],
-            &[("reason", "429")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        total(
-            &got,
-            "IncrCounter",
-            &["http", "retry_after_wait_seconds"],
-            &[("reason", "429")]
-        ),
-        1.0
-    );
-    // The first token, then the fresh one after the 401.
-    assert_eq!(
-        total(
-            &got,
-            "IncrCounter",
-            &["token", "fetch"],
-            &[("credential", "client_secret"), ("outcome", "ok")]
-        ),
-        2.0
-    );
-    assert_eq!(
-        count(&got, "AddSample", &["token", "fetch", "elapsed_time"]),
-        2
-    );
-    assert_eq!(
-        count(&got, "AddSample", &["key_vault", "sign", "elapsed_time"]),
-        4,
-        "failed signs are timed too"
-    );
+    for (what, figure, want) in expected(&got) {
+        assert_eq!(figure, want, "{what}; metrics received: {got:#?}");
+    }
     // The sign that waited out the 429 took at least that second.
     assert!(
         got.iter()
@@ -261,10 +249,13 @@ fn sweep_deletions_are_counted_as_the_sweeps() {
     );
     let env = plugin_env(
         &fake,
-        &[(
-            "AZKV_TEST_MAINTENANCE",
-            "first_sweep=200ms,max_wait=20ms,backoff=50ms",
-        )],
+        &[
+            (
+                "AZKV_TEST_MAINTENANCE",
+                "first_sweep=200ms,max_wait=20ms,backoff=50ms",
+            ),
+            ("AZKV_TEST_METRICS_FLUSH", FLUSH),
+        ],
     );
     let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut p = PluginProcess::launch(&refs);
@@ -302,10 +293,13 @@ fn shared_key_adoptions_and_claims_are_counted() {
     let fake = FakeAzure::start();
     let env = plugin_env(
         &fake,
-        &[(
-            "AZKV_TEST_SHARED",
-            "settle=400ms,claim_wait=400ms,jitter=300ms,poll=100ms",
-        )],
+        &[
+            (
+                "AZKV_TEST_SHARED",
+                "settle=400ms,claim_wait=400ms,jitter=300ms,poll=100ms",
+            ),
+            ("AZKV_TEST_METRICS_FLUSH", FLUSH),
+        ],
     );
     let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut p = PluginProcess::launch(&refs);
@@ -351,4 +345,54 @@ fn shared_key_adoptions_and_claims_are_counted() {
         p.received_metrics()
     );
     p.unload();
+}
+
+#[test]
+fn metrics_the_host_refused_arrive_once_it_answers_again() {
+    let fake = FakeAzure::start();
+    let mut p = launch(&fake);
+    p.init().expect("init");
+    // The host's first Metrics call fails: the plugin warns, backs off, re-dials and sends on.
+    p.refuse_metrics(1);
+    p.configure(TD, &standard_hcl(&fake, SID))
+        .expect("configure");
+    p.generate_key("x509-CA-A", KeyType::EcP256).unwrap();
+    sign(&p, "x509-CA-A");
+    assert!(p.wait_for_log(
+        "Sending metrics to spire-server failed; retrying with backoff",
+        Duration::from_secs(5)
+    ));
+    sign(&p, "x509-CA-A");
+    let arrived = |g: &[ReceivedMetric]| {
+        let call = |op| {
+            total(
+                g,
+                "IncrCounter",
+                &["key_vault", "call"],
+                &[("operation", op), ("outcome", "ok")],
+            )
+        };
+        // Every sample (two signs, one token fetch) either reached the host or is counted as
+        // dropped.
+        let samples = count(g, "AddSample", &["key_vault", "sign", "elapsed_time"]) as f32
+            + count(g, "AddSample", &["token", "fetch", "elapsed_time"]) as f32
+            + total(g, "IncrCounter", &["telemetry", "dropped"], &[]);
+        (call("create"), call("sign"), samples)
+    };
+    // Counters are kept across the failure, so the sums arrive exact.
+    wait_until(&p, |g| arrived(g) == (1.0, 2.0, 3.0));
+    let got = p.received_metrics();
+    assert_eq!(arrived(&got), (1.0, 2.0, 3.0), "{got:#?}");
+    assert!(p.wait_for_log(
+        "Sending metrics to spire-server works again",
+        Duration::from_secs(5)
+    ));
+    let warnings = p
+        .stderr_lines()
+        .into_iter()
+        .filter(|l| l.contains("Sending metrics to spire-server failed"))
+        .count();
+    assert_eq!(warnings, 1, "one warning per outage");
+    p.unload();
+    p.assert_logs_clean(&secrets(&fake));
 }

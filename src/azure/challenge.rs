@@ -212,8 +212,8 @@ impl AllowedTenants {
         }
     }
 
-    /// `Err` with a message naming both tenants and the variable when `tenant` is not allowed.
-    pub fn check(&self, tenant: &str) -> Result<(), String> {
+    /// `Err` naming both tenants when `tenant` is not allowed.
+    pub fn check(&self, tenant: &str) -> Result<(), TenantRefused> {
         let Some(configured) = &self.configured else {
             return Ok(());
         };
@@ -222,13 +222,24 @@ impl AllowedTenants {
         {
             return Ok(());
         }
-        Err(format!(
-            "the vault's 401 challenge asks for a token from tenant {tenant:?}, but the credential \
-             is configured for tenant {configured:?}; refusing to authenticate to another tenant. \
-             If the vault belongs to {tenant:?}, add it to {ADDITIONALLY_ALLOWED_TENANTS} \
-             (';'-separated, '*' allows any tenant)"
-        ))
+        Err(TenantRefused {
+            tenant: tenant.to_string(),
+            configured: configured.clone(),
+        })
     }
+}
+
+/// A challenge asks for a token from a tenant the credential may not use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the vault's 401 challenge asks for a token from tenant {tenant:?}, but the credential is \
+     configured for tenant {configured:?}; refusing to authenticate to another tenant. If the \
+     vault belongs to {tenant:?}, add it to {ADDITIONALLY_ALLOWED_TENANTS} (';'-separated, '*' \
+     allows any tenant)"
+)]
+pub struct TenantRefused {
+    pub tenant: String,
+    pub configured: String,
 }
 
 /// What to do about a challenge.
@@ -277,8 +288,8 @@ pub fn decide(
     tenants: &AllowedTenants,
 ) -> Decision {
     let tenant = challenge.tenant();
-    if let Some(Err(m)) = tenant.as_deref().map(|t| tenants.check(t)) {
-        return Decision::Refuse(m);
+    if let Some(Err(e)) = tenant.as_deref().map(|t| tenants.check(t)) {
+        return Decision::Refuse(e.to_string());
     }
     let Some(scope) = challenge.scope() else {
         return Decision::RetrySameScope { tenant };

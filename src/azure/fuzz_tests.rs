@@ -306,7 +306,7 @@ fn token_responses_parse_or_fail_without_quoting_the_token() {
                 mutate(&mut rng, &seed, &donor)
             }
         };
-        match parse_token_response(body.as_bytes(), now()) {
+        match parse_token_response(body.as_bytes(), now()).map_err(|e| e.to_string()) {
             Ok(t) => {
                 ok += 1;
                 assert!(!t.token.is_empty());
@@ -678,7 +678,8 @@ fn certificate_files_never_panic_or_spin() {
             decode_pfx(&input, password).map(|_| ())
         } else {
             decrypt_pkcs8(&input, password).map(|_| ())
-        };
+        }
+        .map_err(|e| e.to_string());
         // The whole credential path now and then: PKCS#12 as is, the key in a PEM bundle.
         let whole = if rng.one_in(4) {
             let data = if is_pfx {
@@ -687,7 +688,11 @@ fn certificate_files_never_panic_or_spin() {
                 let block = pem::encode(&pem::Pem::new("ENCRYPTED PRIVATE KEY", input.clone()));
                 format!("{CERT_PEM}{block}").into_bytes()
             };
-            Some(ClientCertificate::from_file(&data, Some(password)).map(|_| ()))
+            Some(
+                ClientCertificate::from_file(&data, Some(password))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            )
         } else {
             None
         };

@@ -4,7 +4,6 @@
 //! (`azure::keyvault::KeyVaultClient`) and by in-memory fakes in unit tests.
 
 use std::collections::HashMap;
-use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -185,9 +184,10 @@ pub struct UpdateAttributes {
 }
 
 /// Every failure of the Azure layer. `Display` never contains a secret or a token.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AzureError {
     /// The service answered with a non-success status.
+    #[error("Key Vault returned HTTP {status}{}", service_detail(.code, .inner_code, .message))]
     Service {
         status: u16,
         /// `error.code`, e.g. `Forbidden`, `KeyNotFound`, `Conflict`.
@@ -197,17 +197,37 @@ pub enum AzureError {
         message: String,
     },
     /// Connection refused or reset, TLS failure, timeout.
+    #[error("transport error: {0}")]
     Transport(String),
     /// A 2xx answer whose body could not be understood.
+    #[error("malformed response: {0}")]
     Decode(String),
     /// No credential could produce a token (the message aggregates every attempt).
+    #[error("authentication failed: {0}")]
     Auth(String),
     /// Unusable settings: a non-https vault URI, an unreadable certificate file, ...
+    #[error("invalid Azure settings: {0}")]
     Config(String),
     /// The vault throttles (HTTP 429) and the request could not be sent again before the
     /// operation's deadline (see `throttle`): the vault rejected every attempt, so nothing was
     /// done.
+    #[error("Key Vault is throttling requests: {0}")]
     Throttled(String),
+}
+
+/// What follows the status in a [`AzureError::Service`] message: ` (code/inner)`, then
+/// `: message` when there is one.
+fn service_detail(code: &Option<String>, inner_code: &Option<String>, message: &str) -> String {
+    let codes = match (code, inner_code) {
+        (Some(c), Some(i)) => format!(" ({c}/{i})"),
+        (Some(c), None) | (None, Some(c)) => format!(" ({c})"),
+        (None, None) => String::new(),
+    };
+    if message.is_empty() {
+        codes
+    } else {
+        format!("{codes}: {message}")
+    }
 }
 
 impl AzureError {
@@ -239,38 +259,6 @@ impl AzureError {
         }
     }
 }
-
-impl fmt::Display for AzureError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AzureError::Service {
-                status,
-                code,
-                inner_code,
-                message,
-            } => {
-                write!(f, "Key Vault returned HTTP {status}")?;
-                match (code, inner_code) {
-                    (Some(c), Some(i)) => write!(f, " ({c}/{i})")?,
-                    (Some(c), None) => write!(f, " ({c})")?,
-                    (None, Some(i)) => write!(f, " ({i})")?,
-                    (None, None) => {}
-                }
-                if !message.is_empty() {
-                    write!(f, ": {message}")?;
-                }
-                Ok(())
-            }
-            AzureError::Transport(m) => write!(f, "transport error: {m}"),
-            AzureError::Decode(m) => write!(f, "malformed response: {m}"),
-            AzureError::Auth(m) => write!(f, "authentication failed: {m}"),
-            AzureError::Config(m) => write!(f, "invalid Azure settings: {m}"),
-            AzureError::Throttled(m) => write!(f, "Key Vault is throttling requests: {m}"),
-        }
-    }
-}
-
-impl std::error::Error for AzureError {}
 
 /// The Key Vault keys operations the key manager needs. Implementations are blocking and
 /// thread-safe; they hold no lock across network I/O.
@@ -306,6 +294,43 @@ pub trait KeyVaultApi: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The service error's text is what SPIRE logs and tests match on: codes in parentheses
+    /// (outer/inner when both), then the message when there is one.
+    #[test]
+    fn service_error_messages() {
+        let some = |s: &str| Some(s.to_string());
+        for (code, inner_code, message, want) in [
+            (
+                some("C"),
+                some("I"),
+                "m",
+                "Key Vault returned HTTP 409 (C/I): m",
+            ),
+            (some("C"), None, "m", "Key Vault returned HTTP 409 (C): m"),
+            (None, some("I"), "m", "Key Vault returned HTTP 409 (I): m"),
+            (None, None, "m", "Key Vault returned HTTP 409: m"),
+            (
+                some("C"),
+                some("I"),
+                "",
+                "Key Vault returned HTTP 409 (C/I)",
+            ),
+            (None, None, "", "Key Vault returned HTTP 409"),
+        ] {
+            let e = AzureError::Service {
+                status: 409,
+                code,
+                inner_code,
+                message: message.to_string(),
+            };
+            assert_eq!(e.to_string(), want);
+        }
+        assert_eq!(
+            AzureError::Throttled("t".into()).to_string(),
+            "Key Vault is throttling requests: t"
+        );
+    }
 
     #[test]
     fn kid_parsing() {

@@ -26,7 +26,6 @@ mod parse;
 mod raw;
 mod trust_domain;
 
-use std::fmt;
 use std::path::PathBuf;
 
 use regex::Regex;
@@ -141,7 +140,8 @@ pub fn ignored_key_note(key: &str) -> String {
 }
 
 /// A configuration the plugin refuses; the message is the gRPC InvalidArgument text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct ConfigError {
     message: String,
 }
@@ -151,14 +151,6 @@ impl ConfigError {
         &self.message
     }
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// Outcome of [`validate`]: every problem in reference order, the ignored keys, and the
 /// config when there is no problem.
@@ -248,7 +240,7 @@ pub fn validate(core: Option<&CoreConfig>, hcl_configuration: &str) -> Validatio
     // (3) vault URI (the https check is ours).
     if raw.key_vault_uri.is_empty() {
         errors.push(MISSING_KEY_VAULT_URI.to_owned());
-    } else if !is_https_url_with_host(&raw.key_vault_uri) {
+    } else if !crate::uri::is_https_url(&raw.key_vault_uri) {
         errors.push(format!(
             "{KEY_VAULT_URI_NOT_HTTPS}: {}",
             uri_for_display(&raw.key_vault_uri)
@@ -399,6 +391,8 @@ fn regex_error(pattern: &str, err: &regex::Error) -> String {
 
 /// The URI without a query, fragment or user-info part, which could carry credentials
 /// and have no business in an error message.
+/// It quotes URIs that failed to parse, so it splits the text itself rather than use
+/// `crate::uri`.
 fn uri_for_display(uri: &str) -> String {
     let base = uri.split(['?', '#']).next().unwrap_or("");
     let (scheme, rest) = match base.split_once("://") {
@@ -430,54 +424,6 @@ fn uri_for_display(uri: &str) -> String {
 
 /// Longest Key Vault URI quoted in an error.
 const MAX_URI_SHOWN: usize = 200;
-
-/// `https://host[:port][/path…]`, host non-empty. No URL crate: this is all we need.
-fn is_https_url_with_host(uri: &str) -> bool {
-    if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return false;
-    }
-    let scheme = "https://";
-    let Some(rest) = uri
-        .get(..scheme.len())
-        .filter(|s| s.eq_ignore_ascii_case(scheme))
-        .and_then(|_| uri.get(scheme.len()..))
-    else {
-        return false;
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if authority.contains('@') {
-        return false;
-    }
-    let (host_ok, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let Some((addr, after)) = v6.split_once(']') else {
-            return false;
-        };
-        let addr_ok = !addr.is_empty()
-            && addr
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.');
-        let port = match after {
-            "" => None,
-            p => match p.strip_prefix(':') {
-                Some(port) => Some(port),
-                None => return false,
-            },
-        };
-        (addr_ok, port)
-    } else {
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        };
-        let host_ok = !host.is_empty()
-            && host
-                .chars()
-                .all(|c| c.is_alphanumeric() || matches!(c, '-' | '.' | '_'));
-        (host_ok, port)
-    };
-    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
-    host_ok && port_ok
-}
 
 // ---------------------------------------------------------------------------------------
 // Decoding the generic tree into fields (HCL1 `hcl.Decode` semantics)
@@ -1141,7 +1087,7 @@ app_secret = "s=#//{{"
             "https://[::1]:8443/",
             "https://localhost/path?x=1",
         ] {
-            assert!(is_https_url_with_host(good), "{good}");
+            assert!(crate::uri::is_https_url(good), "{good}");
         }
         for bad in [
             "http://example.vault.azure.net/",
@@ -1158,7 +1104,7 @@ app_secret = "s=#//{{"
             "https://a:b:443/",
             " https://host/",
         ] {
-            assert!(!is_https_url_with_host(bad), "{bad}");
+            assert!(!crate::uri::is_https_url(bad), "{bad}");
         }
         assert_eq!(
             first_error(&reference_request(

@@ -32,7 +32,8 @@ impl Raw {
 
 /// Why the text could not be decoded; `Display` is the part after
 /// `unable to decode configuration: `.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub(crate) struct DecodeError(pub(crate) String);
 
 impl DecodeError {
@@ -40,12 +41,6 @@ impl DecodeError {
     pub(crate) fn at(src: &str, offset: usize, msg: impl fmt::Display) -> Self {
         let (line, col) = line_col(src, offset);
         DecodeError(format!("{line}:{col}: {msg}"))
-    }
-}
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 

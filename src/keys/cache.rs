@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use crate::error::PluginError;
-use crate::keys::verify::{SignatureVerifier, VerifyError};
+use crate::keys::verify::{PublicKeyError, SignatureVerifier, VerifyError};
 use crate::plugin::proto::keymanager::{KeyType, PublicKey};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -38,7 +38,7 @@ pub struct SigningKey {
     entry: Arc<KeyEntry>,
     /// Parsed from `entry.public_key.pkix_data`, the exact key SPIRE was given; an error
     /// (a key that cannot verify) fails every signature of the entry.
-    verifier: Arc<Result<SignatureVerifier, String>>,
+    verifier: Arc<Result<SignatureVerifier, PublicKeyError>>,
 }
 
 /// Reads as the entry it holds.

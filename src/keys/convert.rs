@@ -2,6 +2,8 @@
 //! `r||s` ECDSA signatures → ASN.1 DER, and the key fingerprint. The structures are tiny and
 //! fixed; `crate::der` writes them.
 
+use std::fmt;
+
 use base64::Engine;
 
 use crate::azure::types::JsonWebKey;
@@ -14,13 +16,12 @@ const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
 
 /// Decodes base64url with or without padding; standard base64 is accepted too.
-pub fn decode_b64(s: &str) -> Result<Vec<u8>, String> {
+pub fn decode_b64(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
     use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
     let trimmed = s.trim().trim_end_matches('=');
     URL_SAFE_NO_PAD
         .decode(trimmed)
         .or_else(|_| STANDARD_NO_PAD.decode(trimmed))
-        .map_err(|e| format!("invalid base64: {e}"))
 }
 
 fn strip_leading_zeros(b: &[u8]) -> &[u8] {
@@ -38,18 +39,69 @@ pub struct ParsedKey {
     pub pkix: Vec<u8>,
 }
 
+/// Why a JWK cannot be served; `Display` names what is unsupported. Values from Key Vault
+/// are shortened and cleaned for messages (`shown`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwkError {
+    Base64(base64::DecodeError),
+    RsaSize(usize),
+    RsaExponent(u64),
+    Curve(String),
+    NotOnCurve(String),
+    KeyType(String),
+    /// A missing, malformed or foreign member (the text says which).
+    Invalid(&'static str),
+}
+
+impl fmt::Display for JwkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JwkError::Base64(e) => write!(f, "invalid base64: {e}"),
+            JwkError::RsaSize(bits) => write!(f, "unsupported RSA key size: {bits} bits"),
+            JwkError::RsaExponent(e) => {
+                write!(
+                    f,
+                    "unsupported RSA exponent: {e} (must be odd, 3 to 2^31-1)"
+                )
+            }
+            JwkError::Curve(crv) => write!(f, "unsupported EC curve: {crv}"),
+            JwkError::NotOnCurve(crv) => write!(f, "EC public key is not a point on {crv}"),
+            JwkError::KeyType(kty) => write!(f, "unsupported key type: {kty}"),
+            JwkError::Invalid(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for JwkError {}
+
+impl From<base64::DecodeError> for JwkError {
+    fn from(e: base64::DecodeError) -> Self {
+        JwkError::Base64(e)
+    }
+}
+
+use JwkError::Invalid;
+
 /// The SPIRE key type of a JWK: RSA with a modulus of exactly 2048 or 4096 bits, EC P-256 /
 /// P-384 by curve; `-HSM` variants (Managed HSM) are accepted. The key must be usable as what
 /// it claims to be: an odd modulus and an odd exponent between 3 and 2^31-1 (Go's crypto/rsa,
 /// which SPIRE verifies with, refuses larger ones), EC coordinates of the curve's size on the
 /// curve, and no members of the other family (an RSA key with `crv`, an EC key with `n`).
 /// Errors name what is unsupported.
-pub fn parse_jwk(jwk: &JsonWebKey) -> Result<ParsedKey, String> {
-    let kty = jwk.kty.as_deref().ok_or("key type is missing")?;
+pub fn parse_jwk(jwk: &JsonWebKey) -> Result<ParsedKey, JwkError> {
+    let kty = jwk.kty.as_deref().ok_or(Invalid("key type is missing"))?;
     match kty {
         "RSA" | "RSA-HSM" => {
-            let n = decode_b64(jwk.n.as_deref().ok_or("RSA key without modulus (n)")?)?;
-            let e = decode_b64(jwk.e.as_deref().ok_or("RSA key without exponent (e)")?)?;
+            let n = decode_b64(
+                jwk.n
+                    .as_deref()
+                    .ok_or(Invalid("RSA key without modulus (n)"))?,
+            )?;
+            let e = decode_b64(
+                jwk.e
+                    .as_deref()
+                    .ok_or(Invalid("RSA key without exponent (e)"))?,
+            )?;
             let n_bytes = strip_leading_zeros(&n);
             let bits = n_bytes
                 .first()
@@ -57,26 +109,24 @@ pub fn parse_jwk(jwk: &JsonWebKey) -> Result<ParsedKey, String> {
             let key_type = match bits {
                 2048 => KeyType::Rsa2048,
                 4096 => KeyType::Rsa4096,
-                other => return Err(format!("unsupported RSA key size: {other} bits")),
+                other => return Err(JwkError::RsaSize(other)),
             };
             if n_bytes.last().is_some_and(|b| b & 1 == 0) {
-                return Err("RSA modulus is even".into());
+                return Err(Invalid("RSA modulus is even"));
             }
             let e = strip_leading_zeros(&e);
             if e.is_empty() {
-                return Err("RSA key with a zero exponent".into());
+                return Err(Invalid("RSA key with a zero exponent"));
             }
             if e.len() > 4 {
-                return Err("unsupported RSA exponent: larger than 2^31-1".into());
+                return Err(Invalid("unsupported RSA exponent: larger than 2^31-1"));
             }
             let exponent = e.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b));
             if exponent < 3 || exponent % 2 == 0 || exponent > MAX_RSA_EXPONENT {
-                return Err(format!(
-                    "unsupported RSA exponent: {exponent} (must be odd, 3 to 2^31-1)"
-                ));
+                return Err(JwkError::RsaExponent(exponent));
             }
             if jwk.crv.is_some() || jwk.x.is_some() || jwk.y.is_some() {
-                return Err("RSA key with EC members (crv, x or y)".into());
+                return Err(Invalid("RSA key with EC members (crv, x or y)"));
             }
             let rsa_key = tlv(
                 SEQUENCE,
@@ -94,22 +144,25 @@ pub fn parse_jwk(jwk: &JsonWebKey) -> Result<ParsedKey, String> {
             })
         }
         "EC" | "EC-HSM" => {
-            let crv = jwk.crv.as_deref().ok_or("EC key without curve (crv)")?;
+            let crv = jwk
+                .crv
+                .as_deref()
+                .ok_or(Invalid("EC key without curve (crv)"))?;
             let (key_type, size, oid) = match crv {
                 "P-256" => (KeyType::EcP256, 32, OID_P256),
                 "P-384" => (KeyType::EcP384, 48, OID_P384),
-                other => return Err(format!("unsupported EC curve: {}", shown(other))),
+                other => return Err(JwkError::Curve(shown(other))),
             };
             let x = fixed_width(
-                &decode_b64(jwk.x.as_deref().ok_or("EC key without x")?)?,
+                &decode_b64(jwk.x.as_deref().ok_or(Invalid("EC key without x"))?)?,
                 size,
             )
-            .ok_or("EC x coordinate has the wrong length")?;
+            .ok_or(Invalid("EC x coordinate has the wrong length"))?;
             let y = fixed_width(
-                &decode_b64(jwk.y.as_deref().ok_or("EC key without y")?)?,
+                &decode_b64(jwk.y.as_deref().ok_or(Invalid("EC key without y"))?)?,
                 size,
             )
-            .ok_or("EC y coordinate has the wrong length")?;
+            .ok_or(Invalid("EC y coordinate has the wrong length"))?;
             let mut point = Vec::with_capacity(1 + 2 * size);
             point.push(0x04);
             point.extend_from_slice(&x);
@@ -119,10 +172,10 @@ pub fn parse_jwk(jwk: &JsonWebKey) -> Result<ParsedKey, String> {
                 _ => p384::PublicKey::from_sec1_bytes(&point).is_ok(),
             };
             if !on_curve {
-                return Err(format!("EC public key is not a point on {crv}"));
+                return Err(JwkError::NotOnCurve(crv.to_string()));
             }
             if jwk.n.is_some() || jwk.e.is_some() {
-                return Err("EC key with RSA members (n or e)".into());
+                return Err(Invalid("EC key with RSA members (n or e)"));
             }
             let mut bits = vec![0u8];
             bits.extend_from_slice(&point);
@@ -135,7 +188,7 @@ pub fn parse_jwk(jwk: &JsonWebKey) -> Result<ParsedKey, String> {
                 pkix: tlv(SEQUENCE, &[alg, tlv(BIT_STRING, &bits)].concat()),
             })
         }
-        other => Err(format!("unsupported key type: {}", shown(other))),
+        other => Err(JwkError::KeyType(shown(other))),
     }
 }
 
@@ -164,21 +217,48 @@ fn fixed_width(b: &[u8], size: usize) -> Option<Vec<u8>> {
     Some(v)
 }
 
+/// Why Key Vault's signature cannot be handed to SPIRE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureError {
+    /// An EC signature of the wrong length, or with a zero `r` or `s`.
+    Malformed,
+    RsaLength {
+        got: usize,
+        want: usize,
+    },
+    NoKeyType,
+}
+
+impl fmt::Display for SignatureError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SignatureError::Malformed => f.write_str(MALFORMED_SIGNATURE),
+            SignatureError::RsaLength { got, want } => write!(
+                f,
+                "malformed signature response: RSA signature is {got} bytes, expected {want}"
+            ),
+            SignatureError::NoKeyType => f.write_str("key type is required"),
+        }
+    }
+}
+
+impl std::error::Error for SignatureError {}
+
 /// The message SPIRE's reference plugin returns for a malformed EC signature.
 pub const MALFORMED_SIGNATURE: &str = "failed to convert Key Vault signature to ASN.1/DER format: rpc error: code = Internal desc = malformed signature response";
 
 /// Converts Key Vault's signature into what SPIRE's Go signers expect: ASN.1 DER
 /// `SEQUENCE { r, s }` for ECDSA (from raw `r||s`), the raw bytes for RSA. Lengths are checked.
-pub fn signature_to_spire(key_type: KeyType, raw: &[u8]) -> Result<Vec<u8>, String> {
+pub fn signature_to_spire(key_type: KeyType, raw: &[u8]) -> Result<Vec<u8>, SignatureError> {
     match key_type {
         KeyType::EcP256 | KeyType::EcP384 => {
             let half = if key_type == KeyType::EcP256 { 32 } else { 48 };
             if raw.len() != 2 * half {
-                return Err(MALFORMED_SIGNATURE.to_string());
+                return Err(SignatureError::Malformed);
             }
             let (r, s) = raw.split_at(half);
             if strip_leading_zeros(r).is_empty() || strip_leading_zeros(s).is_empty() {
-                return Err(MALFORMED_SIGNATURE.to_string());
+                return Err(SignatureError::Malformed);
             }
             Ok(tlv(
                 SEQUENCE,
@@ -192,14 +272,14 @@ pub fn signature_to_spire(key_type: KeyType, raw: &[u8]) -> Result<Vec<u8>, Stri
                 512
             };
             if raw.len() != want {
-                return Err(format!(
-                    "malformed signature response: RSA signature is {} bytes, expected {want}",
-                    raw.len()
-                ));
+                return Err(SignatureError::RsaLength {
+                    got: raw.len(),
+                    want,
+                });
             }
             Ok(raw.to_vec())
         }
-        KeyType::UnspecifiedKeyType => Err("key type is required".into()),
+        KeyType::UnspecifiedKeyType => Err(SignatureError::NoKeyType),
     }
 }
 
@@ -272,7 +352,10 @@ mod tests {
             y: Some(b64(&[2u8; 32])),
             ..Default::default()
         };
-        assert!(parse_jwk(&jwk).unwrap_err().contains("not a point"));
+        assert!(parse_jwk(&jwk)
+            .unwrap_err()
+            .to_string()
+            .contains("not a point"));
     }
 
     #[test]
@@ -305,16 +388,24 @@ mod tests {
         };
         assert!(parse_jwk(&jwk)
             .unwrap_err()
+            .to_string()
             .contains("unsupported EC curve"));
         jwk.kty = None;
-        assert_eq!(parse_jwk(&jwk).unwrap_err(), "key type is missing");
+        assert_eq!(
+            parse_jwk(&jwk).unwrap_err().to_string(),
+            "key type is missing"
+        );
         jwk.kty = Some("RSA".into());
         jwk.n = Some(b64(&[0xffu8; 128]));
         jwk.e = Some("AQAB".into());
-        assert!(parse_jwk(&jwk).unwrap_err().contains("1024 bits"));
+        assert!(parse_jwk(&jwk)
+            .unwrap_err()
+            .to_string()
+            .contains("1024 bits"));
         jwk.kty = Some("oct".into());
         assert!(parse_jwk(&jwk)
             .unwrap_err()
+            .to_string()
             .contains("unsupported key type"));
     }
 
@@ -351,7 +442,7 @@ mod tests {
         let mut n = vec![0x7Fu8; 256];
         n[255] = 1;
         assert_eq!(
-            parse_jwk(&with_n(&n)).unwrap_err(),
+            parse_jwk(&with_n(&n)).unwrap_err().to_string(),
             "unsupported RSA key size: 2047 bits"
         );
         n[0] = 0x80;
@@ -361,7 +452,10 @@ mod tests {
             KeyType::Rsa2048
         );
         n[255] = 2;
-        assert_eq!(parse_jwk(&with_n(&n)).unwrap_err(), "RSA modulus is even");
+        assert_eq!(
+            parse_jwk(&with_n(&n)).unwrap_err().to_string(),
+            "RSA modulus is even"
+        );
         for (e, want) in [
             (&[0u8][..], "RSA key with a zero exponent"),
             (
@@ -385,7 +479,11 @@ mod tests {
                 "unsupported RSA exponent: larger than 2^31-1",
             ),
         ] {
-            assert_eq!(parse_jwk(&with_e(e)).unwrap_err(), want, "{e:?}");
+            assert_eq!(
+                parse_jwk(&with_e(e)).unwrap_err().to_string(),
+                want,
+                "{e:?}"
+            );
         }
         for e in [&[3u8][..], &[0, 1, 0, 1], &[0x7f, 0xff, 0xff, 0xff]] {
             assert!(parse_jwk(&with_e(e)).is_ok(), "{e:?}");
@@ -403,7 +501,7 @@ mod tests {
             let mut jwk = rsa_jwk();
             edit(&mut jwk);
             assert_eq!(
-                parse_jwk(&jwk).unwrap_err(),
+                parse_jwk(&jwk).unwrap_err().to_string(),
                 "RSA key with EC members (crv, x or y)"
             );
         }
@@ -423,7 +521,7 @@ mod tests {
             let mut jwk = ec.clone();
             edit(&mut jwk);
             assert_eq!(
-                parse_jwk(&jwk).unwrap_err(),
+                parse_jwk(&jwk).unwrap_err().to_string(),
                 "EC key with RSA members (n or e)"
             );
         }
@@ -439,7 +537,9 @@ mod tests {
         let sig = p256::ecdsa::Signature::from_der(&der).unwrap();
         assert_eq!(sig.to_bytes().to_vec(), raw);
         assert_eq!(
-            signature_to_spire(KeyType::EcP256, &raw[..63]).unwrap_err(),
+            signature_to_spire(KeyType::EcP256, &raw[..63])
+                .unwrap_err()
+                .to_string(),
             MALFORMED_SIGNATURE
         );
         assert!(signature_to_spire(KeyType::EcP384, &raw).is_err());

@@ -255,7 +255,7 @@ fn sign_with(
         .sign(&entry.name, &entry.version, alg, data)
         .map_err(SignFailure::Vault)?;
     let signature = convert::signature_to_spire(entry.key_type, &raw)
-        .map_err(|e| SignFailure::Plugin(PluginError::new(Code::Internal, e)))?;
+        .map_err(|e| SignFailure::Plugin(PluginError::new(Code::Internal, e.to_string())))?;
     entry
         .check(alg, data, &signature)
         .map_err(SignFailure::Plugin)?;

@@ -13,6 +13,9 @@ pub const TAG_SERVER_ID: &str = "spire-server-id";
 pub const TAG_KEY_ID: &str = "spire-key-id";
 /// A tag every shared-keys-mode key carries; sweeps never delete such keys.
 pub const TAG_SHARED: &str = "spire-shared-key";
+/// Shared keys mode: the tag on a key's latest version claiming the next rotation,
+/// `<nonce>|<unix secs>` (the claim protocol is described in `keys::shared`).
+pub const TAG_ROTATION_CLAIM: &str = "spire-rotation-claim";
 
 pub const NAME_PREFIX: &str = "spire-key-";
 /// `spire-key-` + 36-char UUID + `-`: the offset where the Go plugin reads the SPIRE key id.
@@ -92,35 +95,32 @@ fn fresh_uuid() -> Result<uuid::Uuid, crate::random::RandomError> {
 /// discovery breaks `created` ties by name.
 #[cfg(test)]
 pub mod test_uuids {
-    use std::cell::Cell;
+    use std::cell::RefCell;
+
+    use azkv_testkit::Rng;
 
     thread_local! {
-        static STATE: Cell<Option<u64>> = const { Cell::new(None) };
+        static STATE: RefCell<Option<Rng>> = const { RefCell::new(None) };
     }
 
     /// Names made on this thread come from `seed` until `clear`.
     pub fn seed(seed: u64) {
-        STATE.with(|s| s.set(Some(seed)));
+        // Scrambled so that seed 0 (a zero state, which the generator lifts to 1) stays apart
+        // from seed 1.
+        STATE.with(|s| *s.borrow_mut() = Some(Rng::new(seed ^ 0x9E37_79B9_7F4A_7C15)));
     }
 
     pub fn clear() {
-        STATE.with(|s| s.set(None));
+        STATE.with(|s| *s.borrow_mut() = None);
     }
 
     pub(super) fn next() -> Option<uuid::Uuid> {
         STATE.with(|s| {
-            let state = s.get()?.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            s.set(Some(state));
-            // splitmix64, twice, for 16 bytes.
-            let mix = |mut z: u64| {
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^ (z >> 31)
-            };
-            let (a, b) = (mix(state), mix(state ^ 0xD1B5_4A32_D192_ED03));
+            let mut state = s.borrow_mut();
+            let rng = state.as_mut()?;
             let mut bytes = [0u8; 16];
-            bytes[..8].copy_from_slice(&a.to_be_bytes());
-            bytes[8..].copy_from_slice(&b.to_be_bytes());
+            bytes[..8].copy_from_slice(&rng.next_u64().to_be_bytes());
+            bytes[8..].copy_from_slice(&rng.next_u64().to_be_bytes());
             Some(uuid::Builder::from_random_bytes(bytes).into_uuid())
         })
     }

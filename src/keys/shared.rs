@@ -4,9 +4,9 @@
 //!
 //! Convergence: a rotation first adopts a version created by any server within the freshness
 //! window (15 minutes). Otherwise, when the key exists, the servers claim the rotation with a tag
-//! on its latest version (write, wait, read back: the last writer wins) and only the winner
-//! creates; the others wait for its version, or for the claim to expire when its writer died,
-//! then claim again. A first creation has no version to hold a claim: each server waits a random
+//! (`spire-rotation-claim`, `naming::TAG_ROTATION_CLAIM`; no separate lock tag) on its latest
+//! version (write, wait, read back: the last writer wins) and only the winner creates; the others
+//! wait for its version, or for the claim to expire when its writer died, then claim again. A first creation has no version to hold a claim: each server waits a random
 //! moment, looks again, and only then creates, so several may create. After creating, a server
 //! waits a settle period (longer than Key Vault's 1-second `created` resolution plus a peer's
 //! check-to-create gap) and re-reads the versions; every server adopts the same one: the earliest
@@ -27,7 +27,7 @@ use crate::config::SharedKeysConfig;
 use crate::error::{Code, PluginError};
 use crate::keys::cache::KeyEntry;
 use crate::keys::discovery::{fetch_one_entry, SharedKeyMatcher};
-use crate::keys::naming::{is_valid_name, key_tags, TAG_SHARED};
+use crate::keys::naming::{is_valid_name, key_tags, TAG_ROTATION_CLAIM, TAG_SHARED};
 use crate::plugin::proto::keymanager::KeyType;
 use crate::template::TemplateContext;
 
@@ -186,9 +186,6 @@ impl SharedKeys {
         }
     }
 }
-
-/// Tag on a shared key's latest version claiming the next rotation: `<nonce>|<unix secs>`.
-pub const TAG_ROTATION_CLAIM: &str = "spire-rotation-claim";
 
 /// Key Vault stamps `created` in whole seconds.
 const CREATED_RESOLUTION: Duration = Duration::from_secs(1);
@@ -748,9 +745,9 @@ mod tests {
     }
 
     fn enabled(vault: &MemoryVault, version: &str) -> bool {
-        vault.state.lock().unwrap().keys[NAME]
-            .iter()
-            .any(|v| v.version == version && v.enabled)
+        vault.with_versions(NAME, |vs| {
+            vs.iter().any(|v| v.version == version && v.enabled)
+        })
     }
 
     fn stale(clock: &ManualClock) -> f64 {
@@ -774,15 +771,15 @@ mod tests {
         let (e2, v3) = (e.clone(), Arc::clone(&v));
         peers.before("versions", 3, move |vault| {
             peer_version(vault, now, &[]);
-            let mut st = vault.state.lock().unwrap();
-            let versions = st.keys.get_mut(NAME).unwrap();
-            versions.last_mut().unwrap().version = e2;
             let v = v3.lock().unwrap().clone();
-            versions
-                .iter_mut()
-                .find(|x| x.version == v)
-                .unwrap()
-                .enabled = false;
+            vault.with_versions(NAME, |versions| {
+                versions.last_mut().unwrap().version = e2;
+                versions
+                    .iter_mut()
+                    .find(|x| x.version == v)
+                    .unwrap()
+                    .enabled = false;
+            });
         });
         let entry = generate(&peers).unwrap();
         assert_eq!(entry.version, e, "adopted the version that lost");
@@ -803,7 +800,7 @@ mod tests {
         peers.before("create", 1, move |vault| {
             peer_version(vault, now, &[]);
             let w = "0".repeat(32);
-            vault.state.lock().unwrap().keys.get_mut(NAME).unwrap()[0].version = w.clone();
+            vault.with_versions(NAME, |vs| vs[0].version = w.clone());
             let o = peer_version(vault, now + 1.0, &[]);
             let r = vault.insert(NAME, "EC-P384", &[], now, now);
             ids2.lock().unwrap().extend([w, o, r]);
@@ -811,11 +808,12 @@ mod tests {
         let entry = generate(&peers).unwrap();
         let [w, o, r] = ids.lock().unwrap().clone().try_into().unwrap();
         assert_eq!(entry.version, w);
-        let ours = peers.vault.state.lock().unwrap().keys[NAME]
-            .iter()
-            .map(|v| v.version.clone())
-            .find(|v| ![&w, &o, &r].contains(&v))
-            .unwrap();
+        let ours = peers.vault.with_versions(NAME, |vs| {
+            vs.iter()
+                .map(|v| v.version.clone())
+                .find(|v| ![&w, &o, &r].contains(&v))
+                .unwrap()
+        });
         assert!(enabled(&peers.vault, &w));
         assert!(!enabled(&peers.vault, &ours), "our losing version");
         assert!(!enabled(&peers.vault, &o), "the dead peer's losing version");

@@ -1,31 +1,14 @@
-//! An in-memory Key Vault for unit tests of the core and the maintenance logic: real EC and RSA
-//! keys, versions, tags, soft delete, injected failures and call counts.
+//! An in-memory Key Vault for unit tests of the core and the maintenance logic: `KeyVaultApi` on
+//! the key store the integration tests' fake Key Vault also serves (`testkit/src/vault.rs`: real
+//! EC and RSA keys, versions, tags, soft delete), plus injected failures and call counts.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use rsa::traits::PublicKeyParts;
+use azkv_testkit::vault::{KeyKind, KeyMaterial, KeyStore, KeyVersion, StoredKey};
 
 use crate::azure::types::*;
 use crate::clock::{unix_seconds, Clock};
-
-pub enum Secret {
-    P256(p256::ecdsa::SigningKey),
-    P384(p384::ecdsa::SigningKey),
-    Rsa(Box<rsa::RsaPrivateKey>),
-}
-
-pub struct Version {
-    pub version: String,
-    pub created: f64,
-    pub updated: f64,
-    pub enabled: bool,
-    pub tags: HashMap<String, String>,
-    pub key_ops: Vec<String>,
-    pub secret: Arc<Secret>,
-}
 
 /// A sign answer that is a 200 but wrong (see `MemoryVault::fault_signatures`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,8 +21,7 @@ pub enum SignFault {
 
 #[derive(Default)]
 pub struct State {
-    pub keys: HashMap<String, Vec<Version>>,
-    pub deleted: HashMap<String, Vec<Version>>,
+    pub keys: KeyStore,
     pub failures: Vec<(&'static str, AzureError, usize)>,
     /// The next `.1` successful signs answer wrongly.
     pub sign_fault: Option<(SignFault, usize)>,
@@ -56,6 +38,13 @@ pub struct State {
 pub struct MemoryVault {
     pub state: Mutex<State>,
     pub clock: Arc<dyn Clock>,
+}
+
+/// The live key `name`'s version `version` (exactly; no "latest" shorthand).
+fn find<'a>(s: &'a State, name: &str, version: &str) -> Option<(&'a StoredKey, &'a KeyVersion)> {
+    let key = s.keys.live(name)?;
+    let v = key.versions.iter().find(|v| v.version == version)?;
+    Some((key, v))
 }
 
 impl MemoryVault {
@@ -97,13 +86,7 @@ impl MemoryVault {
 
     /// Whether `name` exists (not deleted) and its `version` is enabled.
     pub fn is_live(&self, name: &str, version: &str) -> bool {
-        self.state
-            .lock()
-            .unwrap()
-            .keys
-            .get(name)
-            .and_then(|vs| vs.iter().find(|v| v.version == version))
-            .is_some_and(|v| v.enabled)
+        find(&self.state.lock().unwrap(), name, version).is_some_and(|(_, v)| v.enabled)
     }
 
     /// The next `times` calls of `op` fail with `err`.
@@ -133,10 +116,9 @@ impl MemoryVault {
         *self.state.lock().unwrap().calls.get(op).unwrap_or(&0)
     }
 
+    /// Live key names, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<_> = self.state.lock().unwrap().keys.keys().cloned().collect();
-        v.sort();
-        v
+        self.state.lock().unwrap().keys.names(false)
     }
 
     pub fn versions(&self, name: &str) -> usize {
@@ -144,16 +126,19 @@ impl MemoryVault {
             .lock()
             .unwrap()
             .keys
-            .get(name)
-            .map(|v| v.len())
-            .unwrap_or(0)
+            .live(name)
+            .map_or(0, |k| k.versions.len())
     }
 
+    /// `updated` of the live key `name`'s latest version.
     pub fn updated(&self, name: &str) -> f64 {
-        self.state.lock().unwrap().keys[name]
-            .last()
-            .unwrap()
-            .updated
+        self.with_versions(name, |vs| vs.last().unwrap().updated)
+    }
+
+    /// Runs `f` on the versions of the live key `name` (panics when there is none).
+    pub fn with_versions<T>(&self, name: &str, f: impl FnOnce(&mut Vec<KeyVersion>) -> T) -> T {
+        let mut s = self.state.lock().unwrap();
+        f(&mut s.keys.live_mut(name).unwrap().versions)
     }
 
     fn enter(&self, op: &'static str) -> Result<std::sync::MutexGuard<'_, State>, AzureError> {
@@ -176,6 +161,11 @@ impl MemoryVault {
         }
     }
 
+    fn next_version(s: &mut State) -> String {
+        s.version_counter += 1;
+        format!("{:032x}", s.version_counter)
+    }
+
     /// Inserts a key version directly (a fixture made "by another plugin").
     pub fn insert(
         &self,
@@ -185,66 +175,37 @@ impl MemoryVault {
         created: f64,
         updated: f64,
     ) -> String {
-        let secret = Arc::new(make_secret(kty, None));
+        let kind = key_kind(kty, None);
         let mut s = self.state.lock().unwrap();
-        s.version_counter += 1;
-        let version = format!("{:032x}", s.version_counter);
-        s.keys.entry(name.to_string()).or_default().push(Version {
-            version: version.clone(),
-            created,
-            updated,
-            enabled: true,
-            tags: tags
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            key_ops: vec!["sign".into(), "verify".into()],
-            secret,
-        });
+        let version = Self::next_version(&mut s);
+        let v = KeyVersion::new(version.clone(), kind, tags, created, updated);
+        s.keys.insert(name, v);
         version
     }
 
     pub fn set_enabled(&self, name: &str, enabled: bool) {
-        self.state
-            .lock()
-            .unwrap()
-            .keys
-            .get_mut(name)
-            .unwrap()
-            .last_mut()
-            .unwrap()
-            .enabled = enabled;
+        self.with_versions(name, |vs| vs.last_mut().unwrap().enabled = enabled);
     }
 
-    fn bundle(name: &str, v: &Version) -> KeyBundle {
+    fn bundle(name: &str, v: &KeyVersion) -> KeyBundle {
         let mut key = JsonWebKey {
             kid: Some(format!(
                 "https://memory.vault.azure.net/keys/{name}/{}",
                 v.version
             )),
             key_ops: v.key_ops.clone(),
+            kty: Some(v.material.kty().into()),
             ..Default::default()
         };
-        match v.secret.as_ref() {
-            Secret::P256(k) => {
-                let p = k.verifying_key().to_encoded_point(false);
-                key.kty = Some("EC".into());
-                key.crv = Some("P-256".into());
-                key.x = Some(URL_SAFE_NO_PAD.encode(p.x().unwrap()));
-                key.y = Some(URL_SAFE_NO_PAD.encode(p.y().unwrap()));
-            }
-            Secret::P384(k) => {
-                let p = k.verifying_key().to_encoded_point(false);
-                key.kty = Some("EC".into());
-                key.crv = Some("P-384".into());
-                key.x = Some(URL_SAFE_NO_PAD.encode(p.x().unwrap()));
-                key.y = Some(URL_SAFE_NO_PAD.encode(p.y().unwrap()));
-            }
-            Secret::Rsa(k) => {
-                key.kty = Some("RSA".into());
-                key.n = Some(URL_SAFE_NO_PAD.encode(k.n().to_bytes_be()));
-                key.e = Some(URL_SAFE_NO_PAD.encode(k.e().to_bytes_be()));
-            }
+        for (member, value) in v.material.jwk_members() {
+            let field = match member {
+                "crv" => &mut key.crv,
+                "x" => &mut key.x,
+                "y" => &mut key.y,
+                "n" => &mut key.n,
+                _ => &mut key.e,
+            };
+            *field = Some(value);
         }
         KeyBundle {
             key,
@@ -258,7 +219,7 @@ impl MemoryVault {
         }
     }
 
-    fn item(name: &str, v: &Version, versioned: bool) -> KeyItem {
+    fn item(name: &str, v: &KeyVersion, versioned: bool) -> KeyItem {
         KeyItem {
             kid: if versioned {
                 format!("https://memory.vault.azure.net/keys/{name}/{}", v.version)
@@ -276,17 +237,14 @@ impl MemoryVault {
     }
 }
 
-fn make_secret(kty: &str, size_or_crv: Option<&str>) -> Secret {
-    let mut rng = rsa::rand_core::OsRng;
+/// The key type a create (`kty` with its curve or size) or a fixture (`EC-P384`, `RSA-4096`)
+/// asks for.
+fn key_kind(kty: &str, size_or_crv: Option<&str>) -> KeyKind {
     match (kty, size_or_crv) {
-        ("EC", Some("P-384")) | ("EC-P384", _) => {
-            Secret::P384(p384::ecdsa::SigningKey::random(&mut rng))
-        }
-        ("EC", _) | ("EC-P256", _) => Secret::P256(p256::ecdsa::SigningKey::random(&mut rng)),
-        ("RSA", Some("4096")) | ("RSA-4096", _) => {
-            Secret::Rsa(Box::new(rsa::RsaPrivateKey::new(&mut rng, 4096).unwrap()))
-        }
-        _ => Secret::Rsa(Box::new(rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap())),
+        ("EC", Some("P-384")) | ("EC-P384", _) => KeyKind::EcP384,
+        ("EC", _) | ("EC-P256", _) => KeyKind::EcP256,
+        ("RSA", Some("4096")) | ("RSA-4096", _) => KeyKind::Rsa4096,
+        _ => KeyKind::Rsa2048,
     }
 }
 
@@ -294,10 +252,10 @@ impl KeyVaultApi for MemoryVault {
     fn create_key(&self, name: &str, params: &CreateKeyParams) -> Result<KeyBundle, AzureError> {
         let size = params.key_size.map(|s| s.to_string());
         let hint = params.crv.clone().or(size);
-        let secret = Arc::new(make_secret(&params.kty, hint.as_deref()));
+        let material = KeyMaterial::generate(key_kind(&params.kty, hint.as_deref()));
         let now = self.now();
         let mut s = self.enter("create")?;
-        if s.deleted.contains_key(name) {
+        if s.keys.is_deleted(name) {
             return Err(AzureError::Service {
                 status: 409,
                 code: Some("Conflict".into()),
@@ -305,18 +263,18 @@ impl KeyVaultApi for MemoryVault {
                 message: "deleted but recoverable".into(),
             });
         }
-        s.version_counter += 1;
-        let v = Version {
-            version: format!("{:032x}", s.version_counter),
+        let v = KeyVersion {
+            version: Self::next_version(&mut s),
             created: now,
             updated: now,
             enabled: true,
             tags: params.tags.clone(),
             key_ops: params.key_ops.clone(),
-            secret,
+            kty: material.kty().into(),
+            material: Arc::new(material),
         };
         let b = Self::bundle(name, &v);
-        s.keys.entry(name.to_string()).or_default().push(v);
+        s.keys.push(name, v);
         if Self::answer_lost(&mut s, "create") {
             return Err(AzureError::Transport(
                 "connection reset after the request".into(),
@@ -327,7 +285,7 @@ impl KeyVaultApi for MemoryVault {
 
     fn get_key(&self, name: &str, version: Option<&str>) -> Result<KeyBundle, AzureError> {
         let s = self.enter("get")?;
-        let versions = s.keys.get(name).ok_or_else(Self::not_found)?;
+        let versions = &s.keys.live(name).ok_or_else(Self::not_found)?.versions;
         let v = match version {
             None => versions.last(),
             Some(ver) => versions.iter().find(|v| v.version == ver),
@@ -344,8 +302,13 @@ impl KeyVaultApi for MemoryVault {
         let s = self.enter("list")?;
         let mut items: Vec<_> = s
             .keys
-            .iter()
-            .filter_map(|(n, v)| v.last().map(|last| Self::item(n, last, false)))
+            .values()
+            .filter(|k| k.deleted.is_none())
+            .filter_map(|k| {
+                k.versions
+                    .last()
+                    .map(|last| Self::item(&k.name, last, false))
+            })
             .collect();
         items.sort_by(|a, b| a.kid.cmp(&b.kid));
         Ok(items)
@@ -353,8 +316,12 @@ impl KeyVaultApi for MemoryVault {
 
     fn list_key_versions(&self, name: &str) -> Result<Vec<KeyItem>, AzureError> {
         let s = self.enter("versions")?;
-        let versions = s.keys.get(name).ok_or_else(Self::not_found)?;
-        Ok(versions.iter().map(|v| Self::item(name, v, true)).collect())
+        let key = s.keys.live(name).ok_or_else(Self::not_found)?;
+        Ok(key
+            .versions
+            .iter()
+            .map(|v| Self::item(name, v, true))
+            .collect())
     }
 
     fn update_key(
@@ -367,8 +334,8 @@ impl KeyVaultApi for MemoryVault {
         let mut s = self.enter("update")?;
         let v = s
             .keys
-            .get_mut(name)
-            .and_then(|vs| vs.iter_mut().find(|v| v.version == version))
+            .live_mut(name)
+            .and_then(|k| k.versions.iter_mut().find(|v| v.version == version))
             .ok_or_else(Self::not_found)?;
         if let Some(ops) = &params.key_ops {
             v.key_ops = ops.clone();
@@ -384,9 +351,9 @@ impl KeyVaultApi for MemoryVault {
     }
 
     fn delete_key(&self, name: &str) -> Result<(), AzureError> {
+        let now = self.now();
         let mut s = self.enter("delete")?;
-        let v = s.keys.remove(name).ok_or_else(Self::not_found)?;
-        s.deleted.insert(name.to_string(), v);
+        s.keys.delete(name, now).ok_or_else(Self::not_found)?;
         if Self::answer_lost(&mut s, "delete") {
             return Err(AzureError::Transport(
                 "connection reset after the request".into(),
@@ -402,7 +369,7 @@ impl KeyVaultApi for MemoryVault {
         alg: &str,
         digest: &[u8],
     ) -> Result<Vec<u8>, AzureError> {
-        let (secret, fault) = {
+        let (material, fault) = {
             let mut s = self.enter("sign")?;
             let fault = match &mut s.sign_fault {
                 Some((f, n)) if *n > 0 => {
@@ -411,11 +378,7 @@ impl KeyVaultApi for MemoryVault {
                 }
                 _ => None,
             };
-            let v = s
-                .keys
-                .get(name)
-                .and_then(|vs| vs.iter().find(|v| v.version == version))
-                .ok_or_else(Self::not_found)?;
+            let (_, v) = find(&s, name, version).ok_or_else(Self::not_found)?;
             if !v.enabled {
                 return Err(AzureError::Service {
                     status: 403,
@@ -424,62 +387,26 @@ impl KeyVaultApi for MemoryVault {
                     message: "disabled".into(),
                 });
             }
-            (Arc::clone(&v.secret), fault)
+            (Arc::clone(&v.material), fault)
+        };
+        let sign = |m: &KeyMaterial| {
+            m.sign(alg, digest).map_err(|_| AzureError::Service {
+                status: 400,
+                code: Some("BadParameter".into()),
+                inner_code: None,
+                message: format!("bad alg {alg}"),
+            })
         };
         match fault {
-            None => sign_with_secret(&secret, alg, digest),
+            None => sign(&material),
             Some(SignFault::Corrupt) => {
-                let mut sig = sign_with_secret(&secret, alg, digest)?;
+                let mut sig = sign(&material)?;
                 if let Some(last) = sig.last_mut() {
                     *last ^= 1;
                 }
                 Ok(sig)
             }
-            Some(SignFault::OtherKey) => {
-                let other = match secret.as_ref() {
-                    Secret::P256(_) => make_secret("EC", Some("P-256")),
-                    Secret::P384(_) => make_secret("EC", Some("P-384")),
-                    Secret::Rsa(k) => make_secret("RSA", Some(&(k.size() * 8).to_string())),
-                };
-                sign_with_secret(&other, alg, digest)
-            }
+            Some(SignFault::OtherKey) => sign(&KeyMaterial::generate(material.kind())),
         }
-    }
-}
-
-/// Key Vault's sign: raw `r||s` for ECDSA, PKCS#1 v1.5 or PSS (salt = hash length) for RSA.
-fn sign_with_secret(secret: &Secret, alg: &str, digest: &[u8]) -> Result<Vec<u8>, AzureError> {
-    use p256::ecdsa::signature::hazmat::PrehashSigner;
-    let bad = || AzureError::Service {
-        status: 400,
-        code: Some("BadParameter".into()),
-        inner_code: None,
-        message: format!("bad alg {alg}"),
-    };
-    match (secret, alg) {
-        (Secret::P256(k), "ES256") => {
-            let sig: p256::ecdsa::Signature = k.sign_prehash(digest).map_err(|_| bad())?;
-            Ok(sig.to_bytes().to_vec())
-        }
-        (Secret::P384(k), "ES384") => {
-            let sig: p384::ecdsa::Signature = k.sign_prehash(digest).map_err(|_| bad())?;
-            Ok(sig.to_bytes().to_vec())
-        }
-        (Secret::Rsa(k), a) => {
-            use rsa::{Pkcs1v15Sign, Pss};
-            use sha2::{Sha256, Sha384, Sha512};
-            let mut rng = rsa::rand_core::OsRng;
-            let r = match a {
-                "RS256" => k.sign(Pkcs1v15Sign::new::<Sha256>(), digest),
-                "RS384" => k.sign(Pkcs1v15Sign::new::<Sha384>(), digest),
-                "RS512" => k.sign(Pkcs1v15Sign::new::<Sha512>(), digest),
-                "PS256" => k.sign_with_rng(&mut rng, Pss::new_with_salt::<Sha256>(32), digest),
-                "PS384" => k.sign_with_rng(&mut rng, Pss::new_with_salt::<Sha384>(48), digest),
-                "PS512" => k.sign_with_rng(&mut rng, Pss::new_with_salt::<Sha512>(64), digest),
-                _ => return Err(bad()),
-            };
-            r.map_err(|_| bad())
-        }
-        _ => Err(bad()),
     }
 }

@@ -64,14 +64,9 @@ fn configure(f: &Fixture) {
     f.km.configure(Some(&core()), &standard_hcl()).unwrap();
 }
 
-fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
-    for _ in 0..400 {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    false
+/// The maintenance thread's deletions happen on its own thread, in real time.
+fn wait_until(cond: impl FnMut() -> bool) -> bool {
+    azkv_testkit::wait_until(Duration::from_secs(2), Duration::from_millis(5), cond)
 }
 
 fn digest(h: HashAlgorithm) -> Vec<u8> {

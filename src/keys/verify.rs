@@ -33,15 +33,38 @@ pub enum VerifyError {
     WrongAlgorithm(String),
 }
 
+/// Why a public key cannot back a verifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicKeyError {
+    NoKeyType,
+    /// Not a key of `key_type` (another type or size, or bad DER); `detail` says what.
+    Invalid {
+        key_type: KeyType,
+        detail: String,
+    },
+}
+
+impl std::fmt::Display for PublicKeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PublicKeyError::NoKeyType => f.write_str("key type is required"),
+            PublicKeyError::Invalid { key_type, detail } => {
+                let name = key_type_name(*key_type);
+                write!(f, "public key is not a valid {name} key: {detail}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PublicKeyError {}
+
 impl SignatureVerifier {
     /// Parses the SubjectPublicKeyInfo DER that SPIRE receives for a key of `key_type`; a key
     /// of another type or size is refused.
-    pub fn from_pkix(key_type: KeyType, pkix: &[u8]) -> Result<Self, String> {
-        let bad = |e: &dyn std::fmt::Display| {
-            format!(
-                "public key is not a valid {} key: {e}",
-                key_type_name(key_type)
-            )
+    pub fn from_pkix(key_type: KeyType, pkix: &[u8]) -> Result<Self, PublicKeyError> {
+        let bad = |e: &dyn std::fmt::Display| PublicKeyError::Invalid {
+            key_type,
+            detail: e.to_string(),
         };
         let key = match key_type {
             KeyType::EcP256 => Key::P256(
@@ -63,7 +86,7 @@ impl SignatureVerifier {
                 }
                 Key::Rsa(k)
             }
-            KeyType::UnspecifiedKeyType => return Err("key type is required".into()),
+            KeyType::UnspecifiedKeyType => return Err(PublicKeyError::NoKeyType),
         };
         Ok(SignatureVerifier { key })
     }
@@ -280,13 +303,17 @@ mod tests {
     #[test]
     fn a_key_of_another_type_or_size_is_refused() {
         let p384 = der(p384_key(2).verifying_key());
-        let e = SignatureVerifier::from_pkix(KeyType::EcP256, &p384).unwrap_err();
+        let e = SignatureVerifier::from_pkix(KeyType::EcP256, &p384)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with("public key is not a valid EC_P256 key"),
             "{e}"
         );
         let rsa = der(&rsa_key().to_public_key());
-        let e = SignatureVerifier::from_pkix(KeyType::Rsa4096, &rsa).unwrap_err();
+        let e = SignatureVerifier::from_pkix(KeyType::Rsa4096, &rsa)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "public key is not a valid RSA_4096 key: modulus of 2048 bits"

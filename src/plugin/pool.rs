@@ -5,8 +5,8 @@
 //!
 //! A mutex-guarded queue and a condition variable rather than a channel: an idle worker goes
 //! straight to sleep in the kernel. crossbeam-channel's receive backs off with `sched_yield`
-//! before it sleeps (four system calls each time a worker runs out of work, seen with strace on
-//! every signature), and on a busy 2-vCPU host those yields took CPU from the signing path.
+//! calls before it sleeps, each time a worker runs out of work, and on a busy host those yields
+//! took CPU from the signing path (README "Benchmarks", "This plugin alone").
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

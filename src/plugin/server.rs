@@ -63,16 +63,18 @@ pub fn serve(core: Arc<dyn PluginCore>, signals: SignalSet) -> i32 {
     let (stop_tx, stop_rx) = crossbeam_channel::unbounded();
     let pool = Arc::new(WorkerPool::new(MAX_WORKERS));
     // One completion-queue thread: handlers never block (network work goes to the worker
-    // pool). With two, events were handed between the two pollers: in examples/bench.rs a
-    // GetPublicKey cost 144 µs of plugin CPU with two and 100 µs with one.
+    // pool), and with two, events were handed between the two pollers, which cost CPU on every
+    // call (README "Benchmarks", "This plugin alone").
     let env = Arc::new(
         EnvBuilder::new()
             .cq_count(1)
             .name_prefix("azkv-grpc")
             .build(),
     );
-    let mut builder = ServerBuilder::new(env);
-    for service in Services::new(Arc::clone(&core), pool, stop_tx.clone()).build() {
+    let mut builder = ServerBuilder::new(Arc::clone(&env));
+    // The Metrics client shares this completion-queue thread: a second one would also poll the
+    // server's connections (src/plugin/metrics.rs).
+    for service in Services::new(Arc::clone(&core), pool, stop_tx.clone(), env).build() {
         builder = builder.register_service(service);
     }
     let mut server = match builder.build() {

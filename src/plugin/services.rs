@@ -64,10 +64,16 @@ fn reply<T: Send + 'static>(
 }
 
 impl Services {
-    pub fn new(core: Arc<dyn PluginCore>, pool: Arc<WorkerPool>, stop: Sender<StopReason>) -> Self {
+    /// `env`: the server's gRPC environment, which the Metrics host-service client shares.
+    pub fn new(
+        core: Arc<dyn PluginCore>,
+        pool: Arc<WorkerPool>,
+        stop: Sender<StopReason>,
+        env: Arc<grpcio::Environment>,
+    ) -> Self {
         Services {
             core,
-            host: Arc::new(HostServices::default()),
+            host: Arc::new(HostServices::new(env)),
             pool,
             stop,
         }

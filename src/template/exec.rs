@@ -388,24 +388,24 @@ impl Exec {
             }
         };
         for f in &a.fields {
-            v = field(&v, f).map_err(|m| (a.pos, m))?;
+            v = field(&v, f).ok_or_else(|| {
+                (
+                    a.pos,
+                    format!("can't evaluate field {f} in type {}", v.type_name()),
+                )
+            })?;
         }
         Ok(v)
     }
 }
 
-fn field(v: &Value, name: &str) -> Result<Value, String> {
+/// Field `name` of `v`; `None` when `v` has no such field.
+fn field(v: &Value, name: &str) -> Option<Value> {
     match v {
-        Value::Data(d) => d
-            .field(name)
-            .map(Value::string)
-            .ok_or_else(|| format!("can't evaluate field {name} in type {}", v.type_name())),
-        Value::Map(m) => Ok(m.get(name).cloned().unwrap_or(Value::Nil)),
+        Value::Data(d) => d.field(name).map(Value::string),
+        Value::Map(m) => Some(m.get(name).cloned().unwrap_or(Value::Nil)),
         // Go treats a missing value like a missing map key: the result is missing too.
-        Value::Nil => Ok(Value::Nil),
-        other => Err(format!(
-            "can't evaluate field {name} in type {}",
-            other.type_name()
-        )),
+        Value::Nil => Some(Value::Nil),
+        _ => None,
     }
 }

@@ -395,7 +395,7 @@ impl<'a> Lexer<'a> {
         };
         let body = &rest[..end];
         self.pos += end + 1;
-        let s = unquote_body(body, '"').map_err(|m| self.err(start, m))?;
+        let s = unquote_body(body, '"').map_err(|e| self.err(start, e.to_string()))?;
         self.push(Tok::Str(s), start);
         Ok(())
     }
@@ -435,9 +435,28 @@ impl<'a> Lexer<'a> {
     }
 }
 
+/// Why the escapes of a quoted string cannot be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(super) enum UnquoteError {
+    /// A backslash ends the string.
+    #[error("invalid syntax in quoted string")]
+    Syntax,
+    #[error("invalid hex escape in quoted string")]
+    Hex,
+    #[error("invalid octal escape in quoted string")]
+    Octal,
+    /// `\u` or `\U` (the letter) naming a value that is not a Unicode scalar value.
+    #[error("invalid Unicode code point \\{0}{1:x} in string")]
+    CodePoint(char, u32),
+    #[error("unknown escape sequence \\{0} in quoted string")]
+    UnknownEscape(char),
+    #[error("quoted string is not valid UTF-8 (check \\x and octal escapes)")]
+    NotUtf8,
+}
+
 /// Decodes the escapes of a Go interpreted string or character literal body (`strconv.Unquote`).
 /// Byte escapes (`\xff`, `\377`) must form valid UTF-8 because names are text.
-pub(super) fn unquote_body(body: &str, quote: char) -> Result<String, String> {
+pub(super) fn unquote_body(body: &str, quote: char) -> Result<String, UnquoteError> {
     let mut out: Vec<u8> = Vec::with_capacity(body.len());
     let mut chars = body.chars();
     while let Some(c) = chars.next() {
@@ -447,7 +466,7 @@ pub(super) fn unquote_body(body: &str, quote: char) -> Result<String, String> {
             continue;
         }
         let Some(e) = chars.next() else {
-            return Err("invalid syntax in quoted string".into());
+            return Err(UnquoteError::Syntax);
         };
         let simple = match e {
             'a' => Some('\u{7}'),
@@ -472,8 +491,7 @@ pub(super) fn unquote_body(body: &str, quote: char) -> Result<String, String> {
             }
             'u' | 'U' => {
                 let v = hex_digits(&mut chars, if e == 'u' { 4 } else { 8 })?;
-                let c = char::from_u32(v)
-                    .ok_or_else(|| format!("invalid Unicode code point \\{e}{v:x} in string"))?;
+                let c = char::from_u32(v).ok_or(UnquoteError::CodePoint(e, v))?;
                 let mut buf = [0u8; 4];
                 out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
             }
@@ -483,28 +501,27 @@ pub(super) fn unquote_body(body: &str, quote: char) -> Result<String, String> {
                     let d = chars
                         .next()
                         .and_then(|c| c.to_digit(8))
-                        .ok_or("invalid octal escape in quoted string")?;
+                        .ok_or(UnquoteError::Octal)?;
                     v = v * 8 + d;
                 }
                 if v > 255 {
-                    return Err("invalid octal escape in quoted string".into());
+                    return Err(UnquoteError::Octal);
                 }
                 out.push(v as u8);
             }
-            _ => return Err(format!("unknown escape sequence \\{e} in quoted string")),
+            _ => return Err(UnquoteError::UnknownEscape(e)),
         }
     }
-    String::from_utf8(out)
-        .map_err(|_| "quoted string is not valid UTF-8 (check \\x and octal escapes)".into())
+    String::from_utf8(out).map_err(|_| UnquoteError::NotUtf8)
 }
 
-fn hex_digits(chars: &mut std::str::Chars<'_>, n: usize) -> Result<u32, String> {
+fn hex_digits(chars: &mut std::str::Chars<'_>, n: usize) -> Result<u32, UnquoteError> {
     let mut v: u32 = 0;
     for _ in 0..n {
         let d = chars
             .next()
             .and_then(|c| c.to_digit(16))
-            .ok_or("invalid hex escape in quoted string")?;
+            .ok_or(UnquoteError::Hex)?;
         v = v * 16 + d;
     }
     Ok(v)

@@ -83,10 +83,26 @@ fn underscores_ok(digits: &str, prefixed: bool) -> bool {
     !prev_underscore
 }
 
+/// Why a number constant is refused; each variant holds the constant as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum NumberError {
+    #[error("complex number {0} is not supported")]
+    Complex(String),
+    #[error("integer overflow: {0:?}")]
+    Overflow(String),
+    #[error("illegal number syntax: {0:?}")]
+    Syntax(String),
+    #[error("hexadecimal floating-point constant {0} is not supported")]
+    HexFloat(String),
+    #[error("number {0} is out of range")]
+    OutOfRange(String),
+}
+
 /// A number constant as Go's template parser reads it.
-pub(crate) fn parse_number(text: &str) -> Result<NumLit, String> {
+pub(crate) fn parse_number(text: &str) -> Result<NumLit, NumberError> {
+    let err = |variant: fn(String) -> NumberError| variant(text.to_string());
     if text.ends_with('i') {
-        return Err(format!("complex number {text} is not supported"));
+        return Err(err(NumberError::Complex));
     }
     let lower = text.to_ascii_lowercase();
     let hex = lower.trim_start_matches(['+', '-']).starts_with("0x");
@@ -110,14 +126,12 @@ pub(crate) fn parse_number(text: &str) -> Result<NumLit, String> {
             .all(|c| c.is_ascii_digit() || c == '_')
             && !text.trim_start_matches(['+', '-']).starts_with('0')
         {
-            return Err(format!("integer overflow: {text:?}"));
+            return Err(err(NumberError::Overflow));
         }
-        return Err(format!("illegal number syntax: {text:?}"));
+        return Err(err(NumberError::Syntax));
     }
     if hex {
-        return Err(format!(
-            "hexadecimal floating-point constant {text} is not supported"
-        ));
+        return Err(err(NumberError::HexFloat));
     }
     // Go allows `_` only between digits.
     let b = text.as_bytes();
@@ -126,14 +140,12 @@ pub(crate) fn parse_number(text: &str) -> Result<NumLit, String> {
             || (i > 0 && b[i - 1].is_ascii_digit() && b.get(i + 1).is_some_and(u8::is_ascii_digit))
     });
     if !separated {
-        return Err(format!("illegal number syntax: {text:?}"));
+        return Err(err(NumberError::Syntax));
     }
     let clean: String = text.chars().filter(|&c| c != '_').collect();
-    let f: f64 = clean
-        .parse()
-        .map_err(|_| format!("illegal number syntax: {text:?}"))?;
+    let f: f64 = clean.parse().map_err(|_| err(NumberError::Syntax))?;
     if !f.is_finite() {
-        return Err(format!("number {text} is out of range"));
+        return Err(err(NumberError::OutOfRange));
     }
     // An integral float also has an integer value (Go's NumberNode.IsInt).
     let int = if f.fract() == 0.0 && f.abs() < 9.2e18 {
@@ -180,6 +192,7 @@ mod tests {
         assert!(parse_number("3.5").unwrap().int.is_none());
         assert!(parse_number("99999999999999999999")
             .unwrap_err()
+            .to_string()
             .contains("overflow"));
         assert!(parse_number("1i").is_err());
         assert!(parse_number("0x1p3").is_err());

@@ -60,14 +60,17 @@ pub struct TemplateContext<'a> {
 impl KeyNameTemplate {
     /// Parses and validates a template. All syntax errors, unknown functions and
     /// non-deterministic functions are reported here.
-    pub fn parse(src: &str) -> Result<KeyNameTemplate, String> {
+    pub fn parse(src: &str) -> Result<KeyNameTemplate, TemplateError> {
         if src.len() > MAX_SOURCE {
-            return Err(format!(
-                "template is {} bytes long; the limit is {MAX_SOURCE}",
-                src.len()
-            ));
+            return Err(TemplateError {
+                msg: format!(
+                    "template is {} bytes long; the limit is {MAX_SOURCE}",
+                    src.len()
+                ),
+                at: None,
+            });
         }
-        let nodes = parse::parse(src).map_err(|e| e.to_string())?;
+        let nodes = parse::parse(src)?;
         Ok(KeyNameTemplate {
             source: src.to_string(),
             nodes,
@@ -77,13 +80,13 @@ impl KeyNameTemplate {
     /// Renders the template for one key. Errors are execution errors such as a function
     /// failing (`fail`, division by zero, an out-of-range `index`) or a value of the wrong
     /// type reaching a function.
-    pub fn render(&self, ctx: &TemplateContext) -> Result<String, String> {
+    pub fn render(&self, ctx: &TemplateContext) -> Result<String, TemplateError> {
         let root = Value::Data(Rc::new(Data {
             trust_domain: ctx.trust_domain.to_string(),
             key_id: ctx.key_id.to_string(),
             server_id: ctx.server_id.to_string(),
         }));
-        exec::execute(&self.source, &self.nodes, root).map_err(|e| e.to_string())
+        exec::execute(&self.source, &self.nodes, root)
     }
 
     /// The template text as configured.
@@ -93,11 +96,16 @@ impl KeyNameTemplate {
 }
 
 /// An error located in the template source.
-#[derive(Debug)]
-pub(crate) struct TemplateError {
+/// A parse or execution error, as Go's text/template words it, with the line and column of
+/// the action at fault (none for a template refused as a whole).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{msg}{}",
+    .at.map(|(line, column)| format!(" (line {line}, column {column})")).unwrap_or_default()
+)]
+pub struct TemplateError {
     msg: String,
-    line: usize,
-    column: usize,
+    at: Option<(usize, usize)>,
 }
 
 impl TemplateError {
@@ -108,19 +116,8 @@ impl TemplateError {
         let column = before.get(line_start..).map_or(0, |l| l.chars().count()) + 1;
         TemplateError {
             msg: msg.into(),
-            line,
-            column,
+            at: Some((line, column)),
         }
-    }
-}
-
-impl fmt::Display for TemplateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} (line {}, column {})",
-            self.msg, self.line, self.column
-        )
     }
 }
 
@@ -143,7 +140,7 @@ mod tests {
     fn parse_err(src: &str) -> String {
         match KeyNameTemplate::parse(src) {
             Ok(_) => panic!("{src:?} parsed"),
-            Err(e) => e,
+            Err(e) => e.to_string(),
         }
     }
 
@@ -151,7 +148,7 @@ mod tests {
         let t = KeyNameTemplate::parse(src).unwrap_or_else(|e| panic!("parse {src:?}: {e}"));
         match t.render(&CTX) {
             Ok(out) => panic!("{src:?} rendered {out:?}"),
-            Err(e) => e,
+            Err(e) => e.to_string(),
         }
     }
 
@@ -714,21 +711,7 @@ mod tests {
         assert!(dbg.contains("k-{{ .KeyID }}"), "{dbg}");
     }
 
-    /// xorshift64*: deterministic pseudo-random numbers for the garbage-input loop.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use azkv_testkit::Rng;
 
     #[test]
     fn garbage_never_panics_or_hangs() {
@@ -835,12 +818,12 @@ mod tests {
                 key_id: "x.y+z",
             },
         ];
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
         let mut parsed = 0;
         for i in 0..30_000 {
             let src: String = if i % 10 == 0 {
                 // Raw bytes, lossily decoded, to reach odd characters.
-                let bytes: Vec<u8> = (0..rng.below(40)).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..rng.below(40)).map(|_| rng.next_u64() as u8).collect();
                 String::from_utf8_lossy(&bytes).into_owned()
             } else {
                 (0..rng.below(24))
@@ -865,7 +848,7 @@ mod tests {
             r#"{{ range $i, $e := splitList "." .TrustDomain }}{{ if $i }}-{{ end }}{{ $e | trunc 3 }}{{ end }}"#,
             r#"{{- with $k := .KeyID | lower -}}{{ printf "%s-%05d" $k (len $k) }}{{- end -}}"#,
         ];
-        let mut rng = Rng(42);
+        let mut rng = Rng::new(42);
         for _ in 0..20_000 {
             let seed = seeds[rng.below(seeds.len())];
             let mut chars: Vec<char> = seed.chars().collect();
@@ -930,7 +913,10 @@ mod tests {
                 "{src:?} took {took:?}"
             );
             match result {
-                Err(e) => assert!(!want.is_empty() && e.contains(want), "{src:?}: {e}"),
+                Err(e) => assert!(
+                    !want.is_empty() && e.to_string().contains(want),
+                    "{src:?}: {e}"
+                ),
                 Ok(out) => assert!(want.is_empty(), "{src:?} rendered {} bytes", out.len()),
             }
         }

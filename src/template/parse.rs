@@ -639,11 +639,13 @@ impl Parser<'_> {
             Tok::Bool(b) => op(Term::Lit(Lit::Bool(b))),
             Tok::Str(s) => op(Term::Lit(Lit::Str(s))),
             Tok::Number(text) => {
-                let n = parse_number(&text).map_err(|m| self.err(pos, m))?;
+                let n = parse_number(&text).map_err(|e| self.err(pos, e.to_string()))?;
                 op(Term::Lit(Lit::Num(n)))
             }
             Tok::CharConst(text) => {
-                let c = parse_char(&text).map_err(|m| self.err(pos, m))?;
+                let c = parse_char(&text).ok_or_else(|| {
+                    self.err(pos, format!("malformed character constant: {text}"))
+                })?;
                 op(Term::Lit(Lit::Num(NumLit {
                     text,
                     int: Some(i64::from(c)),
@@ -665,33 +667,30 @@ impl Parser<'_> {
     }
 }
 
-/// Go's `strconv.UnquoteChar` on a character constant: the rune's value.
-fn parse_char(text: &str) -> Result<u32, String> {
+/// Go's `strconv.UnquoteChar` on a character constant: the rune's value, `None` when the
+/// constant is malformed.
+fn parse_char(text: &str) -> Option<u32> {
     let body = text
         .strip_prefix('\'')
         .and_then(|t| t.strip_suffix('\''))
         .unwrap_or("");
-    let bad = || format!("malformed character constant: {text}");
     // Byte escapes denote the rune with that value in a character constant.
     if let Some(hex) = body.strip_prefix("\\x") {
-        return if hex.len() == 2 {
-            u32::from_str_radix(hex, 16).map_err(|_| bad())
-        } else {
-            Err(bad())
-        };
+        return u32::from_str_radix(hex, 16).ok().filter(|_| hex.len() == 2);
     }
     if body.len() == 4
         && body.starts_with('\\')
         && body[1..].bytes().all(|b| (b'0'..=b'7').contains(&b))
     {
-        let v = u32::from_str_radix(&body[1..], 8).map_err(|_| bad())?;
-        return if v <= 255 { Ok(v) } else { Err(bad()) };
+        return u32::from_str_radix(&body[1..], 8)
+            .ok()
+            .filter(|v| *v <= 255);
     }
-    let s = unquote_body(body, '\'').map_err(|_| bad())?;
+    let s = unquote_body(body, '\'').ok()?;
     let mut chars = s.chars();
     match (chars.next(), chars.next()) {
-        (Some(c), None) => Ok(c as u32),
-        _ => Err(bad()),
+        (Some(c), None) => Some(c as u32),
+        _ => None,
     }
 }
 
@@ -701,12 +700,12 @@ mod tests {
 
     #[test]
     fn char_constants() {
-        assert_eq!(parse_char("'a'"), Ok(97));
-        assert_eq!(parse_char("'\\n'"), Ok(10));
-        assert_eq!(parse_char("'\\xff'"), Ok(255));
-        assert_eq!(parse_char("'\\377'"), Ok(255));
-        assert_eq!(parse_char("'é'"), Ok(0xE9));
-        assert!(parse_char("'ab'").is_err());
-        assert!(parse_char("''").is_err());
+        assert_eq!(parse_char("'a'"), Some(97));
+        assert_eq!(parse_char("'\\n'"), Some(10));
+        assert_eq!(parse_char("'\\xff'"), Some(255));
+        assert_eq!(parse_char("'\\377'"), Some(255));
+        assert_eq!(parse_char("'é'"), Some(0xE9));
+        assert!(parse_char("'ab'").is_none());
+        assert!(parse_char("''").is_none());
     }
 }

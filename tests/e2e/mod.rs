@@ -38,7 +38,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
@@ -183,25 +183,6 @@ pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
             }
             Ok(())
         })
-    }
-}
-
-/// Polls `f` every `every` until it yields a value or `timeout` passes. External processes
-/// (spire-server, the emulator) take real time to come up; there is nothing to inject here.
-pub fn wait_for<T>(
-    timeout: Duration,
-    every: Duration,
-    mut f: impl FnMut() -> Option<T>,
-) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(every);
     }
 }
 

@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
+use azkv_testkit::poll_until;
+
 use super::vault::Vault;
 use super::verify::Bundle;
 use super::{
     die_with_parent, free_port, peers, plugin_bin, read_to_string_lossy, run, sha256_file, tail,
-    wait_for, TempDir,
+    TempDir,
 };
 
 /// How long a (re)started server may take to report healthy. spire-server plus the plugin
@@ -295,7 +297,7 @@ impl SpireServer {
     pub fn wait_healthy(&mut self) -> Duration {
         let started = Instant::now();
         let label = self.spec.label.clone();
-        let ok = wait_for(HEALTHY_WITHIN, Duration::from_millis(300), || {
+        let ok = poll_until(HEALTHY_WITHIN, Duration::from_millis(300), || {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     panic!(
@@ -339,7 +341,7 @@ impl SpireServer {
         unsafe {
             libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
         }
-        let clean = wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
+        let clean = poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
             child.try_wait().ok().flatten()
         })
         .is_some();

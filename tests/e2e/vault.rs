@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use super::fake_azure::{agent_trusting, FakeAzure};
-use super::{die_with_parent, free_port, peers, read_to_string_lossy, tail, tls, wait_for};
+use super::{die_with_parent, free_port, peers, read_to_string_lossy, tail, tls};
+use azkv_testkit::poll_until;
 
 /// Key Vault data-plane version the tests use for inspection (lowkey 3.x knows up to 7.6).
 pub const API_VERSION: &str = "7.6";
@@ -218,7 +219,7 @@ fn start_lowkey(jar: &std::path::Path) -> Vault {
         fake: None,
     };
     let ping = format!("{}ping", vault.uri);
-    let ready = wait_for(Duration::from_secs(180), Duration::from_millis(500), || {
+    let ready = poll_until(Duration::from_secs(180), Duration::from_millis(500), || {
         if let Some(lk) = &vault.lowkey {
             if let Ok(Some(status)) = lk.child.lock().expect("lowkey child").try_wait() {
                 panic!(

@@ -4,7 +4,6 @@
 //! One HTTPS listener (vault + token endpoint, certificate issued by a CA generated at start)
 //! and one plain-HTTP listener (managed identity), both on 127.0.0.1 with random ports.
 //! Thread per connection, HTTP/1.1 keep-alive. Dropping the `FakeAzure` stops every thread.
-//! See /work/notes/fake_azure_api.md for the agreed API.
 
 // Explicit paths so the children resolve the same whether this file is reached through
 // `mod support;` (tests/support/mod.rs) or through a `#[path]` attribute.
@@ -17,7 +16,7 @@ mod keys;
 #[path = "fake_azure/vault.rs"]
 mod vault;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,17 +24,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use azkv_testkit::vault::KeyVersion as StoredVersion;
+use azkv_testkit::vault::{KeyMaterial as Material, KeyStore, SignError, StoredKey};
 use http::{Reply, Request, Response};
-use keys::Material;
 
 /// Key types the fake can hold.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum FakeKeyType {
-    EcP256,
-    EcP384,
-    Rsa2048,
-    Rsa4096,
-}
+pub use azkv_testkit::vault::KeyKind as FakeKeyType;
 
 /// Snapshot of one key (all versions) as stored by the fake.
 #[derive(Clone, Debug)]
@@ -56,7 +50,7 @@ pub struct FakeKeyVersion {
     pub tags: HashMap<String, String>,
     pub kty: String,
     pub crv: Option<String>,
-    /// Addition to the agreed API: the key's current `key_ops`.
+    /// The key's current `key_ops`.
     pub key_ops: Vec<String>,
 }
 
@@ -96,12 +90,12 @@ pub enum FaultKind {
     TruncatedBody,
     /// Close the socket without answering.
     DropConnection,
-    /// Addition to the agreed API: serve the request (the vault state changes), then close the
+    /// Serve the request (the vault state changes), then close the
     /// socket without answering, as when a response is lost on its way back.
     LoseResponse,
     /// Sign only: 200 with a signature 1 byte short.
     WrongSignatureLength,
-    /// Addition to the agreed API. Sign only: 200 with a valid signature of the requested
+    /// Sign only: 200 with a valid signature of the requested
     /// digest and algorithm by a fresh key of the same type (a substituted key or answer).
     ForeignSignature,
     /// Get/Create only: 200 whose JWK has another kty/crv than stored.
@@ -118,7 +112,7 @@ pub struct RecordedRequest {
     pub status: u16,
     pub authorization: Option<String>,
     pub body: String,
-    /// Addition to the agreed API: request headers, names lowercased, in arrival order
+    /// Request headers, names lowercased, in arrival order
     /// (`authorization` included).
     pub headers: Vec<(String, String)>,
 }
@@ -194,7 +188,7 @@ pub fn agent_trusting(ca_pem: &str) -> ureq::Agent {
 
 impl FakeAzure {
     pub const TENANT: &'static str = "00000000-0000-0000-0000-0000000000aa";
-    /// Addition to the agreed API: a public-cloud vault host the server certificate also
+    /// A public-cloud vault host the server certificate also
     /// covers. Microsoft's Go SDK only sends a token to a host ending in the challenge
     /// resource's domain (`.vault.azure.net`, port included in the comparison), so clients
     /// built on it reach the fake as `https://<this>/` through a CONNECT proxy.
@@ -380,36 +374,15 @@ impl FakeAzure {
         updated: f64,
         enabled: bool,
     ) -> String {
-        let material = Material::generate(kind);
-        let tags = tags
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let version = keys::new_version_id();
-        let mut st = self.shared.state();
-        let key_id = name.to_ascii_lowercase();
-        if st.keys.get(&key_id).is_some_and(|k| k.deleted.is_some()) {
-            st.keys.remove(&key_id);
-        }
-        let key = st.keys.entry(key_id).or_insert_with(|| StoredKey {
-            name: name.to_string(),
-            deleted: None,
-            versions: Vec::new(),
-        });
-        key.versions.push(StoredVersion {
-            version: version.clone(),
-            created,
-            updated,
-            enabled,
-            tags,
-            key_ops: vec!["sign".to_string(), "verify".to_string()],
-            kty: material.kty().to_string(),
-            material: Arc::new(material),
-        });
+        // Key generation (RSA especially) runs without the state lock.
+        let mut v = StoredVersion::new(keys::new_version_id(), kind, tags, created, updated);
+        v.enabled = enabled;
+        let version = v.version.clone();
+        self.shared.state().keys.insert(name, v);
         version
     }
 
-    /// Addition to the agreed API: moves the `created` and `updated` times of every version of
+    /// Moves the `created` and `updated` times of every version of
     /// `name` back by `secs` (a key made that long ago); no-op for an unknown name.
     pub fn age_key(&self, name: &str, secs: f64) {
         let mut st = self.shared.state();
@@ -430,36 +403,18 @@ impl FakeAzure {
             .map(|k| FakeKey {
                 name: k.name.clone(),
                 deleted: k.deleted.is_some(),
-                versions: k.versions.iter().map(StoredVersion::snapshot).collect(),
+                versions: k.versions.iter().map(snapshot).collect(),
             })
             .collect()
     }
 
     /// Live (not deleted) key names, sorted.
     pub fn key_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .shared
-            .state()
-            .keys
-            .values()
-            .filter(|k| k.deleted.is_none())
-            .map(|k| k.name.clone())
-            .collect();
-        v.sort();
-        v
+        self.shared.state().keys.names(false)
     }
 
     pub fn deleted_key_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .shared
-            .state()
-            .keys
-            .values()
-            .filter(|k| k.deleted.is_some())
-            .map(|k| k.name.clone())
-            .collect();
-        v.sort();
-        v
+        self.shared.state().keys.names(true)
     }
 
     /// PKIX SubjectPublicKeyInfo DER of a version (`""` = latest), deleted keys included.
@@ -487,7 +442,7 @@ impl FakeAzure {
 
     /// Removes the key entirely (deleted or not).
     pub fn purge(&self, name: &str) {
-        self.shared.state().keys.remove(&name.to_ascii_lowercase());
+        self.shared.state().keys.purge(name);
     }
 
     /// The next `times` requests matching `route` (`Any` = every request, on both listeners)
@@ -503,7 +458,7 @@ impl FakeAzure {
         });
     }
 
-    /// Addition to the agreed API: uses of injected faults not consumed yet. A fault is
+    /// Uses of injected faults not consumed yet. A fault is
     /// consumed when its request arrives (before a `Latency` fault's delay), so this turning 0
     /// tells a test that the request is now inside the fake.
     pub fn pending_faults(&self) -> usize {
@@ -562,18 +517,18 @@ impl FakeAzure {
         self.shared.state().issued.clone()
     }
 
-    /// Addition to the agreed API: connections accepted so far on both listeners (a client
+    /// Connections accepted so far on both listeners (a client
     /// that pools its connections keeps this small).
     pub fn connections_accepted(&self) -> u64 {
         lock(&self.shared.conns).next_id
     }
 
-    /// Addition to the agreed API: the HTTPS listener address.
+    /// The HTTPS listener address.
     pub fn https_addr(&self) -> SocketAddr {
         self.https_addr
     }
 
-    /// Addition to the agreed API: the plain-HTTP (managed identity) listener address.
+    /// The plain-HTTP (managed identity) listener address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
     }
@@ -673,8 +628,8 @@ struct Conns {
 #[derive(Default)]
 struct State {
     now: f64,
-    /// Keyed by lowercase name (Key Vault names are case-insensitive).
-    keys: BTreeMap<String, StoredKey>,
+    /// The key store the unit tests' `MemoryVault` also keeps its keys in.
+    keys: KeyStore,
     token_lifetime: u64,
     valid_tokens: HashSet<String>,
     issued: Vec<String>,
@@ -716,55 +671,16 @@ struct Fault {
     remaining: usize,
 }
 
-struct StoredKey {
-    name: String,
-    /// Deletion time when soft-deleted.
-    deleted: Option<f64>,
-    versions: Vec<StoredVersion>,
-}
-
-impl StoredKey {
-    /// `""` selects the latest version.
-    fn find_version(&self, version: &str) -> Option<&StoredVersion> {
-        if version.is_empty() {
-            self.versions.last()
-        } else {
-            self.versions.iter().find(|v| v.version == version)
-        }
-    }
-
-    fn find_version_mut(&mut self, version: &str) -> Option<&mut StoredVersion> {
-        if version.is_empty() {
-            self.versions.last_mut()
-        } else {
-            self.versions.iter_mut().find(|v| v.version == version)
-        }
-    }
-}
-
-struct StoredVersion {
-    version: String,
-    created: f64,
-    updated: f64,
-    enabled: bool,
-    tags: HashMap<String, String>,
-    key_ops: Vec<String>,
-    kty: String,
-    material: Arc<Material>,
-}
-
-impl StoredVersion {
-    fn snapshot(&self) -> FakeKeyVersion {
-        FakeKeyVersion {
-            version: self.version.clone(),
-            created: self.created,
-            updated: self.updated,
-            enabled: self.enabled,
-            tags: self.tags.clone(),
-            kty: self.kty.clone(),
-            crv: self.material.crv().map(str::to_string),
-            key_ops: self.key_ops.clone(),
-        }
+fn snapshot(v: &StoredVersion) -> FakeKeyVersion {
+    FakeKeyVersion {
+        version: v.version.clone(),
+        created: v.created,
+        updated: v.updated,
+        enabled: v.enabled,
+        tags: v.tags.clone(),
+        kty: v.kty.clone(),
+        crv: v.material.crv().map(str::to_string),
+        key_ops: v.key_ops.clone(),
     }
 }
 

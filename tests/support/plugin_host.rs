@@ -61,6 +61,20 @@ struct HostServices {
     _server: Mutex<Server>,
     socket: PathBuf,
     received: Arc<Mutex<Vec<ReceivedMetric>>>,
+    /// The next this-many Metrics calls are answered UNAVAILABLE and not recorded.
+    refuse: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Takes one refusal from `refuse` if any is left.
+fn refused(refuse: &std::sync::atomic::AtomicUsize) -> bool {
+    use std::sync::atomic::Ordering;
+    refuse
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+fn unavailable() -> grpcio::RpcStatus {
+    grpcio::RpcStatus::with_message(grpcio::RpcStatusCode::UNAVAILABLE, "host busy".into())
 }
 
 impl HostServices {
@@ -72,6 +86,8 @@ impl HostServices {
         let _ = std::fs::remove_file(&socket);
         let received = Arc::new(Mutex::new(Vec::new()));
         let (counters, samples) = (Arc::clone(&received), Arc::clone(&received));
+        let refuse = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (refuse_counters, refuse_samples) = (Arc::clone(&refuse), Arc::clone(&refuse));
         let labels = |l: &[metrics::Label]| -> Vec<(String, String)> {
             l.iter()
                 .map(|l| (l.name.clone(), l.value.clone()))
@@ -83,6 +99,12 @@ impl HostServices {
                 move |ctx: RpcContext<'_>,
                       req: IncrCounterRequest,
                       sink: UnarySink<metrics::Empty>| {
+                    if refused(&refuse_counters) {
+                        ctx.spawn(async move {
+                            let _ = sink.fail(unavailable()).await;
+                        });
+                        return;
+                    }
                     counters.lock().unwrap().push(ReceivedMetric {
                         method: "IncrCounter",
                         key: req.key,
@@ -99,6 +121,12 @@ impl HostServices {
                 move |ctx: RpcContext<'_>,
                       req: AddSampleRequest,
                       sink: UnarySink<metrics::Empty>| {
+                    if refused(&refuse_samples) {
+                        ctx.spawn(async move {
+                            let _ = sink.fail(unavailable()).await;
+                        });
+                        return;
+                    }
                     samples.lock().unwrap().push(ReceivedMetric {
                         method: "AddSample",
                         key: req.key,
@@ -126,6 +154,7 @@ impl HostServices {
             _server: Mutex::new(server),
             socket,
             received,
+            refuse,
         }
     }
 }
@@ -306,6 +335,13 @@ impl PluginProcess {
             .unwrap_or_default()
     }
 
+    /// The host's Metrics service answers the next `n` calls UNAVAILABLE (a host in trouble).
+    pub fn refuse_metrics(&self, n: usize) {
+        if let Some(h) = &self.host_services {
+            h.refuse.store(n, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     pub fn health(&self, service: &str) -> RpcResult<i32> {
         let req = health::HealthCheckRequest {
             service: service.into(),
@@ -424,14 +460,9 @@ impl PluginProcess {
     }
 
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        None
+        azkv_testkit::poll_until(limit, Duration::from_millis(5), || {
+            self.child.try_wait().ok().flatten()
+        })
     }
 
     pub fn kill9(&mut self) {
@@ -449,14 +480,9 @@ impl PluginProcess {
 
     /// Waits until a stderr line contains `needle` (background work observed through logs).
     pub fn wait_for_log(&self, needle: &str, limit: Duration) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if self.stderr_lines().iter().any(|l| l.contains(needle)) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
+        azkv_testkit::wait_until(limit, Duration::from_millis(10), || {
+            self.stderr_lines().iter().any(|l| l.contains(needle))
+        })
     }
 
     /// Every stderr line is an hclog JSON object SPIRE can parse, and none contains a secret.

@@ -32,6 +32,7 @@ use ring::signature::RsaKeyPair;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
+use super::pkcs12::Pkcs12Error;
 use super::token_endpoint::request_token;
 use super::{AccessToken, CredentialError, HttpCredential};
 use crate::azure::http::HttpClient;
@@ -43,6 +44,30 @@ const ASSERTION_LIFETIME: Duration = Duration::from_secs(10 * 60);
 
 /// Largest certificate file read: a certificate, its chain and a key take a few KiB.
 const MAX_FILE_SIZE: u64 = 1 << 20;
+
+/// Why the contents of a certificate file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateError {
+    /// A password-protected PKCS#12 file, and no `AZURE_CLIENT_CERTIFICATE_PASSWORD`.
+    #[error("the PKCS#12 file is password-protected: set AZURE_CLIENT_CERTIFICATE_PASSWORD")]
+    PasswordMissing,
+    /// Neither PEM nor a PKCS#12 file that can be read.
+    #[error("not PEM, and not a usable PKCS#12 file: {0}")]
+    NotPkcs12(#[source] Pkcs12Error),
+    /// The PEM bundle's `ENCRYPTED PRIVATE KEY` block cannot be decrypted.
+    #[error("the private key {0}")]
+    EncryptedKey(#[source] Pkcs12Error),
+    #[error("not a valid PEM file ({0})")]
+    Pem(#[source] pem::PemError),
+    /// ring refuses the key as an RSA private key.
+    #[error("the private key is not a usable RSA key ({0})")]
+    NotRsa(ring::error::KeyRejected),
+    /// A missing or mismatched part, or an unsupported format (the text says which).
+    #[error("{0}")]
+    Unusable(&'static str),
+}
+
+use CertificateError::Unusable;
 
 /// A parsed certificate + RSA key, ready to sign assertions.
 pub struct ClientCertificate {
@@ -76,27 +101,25 @@ struct Claims<'a> {
 impl ClientCertificate {
     /// Parses the file `AZURE_CLIENT_CERTIFICATE_PATH` names: PEM, or else PKCS#12, decrypted
     /// with `password` when one is set.
-    pub fn from_file(data: &[u8], password: Option<&str>) -> Result<Self, String> {
+    pub fn from_file(data: &[u8], password: Option<&str>) -> Result<Self, CertificateError> {
         let text_start = &data[..data.len().min(4096)];
         let looks_pem = text_start.windows(11).any(|w| w == b"-----BEGIN ");
         if looks_pem {
             return Self::from_pem(data, password);
         }
-        let decoded = super::pkcs12::decode_pfx(data, password.unwrap_or("")).map_err(|e| {
-            if password.is_none() && e.contains("wrong AZURE_CLIENT_CERTIFICATE_PASSWORD") {
-                "the PKCS#12 file is password-protected: set \
-                     AZURE_CLIENT_CERTIFICATE_PASSWORD"
-                    .to_string()
-            } else {
-                format!("not PEM, and not a usable PKCS#12 file: {e}")
-            }
-        })?;
+        let decoded =
+            super::pkcs12::decode_pfx(data, password.unwrap_or("")).map_err(|e| {
+                match (e, password) {
+                    (Pkcs12Error::WrongPassword, None) => CertificateError::PasswordMissing,
+                    (e, _) => CertificateError::NotPkcs12(e),
+                }
+            })?;
         let super::pkcs12::Decoded { keys, mut certs } = decoded;
         if keys.is_empty() {
-            return Err("the PKCS#12 file holds no private key".into());
+            return Err(Unusable("the PKCS#12 file holds no private key"));
         }
         if certs.is_empty() {
-            return Err("the PKCS#12 file holds no certificate".into());
+            return Err(Unusable("the PKCS#12 file holds no certificate"));
         }
         // The client certificate is the one the key belongs to (a file may carry its chain).
         let mut key_error = None;
@@ -117,18 +140,18 @@ impl ClientCertificate {
                 });
             }
         }
-        Err(key_error.unwrap_or_else(|| {
-            "no certificate in the PKCS#12 file belongs to its private key".into()
-        }))
+        Err(key_error.unwrap_or(Unusable(
+            "no certificate in the PKCS#12 file belongs to its private key",
+        )))
     }
 
     /// Parses a PEM bundle: the first `CERTIFICATE` is the client certificate; the key is a
     /// `PRIVATE KEY` (PKCS#8), `RSA PRIVATE KEY` (PKCS#1) or, with a password,
     /// `ENCRYPTED PRIVATE KEY` block matching it.
-    pub fn from_pem(data: &[u8], password: Option<&str>) -> Result<Self, String> {
-        let blocks = pem::parse_many(data).map_err(|e| format!("not a valid PEM file ({e})"))?;
+    pub fn from_pem(data: &[u8], password: Option<&str>) -> Result<Self, CertificateError> {
+        let blocks = pem::parse_many(data).map_err(CertificateError::Pem)?;
         if blocks.is_empty() {
-            return Err("no PEM blocks found".into());
+            return Err(Unusable("no PEM blocks found"));
         }
         // Each block is taken apart by value, so that every non-certificate block's contents
         // (key material or not) end in a buffer wiped on drop.
@@ -163,30 +186,28 @@ impl ClientCertificate {
             }
         }
         let mut certs = certs.into_iter();
-        let cert_der = certs.next().ok_or("no CERTIFICATE block found")?;
+        let cert_der = certs.next().ok_or(Unusable("no CERTIFICATE block found"))?;
         let others: Vec<Vec<u8>> = certs.collect();
         if let Some(encrypted) = encrypted {
-            let password = password
-                .ok_or("the private key is encrypted: set AZURE_CLIENT_CERTIFICATE_PASSWORD")?;
+            let password = password.ok_or(Unusable(
+                "the private key is encrypted: set AZURE_CLIENT_CERTIFICATE_PASSWORD",
+            ))?;
             let key = super::pkcs12::decrypt_pkcs8(&encrypted, password)
-                .map_err(|e| format!("the private key {e}"))?;
+                .map_err(CertificateError::EncryptedKey)?;
             return Self::from_parts(cert_der, others, "PRIVATE KEY", &key);
         }
-        let (key_tag, traditional, key_der) = plain.ok_or_else(|| {
-            if ec_key {
-                "the private key is an EC key; only RSA keys are supported".to_string()
-            } else {
-                "no PRIVATE KEY or RSA PRIVATE KEY block found".to_string()
-            }
-        })?;
+        let (key_tag, traditional, key_der) = plain.ok_or(Unusable(if ec_key {
+            "the private key is an EC key; only RSA keys are supported"
+        } else {
+            "no PRIVATE KEY or RSA PRIVATE KEY block found"
+        }))?;
         if traditional {
-            return Err(
+            return Err(Unusable(
                 "the private key uses OpenSSL's traditional PEM encryption, which is \
-                        not supported; convert it with `openssl pkcs8 -topk8 -v2 aes-256-cbc \
-                        -in key.pem -out key-pkcs8.pem` (keeping the password) or store it \
-                        unencrypted and protect the file with permissions"
-                    .into(),
-            );
+                 not supported; convert it with `openssl pkcs8 -topk8 -v2 aes-256-cbc \
+                 -in key.pem -out key-pkcs8.pem` (keeping the password) or store it \
+                 unencrypted and protect the file with permissions",
+            ));
         }
         Self::from_parts(cert_der, others, key_tag, &key_der)
     }
@@ -198,10 +219,12 @@ impl ClientCertificate {
         others: Vec<Vec<u8>>,
         key_tag: &str,
         key_der: &[u8],
-    ) -> Result<Self, String> {
+    ) -> Result<Self, CertificateError> {
         let key = parse_rsa_key(key_tag, key_der)?;
         if !holds_key(&cert_der, &key) {
-            return Err("the private key does not belong to the first certificate".into());
+            return Err(Unusable(
+                "the private key does not belong to the first certificate",
+            ));
         }
         Ok(ClientCertificate {
             cert_der,
@@ -228,7 +251,7 @@ impl ClientCertificate {
         audience: &str,
         now: SystemTime,
         send_chain: bool,
-    ) -> Result<Secret, String> {
+    ) -> Result<Secret, AzureError> {
         let thumbprint = self.thumbprint_s256();
         let x5c = send_chain.then(|| {
             use base64::engine::general_purpose::STANDARD;
@@ -252,7 +275,7 @@ impl ClientCertificate {
             iss: client_id,
             sub: client_id,
             jti: crate::random::uuid_v4("a client assertion id")
-                .map_err(|e| e.to_string())?
+                .map_err(|e| AzureError::Auth(e.to_string()))?
                 .to_string(),
             nbf: now_secs,
             iat: now_secs,
@@ -260,7 +283,7 @@ impl ClientCertificate {
         };
         let encode = |json: serde_json::Result<Vec<u8>>, what: &str| {
             json.map(|b| URL_SAFE_NO_PAD.encode(b))
-                .map_err(|e| format!("cannot encode the assertion {what} ({e})"))
+                .map_err(|e| AzureError::Auth(format!("cannot encode the assertion {what} ({e})")))
         };
         let mut jwt = format!(
             "{}.{}",
@@ -275,7 +298,7 @@ impl ClientCertificate {
                 jwt.as_bytes(),
                 &mut signature,
             )
-            .map_err(|_| "cannot sign the client assertion".to_string())?;
+            .map_err(|_| AzureError::Auth("cannot sign the client assertion".into()))?;
         jwt.push('.');
         jwt.push_str(&URL_SAFE_NO_PAD.encode(&signature));
         Ok(Secret::new(jwt))
@@ -284,13 +307,13 @@ impl ClientCertificate {
 
 /// An RSA private key (`key_tag` `PRIVATE KEY`: PKCS#8, `RSA PRIVATE KEY`: PKCS#1), ready to
 /// sign.
-fn parse_rsa_key(key_tag: &str, key_der: &[u8]) -> Result<RsaKeyPair, String> {
+fn parse_rsa_key(key_tag: &str, key_der: &[u8]) -> Result<RsaKeyPair, CertificateError> {
     if key_tag == "PRIVATE KEY" {
         RsaKeyPair::from_pkcs8(key_der)
     } else {
         RsaKeyPair::from_der(key_der)
     }
-    .map_err(|e| format!("the private key is not a usable RSA key ({e})"))
+    .map_err(CertificateError::NotRsa)
 }
 
 /// Whether `cert_der` is the certificate of `key`: its SubjectPublicKeyInfo embeds the key's
@@ -337,8 +360,8 @@ thread_local! {
     pub(crate) static PARSED_ON_THIS_THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// A parsed certificate, or why the file cannot be used.
-type Parsed = Result<Arc<ClientCertificate>, String>;
+/// A parsed certificate, or why the file cannot be used (`AzureError::Auth`).
+type Parsed = Result<Arc<ClientCertificate>, AzureError>;
 
 /// Client credentials with a certificate assertion.
 pub struct ClientCertificateCredential {
@@ -381,10 +404,12 @@ impl ClientCertificateCredential {
 
     /// The certificate in the file now: the one parsed last if the file is unchanged, else
     /// the file read and parsed again.
-    fn certificate(&self) -> Result<Arc<ClientCertificate>, String> {
+    fn certificate(&self) -> Parsed {
         let path = &self.path;
         let unreadable = |e: std::io::Error| {
-            format!("AZURE_CLIENT_CERTIFICATE_PATH {path:?} cannot be read: {e}")
+            AzureError::Auth(format!(
+                "AZURE_CLIENT_CERTIFICATE_PATH {path:?} cannot be read: {e}"
+            ))
         };
         let mut file = File::open(path).map_err(unreadable)?;
         let stamp = FileStamp::of(&file.metadata().map_err(unreadable)?);
@@ -400,11 +425,11 @@ impl ClientCertificateCredential {
             }
         }
         if stamp.size > MAX_FILE_SIZE {
-            return Err(format!(
+            return Err(AzureError::Auth(format!(
                 "AZURE_CLIENT_CERTIFICATE_PATH {path:?} is {} bytes long; the limit is \
                  {MAX_FILE_SIZE}",
                 stamp.size
-            ));
+            )));
         }
         // Sized up front: a growing buffer would leave copies of a plain key behind.
         let mut data = Zeroizing::new(Vec::with_capacity(stamp.size as usize + 1));
@@ -418,7 +443,7 @@ impl ClientCertificateCredential {
         let password = self.options.password.as_ref().map(Secret::expose);
         let outcome = ClientCertificate::from_file(&data, password)
             .map(Arc::new)
-            .map_err(|m| format!("AZURE_CLIENT_CERTIFICATE_PATH {path:?}: {m}"));
+            .map_err(|e| AzureError::Auth(format!("AZURE_CLIENT_CERTIFICATE_PATH {path:?}: {e}")));
         *parsed = Some((stamp, outcome.clone()));
         outcome
     }
@@ -439,9 +464,7 @@ impl HttpCredential for ClientCertificateCredential {
         tenant: Option<&str>,
         scope: &str,
     ) -> Result<AccessToken, CredentialError> {
-        let cert = self
-            .certificate()
-            .map_err(|m| CredentialError::Failed(AzureError::Auth(m)))?;
+        let cert = self.certificate().map_err(CredentialError::Failed)?;
         let tenant = tenant.unwrap_or(&self.tenant);
         let now = self.clock.now();
         request_token(http, &self.authority, tenant, scope, |endpoint| {
@@ -533,8 +556,9 @@ pub(crate) mod tests {
     /// SubjectPublicKeyInfo DER → the embedded RSAPublicKey (the BIT STRING contents).
     fn rsa_public_from_spki(spki: &[u8]) -> &[u8] {
         // SEQUENCE { SEQUENCE { oid, NULL }, BIT STRING { 0x00, RSAPublicKey } }: the
-        // RSAPublicKey is the trailing SEQUENCE (0x30 0x82 ...).
-        let pos = spki.windows(2).rposition(|w| w == [0x03, 0x82]).unwrap();
+        // RSAPublicKey is the trailing SEQUENCE (0x30 0x82 ...). The first `03 82` is the BIT
+        // STRING header (the AlgorithmIdentifier holds none); a later one may be modulus bytes.
+        let pos = spki.windows(2).position(|w| w == [0x03, 0x82]).unwrap();
         &spki[pos + 5..]
     }
 
@@ -544,22 +568,26 @@ pub(crate) mod tests {
         let e = ClientCertificate::from_file(b"\x30\x82\x01\x00binary-pfx", None)
             .err()
             .unwrap();
-        assert!(e.contains("PKCS#12"), "{e}");
+        assert!(e.to_string().contains("PKCS#12"), "{e}");
         let e = ClientCertificate::from_file(key_pem.as_bytes(), None)
             .err()
             .unwrap();
-        assert!(e.contains("CERTIFICATE"), "{e}");
+        assert!(e.to_string().contains("CERTIFICATE"), "{e}");
         let e = ClientCertificate::from_file(cert_pem.as_bytes(), None)
             .err()
             .unwrap();
-        assert!(e.contains("PRIVATE KEY"), "{e}");
+        assert!(e.to_string().contains("PRIVATE KEY"), "{e}");
         let enc = format!(
             "{cert_pem}\n-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"
         );
         let e = ClientCertificate::from_file(enc.as_bytes(), None)
             .err()
             .unwrap();
-        assert!(e.contains("set AZURE_CLIENT_CERTIFICATE_PASSWORD"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("set AZURE_CLIENT_CERTIFICATE_PASSWORD"),
+            "{e}"
+        );
         let traditional = key_pem.replace(
             "-----BEGIN PRIVATE KEY-----\n",
             "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: DES-EDE3-CBC,0011223344556677\n\n",
@@ -568,20 +596,20 @@ pub(crate) mod tests {
             ClientCertificate::from_file(format!("{cert_pem}{traditional}").as_bytes(), Some("p"))
                 .err()
                 .unwrap();
-        assert!(e.contains("openssl pkcs8 -topk8"), "{e}");
+        assert!(e.to_string().contains("openssl pkcs8 -topk8"), "{e}");
         let ec = rcgen::KeyPair::generate().unwrap();
         let mixed = format!("{cert_pem}\n{}", ec.serialize_pem());
         let e = ClientCertificate::from_file(mixed.as_bytes(), None)
             .err()
             .unwrap();
-        assert!(e.contains("RSA"), "{e}");
+        assert!(e.to_string().contains("RSA"), "{e}");
         // A key that does not match the certificate.
         let (other_cert, _, _) = rsa_cert_pem();
         let wrong = format!("{other_cert}\n{key_pem}");
         let e = ClientCertificate::from_file(wrong.as_bytes(), None)
             .err()
             .unwrap();
-        assert!(e.contains("does not belong"), "{e}");
+        assert!(e.to_string().contains("does not belong"), "{e}");
         // PKCS#1 keys work too.
         let pkcs1 = {
             use rsa::pkcs1::EncodeRsaPrivateKey;
@@ -624,12 +652,18 @@ pub(crate) mod tests {
             let e = ClientCertificate::from_file(data, Some("wrong"))
                 .err()
                 .unwrap();
-            assert!(e.contains("wrong AZURE_CLIENT_CERTIFICATE_PASSWORD"), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("wrong AZURE_CLIENT_CERTIFICATE_PASSWORD"),
+                "{e}"
+            );
         }
         // No password given for a protected PKCS#12 file: says which setting is missing.
         let e = ClientCertificate::from_file(MODERN, None).err().unwrap();
+        assert!(matches!(e, CertificateError::PasswordMissing), "{e:?}");
         assert!(
-            e.contains("password-protected: set AZURE_CLIENT_CERTIFICATE_PASSWORD"),
+            e.to_string()
+                .contains("password-protected: set AZURE_CLIENT_CERTIFICATE_PASSWORD"),
             "{e}"
         );
         // A file protected by an empty password needs none.
@@ -715,7 +749,7 @@ pub(crate) mod tests {
         std::fs::write(&path, CERT).unwrap();
         for _ in 0..2 {
             let e = cred.fetch(None, "scope-1").unwrap_err().to_string();
-            assert!(e.contains("PRIVATE KEY"), "{e}");
+            assert!(e.to_string().contains("PRIVATE KEY"), "{e}");
         }
         assert_eq!(parses(), 4);
         std::fs::write(&path, MODERN).unwrap();
@@ -723,7 +757,7 @@ pub(crate) mod tests {
         assert_eq!(parses(), 5);
         std::fs::remove_file(&path).unwrap();
         let e = cred.fetch(None, "scope-1").unwrap_err().to_string();
-        assert!(e.contains("cannot be read"), "{e}");
+        assert!(e.to_string().contains("cannot be read"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

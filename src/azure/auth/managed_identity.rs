@@ -12,6 +12,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use super::token_endpoint::failed;
 use super::{describe_token_error, parse_token_response, AccessToken, Credential, CredentialError};
 use crate::azure::cloud::resource_from_scope;
 use crate::azure::deadline::Deadline;
@@ -171,7 +172,6 @@ impl ManagedIdentityCredential {
         key_dir: &std::path::Path,
         scope: &str,
     ) -> Result<AccessToken, CredentialError> {
-        let failed = |m: String| CredentialError::Failed(AzureError::Auth(m));
         let request = || {
             HttpRequest::new("GET", self.url(endpoint, ARC_API_VERSION, scope))
                 .header("Metadata", "true")
@@ -189,7 +189,7 @@ impl ManagedIdentityCredential {
             .and_then(|v| v.trim().strip_prefix("Basic realm="))
             .map(|p| p.trim().trim_matches('"'))
             .ok_or_else(|| failed("the Azure Arc challenge names no key file".into()))?;
-        let key = read_arc_key(std::path::Path::new(realm), key_dir).map_err(failed)?;
+        let key = read_arc_key(std::path::Path::new(realm), key_dir)?;
         let resp = http
             .send(&request().header("Authorization", format!("Basic {}", key.expose())))
             .map_err(CredentialError::Failed)?;
@@ -206,7 +206,10 @@ impl ManagedIdentityCredential {
 
 /// Reads the Arc agent's challenge key, refusing anything but a small `.key` file directly in
 /// `key_dir` (the path comes from an HTTP answer).
-fn read_arc_key(path: &std::path::Path, key_dir: &std::path::Path) -> Result<Secret, String> {
+fn read_arc_key(
+    path: &std::path::Path,
+    key_dir: &std::path::Path,
+) -> Result<Secret, CredentialError> {
     let shown = path.display();
     let in_dir = path.parent() == Some(key_dir)
         && path.extension().is_some_and(|e| e == "key")
@@ -214,19 +217,20 @@ fn read_arc_key(path: &std::path::Path, key_dir: &std::path::Path) -> Result<Sec
             .components()
             .any(|c| matches!(c, std::path::Component::ParentDir));
     if !in_dir {
-        return Err(format!(
+        return Err(failed(format!(
             "the Azure Arc challenge names {shown}, not a .key file in {}",
             key_dir.display()
-        ));
+        )));
     }
-    let meta = std::fs::metadata(path).map_err(|e| format!("Azure Arc key file {shown}: {e}"))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| failed(format!("Azure Arc key file {shown}: {e}")))?;
     if !meta.is_file() || meta.len() > ARC_KEY_MAX_BYTES {
-        return Err(format!(
+        return Err(failed(format!(
             "Azure Arc key file {shown} is not a file of at most {ARC_KEY_MAX_BYTES} bytes"
-        ));
+        )));
     }
     let text = std::fs::read_to_string(path).map_err(|e| {
-        format!("Azure Arc key file {shown} cannot be read: {e} (the plugin's user must be in the himds group)")
+        failed(format!("Azure Arc key file {shown} cannot be read: {e} (the plugin's user must be in the himds group)"))
     })?;
     Ok(Secret::new(text.trim().to_string()))
 }

@@ -58,21 +58,14 @@ impl fmt::Debug for AccessToken {
 }
 
 /// Why a credential produced no token.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CredentialError {
     /// Not configured here (variables missing, IMDS unreachable): the chain moves on.
+    #[error("unavailable: {0}")]
     Unavailable(String),
     /// Configured but failed (rejected secret, unreadable token file): the chain stops.
-    Failed(AzureError),
-}
-
-impl fmt::Display for CredentialError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CredentialError::Unavailable(m) => write!(f, "unavailable: {m}"),
-            CredentialError::Failed(e) => write!(f, "{e}"),
-        }
-    }
+    #[error("{0}")]
+    Failed(#[source] AzureError),
 }
 
 /// A source of access tokens. Implementations are blocking and thread-safe.
@@ -269,25 +262,39 @@ fn number_or_numeric_string(v: Option<&Value>) -> Option<f64> {
 /// Parses an Entra or managed identity token response. `expires_in` (seconds from now) wins
 /// over `expires_on` (epoch seconds); both may be numbers or numeric strings. Errors never
 /// quote the body: it holds the token.
-pub fn parse_token_response(body: &[u8], now: SystemTime) -> Result<AccessToken, String> {
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| format!("token response is not JSON ({e})"))?;
+pub fn parse_token_response(
+    body: &[u8],
+    now: SystemTime,
+) -> Result<AccessToken, TokenResponseError> {
+    let v: Value = serde_json::from_slice(body).map_err(TokenResponseError::NotJson)?;
     let token = v
         .get("access_token")
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
-        .ok_or("token response has no access_token")?;
+        .ok_or(TokenResponseError::NoAccessToken)?;
     let expires_at = if let Some(secs) = number_or_numeric_string(v.get("expires_in")) {
         now + Duration::from_secs_f64(secs.clamp(0.0, 1e9))
     } else if let Some(epoch) = number_or_numeric_string(v.get("expires_on")) {
         SystemTime::UNIX_EPOCH + Duration::from_secs_f64(epoch.clamp(0.0, 1e11))
     } else {
-        return Err("token response has neither a numeric expires_in nor expires_on".into());
+        return Err(TokenResponseError::NoExpiry);
     };
     Ok(AccessToken {
         token: Secret::new(token),
         expires_at,
     })
+}
+
+/// Why a token response cannot be used. `Display` never quotes the body (it holds the token);
+/// serde_json's error only gives a position.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenResponseError {
+    #[error("token response is not JSON ({0})")]
+    NotJson(#[source] serde_json::Error),
+    #[error("token response has no access_token")]
+    NoAccessToken,
+    #[error("token response has neither a numeric expires_in nor expires_on")]
+    NoExpiry,
 }
 
 /// A readable reason from an OAuth2 / managed identity error body: `error` + the first line of
@@ -453,11 +460,14 @@ mod tests {
 
     #[test]
     fn token_response_errors_do_not_quote_the_body() {
-        let e = parse_token_response(br#"{"access_token":"sekrit-token"}"#, now()).unwrap_err();
+        let e = parse_token_response(br#"{"access_token":"sekrit-token"}"#, now())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("expires"), "{e}");
         assert!(!e.contains("sekrit"));
         let e = parse_token_response(br#"{"access_token":"sekrit","expires_in":"soon"}"#, now())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("sekrit"));
         assert!(parse_token_response(b"{\"expires_in\":5}", now()).is_err());
         assert!(parse_token_response(b"<html>", now()).is_err());

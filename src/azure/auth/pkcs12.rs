@@ -23,7 +23,49 @@ use ring::digest;
 use ring::hmac;
 use zeroize::Zeroizing;
 
-use crate::der::{Reader, CONTEXT_0, CONTEXT_0_PRIMITIVE, INTEGER, OCTET_STRING, OID, SEQUENCE};
+use crate::der::{
+    DerError, Reader, CONTEXT_0, CONTEXT_0_PRIMITIVE, INTEGER, OCTET_STRING, OID, SEQUENCE,
+};
+
+/// Why a PKCS#12 file or an encrypted PKCS#8 key cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Pkcs12Error {
+    #[error(transparent)]
+    Der(#[from] DerError),
+    /// The MAC does not verify, or the decrypted bytes are not what they should be.
+    #[error("cannot decrypt it: wrong AZURE_CLIENT_CERTIFICATE_PASSWORD, or a damaged file")]
+    WrongPassword,
+    /// An iteration count that is not a small positive integer (`out_of_range`: above `u32`).
+    #[error(
+        "iteration count: {}",
+        if *.out_of_range { "out of range" } else { "not a small positive integer" }
+    )]
+    BadIterationCount { out_of_range: bool },
+    #[error("{0} iteration count 0 is out of range")]
+    ZeroIterations(&'static str),
+    #[error(
+        "its {kind} iteration count {n} is above the limit of {max}; re-export it with \
+         fewer iterations"
+    )]
+    TooManyIterations {
+        kind: &'static str,
+        n: u32,
+        max: u32,
+    },
+    /// The file's derivations together exceed `MAX_TOTAL_ROUNDS`.
+    #[error(
+        "its key derivations need more than {MAX_TOTAL_ROUNDS} rounds in total; re-export it \
+         with fewer iterations"
+    )]
+    TooMuchWork,
+    /// An algorithm this module does not handle, or a structure it refuses (the text says
+    /// which).
+    #[error("{0}")]
+    Unusable(&'static str),
+}
+
+type Result<T> = std::result::Result<T, Pkcs12Error>;
+use Pkcs12Error::Unusable;
 
 /// What a PKCS#12 file holds that a client credential needs.
 pub struct Decoded {
@@ -86,40 +128,30 @@ impl Work {
         }
     }
 
-    fn charge(&mut self, iterations: u32, blocks: usize) -> Result<(), String> {
+    fn charge(&mut self, iterations: u32, blocks: usize) -> Result<()> {
         let rounds = u64::from(iterations).saturating_mul(blocks as u64);
         if rounds > self.left {
-            return Err(format!(
-                "its key derivations need more than {MAX_TOTAL_ROUNDS} rounds in total; \
-                 re-export it with fewer iterations"
-            ));
+            return Err(Pkcs12Error::TooMuchWork);
         }
         self.left -= rounds;
         Ok(())
     }
 }
 
-fn small_uint(bytes: &[u8], what: &str) -> Result<u32, String> {
+/// An iteration count of the derivation `kind`, refused above `max`.
+fn iterations(bytes: &[u8], kind: &'static str, max: u32) -> Result<u32> {
     if bytes.is_empty() || bytes.len() > 5 || bytes[0] & 0x80 != 0 {
-        return Err(format!("{what}: not a small positive integer"));
+        return Err(Pkcs12Error::BadIterationCount {
+            out_of_range: false,
+        });
     }
     let v = bytes.iter().fold(0u64, |acc, b| (acc << 8) | *b as u64);
-    u32::try_from(v).map_err(|_| format!("{what}: out of range"))
-}
-
-/// An iteration count of the derivation `kind`, refused above `max`.
-fn iterations(bytes: &[u8], kind: &str, max: u32) -> Result<u32, String> {
-    let n = small_uint(bytes, "iteration count")?;
-    if n == 0 {
-        return Err(format!("{kind} iteration count 0 is out of range"));
+    let n = u32::try_from(v).map_err(|_| Pkcs12Error::BadIterationCount { out_of_range: true })?;
+    match n {
+        0 => Err(Pkcs12Error::ZeroIterations(kind)),
+        n if n > max => Err(Pkcs12Error::TooManyIterations { kind, n, max }),
+        n => Ok(n),
     }
-    if n > max {
-        return Err(format!(
-            "its {kind} iteration count {n} is above the limit of {max}; re-export it with \
-             fewer iterations"
-        ));
-    }
-    Ok(n)
 }
 
 /// The password as PKCS#12's key derivation takes it: UTF-16BE with a two-byte terminator.
@@ -143,7 +175,7 @@ fn pkcs12_kdf(
     rounds: u32,
     n: usize,
     work: &mut Work,
-) -> Result<Zeroizing<Vec<u8>>, String> {
+) -> Result<Zeroizing<Vec<u8>>> {
     let (u, v) = (alg.output_len(), alg.block_len());
     work.charge(rounds, n.div_ceil(u))?;
     // The salt and the password, each repeated to a whole number of v-byte blocks.
@@ -186,24 +218,17 @@ fn pkcs12_kdf(
     }
 }
 
-fn wrong_password() -> String {
-    "cannot decrypt it: wrong AZURE_CLIENT_CERTIFICATE_PASSWORD, or a damaged file".into()
-}
-
 /// Decrypts `data` encrypted under the algorithm `alg` (an AlgorithmIdentifier's content).
-fn decrypt(
-    alg: &[u8],
-    data: &[u8],
-    password: &str,
-    work: &mut Work,
-) -> Result<Zeroizing<Vec<u8>>, String> {
+fn decrypt(alg: &[u8], data: &[u8], password: &str, work: &mut Work) -> Result<Zeroizing<Vec<u8>>> {
     let mut alg = Reader::new(alg);
     let oid = alg.expect(OID, "encryption algorithm")?;
     let mut params = alg.sequence("encryption parameters")?;
     if oid == PBES2 {
         let mut kdf = params.sequence("PBES2 key derivation")?;
         if kdf.expect(OID, "PBES2 key derivation")? != PBKDF2 {
-            return Err("PBES2 with a key derivation other than PBKDF2 is not supported".into());
+            return Err(Unusable(
+                "PBES2 with a key derivation other than PBKDF2 is not supported",
+            ));
         }
         let mut kdf_params = kdf.sequence("PBKDF2 parameters")?;
         let salt = kdf_params.expect(OCTET_STRING, "PBKDF2 salt")?;
@@ -223,10 +248,10 @@ fn decrypt(
                         HMAC_SHA256 => (ring::pbkdf2::PBKDF2_HMAC_SHA256, 32),
                         HMAC_SHA384 => (ring::pbkdf2::PBKDF2_HMAC_SHA384, 48),
                         HMAC_SHA512 => (ring::pbkdf2::PBKDF2_HMAC_SHA512, 64),
-                        _ => return Err("unsupported PBKDF2 hash".into()),
+                        _ => return Err(Unusable("unsupported PBKDF2 hash")),
                     }
                 }
-                _ => return Err("bad PBKDF2 parameters".into()),
+                _ => return Err(Unusable("bad PBKDF2 parameters")),
             }
         }
         let mut scheme = params.sequence("PBES2 encryption scheme")?;
@@ -236,17 +261,17 @@ fn decrypt(
             AES128_CBC => 16,
             AES192_CBC => 24,
             AES256_CBC => 32,
-            _ => return Err("unsupported PBES2 cipher (AES-CBC expected)".into()),
+            _ => return Err(Unusable("unsupported PBES2 cipher (AES-CBC expected)")),
         };
         if iv.len() != 16 {
-            return Err("bad AES IV length".into());
+            return Err(Unusable("bad AES IV length"));
         }
         work.charge(rounds, key_len.div_ceil(prf_len))?;
         let mut key = Zeroizing::new([0u8; 32]);
         let key = &mut key[..key_len];
-        let rounds = std::num::NonZeroU32::new(rounds).ok_or("zero iterations")?;
+        let rounds = std::num::NonZeroU32::new(rounds).ok_or(Unusable("zero iterations"))?;
         ring::pbkdf2::derive(prf, rounds, salt, password.as_bytes(), key);
-        let bad_key = |_| "bad AES key".to_string();
+        let bad_key = |_| Unusable("bad AES key");
         return match key_len {
             16 => cbc_decrypt(aes::Aes128::new_from_slice(key).map_err(bad_key)?, iv, data),
             24 => cbc_decrypt(aes::Aes192::new_from_slice(key).map_err(bad_key)?, iv, data),
@@ -264,14 +289,14 @@ fn decrypt(
         PBE_SHA1_3DES => 24,
         PBE_SHA1_RC2_40 => 5,
         PBE_SHA1_RC2_128 => 16,
-        _ => return Err("unsupported encryption algorithm".into()),
+        _ => return Err(Unusable("unsupported encryption algorithm")),
     };
     let sha1 = &digest::SHA1_FOR_LEGACY_USE_ONLY;
     let pass = bmp_password(password);
     let key = pkcs12_kdf(sha1, 1, &pass, salt, rounds, key_len, work)?;
     let iv = pkcs12_kdf(sha1, 2, &pass, salt, rounds, 8, work)?;
     if oid == PBE_SHA1_3DES {
-        let cipher = des::TdesEde3::new_from_slice(&key).map_err(|_| "bad 3DES key".to_string())?;
+        let cipher = des::TdesEde3::new_from_slice(&key).map_err(|_| Unusable("bad 3DES key"))?;
         cbc_decrypt(cipher, &iv, data)
     } else {
         cbc_decrypt(rc2::Rc2::new_with_eff_key_len(&key, key_len * 8), &iv, data)
@@ -279,7 +304,7 @@ fn decrypt(
 }
 
 /// CBC decryption with PKCS#7 padding; bad padding means the key was wrong.
-fn cbc_decrypt<C>(cipher: C, iv: &[u8], data: &[u8]) -> Result<Zeroizing<Vec<u8>>, String>
+fn cbc_decrypt<C>(cipher: C, iv: &[u8], data: &[u8]) -> Result<Zeroizing<Vec<u8>>>
 where
     C: BlockDecryptMut + BlockCipher,
 {
@@ -287,9 +312,9 @@ where
     // password's garbage included).
     let mut buf = Zeroizing::new(data.to_vec());
     let len = cbc::Decryptor::<C>::inner_iv_slice_init(cipher, iv)
-        .map_err(|_| "bad CBC IV length".to_string())?
+        .map_err(|_| Unusable("bad CBC IV length"))?
         .decrypt_padded_mut::<Pkcs7>(&mut buf)
-        .map_err(|_| wrong_password())?
+        .map_err(|_| Pkcs12Error::WrongPassword)?
         .len();
     buf.truncate(len);
     Ok(buf)
@@ -297,15 +322,11 @@ where
 
 /// Decrypts an `EncryptedPrivateKeyInfo` (the DER of an `ENCRYPTED PRIVATE KEY` PEM block) to
 /// PKCS#8 `PrivateKeyInfo` DER.
-pub fn decrypt_pkcs8(der: &[u8], password: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+pub fn decrypt_pkcs8(der: &[u8], password: &str) -> Result<Zeroizing<Vec<u8>>> {
     decrypt_pkcs8_with(der, password, &mut Work::new())
 }
 
-fn decrypt_pkcs8_with(
-    der: &[u8],
-    password: &str,
-    work: &mut Work,
-) -> Result<Zeroizing<Vec<u8>>, String> {
+fn decrypt_pkcs8_with(der: &[u8], password: &str, work: &mut Work) -> Result<Zeroizing<Vec<u8>>> {
     let mut epki = Reader::new(der).sequence("EncryptedPrivateKeyInfo")?;
     let alg = epki.expect(SEQUENCE, "key encryption algorithm")?;
     let data = epki.expect(OCTET_STRING, "encrypted key")?;
@@ -313,17 +334,12 @@ fn decrypt_pkcs8_with(
     // A wrong password can still unpad cleanly (1 in 256): the result must parse.
     match Reader::new(&plain).read() {
         Ok((SEQUENCE, _, whole)) if whole.len() == plain.len() => Ok(plain),
-        _ => Err(wrong_password()),
+        _ => Err(Pkcs12Error::WrongPassword),
     }
 }
 
 /// Checks the file's MAC over the authenticated-safe bytes.
-fn verify_mac(
-    mac_data: &[u8],
-    content: &[u8],
-    password: &str,
-    work: &mut Work,
-) -> Result<(), String> {
+fn verify_mac(mac_data: &[u8], content: &[u8], password: &str, work: &mut Work) -> Result<()> {
     let mut mac_data = Reader::new(mac_data);
     let mut digest_info = mac_data.sequence("MAC digest info")?;
     let mut alg = digest_info.sequence("MAC algorithm")?;
@@ -335,7 +351,7 @@ fn verify_mac(
         SHA256 => (&digest::SHA256, hmac::HMAC_SHA256),
         SHA384 => (&digest::SHA384, hmac::HMAC_SHA384),
         SHA512 => (&digest::SHA512, hmac::HMAC_SHA512),
-        _ => return Err("unsupported PKCS#12 MAC algorithm".into()),
+        _ => return Err(Unusable("unsupported PKCS#12 MAC algorithm")),
     };
     let expected = digest_info.expect(OCTET_STRING, "MAC value")?;
     let salt = mac_data.expect(OCTET_STRING, "MAC salt")?;
@@ -359,25 +375,29 @@ fn verify_mac(
             return Ok(());
         }
     }
-    Err(wrong_password())
+    Err(Pkcs12Error::WrongPassword)
 }
 
 /// Reads a PKCS#12 file: checks its MAC, decrypts its safes and returns its keys and
 /// certificates.
-pub fn decode_pfx(data: &[u8], password: &str) -> Result<Decoded, String> {
+pub fn decode_pfx(data: &[u8], password: &str) -> Result<Decoded> {
     let work = &mut Work::new();
     let mut pfx = Reader::new(data).sequence("PFX")?;
     if pfx.expect(INTEGER, "PFX version")? != [3] {
-        return Err("not a PKCS#12 version 3 file".into());
+        return Err(Unusable("not a PKCS#12 version 3 file"));
     }
     let mut auth_safe = pfx.sequence("PFX content")?;
     if auth_safe.expect(OID, "PFX content type")? != ID_DATA {
-        return Err("signed (public-key integrity) PKCS#12 files are not supported".into());
+        return Err(Unusable(
+            "signed (public-key integrity) PKCS#12 files are not supported",
+        ));
     }
     let octets = Reader::new(auth_safe.expect(CONTEXT_0, "PFX content")?)
         .expect(OCTET_STRING, "PFX content")?;
     if pfx.is_empty() {
-        return Err("the PKCS#12 file has no MAC (integrity cannot be checked)".into());
+        return Err(Unusable(
+            "the PKCS#12 file has no MAC (integrity cannot be checked)",
+        ));
     }
     verify_mac(pfx.expect(SEQUENCE, "PFX MAC")?, octets, password, work)?;
 
@@ -418,7 +438,7 @@ fn read_bags(
     password: &str,
     out: &mut Decoded,
     work: &mut Work,
-) -> Result<(), String> {
+) -> Result<()> {
     let mut bags = Reader::new(safe_contents).sequence("SafeContents")?;
     while !bags.is_empty() {
         let mut bag = bags.sequence("SafeBag")?;
@@ -543,10 +563,18 @@ mod tests {
     fn wrong_passwords_are_reported_as_such() {
         for (file, password) in [(MODERN, "pass word u"), (LEGACY, ""), (NO_PASSWORD, "x")] {
             let e = decode_pfx(file, password).err().unwrap();
-            assert!(e.contains("wrong AZURE_CLIENT_CERTIFICATE_PASSWORD"), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("wrong AZURE_CLIENT_CERTIFICATE_PASSWORD"),
+                "{e}"
+            );
         }
         let e = decrypt_pkcs8(&der_of(ENCRYPTED_KEY), "nope").unwrap_err();
-        assert!(e.contains("wrong AZURE_CLIENT_CERTIFICATE_PASSWORD"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("wrong AZURE_CLIENT_CERTIFICATE_PASSWORD"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -652,19 +680,24 @@ mod tests {
         // The test files are well-formed: at a normal count only the password is wrong.
         let wrong = "wrong AZURE_CLIENT_CERTIFICATE_PASSWORD";
         for file in [pbes2_key(2048), pkcs12_pbe_key(2048)] {
-            assert!(decrypt_pkcs8(&file, "p").unwrap_err().contains(wrong));
+            assert!(decrypt_pkcs8(&file, "p")
+                .unwrap_err()
+                .to_string()
+                .contains(wrong));
         }
         assert!(decode_pfx(&modern_with_mac_iterations(2048), "pass word ü").is_ok());
 
         let started = std::time::Instant::now();
         let e = decrypt_pkcs8(&pbes2_key(MAX_PBKDF2_ITERATIONS + 1), "p").unwrap_err();
         assert!(
-            e.contains("PBKDF2 iteration count 1000001 is above the limit of 1000000"),
+            e.to_string()
+                .contains("PBKDF2 iteration count 1000001 is above the limit of 1000000"),
             "{e}"
         );
         let e = decrypt_pkcs8(&pkcs12_pbe_key(MAX_PKCS12_KDF_ITERATIONS + 1), "p").unwrap_err();
         assert!(
-            e.contains("PKCS#12 key derivation iteration count 1000001 is above the limit"),
+            e.to_string()
+                .contains("PKCS#12 key derivation iteration count 1000001 is above the limit"),
             "{e}"
         );
         let e = decode_pfx(
@@ -674,11 +707,12 @@ mod tests {
         .err()
         .unwrap();
         assert!(
-            e.contains("MAC iteration count 1000001 is above the limit"),
+            e.to_string()
+                .contains("MAC iteration count 1000001 is above the limit"),
             "{e}"
         );
         let e = decrypt_pkcs8(&pbes2_key(u32::MAX), "p").unwrap_err();
-        assert!(e.contains("above the limit"), "{e}");
+        assert!(e.to_string().contains("above the limit"), "{e}");
         // Refused from the parameters alone: no derivation ran.
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
@@ -704,14 +738,14 @@ mod tests {
             i as u64,
             MAX_TOTAL_ROUNDS / u64::from(MAX_PBKDF2_ITERATIONS)
         );
-        assert!(e.contains("rounds in total"), "{e}");
+        assert!(e.to_string().contains("rounds in total"), "{e}");
         // Decryption draws on the file's budget and stops before deriving when it is spent.
         let mut work = Work { left: 2047 };
         let e = decrypt_pkcs8_with(&pbes2_key(2048), "p", &mut work).unwrap_err();
-        assert!(e.contains("rounds in total"), "{e}");
+        assert!(e.to_string().contains("rounds in total"), "{e}");
         let mut work = Work { left: 3 * 2048 - 1 };
         let e = decrypt_pkcs8_with(&pkcs12_pbe_key(2048), "p", &mut work).unwrap_err();
-        assert!(e.contains("rounds in total"), "{e}");
+        assert!(e.to_string().contains("rounds in total"), "{e}");
     }
 
     #[test]
@@ -729,7 +763,7 @@ mod tests {
             let mut mac = pfx.sequence("").unwrap();
             mac.read().unwrap();
             let salt = mac.expect(OCTET_STRING, "").unwrap();
-            let rounds = small_uint(mac.expect(INTEGER, "").unwrap(), "").unwrap();
+            let rounds = iterations(mac.expect(INTEGER, "").unwrap(), "MAC", u32::MAX).unwrap();
             pkcs12_kdf(&digest::SHA256, 3, &bmp, salt, rounds, 32, &mut Work::new()).unwrap()
         };
         for (what, pattern) in [

@@ -20,11 +20,11 @@ pub(crate) fn request_token(
     authority: &str,
     tenant: &str,
     scope: &str,
-    proof: impl FnOnce(&str) -> Result<Vec<(String, Secret)>, String>,
+    proof: impl FnOnce(&str) -> Result<Vec<(String, Secret)>, AzureError>,
 ) -> Result<AccessToken, CredentialError> {
     let tenant = validate_tenant(tenant).map_err(CredentialError::Failed)?;
     let endpoint = format!("{authority}{tenant}/oauth2/v2.0/token");
-    let fields = proof(&endpoint).map_err(failed)?;
+    let fields = proof(&endpoint).map_err(CredentialError::Failed)?;
     let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials"), ("scope", scope)];
     form.extend(fields.iter().map(|(k, v)| (k.as_str(), v.expose())));
     let req = HttpRequest::new("POST", endpoint.clone())

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use super::http::{percent_encode, Request, Response};
-use super::keys::{b64_decode_lenient, b64url, new_version_id, Material, SignError};
+use super::keys::{b64_decode_lenient, b64url, new_version_id};
 use super::{FakeAzure, FakeKeyType, Route, Shared, StoredKey, StoredVersion};
+use super::{Material, SignError};
 
 /// Real Key Vault caps `maxresults` at 25.
 const MAX_PAGE: usize = 25;
@@ -236,7 +237,9 @@ fn bundle(base: &str, key: &StoredKey, v: &StoredVersion) -> Value {
     );
     jwk.insert("kty".into(), v.kty.clone().into());
     jwk.insert("key_ops".into(), json!(v.key_ops));
-    v.material.add_jwk_fields(&mut jwk);
+    for (member, value) in v.material.jwk_members() {
+        jwk.insert(member.into(), value.into());
+    }
     let mut out = Map::new();
     out.insert("key".into(), Value::Object(jwk));
     out.insert("attributes".into(), attributes(v));
@@ -373,37 +376,30 @@ fn create(shared: &Shared, base: &str, name: &str, req: &Request) -> Response {
         Ok(t) => t.unwrap_or_default(),
         Err(r) => return r,
     };
-    let key_id = name.to_ascii_lowercase();
-    if shared
-        .state()
-        .keys
-        .get(&key_id)
-        .is_some_and(|k| k.deleted.is_some())
-    {
+    if shared.state().keys.is_deleted(name) {
         return deleted_conflict(name);
     }
     // Key generation (RSA especially) runs without the state lock.
     let material = Arc::new(Material::generate(kind));
     let mut st = shared.state();
-    let now = st.now;
-    let key = st.keys.entry(key_id).or_insert_with(|| StoredKey {
-        name: name.to_string(),
-        deleted: None,
-        versions: Vec::new(),
-    });
-    if key.deleted.is_some() {
+    // Deleted meanwhile: checked again under the lock.
+    if st.keys.is_deleted(name) {
         return deleted_conflict(name);
     }
-    key.versions.push(StoredVersion {
-        version: new_version_id(),
-        created: now,
-        updated: now,
-        enabled,
-        tags,
-        key_ops,
-        kty,
-        material,
-    });
+    let now = st.now;
+    let key = st.keys.push(
+        name,
+        StoredVersion {
+            version: new_version_id(),
+            created: now,
+            updated: now,
+            enabled,
+            tags,
+            key_ops,
+            kty,
+            material,
+        },
+    );
     match key.versions.last() {
         Some(v) => Response::json(200, &bundle(base, key, v)),
         None => kv_error(500, "InternalError", "version vanished", None),
@@ -412,11 +408,7 @@ fn create(shared: &Shared, base: &str, name: &str, req: &Request) -> Response {
 
 fn get(shared: &Shared, base: &str, name: &str, version: &str) -> Response {
     let st = shared.state();
-    let Some(key) = st
-        .keys
-        .get(&name.to_ascii_lowercase())
-        .filter(|k| k.deleted.is_none())
-    else {
+    let Some(key) = st.keys.live(name) else {
         return not_found(name, "");
     };
     match key.find_version(version) {
@@ -538,11 +530,7 @@ fn list_versions(
         Err(r) => return r,
     };
     let st = shared.state();
-    let Some(key) = st
-        .keys
-        .get(&name.to_ascii_lowercase())
-        .filter(|k| k.deleted.is_none())
-    else {
+    let Some(key) = st.keys.live(name) else {
         return not_found(name, "");
     };
     let items: Vec<Value> = key
@@ -584,11 +572,7 @@ fn update(shared: &Shared, base: &str, name: &str, version: &str, req: &Request)
     };
     let mut st = shared.state();
     let now = st.now;
-    let Some(key) = st
-        .keys
-        .get_mut(&name.to_ascii_lowercase())
-        .filter(|k| k.deleted.is_none())
-    else {
+    let Some(key) = st.keys.live_mut(name) else {
         return not_found(name, "");
     };
     let Some(v) = key.find_version_mut(version) else {
@@ -615,14 +599,9 @@ fn update(shared: &Shared, base: &str, name: &str, version: &str, req: &Request)
 fn delete(shared: &Shared, base: &str, name: &str) -> Response {
     let mut st = shared.state();
     let now = st.now;
-    let Some(key) = st
-        .keys
-        .get_mut(&name.to_ascii_lowercase())
-        .filter(|k| k.deleted.is_none())
-    else {
+    let Some(key) = st.keys.delete(name, now) else {
         return not_found(name, "");
     };
-    key.deleted = Some(now);
     match key.versions.last() {
         Some(v) => Response::json(200, &deleted_bundle(base, key, v, now)),
         None => not_found(name, ""),
@@ -651,9 +630,8 @@ fn get_deleted(shared: &Shared, base: &str, name: &str) -> Response {
 
 fn purge(shared: &Shared, name: &str) -> Response {
     let mut st = shared.state();
-    let id = name.to_ascii_lowercase();
-    if st.keys.get(&id).is_some_and(|k| k.deleted.is_some()) {
-        st.keys.remove(&id);
+    if st.keys.is_deleted(name) {
+        st.keys.purge(name);
         Response::empty(204)
     } else {
         kv_error(
@@ -682,11 +660,7 @@ fn sign(shared: &Shared, base: &str, name: &str, version: &str, req: &Request) -
     };
     let (material, kid) = {
         let st = shared.state();
-        let Some(key) = st
-            .keys
-            .get(&name.to_ascii_lowercase())
-            .filter(|k| k.deleted.is_none())
-        else {
+        let Some(key) = st.keys.live(name) else {
             return not_found(name, "");
         };
         let Some(v) = key.find_version(version) else {
