@@ -984,17 +984,13 @@ mod tests {
     /// Random answers (200, 429 or 503 with random hints, resets), each taking a random time.
     struct Random {
         clock: ManualClock,
-        seed: Mutex<u64>,
+        rng: Mutex<azkv_testkit::Rng>,
         starts: Mutex<Vec<SystemTime>>,
     }
 
     impl Random {
         fn next(&self, n: u64) -> u64 {
-            let mut s = self.seed.lock().unwrap();
-            *s ^= *s << 13;
-            *s ^= *s >> 7;
-            *s ^= *s << 17;
-            *s % n
+            self.rng.lock().unwrap().next_u64() % n
         }
     }
 
@@ -1029,7 +1025,7 @@ mod tests {
             let clock = ManualClock::new(start());
             let vault = Arc::new(Random {
                 clock: clock.clone(),
-                seed: Mutex::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
+                rng: Mutex::new(azkv_testkit::Rng::new(seed)),
                 starts: Mutex::new(Vec::new()),
             });
             let http = HttpClient::new(
@@ -1120,11 +1116,9 @@ mod tests {
     }
 
     fn wait_for(what: &str, cond: impl Fn() -> bool) {
-        let t = std::time::Instant::now();
-        while !cond() {
-            assert!(t.elapsed() < Duration::from_secs(10), "{what}");
-            std::thread::yield_now();
-        }
+        // Other threads reach a state on their own: real time, bounded.
+        let seen = azkv_testkit::wait_until(Duration::from_secs(10), Duration::ZERO, cond);
+        assert!(seen, "{what}");
     }
 
     #[test]

@@ -498,9 +498,11 @@ mod tests {
             let cache = cache.clone();
             std::thread::spawn(move || cache.token(None, SCOPE, &deadline))
         };
-        while cred.deadlines.lock().unwrap().is_empty() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let started =
+            azkv_testkit::wait_until(Duration::from_secs(10), Duration::from_millis(5), || {
+                !cred.deadlines.lock().unwrap().is_empty()
+            });
+        assert!(started, "the fetch never started");
         assert_eq!(*cred.deadlines.lock().unwrap(), vec![deadline]);
         // A caller whose deadline has passed does not wait for that fetch to finish.
         let spent = Deadline::after(&clock, Duration::ZERO);
