@@ -4,7 +4,6 @@
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::io::RawFd;
 use std::path::{Path, PathBuf};
 
 /// Creates a fresh directory from `template` (ending in `XXXXXX`) with mode 0700, atomically
@@ -72,22 +71,6 @@ impl SignalSet {
     }
 }
 
-/// Whether the socket `fd` is open with nothing unread: one non-blocking one-byte peek.
-pub fn socket_idle(fd: RawFd) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: `fd` is a socket the caller owns for the duration of the call, and the buffer
-    // is one valid byte that outlives it.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,18 +87,5 @@ mod tests {
         std::fs::remove_dir(&a).unwrap();
         std::fs::remove_dir(&b).unwrap();
         assert!(make_private_dir(&base.join("no-such-dir-azkv/x-XXXXXX")).is_err());
-    }
-
-    #[test]
-    fn idle_and_busy_sockets() {
-        use std::io::Write;
-        use std::os::unix::io::AsRawFd;
-        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        assert!(socket_idle(b.as_raw_fd()));
-        a.write_all(b"x").unwrap();
-        assert!(!socket_idle(b.as_raw_fd()), "unread data");
-        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        drop(a);
-        assert!(!socket_idle(b.as_raw_fd()), "peer closed");
     }
 }

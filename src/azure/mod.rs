@@ -12,7 +12,6 @@ pub mod deadline;
 mod fuzz_tests;
 pub mod http;
 pub mod keyvault;
-mod tcp;
 pub mod throttle;
 pub mod types;
 

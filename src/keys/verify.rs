@@ -1,10 +1,17 @@
 //! Local verification of Key Vault's signatures against the public key SPIRE was given, so a
 //! wrong key, a corrupted answer or a substituted one becomes an error instead of a signature
 //! SPIRE would publish. SignData carries a digest, not the message, so every check is on the
-//! prehashed digest: ECDSA with the p256/p384 crates, RSA (PKCS#1 v1.5 and PSS) with `rsa`.
+//! prehashed digest: ECDSA with the p256/p384 crates' arithmetic and fixed-base tables
+//! (`comb`), RSA (PKCS#1 v1.5 and PSS) with `rsa`.
 
-use p256::ecdsa::signature::hazmat::PrehashVerifier;
+mod comb;
+
+use std::sync::{Arc, OnceLock};
+
+use p256::elliptic_curve::group::Group as _;
 use p256::pkcs8::DecodePublicKey;
+use p256::NistP256;
+use p384::NistP384;
 use rsa::sha2::{Sha256, Sha384, Sha512};
 use rsa::{Pkcs1v15Sign, Pss, RsaPublicKey};
 
@@ -19,9 +26,49 @@ pub struct SignatureVerifier {
 
 #[derive(Debug, Clone)]
 enum Key {
-    P256(p256::ecdsa::VerifyingKey),
-    P384(p384::ecdsa::VerifyingKey),
+    P256(Arc<EcKey<NistP256>>),
+    P384(Arc<EcKey<NistP384>>),
     Rsa(RsaPublicKey),
+}
+
+/// An EC public key and its table (`comb`), built on the first check, so a key that never
+/// signs (or a Configure that caches many) never pays for it.
+struct EcKey<C: p256::elliptic_curve::CurveArithmetic> {
+    point: C::AffinePoint,
+    table: OnceLock<comb::Table<C>>,
+}
+
+impl<C: p256::elliptic_curve::CurveArithmetic> EcKey<C> {
+    fn new(point: C::AffinePoint) -> Arc<Self> {
+        Arc::new(EcKey {
+            point,
+            table: OnceLock::new(),
+        })
+    }
+
+    fn table(&self) -> &comb::Table<C> {
+        self.table
+            .get_or_init(|| comb::Table::new(self.point.into()))
+    }
+}
+
+impl<C: p256::elliptic_curve::CurveArithmetic> std::fmt::Debug for EcKey<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EcKey")
+            .field("table_built", &self.table.get().is_some())
+            .finish()
+    }
+}
+
+/// The generators' tables, built on first use and shared by every key of the curve.
+fn p256_generator() -> &'static comb::Table<NistP256> {
+    static TABLE: OnceLock<comb::Table<NistP256>> = OnceLock::new();
+    TABLE.get_or_init(|| comb::Table::new(p256::ProjectivePoint::generator()))
+}
+
+fn p384_generator() -> &'static comb::Table<NistP384> {
+    static TABLE: OnceLock<comb::Table<NistP384>> = OnceLock::new();
+    TABLE.get_or_init(|| comb::Table::new(p384::ProjectivePoint::generator()))
 }
 
 /// Why a signature was not accepted.
@@ -67,12 +114,16 @@ impl SignatureVerifier {
             detail: e.to_string(),
         };
         let key = match key_type {
-            KeyType::EcP256 => Key::P256(
-                p256::ecdsa::VerifyingKey::from_public_key_der(pkix).map_err(|e| bad(&e))?,
-            ),
-            KeyType::EcP384 => Key::P384(
-                p384::ecdsa::VerifyingKey::from_public_key_der(pkix).map_err(|e| bad(&e))?,
-            ),
+            KeyType::EcP256 => {
+                let k =
+                    p256::ecdsa::VerifyingKey::from_public_key_der(pkix).map_err(|e| bad(&e))?;
+                Key::P256(EcKey::new(*k.as_affine()))
+            }
+            KeyType::EcP384 => {
+                let k =
+                    p384::ecdsa::VerifyingKey::from_public_key_der(pkix).map_err(|e| bad(&e))?;
+                Key::P384(EcKey::new(*k.as_affine()))
+            }
             KeyType::Rsa2048 | KeyType::Rsa4096 => {
                 let k = RsaPublicKey::from_public_key_der(pkix).map_err(|e| bad(&e))?;
                 let want = if key_type == KeyType::Rsa2048 {
@@ -97,10 +148,14 @@ impl SignatureVerifier {
     /// not sent to Key Vault, see `algorithm::select`).
     pub fn verify(&self, alg: &str, digest: &[u8], signature: &[u8]) -> Result<(), VerifyError> {
         let ok = match (&self.key, alg) {
-            (Key::P256(k), "ES256") => p256::ecdsa::Signature::from_der(signature)
-                .is_ok_and(|s| k.verify_prehash(digest, &s).is_ok()),
-            (Key::P384(k), "ES384") => p384::ecdsa::Signature::from_der(signature)
-                .is_ok_and(|s| k.verify_prehash(digest, &s).is_ok()),
+            (Key::P256(k), "ES256") => p256::ecdsa::Signature::from_der(signature).is_ok_and(|s| {
+                let (r, s) = s.split_scalars();
+                comb::verify_prehash(p256_generator(), k.table(), digest, &r, &s)
+            }),
+            (Key::P384(k), "ES384") => p384::ecdsa::Signature::from_der(signature).is_ok_and(|s| {
+                let (r, s) = s.split_scalars();
+                comb::verify_prehash(p384_generator(), k.table(), digest, &r, &s)
+            }),
             (Key::Rsa(k), _) => {
                 let r = match alg {
                     "RS256" => k.verify(Pkcs1v15Sign::new::<Sha256>(), digest, signature),
@@ -232,6 +287,55 @@ mod tests {
             let last = sig.len() - 1;
             sig[last] ^= 1;
             assert_eq!(v.verify(alg, &d, &sig), Err(VerifyError::Mismatch), "{alg}");
+        }
+    }
+
+    /// The tables (`comb`) accept exactly what the p256/p384 crates' own prehash verification
+    /// accepts: valid signatures over digests of every accepted length (shorter ones are
+    /// padded, longer ones truncated), and no signature over another digest or by another key.
+    #[test]
+    fn tables_agree_with_the_crates_verification() {
+        use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
+        let digest = |seed: u8, len: usize| -> Vec<u8> {
+            (0..len)
+                .map(|i| Sha512::digest([seed, i as u8])[i % 64])
+                .collect()
+        };
+        for seed in 1..=24u8 {
+            let len = [15, 16, 20, 32, 33, 48, 64][usize::from(seed) % 7];
+            let d = digest(seed, len);
+            let other = digest(seed.wrapping_add(100), len);
+
+            let (sk, foreign) = (p256_key(seed), p256_key(seed.wrapping_add(50)));
+            let v =
+                SignatureVerifier::from_pkix(KeyType::EcP256, &der(sk.verifying_key())).unwrap();
+            for (signer, over) in [(&sk, &d), (&sk, &other), (&foreign, &d)] {
+                let Ok(sig) = PrehashSigner::<p256::ecdsa::Signature>::sign_prehash(signer, over)
+                else {
+                    // Too short a digest to sign: it must not verify either.
+                    assert!(v.verify("ES256", &d, &[0x30, 0]).is_err());
+                    continue;
+                };
+                let theirs = sk.verifying_key().verify_prehash(&d, &sig).is_ok();
+                let ours = v.verify("ES256", &d, sig.to_der().as_bytes()).is_ok();
+                assert_eq!(ours, theirs, "P-256 seed {seed} digest length {len}");
+                assert_eq!(ours, std::ptr::eq(signer, &sk) && std::ptr::eq(over, &d));
+            }
+
+            let (sk, foreign) = (p384_key(seed), p384_key(seed.wrapping_add(50)));
+            let v =
+                SignatureVerifier::from_pkix(KeyType::EcP384, &der(sk.verifying_key())).unwrap();
+            for (signer, over) in [(&sk, &d), (&sk, &other), (&foreign, &d)] {
+                let Ok(sig) = PrehashSigner::<p384::ecdsa::Signature>::sign_prehash(signer, over)
+                else {
+                    assert!(v.verify("ES384", &d, &[0x30, 0]).is_err());
+                    continue;
+                };
+                let theirs = sk.verifying_key().verify_prehash(&d, &sig).is_ok();
+                let ours = v.verify("ES384", &d, sig.to_der().as_bytes()).is_ok();
+                assert_eq!(ours, theirs, "P-384 seed {seed} digest length {len}");
+                assert_eq!(ours, std::ptr::eq(signer, &sk) && std::ptr::eq(over, &d));
+            }
         }
     }
 
