@@ -6,17 +6,21 @@ use http::uri::Scheme;
 use http::Uri;
 
 /// Why a string is not a usable `http(s)` URL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
-    /// Not an absolute URI with a host (`http::Uri` refuses it, or it has no scheme or host).
+    /// `http::Uri` refuses it, or it has no scheme or host.
+    #[error("not an absolute http(s) URL")]
     Invalid,
-    /// A scheme other than `http` and `https`.
+    #[error("unsupported scheme (only http and https)")]
     Scheme,
     /// `user[:password]@` before the host: a credential has no place in a setting.
+    #[error("user info in URLs is not supported")]
     UserInfo,
     /// Not a DNS name, an IPv4 address or a bracketed IPv6 literal.
+    #[error("bad host")]
     Host,
-    /// A port that is not a number in 1..=65535.
+    /// Not a number in 1..=65535.
+    #[error("bad port")]
     Port,
 }
 

@@ -9,6 +9,7 @@
 //! `AZURE_ADDITIONALLY_ALLOWED_TENANTS` (see [`AllowedTenants`]), as the Azure SDKs do.
 
 use crate::azure::cloud::normalize_resource;
+use crate::azure::cloud::host_without_port;
 use crate::azure::http::Url;
 
 /// The parameters of a `Bearer` challenge.
@@ -262,12 +263,6 @@ fn resource_host(resource: &str) -> Option<String> {
     Some(url.host)
 }
 
-fn host_without_port(host: &str) -> String {
-    Url::parse(&format!("https://{host}/"))
-        .map(|u| u.host)
-        .unwrap_or_else(|_| host.to_ascii_lowercase())
-}
-
 /// Whether `vault_host` lies inside the resource's domain: it must end with `"." + resource
 /// host` (case-insensitive, ports ignored). `myvault.vault.azure.net` passes against
 /// `https://vault.azure.net`; `127.0.0.1` passes against nothing.
@@ -275,7 +270,7 @@ pub fn vault_in_resource_domain(vault_host: &str, resource: &str) -> bool {
     let Some(rhost) = resource_host(resource) else {
         return false;
     };
-    let vhost = host_without_port(vault_host);
+    let vhost = host_without_port(vault_host).to_ascii_lowercase();
     !rhost.is_empty() && vhost.ends_with(&format!(".{rhost}"))
 }
 

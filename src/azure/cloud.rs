@@ -51,7 +51,7 @@ fn cloud_for(host: &str) -> Option<&'static (&'static str, &'static str, &'stati
 }
 
 /// Strips a `:port` (not from a bracketed IPv6 literal's inside).
-fn host_without_port(host: &str) -> &str {
+pub(crate) fn host_without_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host
             .split_once(']')

@@ -468,7 +468,7 @@ fn rest_client_survives_any_answer_and_keeps_secrets_in_place() {
                     });
                 }
                 let url = Url::parse(&req.url).map_err(|m| TransportError {
-                    message: m,
+                    message: m.to_string(),
                     retryable: false,
                 })?;
                 if req.url.contains("/oauth2/v2.0/token") {

@@ -11,7 +11,7 @@
 //! or a body: both can carry bearer tokens, client secrets and assertions.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -25,6 +25,7 @@ use crate::azure::throttle::{Outcome, Throttle, Throttles, MAX_SHARED_PAUSE, MIN
 use crate::azure::types::AzureError;
 use crate::azure::{env_get, EnvSnapshot};
 use crate::clock::Clock;
+use crate::uri::{parse_http_url, UrlError};
 
 /// Largest response body read; Key Vault pages and token responses are a few KiB.
 const MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
@@ -39,8 +40,9 @@ const USER_AGENT: &str = concat!("azure_key_vault-spire-plugin/", env!("CARGO_PK
 // ---------------------------------------------------------------------------------------------
 // URLs
 
-/// A parsed absolute `http(s)` URL: just enough to build requests, compare hosts and pick a
-/// proxy. Hosts are lower-cased; IPv6 literals keep their brackets.
+/// A parsed absolute `http(s)` URL ([`crate::uri::parse_http_url`], surrounding blanks
+/// trimmed): just enough to build requests, compare hosts and pick a proxy. Scheme and host are
+/// lower-cased; IPv6 literals keep their brackets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Url {
     pub scheme: String,
@@ -50,37 +52,29 @@ pub struct Url {
     pub path_and_query: String,
 }
 
+/// Why [`Url::parse`] refused a string; the message quotes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{input:?}: {kind}")]
+pub struct UrlParseError {
+    input: String,
+    kind: UrlError,
+}
+
 impl Url {
-    pub fn parse(s: &str) -> Result<Url, String> {
+    pub fn parse(s: &str) -> Result<Url, UrlParseError> {
         let s = s.trim();
-        let (scheme, rest) = s
-            .split_once("://")
-            .ok_or_else(|| format!("{s:?} is not an absolute URL"))?;
-        let scheme = scheme.to_ascii_lowercase();
-        if scheme != "https" && scheme != "http" {
-            return Err(format!("{s:?}: unsupported scheme {scheme:?}"));
-        }
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(end);
-        if authority.contains('@') {
-            return Err(format!("{s:?}: user info in URLs is not supported"));
-        }
-        let (host, port) = split_host_port(authority).ok_or_else(|| format!("{s:?}: bad host"))?;
-        let tail = tail.split('#').next().unwrap_or("");
-        let path_and_query = if tail.is_empty() {
-            "/".to_string()
-        } else if tail.starts_with('?') {
-            format!("/{tail}")
-        } else {
-            tail.to_string()
+        let uri = parse_http_url(s).map_err(|kind| UrlParseError {
+            input: s.to_string(),
+            kind,
+        })?;
+        let path_and_query = match uri.path_and_query().map_or("", |p| p.as_str()) {
+            pq if pq.starts_with('/') => pq.to_string(),
+            pq => format!("/{pq}"),
         };
-        if path_and_query.chars().any(|c| c.is_control() || c == ' ') {
-            return Err(format!("{s:?}: invalid characters in the path"));
-        }
         Ok(Url {
-            scheme,
-            host,
-            port,
+            scheme: uri.scheme_str().unwrap_or_default().to_ascii_lowercase(),
+            host: uri.host().unwrap_or_default().to_ascii_lowercase(),
+            port: uri.port_u16(),
             path_and_query,
         })
     }
@@ -121,46 +115,12 @@ impl Url {
     pub fn query(&self) -> Option<&str> {
         self.path_and_query.split_once('?').map(|(_, q)| q)
     }
-
-    /// The host without IPv6 brackets, for IP parsing.
-    pub fn bare_host(&self) -> &str {
-        self.host.trim_start_matches('[').trim_end_matches(']')
-    }
 }
 
 impl fmt::Display for Url {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}{}", self.origin(), self.path_and_query)
     }
-}
-
-fn split_host_port(authority: &str) -> Option<(String, Option<u16>)> {
-    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
-        let (h, after) = rest.split_once(']')?;
-        h.parse::<Ipv6Addr>().ok()?;
-        let port = match after {
-            "" => None,
-            p => Some(p.strip_prefix(':')?),
-        };
-        (format!("[{h}]"), port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p)),
-            None => (authority.to_string(), None),
-        }
-    };
-    if host.is_empty()
-        || !host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '[' | ']' | ':'))
-    {
-        return None;
-    }
-    let port = match port {
-        None => None,
-        Some(p) => Some(p.parse::<u16>().ok()?),
-    };
-    Some((host.to_ascii_lowercase(), port))
 }
 
 /// Percent-encodes everything outside RFC 3986 "unreserved": safe in a path segment and in a
@@ -794,11 +754,12 @@ fn proxy_from_env(env: &EnvSnapshot, names: &[&str]) -> Result<Option<ureq::Prox
         None => format!("http://{value}"),
     };
     let invalid = || AzureError::Config(format!("{name} is not a valid proxy URL"));
-    // ureq takes `proxy:port` (a port that is no number) as port 80: check `host[:port]` first.
+    // ureq takes `proxy:port` (a port that is no number) as port 80: check `host[:port]` first
+    // (without the `user:password@` a proxy URL may carry).
     let rest = with_scheme.split_once("://").map_or("", |(_, r)| r);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
-    split_host_port(host_port).ok_or_else(invalid)?;
+    parse_http_url(&format!("http://{host_port}")).map_err(|_| invalid())?;
     ureq::Proxy::new(&with_scheme)
         .map(Some)
         .map_err(|_| invalid())
@@ -1107,8 +1068,8 @@ impl Transport for UreqTransport {
         req: &HttpRequest,
         timeout: Duration,
     ) -> Result<HttpResponse, TransportError> {
-        let url = Url::parse(&req.url).map_err(|m| TransportError {
-            message: m,
+        let url = Url::parse(&req.url).map_err(|e| TransportError {
+            message: e.to_string(),
             retryable: false,
         })?;
         let agent = self.agent_for(&url);
