@@ -8,8 +8,8 @@
 //! tenant is followed only when it is the configured one or listed in
 //! `AZURE_ADDITIONALLY_ALLOWED_TENANTS` (see [`AllowedTenants`]), as the Azure SDKs do.
 
-use crate::azure::cloud::normalize_resource;
 use crate::azure::cloud::host_without_port;
+use crate::azure::cloud::normalize_resource;
 use crate::azure::http::Url;
 
 /// The parameters of a `Bearer` challenge.

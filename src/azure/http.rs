@@ -27,15 +27,10 @@ use crate::azure::{env_get, EnvSnapshot};
 use crate::clock::Clock;
 use crate::uri::{parse_http_url, UrlError};
 
-/// Largest response body read; Key Vault pages and token responses are a few KiB.
-const MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest attempt, so a black-holed server leaves time for one retry before the operation's
 /// deadline (`deadline::OPERATION_DEADLINE`); every attempt is also cut to the time left.
-const CALL_TIMEOUT: Duration = Duration::from_secs(12);
-const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(12);
 const PROBE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
-const USER_AGENT: &str = concat!("azure_key_vault-spire-plugin/", env!("CARGO_PKG_VERSION"));
 
 // ---------------------------------------------------------------------------------------------
 // URLs
@@ -358,16 +353,6 @@ impl HttpClient {
             deadline: None,
             throttles: Arc::new(Throttles::default()),
         }
-    }
-
-    /// The production client: `ureq` configured from the environment snapshot.
-    pub fn from_env(env: &EnvSnapshot, clock: Arc<dyn Clock>) -> Result<Self, AzureError> {
-        let transport = UreqTransport::from_env(env)?;
-        Ok(HttpClient::new(
-            Arc::new(transport),
-            clock,
-            RetryPolicy::default(),
-        ))
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -712,7 +697,7 @@ fn in_cidr(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
 }
 
 /// Loopback and link-local (IMDS) hosts are never proxied: a proxy cannot reach them.
-fn never_proxied(host: &str) -> bool {
+pub(crate) fn never_proxied(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if bare.eq_ignore_ascii_case("localhost") {
         return true;
@@ -725,7 +710,7 @@ fn never_proxied(host: &str) -> bool {
 }
 
 /// The first of `names` that is set, with its value.
-fn first_env<'a>(env: &'a EnvSnapshot, names: &[&'a str]) -> Option<(&'a str, &'a str)> {
+pub(crate) fn first_env<'a>(env: &'a EnvSnapshot, names: &[&'a str]) -> Option<(&'a str, &'a str)> {
     names.iter().find_map(|n| env_get(env, n).map(|v| (*n, v)))
 }
 
@@ -733,7 +718,10 @@ fn first_env<'a>(env: &'a EnvSnapshot, names: &[&'a str]) -> Option<(&'a str, &'
 /// proxies are supported; a value without a scheme is an `http` proxy, as curl and the Go SDK
 /// read it. Any other scheme is a configuration error: ureq, built without SOCKS support,
 /// would otherwise connect directly, bypassing the proxy the operator asked for.
-fn proxy_from_env(env: &EnvSnapshot, names: &[&str]) -> Result<Option<ureq::Proxy>, AzureError> {
+pub(crate) fn proxy_from_env(
+    env: &EnvSnapshot,
+    names: &[&str],
+) -> Result<Option<ureq::Proxy>, AzureError> {
     let Some((name, value)) = first_env(env, names) else {
         return Ok(None);
     };
@@ -849,283 +837,6 @@ pub fn load_root_certs(env: &EnvSnapshot) -> Result<Vec<Vec<u8>>, AzureError> {
         ));
     }
     Ok(roots)
-}
-
-// ---------------------------------------------------------------------------------------------
-// ureq transport
-
-/// How long a name resolution is reused for new connections.
-const DNS_TTL: Duration = Duration::from_secs(30);
-/// Distinct `scheme://host:port` remembered (a vault, an authority, IMDS: a handful).
-const DNS_CACHE_MAX: usize = 32;
-/// Most pooled idle connections per host: one per blocking RPC the transport runs at once
-/// (`plugin::server::MAX_WORKERS`), so a burst of signing does not close and re-handshake
-/// connections it is about to need again.
-const MAX_IDLE_PER_HOST: usize = 64;
-
-/// ureq's per-connection buffers. It keeps four (plaintext and TLS, each way) and zero-fills
-/// them on first use, so its 128 KiB default made every pooled connection 512 KiB of resident
-/// memory: 8 MiB after discovery's 16 parallel fetches. Key Vault and Entra requests and
-/// response heads are a few KiB; bodies stream through the input buffer whatever its size.
-const IO_BUFFER_BYTES: usize = 16 * 1024;
-/// Below the input buffer, so an oversized head fails with ureq's clear "header too large".
-const MAX_RESPONSE_HEAD_BYTES: usize = 12 * 1024;
-
-type Resolved = ureq::unversioned::resolver::ResolvedSocketAddrs;
-
-/// ureq resolves the host of every request before it looks in its connection pool, and with a
-/// call timeout it does so on a newly spawned thread: every Key Vault call paid a thread start
-/// and a DNS lookup even on a kept-alive connection (ms on a busy host, a DNS round trip in
-/// Azure). This resolver keeps ureq's resolution (timeout included) for the first request to a
-/// host and reuses the answer for `DNS_TTL`; failures are not cached.
-#[derive(Debug, Default)]
-struct CachingResolver {
-    inner: ureq::unversioned::resolver::DefaultResolver,
-    cache: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Resolved)>>,
-}
-
-impl ureq::unversioned::resolver::Resolver for CachingResolver {
-    fn resolve(
-        &self,
-        uri: &ureq::http::Uri,
-        config: &ureq::config::Config,
-        timeout: ureq::unversioned::transport::NextTimeout,
-    ) -> Result<Resolved, ureq::Error> {
-        let key = match (uri.scheme_str(), uri.authority()) {
-            (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
-            _ => return self.inner.resolve(uri, config, timeout),
-        };
-        let lock = || self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, addrs)) = lock().get(&key) {
-            if at.elapsed() < DNS_TTL {
-                return Ok(addrs.clone());
-            }
-        }
-        let addrs = self.inner.resolve(uri, config, timeout)?;
-        let mut cache = lock();
-        if cache.len() >= DNS_CACHE_MAX {
-            cache.retain(|_, (at, _)| at.elapsed() < DNS_TTL);
-            if cache.len() >= DNS_CACHE_MAX {
-                cache.clear();
-            }
-        }
-        cache.insert(key, (std::time::Instant::now(), addrs.clone()));
-        Ok(addrs)
-    }
-}
-
-struct ProxyRoute {
-    agent: ureq::Agent,
-    /// `host:port` of the proxy, for logs (never its credentials).
-    display: String,
-}
-
-use ureq::unversioned::transport::{
-    ConnectProxyConnector, Connector, RustlsConnector, TcpConnector,
-    Transport as UreqTransportLayer,
-};
-
-/// The connector chain, ureq's own parts: a CONNECT proxy when one is configured, TCP, rustls.
-/// (An own TCP layer that saved system calls was removed: it showed no gain at 5 ms of vault
-/// latency, README "Benchmarks".)
-fn connector() -> impl Connector<(), Out = impl UreqTransportLayer> {
-    ().chain(ConnectProxyConnector::default())
-        .chain(TcpConnector::default())
-        .chain(RustlsConnector::default())
-}
-
-/// The production transport: one pooled agent for direct connections and one per configured
-/// proxy, chosen per request (`NO_PROXY` is matched here, with curl semantics, because
-/// ureq's own matcher knows no CIDRs or ports).
-pub struct UreqTransport {
-    direct: ureq::Agent,
-    https_proxy: Option<ProxyRoute>,
-    http_proxy: Option<ProxyRoute>,
-    no_proxy: NoProxy,
-}
-
-impl UreqTransport {
-    pub fn from_env(env: &EnvSnapshot) -> Result<Self, AzureError> {
-        let roots = load_root_certs(env)?;
-        let certs: Vec<ureq::tls::Certificate<'static>> = roots
-            .iter()
-            .map(|der| ureq::tls::Certificate::from_der(der).to_owned())
-            .collect();
-        let tls = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-            .build();
-        let make_agent = |proxy: Option<ureq::Proxy>| -> ureq::Agent {
-            let config = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                // Never follow redirects: a redirect must not carry a bearer token elsewhere.
-                .max_redirects(0)
-                .proxy(proxy)
-                .tls_config(tls.clone())
-                .timeout_connect(Some(CONNECT_TIMEOUT))
-                .timeout_global(Some(CALL_TIMEOUT))
-                .max_idle_connections(2 * MAX_IDLE_PER_HOST)
-                .max_idle_connections_per_host(MAX_IDLE_PER_HOST)
-                .input_buffer_size(IO_BUFFER_BYTES)
-                .output_buffer_size(IO_BUFFER_BYTES)
-                .max_response_header_size(MAX_RESPONSE_HEAD_BYTES)
-                .user_agent(USER_AGENT)
-                .build();
-            ureq::Agent::with_parts(config, connector(), CachingResolver::default())
-        };
-        let route = |names: &[&str]| -> Result<Option<ProxyRoute>, AzureError> {
-            let Some(proxy) = proxy_from_env(env, names)? else {
-                return Ok(None);
-            };
-            let display = format!("{}:{}", proxy.host(), proxy.port());
-            Ok(Some(ProxyRoute {
-                agent: make_agent(Some(proxy)),
-                display,
-            }))
-        };
-        let https_proxy = route(&["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"])?;
-        let http_proxy = route(&["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"])?;
-        let no_proxy = NoProxy::parse(
-            first_env(env, &["NO_PROXY", "no_proxy"])
-                .map(|(_, v)| v)
-                .unwrap_or(""),
-        );
-        if let Some(p) = &https_proxy {
-            debug!("https requests go through proxy {}", p.display);
-        }
-        Ok(UreqTransport {
-            direct: make_agent(None),
-            https_proxy,
-            http_proxy,
-            no_proxy,
-        })
-    }
-
-    fn agent_for(&self, url: &Url) -> &ureq::Agent {
-        let route = if url.scheme == "https" {
-            &self.https_proxy
-        } else {
-            &self.http_proxy
-        };
-        match route {
-            Some(r)
-                if !never_proxied(&url.host)
-                    && !self.no_proxy.matches(&url.host, url.effective_port()) =>
-            {
-                &r.agent
-            }
-            _ => &self.direct,
-        }
-    }
-}
-
-fn classify(e: ureq::Error) -> TransportError {
-    let retryable = match &e {
-        // rustls reports certificate failures as InvalidData I/O errors: not transient.
-        ureq::Error::Io(io) => io.kind() != std::io::ErrorKind::InvalidData,
-        ureq::Error::Timeout(_)
-        | ureq::Error::ConnectionFailed
-        | ureq::Error::HostNotFound
-        | ureq::Error::Protocol(_) => true,
-        _ => false,
-    };
-    let mut message = e.to_string();
-    let lower = message.to_ascii_lowercase();
-    if lower.contains("certificate") || lower.contains("unknownissuer") {
-        message
-            .push_str(" (is the server's CA in the system roots, SSL_CERT_FILE or SSL_CERT_DIR?)");
-    }
-    TransportError { message, retryable }
-}
-
-/// Runs one request within `timeout`; probes get a 1 s connect timeout (IMDS may black-hole
-/// packets). A full-length ordinary attempt keeps the agent's own timeouts, set once.
-fn run<B: ureq::AsSendBody>(
-    agent: &ureq::Agent,
-    request: ureq::http::Request<B>,
-    probe: bool,
-    timeout: Duration,
-) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
-    let connect = if probe {
-        PROBE_CONNECT_TIMEOUT
-    } else {
-        CONNECT_TIMEOUT
-    };
-    if probe || timeout < CALL_TIMEOUT {
-        let request = agent
-            .configure_request(request)
-            .timeout_connect(Some(connect.min(timeout)))
-            .timeout_global(Some(timeout))
-            .build();
-        agent.run(request)
-    } else {
-        agent.run(request)
-    }
-}
-
-impl Transport for UreqTransport {
-    fn execute(
-        &self,
-        req: &HttpRequest,
-        timeout: Duration,
-    ) -> Result<HttpResponse, TransportError> {
-        let url = Url::parse(&req.url).map_err(|e| TransportError {
-            message: e.to_string(),
-            retryable: false,
-        })?;
-        let agent = self.agent_for(&url);
-        let mut builder = ureq::http::Request::builder()
-            .method(req.method)
-            .uri(req.url.as_str());
-        for (k, v) in &req.headers {
-            builder = builder.header(k.as_str(), v.as_str());
-        }
-        let bad_request = |e: ureq::http::Error| TransportError {
-            message: format!("cannot build request: {e}"),
-            retryable: false,
-        };
-        let result = match &req.body {
-            Some(body) => run(
-                agent,
-                builder.body(body.clone()).map_err(bad_request)?,
-                req.probe,
-                timeout,
-            ),
-            None => run(
-                agent,
-                builder.body(()).map_err(bad_request)?,
-                req.probe,
-                timeout,
-            ),
-        };
-        let response = result.map_err(classify)?;
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_ascii_lowercase(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let mut body = response.into_body();
-        let body = body
-            .with_config()
-            .limit(MAX_BODY_BYTES)
-            .read_to_vec()
-            .map_err(|e| {
-                let mut t = classify(e);
-                t.message = format!("reading the response body (HTTP {status}): {}", t.message);
-                t
-            })?;
-        Ok(HttpResponse {
-            status,
-            headers,
-            body,
-            refused_wait: None,
-        })
-    }
 }
 
 /// Whether the plugin's logger may emit a record. `ureq_proto` hex-dumps every byte sent and
@@ -1300,47 +1011,6 @@ pub(crate) mod tests {
         assert_eq!(*t.calls.lock().unwrap(), 2);
         let spent = clock.now().duration_since(start).unwrap();
         assert!(spent < Duration::from_secs(30), "{spent:?}");
-    }
-
-    #[test]
-    fn resolver_reuses_answers_per_scheme_host_and_port() {
-        use ureq::unversioned::resolver::Resolver;
-        let r = CachingResolver::default();
-        let config = ureq::config::Config::default();
-        let resolve = |uri: &str| {
-            let uri: ureq::http::Uri = uri.parse().unwrap();
-            r.resolve(
-                &uri,
-                &config,
-                ureq::unversioned::transport::NextTimeout::default(),
-            )
-            .unwrap()
-        };
-        let first = resolve("https://127.0.0.1:8443/keys?api-version=7.6");
-        assert_eq!(&first[..], &["127.0.0.1:8443".parse().unwrap()]);
-        // Another path on the same origin is answered from the cache.
-        let again = resolve("https://127.0.0.1:8443/keys/a/sign");
-        assert_eq!(&again[..], &first[..]);
-        assert_eq!(r.cache.lock().unwrap().len(), 1);
-        // Another port is another entry, with its own address.
-        let other = resolve("https://127.0.0.1:9443/keys");
-        assert_eq!(&other[..], &["127.0.0.1:9443".parse().unwrap()]);
-        assert_eq!(r.cache.lock().unwrap().len(), 2);
-        // A stale answer is resolved again (and replaced).
-        r.cache
-            .lock()
-            .unwrap()
-            .values_mut()
-            .for_each(|(at, _)| *at = std::time::Instant::now() - DNS_TTL - Duration::from_secs(1));
-        resolve("https://127.0.0.1:8443/");
-        let fresh = r
-            .cache
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|(at, _)| at.elapsed() < DNS_TTL)
-            .count();
-        assert_eq!(fresh, 1);
     }
 
     #[test]
@@ -1605,31 +1275,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn proxy_selection_honors_no_proxy() {
-        let mut env = EnvSnapshot::new();
-        env.insert("HTTPS_PROXY".into(), "http://proxy.example:3128".into());
-        env.insert("NO_PROXY".into(), ".internal".into());
-        let t = UreqTransport::from_env(&env).unwrap();
-        let proxied = t
-            .https_proxy
-            .as_ref()
-            .map(|r| &r.agent as *const ureq::Agent);
-        let pick = |u: &str| t.agent_for(&Url::parse(u).unwrap()) as *const ureq::Agent;
-        assert_eq!(Some(pick("https://v.vault.azure.net/")), proxied);
-        assert_eq!(pick("https://v.internal/"), &t.direct as *const ureq::Agent);
-        assert_eq!(
-            pick("https://127.0.0.1:8443/"),
-            &t.direct as *const ureq::Agent
-        );
-        // No HTTP_PROXY: plain http goes direct.
-        assert_eq!(pick("http://10.0.0.1/"), &t.direct as *const ureq::Agent);
-        assert_eq!(
-            t.https_proxy.as_ref().unwrap().display,
-            "proxy.example:3128"
-        );
-    }
-
-    #[test]
     fn only_http_and_https_proxies_are_accepted() {
         let env_with = |name: &str, value: &str| {
             let mut env = EnvSnapshot::new();
@@ -1707,9 +1352,12 @@ pub(crate) mod tests {
             );
         }
         // The transport refuses to start rather than connect directly.
-        let e = UreqTransport::from_env(&env_with("ALL_PROXY", "socks5://p:1080"))
-            .err()
-            .unwrap();
+        let e = crate::azure::transport::UreqTransport::from_env(&env_with(
+            "ALL_PROXY",
+            "socks5://p:1080",
+        ))
+        .err()
+        .unwrap();
         assert!(matches!(e, AzureError::Config(m) if m.contains("ALL_PROXY")));
         assert!(proxy_from_env(&EnvSnapshot::new(), &names)
             .unwrap()

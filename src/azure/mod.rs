@@ -13,6 +13,7 @@ mod fuzz_tests;
 pub mod http;
 pub mod keyvault;
 pub mod throttle;
+pub mod transport;
 pub mod types;
 
 use std::collections::HashMap;
@@ -90,7 +91,12 @@ pub fn connect_with_deadline(
 ) -> Result<Arc<KeyVaultClient>, AzureError> {
     let vault = keyvault::VaultEndpoint::parse(&settings.vault_uri)?;
     let api_version = keyvault::validate_api_version(&settings.api_version)?;
-    let http = Arc::new(http::HttpClient::from_env(&settings.env, clock.clone())?);
+    let transport = Arc::new(transport::UreqTransport::from_env(&settings.env)?);
+    let http = Arc::new(http::HttpClient::new(
+        transport,
+        clock.clone(),
+        http::RetryPolicy::default(),
+    ));
     let authority = cloud::authority_host(&vault.url.host, &settings.env)?;
     let scope = cloud::scope_for_vault_host(&vault.url.host);
     let tenants = challenge::AllowedTenants::new(
