@@ -45,7 +45,6 @@ fn main() {
     std::process::exit(code);
 }
 
-/// The production wiring: system clock, the Azure layer, the process environment.
 /// The status line's period: an hour, or `AZKV_TEST_STATUS_INTERVAL` in test builds.
 fn status_interval() -> std::time::Duration {
     #[cfg(feature = "test-hooks")]
@@ -71,6 +70,7 @@ fn flush_interval() -> std::time::Duration {
     telemetry::FLUSH_INTERVAL
 }
 
+/// The production wiring: system clock, the Azure layer, the process environment.
 fn key_manager(clock: Arc<dyn Clock>) -> KeyManager {
     let connector_clock = Arc::clone(&clock);
     let connector = Box::new(move |cfg: &PluginConfig| {
