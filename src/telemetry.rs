@@ -12,7 +12,6 @@
 //! host after a backoff.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -49,39 +48,24 @@ pub enum Kind {
     Sample,
 }
 
-/// A metric's labels: at most two, from fixed vocabularies. `Copy`, so emitting allocates nothing.
+/// A metric's labels: at most two, from fixed vocabularies; an empty name is an unused slot.
+/// `Copy`, so emitting allocates nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Labels {
-    pairs: [(&'static str, &'static str); 2],
-    len: usize,
-}
+pub struct Labels([(&'static str, &'static str); 2]);
 
 impl Labels {
-    pub const NONE: Labels = Labels {
-        pairs: [("", ""); 2],
-        len: 0,
-    };
+    pub const NONE: Labels = Labels([("", ""); 2]);
 
     pub const fn one(name: &'static str, value: &'static str) -> Labels {
-        Labels {
-            pairs: [(name, value), ("", "")],
-            len: 1,
-        }
+        Labels([(name, value), ("", "")])
     }
 
     pub const fn two(a: (&'static str, &'static str), b: (&'static str, &'static str)) -> Labels {
-        Labels {
-            pairs: [a, b],
-            len: 2,
-        }
+        Labels([a, b])
     }
 
-    pub fn as_slice(&self) -> &[(&'static str, &'static str)] {
-        &self.pairs[..self.len]
-    }
-
-    pub fn iter(&self) -> std::slice::Iter<'_, (&'static str, &'static str)> {
-        self.as_slice().iter()
+    pub fn iter(&self) -> impl Iterator<Item = &(&'static str, &'static str)> {
+        self.0.iter().filter(|(name, _)| !name.is_empty())
     }
 }
 
@@ -118,18 +102,17 @@ impl Series {
 
     /// `key_vault.call{operation=sign,outcome=ok}`.
     pub fn name(&self) -> String {
-        let mut s = self.key.join(".");
-        if self.labels.len > 0 {
-            s.push('{');
-            for (i, (k, v)) in self.labels.iter().enumerate() {
-                if i > 0 {
-                    s.push(',');
-                }
-                let _ = write!(s, "{k}={v}");
-            }
-            s.push('}');
+        let key = self.key.join(".");
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if labels.is_empty() {
+            key
+        } else {
+            format!("{key}{{{}}}", labels.join(","))
         }
-        s
     }
 
     fn metric(&self, kind: Kind, val: f32) -> Metric {
@@ -160,15 +143,13 @@ pub trait Sink: Send {
     /// Sends `batch`: the outcome of each, in order. The default sends one at a time and
     /// stops at the first error (the rest fail with it).
     fn send_batch(&mut self, batch: &[Metric]) -> Vec<Result<(), SinkError>> {
-        let mut out = Vec::with_capacity(batch.len());
+        let mut out: Vec<Result<(), SinkError>> = Vec::with_capacity(batch.len());
         for m in batch {
-            match out.last() {
-                Some(Err(e)) => {
-                    let e: &SinkError = e;
-                    out.push(Err(e.clone()))
-                }
-                _ => out.push(self.send(m)),
-            }
+            let result = match out.last() {
+                Some(Err(e)) => Err(e.clone()),
+                _ => self.send(m),
+            };
+            out.push(result);
         }
         out
     }
@@ -187,36 +168,43 @@ pub fn sink_error(msg: &str) -> SinkError {
     Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(msg))
 }
 
-/// A counter series' sum since the last flush.
-struct CounterCell {
-    series: Series,
-    sum: f64,
-}
-
 /// A latency series since the last flush: every value in `count`, `sum`, `max`; at most
 /// `cap` of them in `kept`.
-struct SampleCell {
-    series: Series,
-    count: u64,
-    sum: f64,
-    max: f64,
-    kept: Vec<f32>,
+pub struct Samples {
+    pub series: Series,
+    pub count: u64,
+    pub sum: f64,
+    pub max: f64,
+    pub kept: Vec<f32>,
+}
+
+impl Samples {
+    fn new(series: Series, kept: Vec<f32>) -> Samples {
+        Samples {
+            series,
+            count: 0,
+            sum: 0.0,
+            max: 0.0,
+            kept,
+        }
+    }
 }
 
 /// What the hooks add to between two flushes. A handful of series (fixed vocabularies), so a
 /// linear search is cheaper than hashing.
 struct Aggregates {
-    counters: Vec<CounterCell>,
-    samples: Vec<SampleCell>,
+    /// Each counter series' sum since the last flush.
+    counters: Vec<(Series, f64)>,
+    samples: Vec<Samples>,
     /// xorshift64 state for the reservoir's picks: uniformity matters, unpredictability not.
     rng: u64,
 }
 
 impl Aggregates {
     fn add_counter(&mut self, series: Series, val: f64) {
-        match self.counters.iter_mut().find(|c| c.series == series) {
-            Some(c) => c.sum += val,
-            None => self.counters.push(CounterCell { series, sum: val }),
+        match self.counters.iter_mut().find(|c| c.0 == series) {
+            Some(c) => c.1 += val,
+            None => self.counters.push((series, val)),
         }
     }
 
@@ -224,13 +212,8 @@ impl Aggregates {
         let i = match self.samples.iter().position(|c| c.series == series) {
             Some(i) => i,
             None => {
-                self.samples.push(SampleCell {
-                    series,
-                    count: 0,
-                    sum: 0.0,
-                    max: 0.0,
-                    kept: Vec::with_capacity(cap),
-                });
+                self.samples
+                    .push(Samples::new(series, Vec::with_capacity(cap)));
                 self.samples.len() - 1
             }
         };
@@ -261,22 +244,6 @@ impl Aggregates {
     }
 }
 
-/// One latency series taken at a flush.
-pub struct TakenSamples {
-    pub series: Series,
-    pub count: u64,
-    pub sum: f64,
-    pub max: f64,
-    pub kept: Vec<f32>,
-}
-
-/// Everything the hooks added since the previous take.
-#[derive(Default)]
-pub struct Taken {
-    pub counters: Vec<(Series, f64)>,
-    pub samples: Vec<TakenSamples>,
-}
-
 /// The aggregates the hooks add to, and the host they are sent to.
 pub struct Registry {
     aggregates: Mutex<Aggregates>,
@@ -290,12 +257,6 @@ enum SinkState {
     Connected(Box<dyn Sink>),
     /// The host offers none: metrics only feed the status line.
     Off,
-}
-
-impl Default for Registry {
-    fn default() -> Self {
-        Registry::new(SAMPLE_CAP)
-    }
 }
 
 impl Registry {
@@ -327,30 +288,23 @@ impl Registry {
             .add_sample(series, val, self.sample_cap);
     }
 
-    /// Takes what was added since the last take. `spares` are emptied reservoirs (from an
-    /// earlier take) given back, so the hooks never grow a fresh one.
-    pub fn take(&self, spares: &mut Vec<Vec<f32>>) -> Taken {
-        let mut taken = Taken::default();
-        let cap = self.sample_cap;
+    /// Takes the counters and samples added since the last take. `spares` are emptied
+    /// reservoirs (from an earlier take) given back, so the hooks never grow a fresh one.
+    pub fn take(&self, spares: &mut Vec<Vec<f32>>) -> (Vec<(Series, f64)>, Vec<Samples>) {
         let mut agg = self.lock_aggregates();
-        for c in agg.counters.iter_mut().filter(|c| c.sum != 0.0) {
-            taken.counters.push((c.series, c.sum));
-            c.sum = 0.0;
+        let mut counters = Vec::new();
+        for c in agg.counters.iter_mut().filter(|c| c.1 != 0.0) {
+            counters.push(*c);
+            c.1 = 0.0;
         }
+        let mut samples = Vec::new();
         for c in agg.samples.iter_mut().filter(|c| c.count > 0) {
-            let fresh = spares.pop().unwrap_or_else(|| Vec::with_capacity(cap));
-            taken.samples.push(TakenSamples {
-                series: c.series,
-                count: c.count,
-                sum: c.sum,
-                max: c.max,
-                kept: std::mem::replace(&mut c.kept, fresh),
-            });
-            c.count = 0;
-            c.sum = 0.0;
-            c.max = 0.0;
+            let fresh = spares
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(self.sample_cap));
+            samples.push(std::mem::replace(c, Samples::new(c.series, fresh)));
         }
-        taken
+        (counters, samples)
     }
 
     /// Send flushed metrics to `sink` from now on.
@@ -370,6 +324,7 @@ impl Registry {
 
 /// The flush thread's own state: counter sums the host has not acknowledged yet, the backoff
 /// after a failed send, emptied reservoirs for reuse.
+#[derive(Default)]
 pub struct Flusher {
     unsent: BTreeMap<String, (Series, f64)>,
     /// Sample values not sent since the last flush (host down): reported as `telemetry.dropped`.
@@ -379,62 +334,45 @@ pub struct Flusher {
     spares: Vec<Vec<f32>>,
 }
 
-impl Default for Flusher {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Flusher {
     pub fn new() -> Self {
-        Flusher {
-            unsent: BTreeMap::new(),
-            dropped: 0,
-            retry: None,
-            spares: Vec::new(),
-        }
+        Self::default()
     }
 
     /// Takes `registry`'s aggregates into `status` and sends them to the host if there is one.
     pub fn flush(&mut self, registry: &Registry, status: &mut Status, now: SystemTime) {
-        let mut taken = registry.take(&mut self.spares);
+        let (mut counters, samples) = registry.take(&mut self.spares);
         let mut sink = registry.lock_sink();
-        let sending = !matches!(*sink, SinkState::Off);
-        for (series, val) in &taken.counters {
-            status.record_counter(series, *val);
-            if sending {
-                self.unsent.entry(series.name()).or_insert((*series, 0.0)).1 += val;
-            }
-        }
         let mut dropped = std::mem::take(&mut self.dropped);
-        for s in &taken.samples {
+        for s in &samples {
             status.record_samples(&s.series, s.count, s.sum, s.max);
             if matches!(*sink, SinkState::Connected(_)) {
                 dropped += s.count - s.kept.len() as u64;
             }
         }
         if dropped > 0 {
-            let series = Series::new(DROPPED, Labels::NONE);
-            status.record_counter(&series, dropped as f64);
-            self.unsent.entry(series.name()).or_insert((series, 0.0)).1 += dropped as f64;
+            counters.push((Series::new(DROPPED, Labels::NONE), dropped as f64));
+        }
+        for (series, val) in &counters {
+            status.record_counter(series, *val);
+            if !matches!(*sink, SinkState::Off) {
+                self.unsent.entry(series.name()).or_insert((*series, 0.0)).1 += val;
+            }
         }
         match &mut *sink {
-            SinkState::Connected(s) => {
-                self.send(s.as_mut(), &mut taken.samples, now);
-            }
+            SinkState::Connected(s) => self.send(s.as_mut(), &samples, now),
             SinkState::Off => self.unsent.clear(),
             SinkState::Pending => {}
         }
         drop(sink);
-        for mut s in taken.samples {
+        for mut s in samples {
             s.kept.clear();
             self.spares.push(s.kept);
         }
     }
 
-    fn send(&mut self, sink: &mut dyn Sink, samples: &mut [TakenSamples], now: SystemTime) {
-        let unsent_values =
-            |samples: &[TakenSamples]| -> u64 { samples.iter().map(|s| s.kept.len() as u64).sum() };
+    fn send(&mut self, sink: &mut dyn Sink, samples: &[Samples], now: SystemTime) {
+        let unsent_values = |s: &[Samples]| -> u64 { s.iter().map(|s| s.kept.len() as u64).sum() };
         if let Some((at, backoff)) = self.retry {
             if now < at {
                 self.dropped += unsent_values(samples);
@@ -446,8 +384,7 @@ impl Flusher {
                 return;
             }
         }
-        let result = self.send_all(sink, samples);
-        match result {
+        match self.send_all(sink, samples) {
             Ok(()) => {
                 if self.retry.take().is_some() {
                     log::info!("Sending metrics to spire-server works again");
@@ -466,7 +403,7 @@ impl Flusher {
     fn send_all(
         &mut self,
         sink: &mut dyn Sink,
-        samples: &[TakenSamples],
+        samples: &[Samples],
     ) -> Result<(), (SinkError, u64)> {
         let names: Vec<String> = self.unsent.keys().cloned().collect();
         let mut batch: Vec<Metric> = self
@@ -477,31 +414,24 @@ impl Flusher {
         for s in samples {
             batch.extend(s.kept.iter().map(|v| s.series.metric(Kind::Sample, *v)));
         }
-        let results = sink.send_batch(&batch);
+        let mut results = sink.send_batch(&batch);
+        results.resize_with(batch.len(), || Err(sink_error("not sent")));
         let mut first_error = None;
         let mut not_sent = 0;
-        for i in 0..batch.len() {
-            let result = results
-                .get(i)
-                .cloned()
-                .unwrap_or_else(|| Err(sink_error("not sent")));
-            match (result, names.get(i)) {
-                (Ok(()), Some(name)) => {
-                    self.unsent.remove(name);
-                }
-                (Ok(()), None) => {}
-                (Err(e), name) => {
-                    if name.is_none() {
-                        not_sent += 1;
+        for (i, result) in results.into_iter().enumerate() {
+            match result {
+                Ok(()) => {
+                    if let Some(name) = names.get(i) {
+                        self.unsent.remove(name);
                     }
+                }
+                Err(e) => {
+                    not_sent += u64::from(i >= names.len());
                     first_error.get_or_insert(e);
                 }
             }
         }
-        match first_error {
-            None => Ok(()),
-            Some(e) => Err((e, not_sent)),
-        }
+        first_error.map_or(Ok(()), |e| Err((e, not_sent)))
     }
 
     fn failed(&mut self, reason: &SinkError, now: SystemTime, backoff: Duration) {
@@ -562,36 +492,21 @@ impl Status {
         if now < self.due() {
             return None;
         }
-        let mut line = String::new();
-        for (series, v) in &self.counters {
-            let _ = write!(line, "{}{series}={}", sep(&line), trim(*v));
-        }
-        for (series, s) in &self.samples {
-            let mean = s.sum / s.count as f64;
-            let _ = write!(
-                line,
-                "{}{series}=count:{},mean:{},max:{}",
-                sep(&line),
-                s.count,
-                trim(mean),
-                trim(s.max)
-            );
-        }
-        if line.is_empty() {
-            line.push_str("none");
-        }
+        let mut parts: Vec<String> = (self.counters.iter())
+            .map(|(series, v)| format!("{series}={}", trim(*v)))
+            .collect();
+        parts.extend(self.samples.iter().map(|(series, s)| {
+            let mean = trim(s.sum / s.count as f64);
+            format!("{series}=count:{},mean:{mean},max:{}", s.count, trim(s.max))
+        }));
         self.counters.clear();
         self.samples.clear();
         self.since = now;
-        Some(line)
-    }
-}
-
-fn sep(line: &str) -> &'static str {
-    if line.is_empty() {
-        ""
-    } else {
-        " "
+        Some(if parts.is_empty() {
+            "none".to_owned()
+        } else {
+            parts.join(" ")
+        })
     }
 }
 
@@ -605,7 +520,7 @@ fn trim(v: f64) -> String {
 /// The process-wide registry every hook adds to.
 pub fn global() -> &'static Registry {
     static GLOBAL: OnceLock<Registry> = OnceLock::new();
-    GLOBAL.get_or_init(Registry::default)
+    GLOBAL.get_or_init(|| Registry::new(SAMPLE_CAP))
 }
 
 /// Starts the flush thread on `registry`: every `flush_interval` it sends the aggregates to the
@@ -710,21 +625,22 @@ pub fn token_fetch(credential: &str, outcome: &'static str) {
     );
 }
 
-/// The `credential` label for a credential's log name.
+/// The `credential` label for a credential's log name (the first matching prefix wins).
 pub fn credential_kind(name: &str) -> &'static str {
-    if name.starts_with("ClientSecretCredential") {
-        "client_secret"
-    } else if name.starts_with("EnvironmentCredential (client certificate)") {
-        "client_certificate"
-    } else if name.starts_with("EnvironmentCredential") {
-        "client_secret"
-    } else if name.starts_with("WorkloadIdentityCredential") {
-        "workload_identity"
-    } else if name.starts_with("ManagedIdentityCredential") {
-        "managed_identity"
-    } else {
-        "other"
-    }
+    const KINDS: &[(&str, &str)] = &[
+        ("ClientSecretCredential", "client_secret"),
+        (
+            "EnvironmentCredential (client certificate)",
+            "client_certificate",
+        ),
+        ("EnvironmentCredential", "client_secret"),
+        ("WorkloadIdentityCredential", "workload_identity"),
+        ("ManagedIdentityCredential", "managed_identity"),
+    ];
+    KINDS
+        .iter()
+        .find(|(prefix, _)| name.starts_with(prefix))
+        .map_or("other", |(_, kind)| kind)
 }
 
 /// A token request (through the whole credential chain) ended after `elapsed`.
