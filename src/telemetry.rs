@@ -292,18 +292,17 @@ impl Registry {
     /// reservoirs (from an earlier take) given back, so the hooks never grow a fresh one.
     pub fn take(&self, spares: &mut Vec<Vec<f32>>) -> (Vec<(Series, f64)>, Vec<Samples>) {
         let mut agg = self.lock_aggregates();
-        let mut counters = Vec::new();
-        for c in agg.counters.iter_mut().filter(|c| c.1 != 0.0) {
-            counters.push(*c);
-            c.1 = 0.0;
-        }
-        let mut samples = Vec::new();
-        for c in agg.samples.iter_mut().filter(|c| c.count > 0) {
-            let fresh = spares
-                .pop()
-                .unwrap_or_else(|| Vec::with_capacity(self.sample_cap));
-            samples.push(std::mem::replace(c, Samples::new(c.series, fresh)));
-        }
+        let counters = (agg.counters.iter_mut().filter(|c| c.1 != 0.0))
+            .map(|c| (c.0, std::mem::take(&mut c.1)))
+            .collect();
+        let samples = (agg.samples.iter_mut().filter(|c| c.count > 0))
+            .map(|c| {
+                let fresh = spares
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(self.sample_cap));
+                std::mem::replace(c, Samples::new(c.series, fresh))
+            })
+            .collect();
         (counters, samples)
     }
 
@@ -372,15 +371,14 @@ impl Flusher {
     }
 
     fn send(&mut self, sink: &mut dyn Sink, samples: &[Samples], now: SystemTime) {
-        let unsent_values = |s: &[Samples]| -> u64 { s.iter().map(|s| s.kept.len() as u64).sum() };
         if let Some((at, backoff)) = self.retry {
-            if now < at {
-                self.dropped += unsent_values(samples);
-                return;
-            }
-            if let Err(e) = sink.reconnect() {
-                self.failed(&e, now, backoff);
-                self.dropped += unsent_values(samples);
+            let redialed = now >= at
+                && sink
+                    .reconnect()
+                    .map_err(|e| self.failed(&e, now, backoff))
+                    .is_ok();
+            if !redialed {
+                self.dropped += samples.iter().map(|s| s.kept.len() as u64).sum::<u64>();
                 return;
             }
         }
@@ -449,16 +447,10 @@ impl Flusher {
 #[derive(Debug)]
 pub struct Status {
     counters: BTreeMap<String, f64>,
-    samples: BTreeMap<String, SampleStats>,
+    /// count, sum, max
+    samples: BTreeMap<String, (u64, f64, f64)>,
     interval: Duration,
     since: SystemTime,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct SampleStats {
-    count: u64,
-    sum: f64,
-    max: f64,
 }
 
 impl Status {
@@ -477,9 +469,7 @@ impl Status {
 
     pub fn record_samples(&mut self, series: &Series, count: u64, sum: f64, max: f64) {
         let s = self.samples.entry(series.name()).or_default();
-        s.count += count;
-        s.sum += sum;
-        s.max = s.max.max(max);
+        *s = (s.0 + count, s.1 + sum, s.2.max(max));
     }
 
     /// When the next line is due.
@@ -495,9 +485,9 @@ impl Status {
         let mut parts: Vec<String> = (self.counters.iter())
             .map(|(series, v)| format!("{series}={}", trim(*v)))
             .collect();
-        parts.extend(self.samples.iter().map(|(series, s)| {
-            let mean = trim(s.sum / s.count as f64);
-            format!("{series}=count:{},mean:{mean},max:{}", s.count, trim(s.max))
+        parts.extend(self.samples.iter().map(|(series, &(count, sum, max))| {
+            let (mean, max) = (trim(sum / count as f64), trim(max));
+            format!("{series}=count:{count},mean:{mean},max:{max}")
         }));
         self.counters.clear();
         self.samples.clear();
@@ -512,9 +502,10 @@ impl Status {
 
 /// Up to three decimals, without trailing zeros.
 fn trim(v: f64) -> String {
-    let s = format!("{v:.3}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    s.to_string()
+    format!("{v:.3}")
+        .trim_end_matches('0')
+        .trim_end_matches('.')
+        .to_owned()
 }
 
 /// The process-wide registry every hook adds to.
@@ -536,7 +527,7 @@ pub fn spawn(
         .name("telemetry".into())
         .spawn(move || {
             let mut status = Status::new(clock.now(), status_interval);
-            let mut flusher = Flusher::new();
+            let mut flusher = Flusher::default();
             loop {
                 let now = clock.now();
                 flusher.flush(registry, &mut status, now);

@@ -36,34 +36,14 @@ impl MetricsClient {
         if info.network != "unix" {
             return Err(UnsupportedNetwork(info.network.clone()));
         }
-        let client = dial(&env, &info.address);
         Ok(MetricsClient {
+            client: dial(&env, &info.address),
             env,
             address: info.address.clone(),
-            client,
         })
     }
-}
 
-/// The broker announced host services on another network than a unix socket.
-#[derive(Debug, thiserror::Error)]
-#[error("host services on network {0:?} are not supported (only unix)")]
-pub struct UnsupportedNetwork(String);
-
-/// A channel to the host-services socket at `address`; it connects at its first call.
-fn dial(env: &Arc<Environment>, address: &str) -> Client {
-    let channel = ChannelBuilder::new(Arc::clone(env))
-        .default_authority("unused")
-        .connect(&format!("unix:{address}"));
-    Client::new(channel)
-}
-
-/// Calls in flight at once in a batch: pipelined on the one connection, so a flush costs a few
-/// wake-ups instead of one round trip per metric.
-const WINDOW: usize = 64;
-
-impl MetricsClient {
-    fn start(&self, m: &Metric) -> grpcio::Result<grpcio::ClientUnaryReceiver<metrics::Empty>> {
+    fn start(&self, m: &Metric) -> Call {
         let opt = CallOption::default().timeout(CALL_TIMEOUT);
         let (key, val) = (m.full_key(), m.val);
         let labels = (m.labels.iter())
@@ -87,10 +67,27 @@ impl MetricsClient {
     }
 }
 
+/// The broker announced host services on another network than a unix socket.
+#[derive(Debug, thiserror::Error)]
+#[error("host services on network {0:?} are not supported (only unix)")]
+pub struct UnsupportedNetwork(String);
+
+/// A channel to the host-services socket at `address`; it connects at its first call.
+fn dial(env: &Arc<Environment>, address: &str) -> Client {
+    let channel = ChannelBuilder::new(Arc::clone(env))
+        .default_authority("unused")
+        .connect(&format!("unix:{address}"));
+    Client::new(channel)
+}
+
+/// Calls in flight at once in a batch: pipelined on the one connection, so a flush costs a few
+/// wake-ups instead of one round trip per metric.
+const WINDOW: usize = 64;
+
+type Call = grpcio::Result<grpcio::ClientUnaryReceiver<metrics::Empty>>;
+
 /// Waits for a started call's answer.
-fn finish(
-    call: grpcio::Result<grpcio::ClientUnaryReceiver<metrics::Empty>>,
-) -> Result<(), SinkError> {
+fn finish(call: Call) -> Result<(), SinkError> {
     call.and_then(|mut c| c.receive_sync())
         .map(|_| ())
         .map_err(|e| Arc::new(e) as SinkError)
