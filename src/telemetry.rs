@@ -1,15 +1,12 @@
-//! Metrics: counters and latency samples named under SPIRE's telemetry conventions (a key path
-//! of lowercase words prefixed with the plugin's name, plus labels), sent to spire-server's
-//! Metrics host service when it offers one (src/plugin/metrics.rs), and summed into an hourly
-//! status line at info level for operators without telemetry.
+//! Metrics named under SPIRE's telemetry conventions (plugin-name prefix, lowercase key path,
+//! labels), sent to spire-server's Metrics host service when it offers one
+//! (src/plugin/metrics.rs) and summed into an hourly info-level status line.
 //!
-//! Emitting never blocks and never allocates once a series exists: every hook adds to an
-//! in-process aggregate (a counter's running sum; a latency series' count, sum, max and a
-//! reservoir of at most [`SAMPLE_CAP`] values) under one short lock. One background thread
-//! (`spawn`) takes the aggregates every [`FLUSH_INTERVAL`], adds them to the status line's totals
-//! and sends them to the host: one `IncrCounter` per counter series that moved, one `AddSample`
-//! per kept value. A failed send keeps the counters' sums for the next attempt and re-dials the
-//! host after a backoff.
+//! Emitting never blocks and never allocates once a series exists: a hook adds to an
+//! in-process aggregate (counter sum; latency count, sum, max and a reservoir of at most
+//! [`SAMPLE_CAP`] values) under one short lock. The `spawn`ed thread takes the aggregates every
+//! [`FLUSH_INTERVAL`] and sends one `IncrCounter` per moved counter, one `AddSample` per kept
+//! value; after a failed send counters keep summing and the host is re-dialed after a backoff.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -103,9 +100,7 @@ impl Series {
     /// `key_vault.call{operation=sign,outcome=ok}`.
     pub fn name(&self) -> String {
         let key = self.key.join(".");
-        let labels: Vec<String> = self
-            .labels
-            .iter()
+        let labels: Vec<_> = (self.labels.iter())
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         if labels.is_empty() {
@@ -559,11 +554,8 @@ fn sample_ms(key: &'static [&'static str], labels: Labels, d: Duration) {
 /// A Key Vault REST call ended: `operation` is sign|create|get|list|update|delete, `outcome`
 /// ok|4xx|429|5xx|transport (see [`outcome_of_status`]).
 pub fn key_vault_call(operation: &'static str, outcome: &'static str) {
-    counter(
-        KEY_VAULT_CALL,
-        Labels::two(("operation", operation), ("outcome", outcome)),
-        1.0,
-    );
+    let labels = Labels::two(("operation", operation), ("outcome", outcome));
+    counter(KEY_VAULT_CALL, labels, 1.0);
 }
 
 /// The outcome label for a final HTTP status.
@@ -584,13 +576,10 @@ pub fn sign_elapsed(d: Duration) {
 /// A request is retried; `reason` is 408|429|5xx|transport (see [`retry_reason_of_status`]).
 /// `server_wait` is the wait the server asked for (`Retry-After` and the like), when it did.
 pub fn http_retry(reason: &'static str, server_wait: Option<Duration>) {
-    counter(HTTP_RETRY, Labels::one("reason", reason), 1.0);
+    let labels = Labels::one("reason", reason);
+    counter(HTTP_RETRY, labels, 1.0);
     if let Some(d) = server_wait {
-        counter(
-            HTTP_RETRY_AFTER_WAIT,
-            Labels::one("reason", reason),
-            d.as_secs_f64(),
-        );
+        counter(HTTP_RETRY_AFTER_WAIT, labels, d.as_secs_f64());
     }
 }
 
@@ -606,12 +595,10 @@ pub fn retry_reason_of_status(status: u16) -> &'static str {
 /// One credential of the chain was asked for a token: counted by kind (see
 /// [`credential_kind`]) and `outcome` ok|unavailable|error.
 pub fn token_fetch(credential: &str, outcome: &'static str) {
+    let kind = credential_kind(credential);
     counter(
         TOKEN_FETCH,
-        Labels::two(
-            ("credential", credential_kind(credential)),
-            ("outcome", outcome),
-        ),
+        Labels::two(("credential", kind), ("outcome", outcome)),
         1.0,
     );
 }
@@ -636,12 +623,8 @@ pub fn credential_kind(name: &str) -> &'static str {
 
 /// A token request (through the whole credential chain) ended after `elapsed`.
 pub fn token_fetch_elapsed(ok: bool, elapsed: Duration) {
-    let outcome = if ok { "ok" } else { "error" };
-    sample_ms(
-        TOKEN_FETCH_ELAPSED,
-        Labels::one("outcome", outcome),
-        elapsed,
-    );
+    let labels = Labels::one("outcome", if ok { "ok" } else { "error" });
+    sample_ms(TOKEN_FETCH_ELAPSED, labels, elapsed);
 }
 
 /// A key was deleted (or found already gone); `reason` is sweep|rotation.
