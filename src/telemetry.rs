@@ -329,10 +329,6 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Takes `registry`'s aggregates into `status` and sends them to the host if there is one.
     pub fn flush(&mut self, registry: &Registry, status: &mut Status, now: SystemTime) {
         let (mut counters, samples) = registry.take(&mut self.spares);
@@ -710,7 +706,7 @@ mod tests {
         (
             r,
             rec,
-            Flusher::new(),
+            Flusher::default(),
             Status::new(UNIX_EPOCH, STATUS_INTERVAL),
         )
     }
@@ -847,7 +843,7 @@ mod tests {
     #[test]
     fn counters_wait_for_the_host_to_be_known_and_a_host_without_the_service_gets_nothing() {
         let r = Registry::new(16);
-        let mut f = Flusher::new();
+        let mut f = Flusher::default();
         let mut status = Status::new(UNIX_EPOCH, STATUS_INTERVAL);
         r.counter(call("create", "ok"), 1.0);
         f.flush(&r, &mut status, UNIX_EPOCH);
