@@ -204,14 +204,11 @@ impl Aggregates {
     }
 
     fn add_sample(&mut self, series: Series, val: f32, cap: usize) {
-        let i = match self.samples.iter().position(|c| c.series == series) {
-            Some(i) => i,
-            None => {
-                self.samples
-                    .push(Samples::new(series, Vec::with_capacity(cap)));
-                self.samples.len() - 1
-            }
-        };
+        let i = (self.samples.iter().position(|c| c.series == series)).unwrap_or_else(|| {
+            self.samples
+                .push(Samples::new(series, Vec::with_capacity(cap)));
+            self.samples.len() - 1
+        });
         let pick = self.next_random();
         let cell = &mut self.samples[i];
         cell.count += 1;

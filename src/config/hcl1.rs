@@ -274,13 +274,8 @@ impl<'a> Lexer<'a> {
             let mut buf = [0u8; 4];
             out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
         }
-        String::from_utf8(out).map_err(|_| {
-            DecodeError::at(
-                self.src,
-                self.offset(),
-                "string escapes produce invalid UTF-8",
-            )
-        })
+        let at = self.offset();
+        String::from_utf8(out).or_else(|_| self.err(at, "string escapes produce invalid UTF-8"))
     }
 
     /// One escape sequence after its backslash (already consumed; `at` is its offset).
@@ -288,61 +283,45 @@ impl<'a> Lexer<'a> {
         let Some(c) = self.bump() else {
             return self.err(at, "literal not terminated");
         };
-        let simple = match c {
-            'a' => Some(0x07u8),
-            'b' => Some(0x08),
-            'f' => Some(0x0c),
-            'n' => Some(b'\n'),
-            'r' => Some(b'\r'),
-            't' => Some(b'\t'),
-            'v' => Some(0x0b),
-            '\\' => Some(b'\\'),
-            '"' => Some(b'"'),
-            _ => None,
-        };
-        if let Some(b) = simple {
-            return Ok(vec![b]);
-        }
-        match c {
+        let byte = match c {
+            'a' => 0x07,
+            'b' => 0x08,
+            'f' => 0x0c,
+            'n' => b'\n',
+            'r' => b'\r',
+            't' => b'\t',
+            'v' => 0x0b,
+            '\\' => b'\\',
+            '"' => b'"',
             '0'..='7' => {
-                let mut v = c.to_digit(8).unwrap_or(0);
-                for _ in 0..2 {
-                    match self.peek(0).and_then(|d| d.to_digit(8)) {
-                        Some(d) => {
-                            self.bump();
-                            v = v * 8 + d;
-                        }
-                        None => return self.err(at, "illegal char escape"),
-                    }
-                }
+                let v = c.to_digit(8).unwrap_or(0) * 64 + self.digits(at, 2, 8)?;
                 match u8::try_from(v) {
-                    Ok(b) => Ok(vec![b]),
-                    Err(_) => self.err(at, "illegal char escape"),
+                    Ok(b) => b,
+                    Err(_) => return self.err(at, "illegal char escape"),
                 }
             }
-            'x' => {
-                let v = self.hex_digits(at, 2)?;
-                // Two hex digits always fit a byte.
-                Ok(vec![u8::try_from(v).unwrap_or(0)])
-            }
+            // Two hex digits always fit a byte.
+            'x' => u8::try_from(self.digits(at, 2, 16)?).unwrap_or(0),
             'u' | 'U' => {
-                let v = self.hex_digits(at, if c == 'u' { 4 } else { 8 })?;
-                match char::from_u32(v) {
+                let v = self.digits(at, if c == 'u' { 4 } else { 8 }, 16)?;
+                return match char::from_u32(v) {
                     Some(ch) => Ok(ch.to_string().into_bytes()),
                     None => self.err(at, "illegal char escape"),
-                }
+                };
             }
-            _ => self.err(at, "illegal char escape"),
-        }
+            _ => return self.err(at, "illegal char escape"),
+        };
+        Ok(vec![byte])
     }
 
-    fn hex_digits(&mut self, at: usize, n: usize) -> LexResult<u32> {
+    /// `n` digits in `radix` at the cursor, as a number.
+    fn digits(&mut self, at: usize, n: usize, radix: u32) -> LexResult<u32> {
         let mut v: u32 = 0;
         for _ in 0..n {
-            match self.peek(0).and_then(|d| d.to_digit(16)) {
+            match self.peek(0).and_then(|d| d.to_digit(radix)) {
                 Some(d) => {
                     self.bump();
-                    v = v.wrapping_mul(16).wrapping_add(d);
+                    v = v.wrapping_mul(radix).wrapping_add(d);
                 }
                 None => return self.err(at, "illegal char escape"),
             }
@@ -400,13 +379,8 @@ impl<'a> Lexer<'a> {
 fn heredoc_value(lines: &[&str], indented: bool, indent: &str) -> String {
     let strip = indented && lines.iter().all(|l| l.starts_with(indent));
     let mut out = String::new();
-    for line in lines {
-        let line = if strip {
-            line.strip_prefix(indent).unwrap_or(line)
-        } else {
-            line
-        };
-        out.push_str(line);
+    for l in lines {
+        out.push_str(l.strip_prefix(indent).filter(|_| strip).unwrap_or(l));
         out.push('\n');
     }
     out
@@ -441,24 +415,6 @@ fn valid_number(text: &str) -> bool {
 // Parser: tokens → Raw
 // ---------------------------------------------------------------------------------------
 
-impl Kind {
-    /// What a syntax error says it found (never the text: it may be a secret).
-    fn describe(&self) -> &'static str {
-        match self {
-            Kind::Ident => "a name",
-            Kind::Str(_) => "a string",
-            Kind::Heredoc(_) => "a heredoc",
-            Kind::Number => "a number",
-            Kind::LBrace => "'{'",
-            Kind::RBrace => "'}'",
-            Kind::LBrack => "'['",
-            Kind::RBrack => "']'",
-            Kind::Eq => "'='",
-            Kind::Comma => "','",
-        }
-    }
-}
-
 struct Parser<'a> {
     src: &'a str,
     tokens: &'a [Token],
@@ -488,15 +444,14 @@ impl<'a> Parser<'a> {
     /// A syntax error at the current token; at the end of the text (only reachable at the
     /// top level: the lexer checked the brackets), at the start of the unfinished item.
     fn expected<T>(&self, what: &str, item_start: usize) -> Result<T, DecodeError> {
-        let (at, found) = match self.tokens.get(self.pos) {
-            Some(t) => (t.start, t.kind.describe()),
-            None => (item_start, "end of input"),
-        };
-        Err(DecodeError::at(
-            self.src,
-            at,
-            format!("expected {what}, found {found}"),
-        ))
+        Err(match self.tokens.get(self.pos) {
+            Some(t) => DecodeError::at(self.src, t.start, format!("expected {what}")),
+            None => DecodeError::at(
+                self.src,
+                item_start,
+                format!("expected {what} before the end"),
+            ),
+        })
     }
 
     fn enter(&mut self, levels: usize, at: usize) -> Result<(), DecodeError> {

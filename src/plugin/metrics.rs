@@ -167,30 +167,29 @@ impl HostServices {
 
     /// Connects the telemetry registry once, as soon as what is known allows it.
     fn decide(s: &mut HostState, env: &Arc<Environment>) {
-        if s.decided {
-            return;
-        }
-        match (s.metrics_offered, &s.conn) {
-            (Some(false), _) => {
-                s.decided = true;
+        let client = match (s.decided, s.metrics_offered, &s.conn) {
+            (false, Some(false), _) => {
                 log::debug!("spire-server offers no Metrics host service; metrics only feed the hourly status line");
-                telemetry::global().disconnect();
+                None
             }
-            (Some(true), Some(info)) => {
-                s.decided = true;
-                match MetricsClient::new(info, Arc::clone(env)) {
-                    Ok(client) => {
-                        log::debug!(address = info.address.as_str(); "Sending metrics to spire-server's Metrics host service");
-                        telemetry::global().connect(Box::new(client));
-                    }
-                    Err(e) => {
-                        log::warn!(reason:% = e; "Cannot reach spire-server's host services; metrics only feed the hourly status line");
-                        telemetry::global().disconnect();
-                    }
+            (false, Some(true), Some(info)) => match MetricsClient::new(info, Arc::clone(env)) {
+                Ok(client) => {
+                    log::debug!(address = info.address.as_str(); "Sending metrics to spire-server's Metrics host service");
+                    Some(client)
                 }
-            }
-            // Offered, but the broker has not announced the socket yet: wait for it.
-            _ => {}
+                Err(e) => {
+                    log::warn!(reason:% = e; "Cannot reach spire-server's host services; metrics only feed the hourly status line");
+                    None
+                }
+            },
+            // Decided already, or not known yet (offered, but the broker has not announced
+            // the socket yet): wait.
+            _ => return,
+        };
+        s.decided = true;
+        match client {
+            Some(client) => telemetry::global().connect(Box::new(client)),
+            None => telemetry::global().disconnect(),
         }
     }
 }
