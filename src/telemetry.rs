@@ -1,18 +1,14 @@
-//! Metrics: counters and latency samples named under SPIRE's telemetry conventions (a key path
-//! of lowercase words prefixed with the plugin's name, plus labels), sent to spire-server's
-//! Metrics host service when it offers one (src/plugin/metrics.rs), and summed into an hourly
-//! status line at info level for operators without telemetry.
+//! Metrics named under SPIRE's telemetry conventions (plugin-name prefix, lowercase key path,
+//! labels), sent to spire-server's Metrics host service when it offers one
+//! (src/plugin/metrics.rs) and summed into an hourly info-level status line.
 //!
-//! Emitting never blocks and never allocates once a series exists: every hook adds to an
-//! in-process aggregate (a counter's running sum; a latency series' count, sum, max and a
-//! reservoir of at most [`SAMPLE_CAP`] values) under one short lock. One background thread
-//! (`spawn`) takes the aggregates every [`FLUSH_INTERVAL`], adds them to the status line's totals
-//! and sends them to the host: one `IncrCounter` per counter series that moved, one `AddSample`
-//! per kept value. A failed send keeps the counters' sums for the next attempt and re-dials the
-//! host after a backoff.
+//! Emitting never blocks and never allocates once a series exists: a hook adds to an
+//! in-process aggregate (counter sum; latency count, sum, max and a reservoir of at most
+//! [`SAMPLE_CAP`] values) under one short lock. The `spawn`ed thread takes the aggregates every
+//! [`FLUSH_INTERVAL`] and sends one `IncrCounter` per moved counter, one `AddSample` per kept
+//! value; after a failed send counters keep summing and the host is re-dialed after a backoff.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -49,39 +45,24 @@ pub enum Kind {
     Sample,
 }
 
-/// A metric's labels: at most two, from fixed vocabularies. `Copy`, so emitting allocates nothing.
+/// A metric's labels: at most two, from fixed vocabularies; an empty name is an unused slot.
+/// `Copy`, so emitting allocates nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Labels {
-    pairs: [(&'static str, &'static str); 2],
-    len: usize,
-}
+pub struct Labels([(&'static str, &'static str); 2]);
 
 impl Labels {
-    pub const NONE: Labels = Labels {
-        pairs: [("", ""); 2],
-        len: 0,
-    };
+    pub const NONE: Labels = Labels([("", ""); 2]);
 
     pub const fn one(name: &'static str, value: &'static str) -> Labels {
-        Labels {
-            pairs: [(name, value), ("", "")],
-            len: 1,
-        }
+        Labels([(name, value), ("", "")])
     }
 
     pub const fn two(a: (&'static str, &'static str), b: (&'static str, &'static str)) -> Labels {
-        Labels {
-            pairs: [a, b],
-            len: 2,
-        }
+        Labels([a, b])
     }
 
-    pub fn as_slice(&self) -> &[(&'static str, &'static str)] {
-        &self.pairs[..self.len]
-    }
-
-    pub fn iter(&self) -> std::slice::Iter<'_, (&'static str, &'static str)> {
-        self.as_slice().iter()
+    pub fn iter(&self) -> impl Iterator<Item = &(&'static str, &'static str)> {
+        self.0.iter().filter(|(name, _)| !name.is_empty())
     }
 }
 
@@ -118,18 +99,15 @@ impl Series {
 
     /// `key_vault.call{operation=sign,outcome=ok}`.
     pub fn name(&self) -> String {
-        let mut s = self.key.join(".");
-        if self.labels.len > 0 {
-            s.push('{');
-            for (i, (k, v)) in self.labels.iter().enumerate() {
-                if i > 0 {
-                    s.push(',');
-                }
-                let _ = write!(s, "{k}={v}");
-            }
-            s.push('}');
+        let key = self.key.join(".");
+        let labels: Vec<_> = (self.labels.iter())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if labels.is_empty() {
+            key
+        } else {
+            format!("{key}{{{}}}", labels.join(","))
         }
-        s
     }
 
     fn metric(&self, kind: Kind, val: f32) -> Metric {
@@ -160,15 +138,13 @@ pub trait Sink: Send {
     /// Sends `batch`: the outcome of each, in order. The default sends one at a time and
     /// stops at the first error (the rest fail with it).
     fn send_batch(&mut self, batch: &[Metric]) -> Vec<Result<(), SinkError>> {
-        let mut out = Vec::with_capacity(batch.len());
+        let mut out: Vec<Result<(), SinkError>> = Vec::with_capacity(batch.len());
         for m in batch {
-            match out.last() {
-                Some(Err(e)) => {
-                    let e: &SinkError = e;
-                    out.push(Err(e.clone()))
-                }
-                _ => out.push(self.send(m)),
-            }
+            let result = match out.last() {
+                Some(Err(e)) => Err(e.clone()),
+                _ => self.send(m),
+            };
+            out.push(result);
         }
         out
     }
@@ -187,53 +163,52 @@ pub fn sink_error(msg: &str) -> SinkError {
     Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(msg))
 }
 
-/// A counter series' sum since the last flush.
-struct CounterCell {
-    series: Series,
-    sum: f64,
-}
-
 /// A latency series since the last flush: every value in `count`, `sum`, `max`; at most
 /// `cap` of them in `kept`.
-struct SampleCell {
-    series: Series,
-    count: u64,
-    sum: f64,
-    max: f64,
-    kept: Vec<f32>,
+pub struct Samples {
+    pub series: Series,
+    pub count: u64,
+    pub sum: f64,
+    pub max: f64,
+    pub kept: Vec<f32>,
+}
+
+impl Samples {
+    fn new(series: Series, kept: Vec<f32>) -> Samples {
+        Samples {
+            series,
+            count: 0,
+            sum: 0.0,
+            max: 0.0,
+            kept,
+        }
+    }
 }
 
 /// What the hooks add to between two flushes. A handful of series (fixed vocabularies), so a
 /// linear search is cheaper than hashing.
 struct Aggregates {
-    counters: Vec<CounterCell>,
-    samples: Vec<SampleCell>,
+    /// Each counter series' sum since the last flush.
+    counters: Vec<(Series, f64)>,
+    samples: Vec<Samples>,
     /// xorshift64 state for the reservoir's picks: uniformity matters, unpredictability not.
     rng: u64,
 }
 
 impl Aggregates {
     fn add_counter(&mut self, series: Series, val: f64) {
-        match self.counters.iter_mut().find(|c| c.series == series) {
-            Some(c) => c.sum += val,
-            None => self.counters.push(CounterCell { series, sum: val }),
+        match self.counters.iter_mut().find(|c| c.0 == series) {
+            Some(c) => c.1 += val,
+            None => self.counters.push((series, val)),
         }
     }
 
     fn add_sample(&mut self, series: Series, val: f32, cap: usize) {
-        let i = match self.samples.iter().position(|c| c.series == series) {
-            Some(i) => i,
-            None => {
-                self.samples.push(SampleCell {
-                    series,
-                    count: 0,
-                    sum: 0.0,
-                    max: 0.0,
-                    kept: Vec::with_capacity(cap),
-                });
-                self.samples.len() - 1
-            }
-        };
+        let i = (self.samples.iter().position(|c| c.series == series)).unwrap_or_else(|| {
+            self.samples
+                .push(Samples::new(series, Vec::with_capacity(cap)));
+            self.samples.len() - 1
+        });
         let pick = self.next_random();
         let cell = &mut self.samples[i];
         cell.count += 1;
@@ -261,22 +236,6 @@ impl Aggregates {
     }
 }
 
-/// One latency series taken at a flush.
-pub struct TakenSamples {
-    pub series: Series,
-    pub count: u64,
-    pub sum: f64,
-    pub max: f64,
-    pub kept: Vec<f32>,
-}
-
-/// Everything the hooks added since the previous take.
-#[derive(Default)]
-pub struct Taken {
-    pub counters: Vec<(Series, f64)>,
-    pub samples: Vec<TakenSamples>,
-}
-
 /// The aggregates the hooks add to, and the host they are sent to.
 pub struct Registry {
     aggregates: Mutex<Aggregates>,
@@ -290,12 +249,6 @@ enum SinkState {
     Connected(Box<dyn Sink>),
     /// The host offers none: metrics only feed the status line.
     Off,
-}
-
-impl Default for Registry {
-    fn default() -> Self {
-        Registry::new(SAMPLE_CAP)
-    }
 }
 
 impl Registry {
@@ -327,30 +280,22 @@ impl Registry {
             .add_sample(series, val, self.sample_cap);
     }
 
-    /// Takes what was added since the last take. `spares` are emptied reservoirs (from an
-    /// earlier take) given back, so the hooks never grow a fresh one.
-    pub fn take(&self, spares: &mut Vec<Vec<f32>>) -> Taken {
-        let mut taken = Taken::default();
-        let cap = self.sample_cap;
+    /// Takes the counters and samples added since the last take. `spares` are emptied
+    /// reservoirs (from an earlier take) given back, so the hooks never grow a fresh one.
+    pub fn take(&self, spares: &mut Vec<Vec<f32>>) -> (Vec<(Series, f64)>, Vec<Samples>) {
         let mut agg = self.lock_aggregates();
-        for c in agg.counters.iter_mut().filter(|c| c.sum != 0.0) {
-            taken.counters.push((c.series, c.sum));
-            c.sum = 0.0;
-        }
-        for c in agg.samples.iter_mut().filter(|c| c.count > 0) {
-            let fresh = spares.pop().unwrap_or_else(|| Vec::with_capacity(cap));
-            taken.samples.push(TakenSamples {
-                series: c.series,
-                count: c.count,
-                sum: c.sum,
-                max: c.max,
-                kept: std::mem::replace(&mut c.kept, fresh),
-            });
-            c.count = 0;
-            c.sum = 0.0;
-            c.max = 0.0;
-        }
-        taken
+        let counters = (agg.counters.iter_mut().filter(|c| c.1 != 0.0))
+            .map(|c| (c.0, std::mem::take(&mut c.1)))
+            .collect();
+        let samples = (agg.samples.iter_mut().filter(|c| c.count > 0))
+            .map(|c| {
+                let fresh = spares
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(self.sample_cap));
+                std::mem::replace(c, Samples::new(c.series, fresh))
+            })
+            .collect();
+        (counters, samples)
     }
 
     /// Send flushed metrics to `sink` from now on.
@@ -370,6 +315,7 @@ impl Registry {
 
 /// The flush thread's own state: counter sums the host has not acknowledged yet, the backoff
 /// after a failed send, emptied reservoirs for reuse.
+#[derive(Default)]
 pub struct Flusher {
     unsent: BTreeMap<String, (Series, f64)>,
     /// Sample values not sent since the last flush (host down): reported as `telemetry.dropped`.
@@ -379,75 +325,52 @@ pub struct Flusher {
     spares: Vec<Vec<f32>>,
 }
 
-impl Default for Flusher {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Flusher {
-    pub fn new() -> Self {
-        Flusher {
-            unsent: BTreeMap::new(),
-            dropped: 0,
-            retry: None,
-            spares: Vec::new(),
-        }
-    }
-
     /// Takes `registry`'s aggregates into `status` and sends them to the host if there is one.
     pub fn flush(&mut self, registry: &Registry, status: &mut Status, now: SystemTime) {
-        let mut taken = registry.take(&mut self.spares);
+        let (mut counters, samples) = registry.take(&mut self.spares);
         let mut sink = registry.lock_sink();
-        let sending = !matches!(*sink, SinkState::Off);
-        for (series, val) in &taken.counters {
-            status.record_counter(series, *val);
-            if sending {
-                self.unsent.entry(series.name()).or_insert((*series, 0.0)).1 += val;
-            }
-        }
         let mut dropped = std::mem::take(&mut self.dropped);
-        for s in &taken.samples {
+        for s in &samples {
             status.record_samples(&s.series, s.count, s.sum, s.max);
             if matches!(*sink, SinkState::Connected(_)) {
                 dropped += s.count - s.kept.len() as u64;
             }
         }
         if dropped > 0 {
-            let series = Series::new(DROPPED, Labels::NONE);
-            status.record_counter(&series, dropped as f64);
-            self.unsent.entry(series.name()).or_insert((series, 0.0)).1 += dropped as f64;
+            counters.push((Series::new(DROPPED, Labels::NONE), dropped as f64));
+        }
+        for (series, val) in &counters {
+            status.record_counter(series, *val);
+            if !matches!(*sink, SinkState::Off) {
+                self.unsent.entry(series.name()).or_insert((*series, 0.0)).1 += val;
+            }
         }
         match &mut *sink {
-            SinkState::Connected(s) => {
-                self.send(s.as_mut(), &mut taken.samples, now);
-            }
+            SinkState::Connected(s) => self.send(s.as_mut(), &samples, now),
             SinkState::Off => self.unsent.clear(),
             SinkState::Pending => {}
         }
         drop(sink);
-        for mut s in taken.samples {
+        for mut s in samples {
             s.kept.clear();
             self.spares.push(s.kept);
         }
     }
 
-    fn send(&mut self, sink: &mut dyn Sink, samples: &mut [TakenSamples], now: SystemTime) {
-        let unsent_values =
-            |samples: &[TakenSamples]| -> u64 { samples.iter().map(|s| s.kept.len() as u64).sum() };
+    fn send(&mut self, sink: &mut dyn Sink, samples: &[Samples], now: SystemTime) {
         if let Some((at, backoff)) = self.retry {
-            if now < at {
-                self.dropped += unsent_values(samples);
-                return;
-            }
-            if let Err(e) = sink.reconnect() {
-                self.failed(&e, now, backoff);
-                self.dropped += unsent_values(samples);
+            let redialed = now >= at
+                && sink
+                    .reconnect()
+                    .map_err(|e| self.failed(&e, now, backoff))
+                    .is_ok();
+            if !redialed {
+                self.dropped += samples.iter().map(|s| s.kept.len() as u64).sum::<u64>();
                 return;
             }
         }
-        let result = self.send_all(sink, samples);
-        match result {
+        match self.send_all(sink, samples) {
             Ok(()) => {
                 if self.retry.take().is_some() {
                     log::info!("Sending metrics to spire-server works again");
@@ -466,7 +389,7 @@ impl Flusher {
     fn send_all(
         &mut self,
         sink: &mut dyn Sink,
-        samples: &[TakenSamples],
+        samples: &[Samples],
     ) -> Result<(), (SinkError, u64)> {
         let names: Vec<String> = self.unsent.keys().cloned().collect();
         let mut batch: Vec<Metric> = self
@@ -477,31 +400,24 @@ impl Flusher {
         for s in samples {
             batch.extend(s.kept.iter().map(|v| s.series.metric(Kind::Sample, *v)));
         }
-        let results = sink.send_batch(&batch);
+        let mut results = sink.send_batch(&batch);
+        results.resize_with(batch.len(), || Err(sink_error("not sent")));
         let mut first_error = None;
         let mut not_sent = 0;
-        for i in 0..batch.len() {
-            let result = results
-                .get(i)
-                .cloned()
-                .unwrap_or_else(|| Err(sink_error("not sent")));
-            match (result, names.get(i)) {
-                (Ok(()), Some(name)) => {
-                    self.unsent.remove(name);
-                }
-                (Ok(()), None) => {}
-                (Err(e), name) => {
-                    if name.is_none() {
-                        not_sent += 1;
+        for (i, result) in results.into_iter().enumerate() {
+            match result {
+                Ok(()) => {
+                    if let Some(name) = names.get(i) {
+                        self.unsent.remove(name);
                     }
+                }
+                Err(e) => {
+                    not_sent += u64::from(i >= names.len());
                     first_error.get_or_insert(e);
                 }
             }
         }
-        match first_error {
-            None => Ok(()),
-            Some(e) => Err((e, not_sent)),
-        }
+        first_error.map_or(Ok(()), |e| Err((e, not_sent)))
     }
 
     fn failed(&mut self, reason: &SinkError, now: SystemTime, backoff: Duration) {
@@ -519,16 +435,10 @@ impl Flusher {
 #[derive(Debug)]
 pub struct Status {
     counters: BTreeMap<String, f64>,
-    samples: BTreeMap<String, SampleStats>,
+    /// count, sum, max
+    samples: BTreeMap<String, (u64, f64, f64)>,
     interval: Duration,
     since: SystemTime,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct SampleStats {
-    count: u64,
-    sum: f64,
-    max: f64,
 }
 
 impl Status {
@@ -547,9 +457,7 @@ impl Status {
 
     pub fn record_samples(&mut self, series: &Series, count: u64, sum: f64, max: f64) {
         let s = self.samples.entry(series.name()).or_default();
-        s.count += count;
-        s.sum += sum;
-        s.max = s.max.max(max);
+        *s = (s.0 + count, s.1 + sum, s.2.max(max));
     }
 
     /// When the next line is due.
@@ -562,50 +470,36 @@ impl Status {
         if now < self.due() {
             return None;
         }
-        let mut line = String::new();
-        for (series, v) in &self.counters {
-            let _ = write!(line, "{}{series}={}", sep(&line), trim(*v));
-        }
-        for (series, s) in &self.samples {
-            let mean = s.sum / s.count as f64;
-            let _ = write!(
-                line,
-                "{}{series}=count:{},mean:{},max:{}",
-                sep(&line),
-                s.count,
-                trim(mean),
-                trim(s.max)
-            );
-        }
-        if line.is_empty() {
-            line.push_str("none");
-        }
+        let mut parts: Vec<String> = (self.counters.iter())
+            .map(|(series, v)| format!("{series}={}", trim(*v)))
+            .collect();
+        parts.extend(self.samples.iter().map(|(series, &(count, sum, max))| {
+            let (mean, max) = (trim(sum / count as f64), trim(max));
+            format!("{series}=count:{count},mean:{mean},max:{max}")
+        }));
         self.counters.clear();
         self.samples.clear();
         self.since = now;
-        Some(line)
-    }
-}
-
-fn sep(line: &str) -> &'static str {
-    if line.is_empty() {
-        ""
-    } else {
-        " "
+        Some(if parts.is_empty() {
+            "none".to_owned()
+        } else {
+            parts.join(" ")
+        })
     }
 }
 
 /// Up to three decimals, without trailing zeros.
 fn trim(v: f64) -> String {
-    let s = format!("{v:.3}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    s.to_string()
+    format!("{v:.3}")
+        .trim_end_matches('0')
+        .trim_end_matches('.')
+        .to_owned()
 }
 
 /// The process-wide registry every hook adds to.
 pub fn global() -> &'static Registry {
     static GLOBAL: OnceLock<Registry> = OnceLock::new();
-    GLOBAL.get_or_init(Registry::default)
+    GLOBAL.get_or_init(|| Registry::new(SAMPLE_CAP))
 }
 
 /// Starts the flush thread on `registry`: every `flush_interval` it sends the aggregates to the
@@ -621,7 +515,7 @@ pub fn spawn(
         .name("telemetry".into())
         .spawn(move || {
             let mut status = Status::new(clock.now(), status_interval);
-            let mut flusher = Flusher::new();
+            let mut flusher = Flusher::default();
             loop {
                 let now = clock.now();
                 flusher.flush(registry, &mut status, now);
@@ -653,11 +547,8 @@ fn sample_ms(key: &'static [&'static str], labels: Labels, d: Duration) {
 /// A Key Vault REST call ended: `operation` is sign|create|get|list|update|delete, `outcome`
 /// ok|4xx|429|5xx|transport (see [`outcome_of_status`]).
 pub fn key_vault_call(operation: &'static str, outcome: &'static str) {
-    counter(
-        KEY_VAULT_CALL,
-        Labels::two(("operation", operation), ("outcome", outcome)),
-        1.0,
-    );
+    let labels = Labels::two(("operation", operation), ("outcome", outcome));
+    counter(KEY_VAULT_CALL, labels, 1.0);
 }
 
 /// The outcome label for a final HTTP status.
@@ -678,13 +569,10 @@ pub fn sign_elapsed(d: Duration) {
 /// A request is retried; `reason` is 408|429|5xx|transport (see [`retry_reason_of_status`]).
 /// `server_wait` is the wait the server asked for (`Retry-After` and the like), when it did.
 pub fn http_retry(reason: &'static str, server_wait: Option<Duration>) {
-    counter(HTTP_RETRY, Labels::one("reason", reason), 1.0);
+    let labels = Labels::one("reason", reason);
+    counter(HTTP_RETRY, labels, 1.0);
     if let Some(d) = server_wait {
-        counter(
-            HTTP_RETRY_AFTER_WAIT,
-            Labels::one("reason", reason),
-            d.as_secs_f64(),
-        );
+        counter(HTTP_RETRY_AFTER_WAIT, labels, d.as_secs_f64());
     }
 }
 
@@ -700,41 +588,36 @@ pub fn retry_reason_of_status(status: u16) -> &'static str {
 /// One credential of the chain was asked for a token: counted by kind (see
 /// [`credential_kind`]) and `outcome` ok|unavailable|error.
 pub fn token_fetch(credential: &str, outcome: &'static str) {
+    let kind = credential_kind(credential);
     counter(
         TOKEN_FETCH,
-        Labels::two(
-            ("credential", credential_kind(credential)),
-            ("outcome", outcome),
-        ),
+        Labels::two(("credential", kind), ("outcome", outcome)),
         1.0,
     );
 }
 
-/// The `credential` label for a credential's log name.
+/// The `credential` label for a credential's log name (the first matching prefix wins).
 pub fn credential_kind(name: &str) -> &'static str {
-    if name.starts_with("ClientSecretCredential") {
-        "client_secret"
-    } else if name.starts_with("EnvironmentCredential (client certificate)") {
-        "client_certificate"
-    } else if name.starts_with("EnvironmentCredential") {
-        "client_secret"
-    } else if name.starts_with("WorkloadIdentityCredential") {
-        "workload_identity"
-    } else if name.starts_with("ManagedIdentityCredential") {
-        "managed_identity"
-    } else {
-        "other"
-    }
+    const KINDS: &[(&str, &str)] = &[
+        ("ClientSecretCredential", "client_secret"),
+        (
+            "EnvironmentCredential (client certificate)",
+            "client_certificate",
+        ),
+        ("EnvironmentCredential", "client_secret"),
+        ("WorkloadIdentityCredential", "workload_identity"),
+        ("ManagedIdentityCredential", "managed_identity"),
+    ];
+    KINDS
+        .iter()
+        .find(|(prefix, _)| name.starts_with(prefix))
+        .map_or("other", |(_, kind)| kind)
 }
 
 /// A token request (through the whole credential chain) ended after `elapsed`.
 pub fn token_fetch_elapsed(ok: bool, elapsed: Duration) {
-    let outcome = if ok { "ok" } else { "error" };
-    sample_ms(
-        TOKEN_FETCH_ELAPSED,
-        Labels::one("outcome", outcome),
-        elapsed,
-    );
+    let labels = Labels::one("outcome", if ok { "ok" } else { "error" });
+    sample_ms(TOKEN_FETCH_ELAPSED, labels, elapsed);
 }
 
 /// A key was deleted (or found already gone); `reason` is sweep|rotation.
@@ -820,7 +703,7 @@ mod tests {
         (
             r,
             rec,
-            Flusher::new(),
+            Flusher::default(),
             Status::new(UNIX_EPOCH, STATUS_INTERVAL),
         )
     }
@@ -957,7 +840,7 @@ mod tests {
     #[test]
     fn counters_wait_for_the_host_to_be_known_and_a_host_without_the_service_gets_nothing() {
         let r = Registry::new(16);
-        let mut f = Flusher::new();
+        let mut f = Flusher::default();
         let mut status = Status::new(UNIX_EPOCH, STATUS_INTERVAL);
         r.counter(call("create", "ok"), 1.0);
         f.flush(&r, &mut status, UNIX_EPOCH);

@@ -1,52 +1,35 @@
-//! HCL1 text → `Raw` tree, using hcl-rs (an HCL2 parser) for the structure.
+//! HCL1 text → `Raw` tree: HCL1's scanner rules, then one recursive-descent pass.
 //!
 //! SPIRE re-prints `plugin_data` as HCL1 (its catalog keeps the block as an HCL1 AST and prints
-//! it without the outer braces). HCL1 differs from
-//! what hcl-rs accepts in ways that real configs hit:
+//! it without the outer braces). What real configs rely on:
 //! - quoted keys (`"key_vault_uri" = "…"`, what SPIRE prints for JSON-format server configs);
 //! - strings are literal: `"a${b}c"` is the text `a${b}c`, never a template, and the
 //!   escapes are HCL1's (`\x41`, octal, `\a`, …);
 //! - newlines are not significant (`a = "x" b = "y"` on one line is fine), objects may
-//!   use commas, and keys may repeat (last wins, blocks merge);
-//! - identifiers may contain `.` and `-`.
+//!   use commas, and keys may repeat (kept in order; the decoder applies "last wins" and
+//!   "blocks merge");
+//! - identifiers may contain `.` and `-`;
+//! - a block `a "b" { … }` means `a = { b = { … } }`.
 //!
-//! So a real HCL1 lexer (string, heredoc and comment aware) runs first and rewrites the
-//! text into a normal form hcl-rs parses without surprises:
-//! - every key (bare or quoted, block labels included) becomes a synthetic identifier
-//!   `_azkv_kN`, mapped back to its original spelling afterwards (so duplicates and
-//!   non-identifier names cannot trip hcl-rs);
-//! - every string, heredoc and number value becomes a placeholder string `"N"` whose decoded
-//!   text we keep (hcl-rs never sees escapes or `${`);
-//! - blocks `a "b" { … }` become `a = { b = { … } }`, HCL1's own meaning of a block;
-//! - items are separated by our own newlines; source newlines and comments become single
-//!   spaces.
-//!
-//! hcl-rs then checks the structure (brackets, `=`, value placement). Its error offsets are
-//! mapped back to the original text, so messages point at what the operator wrote.
-
-use hcl::{Expression, ObjectKey, Structure};
+//! Syntax errors come first; a value we cannot represent (an expression such as `x`) is
+//! reported only when the whole text parses.
 
 use super::raw::{DecodeError, Raw};
 
-const KEY_PREFIX: &str = "_azkv_k";
-
-/// Deeper nesting than any real config; bounds the recursion in hcl-rs and in our conversion.
+/// Deeper nesting than any real config; bounds the parser's recursion.
 const MAX_NESTING: usize = 64;
 
 pub(crate) fn parse(src: &str) -> Result<Vec<(String, Raw)>, DecodeError> {
     let tokens = Lexer::new(src).run()?;
-    let rewritten = rewrite(src, &tokens)?;
-    let body = hcl::parse(&rewritten.text).map_err(|e| match e {
-        hcl::Error::Parse(p) => {
-            DecodeError::at(src, rewritten.map_back(p.location().offset()), p.message())
-        }
-        other => DecodeError(other.to_string()),
-    })?;
-    let tables = Tables {
-        keys: &rewritten.keys,
-        literals: &rewritten.literals,
+    let mut parser = Parser {
+        src,
+        tokens: &tokens,
+        pos: 0,
+        depth: 0,
+        unsupported: None,
     };
-    tables.body(body)
+    let body = parser.items(None)?;
+    parser.unsupported.map_or(Ok(body), Err)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -124,8 +107,8 @@ impl<'a> Lexer<'a> {
 
     fn run(mut self) -> LexResult<Vec<Token>> {
         let mut tokens = Vec::new();
-        // Open brackets (char, offset): unbalanced ones get a clear message here, which
-        // hcl-rs would report less helpfully after our rewrite.
+        // Open brackets (char, offset): unbalanced ones are reported here, so the parser
+        // never meets the end of the text inside brackets.
         let mut open: Vec<(char, usize)> = Vec::new();
         while let Some(c) = self.peek(0) {
             let start = self.offset();
@@ -291,13 +274,8 @@ impl<'a> Lexer<'a> {
             let mut buf = [0u8; 4];
             out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
         }
-        String::from_utf8(out).map_err(|_| {
-            DecodeError::at(
-                self.src,
-                self.offset(),
-                "string escapes produce invalid UTF-8",
-            )
-        })
+        let at = self.offset();
+        String::from_utf8(out).or_else(|_| self.err(at, "string escapes produce invalid UTF-8"))
     }
 
     /// One escape sequence after its backslash (already consumed; `at` is its offset).
@@ -305,61 +283,45 @@ impl<'a> Lexer<'a> {
         let Some(c) = self.bump() else {
             return self.err(at, "literal not terminated");
         };
-        let simple = match c {
-            'a' => Some(0x07u8),
-            'b' => Some(0x08),
-            'f' => Some(0x0c),
-            'n' => Some(b'\n'),
-            'r' => Some(b'\r'),
-            't' => Some(b'\t'),
-            'v' => Some(0x0b),
-            '\\' => Some(b'\\'),
-            '"' => Some(b'"'),
-            _ => None,
-        };
-        if let Some(b) = simple {
-            return Ok(vec![b]);
-        }
-        match c {
+        let byte = match c {
+            'a' => 0x07,
+            'b' => 0x08,
+            'f' => 0x0c,
+            'n' => b'\n',
+            'r' => b'\r',
+            't' => b'\t',
+            'v' => 0x0b,
+            '\\' => b'\\',
+            '"' => b'"',
             '0'..='7' => {
-                let mut v = c.to_digit(8).unwrap_or(0);
-                for _ in 0..2 {
-                    match self.peek(0).and_then(|d| d.to_digit(8)) {
-                        Some(d) => {
-                            self.bump();
-                            v = v * 8 + d;
-                        }
-                        None => return self.err(at, "illegal char escape"),
-                    }
-                }
+                let v = c.to_digit(8).unwrap_or(0) * 64 + self.digits(at, 2, 8)?;
                 match u8::try_from(v) {
-                    Ok(b) => Ok(vec![b]),
-                    Err(_) => self.err(at, "illegal char escape"),
+                    Ok(b) => b,
+                    Err(_) => return self.err(at, "illegal char escape"),
                 }
             }
-            'x' => {
-                let v = self.hex_digits(at, 2)?;
-                // Two hex digits always fit a byte.
-                Ok(vec![u8::try_from(v).unwrap_or(0)])
-            }
+            // Two hex digits always fit a byte.
+            'x' => u8::try_from(self.digits(at, 2, 16)?).unwrap_or(0),
             'u' | 'U' => {
-                let v = self.hex_digits(at, if c == 'u' { 4 } else { 8 })?;
-                match char::from_u32(v) {
+                let v = self.digits(at, if c == 'u' { 4 } else { 8 }, 16)?;
+                return match char::from_u32(v) {
                     Some(ch) => Ok(ch.to_string().into_bytes()),
                     None => self.err(at, "illegal char escape"),
-                }
+                };
             }
-            _ => self.err(at, "illegal char escape"),
-        }
+            _ => return self.err(at, "illegal char escape"),
+        };
+        Ok(vec![byte])
     }
 
-    fn hex_digits(&mut self, at: usize, n: usize) -> LexResult<u32> {
+    /// `n` digits in `radix` at the cursor, as a number.
+    fn digits(&mut self, at: usize, n: usize, radix: u32) -> LexResult<u32> {
         let mut v: u32 = 0;
         for _ in 0..n {
-            match self.peek(0).and_then(|d| d.to_digit(16)) {
+            match self.peek(0).and_then(|d| d.to_digit(radix)) {
                 Some(d) => {
                     self.bump();
-                    v = v.wrapping_mul(16).wrapping_add(d);
+                    v = v.wrapping_mul(radix).wrapping_add(d);
                 }
                 None => return self.err(at, "illegal char escape"),
             }
@@ -417,13 +379,8 @@ impl<'a> Lexer<'a> {
 fn heredoc_value(lines: &[&str], indented: bool, indent: &str) -> String {
     let strip = indented && lines.iter().all(|l| l.starts_with(indent));
     let mut out = String::new();
-    for line in lines {
-        let line = if strip {
-            line.strip_prefix(indent).unwrap_or(line)
-        } else {
-            line
-        };
-        out.push_str(line);
+    for l in lines {
+        out.push_str(l.strip_prefix(indent).filter(|_| strip).unwrap_or(l));
         out.push('\n');
     }
     out
@@ -455,303 +412,164 @@ fn valid_number(text: &str) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------
-// Rewriter: HCL1 tokens → normal-form text for hcl-rs
+// Parser: tokens → Raw
 // ---------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, PartialEq)]
-enum Literal {
-    Str(String),
-    Num(String),
+struct Parser<'a> {
+    src: &'a str,
+    tokens: &'a [Token],
+    pos: usize,
+    /// Open objects and lists; a block with labels opens one object per name.
+    depth: usize,
+    /// The first unsupported value, reported once the text has parsed.
+    unsupported: Option<DecodeError>,
 }
 
-struct Rewritten {
-    text: String,
-    /// (offset in `text`, offset in source, length in source) per emitted piece.
-    segments: Vec<(usize, usize, usize)>,
-    /// Original spelling of each synthetic key `_azkv_kN`.
-    keys: Vec<String>,
-    /// Decoded value of each placeholder string `"N"`.
-    literals: Vec<Literal>,
-    src_len: usize,
+/// `path.key`, the name an unsupported value is reported under.
+fn join(path: Option<&str>, key: &str) -> String {
+    path.map_or_else(|| key.to_owned(), |p| format!("{p}.{key}"))
 }
 
-impl Rewritten {
-    fn emit(&mut self, piece: &str, src_start: usize, src_len: usize) {
-        self.segments.push((self.text.len(), src_start, src_len));
-        self.text.push_str(piece);
-        self.text.push(' ');
+impl<'a> Parser<'a> {
+    fn peek(&self) -> Option<&'a Kind> {
+        self.tokens.get(self.pos).map(|t| &t.kind)
     }
 
-    fn map_back(&self, offset: usize) -> usize {
-        if offset >= self.text.len() {
-            return self.src_len;
-        }
-        let idx = self.segments.partition_point(|&(new, _, _)| new <= offset);
-        match idx.checked_sub(1).and_then(|i| self.segments.get(i)) {
-            Some(&(new, old, len)) => old + (offset - new).min(len.saturating_sub(1)),
-            None => 0,
-        }
-    }
-}
-
-enum Ctx {
-    /// The top-level body (`closers == 0`) or an object; `closers` is how many `}` our
-    /// rewrite must emit for its closing brace (a block with labels opens several).
-    Object {
-        closers: usize,
-        items: usize,
-        expect_value: bool,
-    },
-    List,
-}
-
-fn rewrite(src: &str, tokens: &[Token]) -> Result<Rewritten, DecodeError> {
-    let mut out = Rewritten {
-        text: String::new(),
-        segments: Vec::new(),
-        keys: Vec::new(),
-        literals: Vec::new(),
-        src_len: src.len(),
-    };
-    let mut stack = vec![Ctx::Object {
-        closers: 0,
-        items: 0,
-        expect_value: false,
-    }];
-    let verbatim = |out: &mut Rewritten, t: &Token| {
-        out.emit(
-            src.get(t.start..t.end).unwrap_or(""),
-            t.start,
-            t.end - t.start,
-        );
-    };
-    let placeholder = |out: &mut Rewritten, t: &Token| -> bool {
-        let lit = match &t.kind {
-            Kind::Str(s) | Kind::Heredoc(s) => Literal::Str(s.clone()),
-            Kind::Number => Literal::Num(src.get(t.start..t.end).unwrap_or("").to_owned()),
-            _ => return false,
-        };
-        let text = format!("\"{}\"", out.literals.len());
-        out.literals.push(lit);
-        out.emit(&text, t.start, t.end - t.start);
-        true
-    };
-
-    // Nesting hcl-rs will see: source brackets plus the objects that block labels open.
-    let depth = |stack: &[Ctx]| -> usize {
-        stack
-            .iter()
-            .map(|c| match c {
-                Ctx::Object { closers, .. } => *closers,
-                Ctx::List => 1,
-            })
-            .sum()
-    };
-
-    let mut i = 0;
-    while let Some(tok) = tokens.get(i) {
-        i += 1;
-        match stack.last_mut() {
-            Some(Ctx::Object {
-                expect_value: ev @ true,
-                ..
-            }) => {
-                *ev = false;
-                match tok.kind {
-                    Kind::LBrace => {
-                        verbatim(&mut out, tok);
-                        stack.push(Ctx::Object {
-                            closers: 1,
-                            items: 0,
-                            expect_value: false,
-                        });
-                    }
-                    Kind::LBrack => {
-                        verbatim(&mut out, tok);
-                        stack.push(Ctx::List);
-                    }
-                    _ => {
-                        if !placeholder(&mut out, tok) {
-                            verbatim(&mut out, tok);
-                        }
-                    }
-                }
-            }
-            Some(Ctx::Object {
-                closers,
-                items,
-                expect_value,
-            }) => match tok.kind {
-                Kind::Ident | Kind::Str(_) => {
-                    // A key chain: names (and block labels) up to `=` or `{`.
-                    let chain_start = i - 1;
-                    while tokens
-                        .get(i)
-                        .is_some_and(|t| matches!(t.kind, Kind::Ident | Kind::Str(_)))
-                    {
-                        i += 1;
-                    }
-                    let chain = tokens.get(chain_start..i).unwrap_or(&[]);
-                    let next = tokens.get(i).map(|t| &t.kind);
-                    let opens_block = next == Some(&Kind::LBrace);
-                    let assigns = next == Some(&Kind::Eq) && chain.len() == 1;
-                    if !(opens_block || assigns) {
-                        // Not HCL1 either: hand it over unchanged for hcl-rs to reject.
-                        for t in chain {
-                            verbatim(&mut out, t);
-                        }
-                        continue;
-                    }
-                    if *items > 0 {
-                        out.emit("\n", tok.start, 0);
-                    }
-                    *items += 1;
-                    for t in chain {
-                        let name = match &t.kind {
-                            Kind::Str(s) => s.clone(),
-                            _ => src.get(t.start..t.end).unwrap_or("").to_owned(),
-                        };
-                        let ident = format!("{KEY_PREFIX}{}", out.keys.len());
-                        out.keys.push(name);
-                        out.emit(&ident, t.start, t.end - t.start);
-                        if opens_block {
-                            out.emit("= {", t.start, 0);
-                        }
-                    }
-                    if let Some(t) = tokens.get(i) {
-                        i += 1;
-                        if opens_block {
-                            let n = chain.len();
-                            stack.push(Ctx::Object {
-                                closers: n,
-                                items: 0,
-                                expect_value: false,
-                            });
-                        } else {
-                            verbatim(&mut out, t);
-                            *expect_value = true;
-                        }
-                    }
-                }
-                Kind::RBrace if *closers > 0 => {
-                    let closing = "}".repeat(*closers);
-                    out.emit(&closing, tok.start, tok.end - tok.start);
-                    stack.pop();
-                }
-                _ => verbatim(&mut out, tok),
-            },
-            Some(Ctx::List) => match tok.kind {
-                Kind::LBrace => {
-                    verbatim(&mut out, tok);
-                    stack.push(Ctx::Object {
-                        closers: 1,
-                        items: 0,
-                        expect_value: false,
-                    });
-                }
-                Kind::LBrack => {
-                    verbatim(&mut out, tok);
-                    stack.push(Ctx::List);
-                }
-                Kind::RBrack => {
-                    verbatim(&mut out, tok);
-                    stack.pop();
-                }
-                _ => {
-                    if !placeholder(&mut out, tok) {
-                        verbatim(&mut out, tok);
-                    }
-                }
-            },
-            None => verbatim(&mut out, tok),
-        }
-        if depth(&stack) > MAX_NESTING {
-            return Err(DecodeError::at(src, tok.start, "nesting too deep"));
-        }
-    }
-    Ok(out)
-}
-
-// ---------------------------------------------------------------------------------------
-// hcl-rs body → Raw
-// ---------------------------------------------------------------------------------------
-
-struct Tables<'a> {
-    keys: &'a [String],
-    literals: &'a [Literal],
-}
-
-impl Tables<'_> {
-    fn key(&self, ident: &str) -> String {
-        ident
-            .strip_prefix(KEY_PREFIX)
-            .and_then(|n| n.parse::<usize>().ok())
-            .and_then(|n| self.keys.get(n))
-            .cloned()
-            .unwrap_or_else(|| ident.to_owned())
+    fn eat(&mut self, kind: &Kind) -> bool {
+        let hit = self.peek() == Some(kind);
+        self.pos += usize::from(hit);
+        hit
     }
 
-    fn body(&self, body: hcl::Body) -> Result<Vec<(String, Raw)>, DecodeError> {
-        let mut entries = Vec::new();
-        for structure in body {
-            match structure {
-                Structure::Attribute(attr) => {
-                    let key = self.key(attr.key.as_str());
-                    let value = self.value(&key, attr.expr)?;
-                    entries.push((key, value));
-                }
-                // The rewrite turns every block into an attribute; kept for completeness.
-                Structure::Block(block) => {
-                    let key = self.key(block.identifier.as_str());
-                    let mut value = Raw::Object(self.body(block.body)?);
-                    for label in block.labels.into_iter().rev() {
-                        value = Raw::Object(vec![(self.key(label.as_str()), value)]);
-                    }
-                    entries.push((key, value));
-                }
-            }
-        }
-        Ok(entries)
-    }
-
-    fn value(&self, path: &str, expr: Expression) -> Result<Raw, DecodeError> {
-        Ok(match expr {
-            Expression::String(s) => {
-                match s.parse::<usize>().ok().and_then(|n| self.literals.get(n)) {
-                    Some(Literal::Str(v)) => Raw::Str(v.clone()),
-                    Some(Literal::Num(v)) => Raw::Num(v.clone()),
-                    None => Raw::Str(s),
-                }
-            }
-            Expression::Bool(b) => Raw::Bool(b),
-            Expression::Null => Raw::Null,
-            Expression::Number(n) => Raw::Num(n.to_string()),
-            Expression::Array(items) => Raw::List(
-                items
-                    .into_iter()
-                    .map(|e| self.value(path, e))
-                    .collect::<Result<_, _>>()?,
+    /// A syntax error at the current token; at the end of the text (only reachable at the
+    /// top level: the lexer checked the brackets), at the start of the unfinished item.
+    fn expected<T>(&self, what: &str, item_start: usize) -> Result<T, DecodeError> {
+        Err(match self.tokens.get(self.pos) {
+            Some(t) => DecodeError::at(self.src, t.start, format!("expected {what}")),
+            None => DecodeError::at(
+                self.src,
+                item_start,
+                format!("expected {what} before the end"),
             ),
-            Expression::Object(object) => {
-                let mut entries = Vec::new();
-                for (k, v) in object {
-                    let key = match k {
-                        ObjectKey::Identifier(id) => self.key(id.as_str()),
-                        ObjectKey::Expression(Expression::Variable(v)) => self.key(v.as_str()),
-                        _ => return Err(DecodeError(format!("{path}: unsupported object key"))),
-                    };
-                    let nested = format!("{path}.{key}");
-                    let value = self.value(&nested, v)?;
-                    entries.push((key, value));
-                }
-                Raw::Object(entries)
-            }
-            _ => {
-                return Err(DecodeError(format!(
-                    "{path}: unsupported value; expected a string, number, boolean, list or object"
-                )))
-            }
         })
+    }
+
+    fn enter(&mut self, levels: usize, at: usize) -> Result<(), DecodeError> {
+        self.depth += levels;
+        if self.depth > MAX_NESTING {
+            return Err(DecodeError::at(self.src, at, "nesting too deep"));
+        }
+        Ok(())
+    }
+
+    /// Items up to the end (top level, `path` None) or up to and including `}` (an object
+    /// or block body, where a comma may follow each item).
+    fn items(&mut self, path: Option<&str>) -> Result<Vec<(String, Raw)>, DecodeError> {
+        let mut entries = Vec::new();
+        loop {
+            match self.peek() {
+                None if path.is_none() => return Ok(entries),
+                Some(Kind::RBrace) if path.is_some() => {
+                    self.pos += 1;
+                    return Ok(entries);
+                }
+                _ => {}
+            }
+            entries.push(self.item(path)?);
+            if path.is_some() {
+                self.eat(&Kind::Comma);
+            }
+        }
+    }
+
+    /// `key = value`, or a block: names (key and labels) then `{ … }`.
+    fn item(&mut self, path: Option<&str>) -> Result<(String, Raw), DecodeError> {
+        let start = self
+            .tokens
+            .get(self.pos)
+            .map_or(self.src.len(), |t| t.start);
+        let mut names = Vec::new();
+        while let Some(t) = self.tokens.get(self.pos) {
+            names.push(match &t.kind {
+                Kind::Str(s) => s.clone(),
+                Kind::Ident => self.src.get(t.start..t.end).unwrap_or("").to_owned(),
+                _ => break,
+            });
+            self.pos += 1;
+        }
+        let Some(key) = names.first().cloned() else {
+            return self.expected("a key", start);
+        };
+        if names.len() == 1 && self.eat(&Kind::Eq) {
+            let value = self.value(&join(path, &key), start)?;
+            return Ok((key, value));
+        }
+        if !self.eat(&Kind::LBrace) {
+            let what = if names.len() == 1 {
+                "'=' or '{'"
+            } else {
+                "'{'"
+            };
+            return self.expected(what, start);
+        }
+        self.enter(names.len(), start)?;
+        let inner = names
+            .iter()
+            .fold(path.map(str::to_owned), |p, n| Some(join(p.as_deref(), n)));
+        let mut value = Raw::Object(self.items(inner.as_deref())?);
+        self.depth -= names.len();
+        for label in names.into_iter().skip(1).rev() {
+            value = Raw::Object(vec![(label, value)]);
+        }
+        Ok((key, value))
+    }
+
+    fn value(&mut self, path: &str, item_start: usize) -> Result<Raw, DecodeError> {
+        let Some(t) = self.tokens.get(self.pos) else {
+            return self.expected("a value", item_start);
+        };
+        let text = self.src.get(t.start..t.end).unwrap_or("");
+        let raw = match &t.kind {
+            Kind::Str(s) | Kind::Heredoc(s) => Raw::Str(s.clone()),
+            Kind::Number => Raw::Num(text.to_owned()),
+            Kind::Ident => match text {
+                "true" => Raw::Bool(true),
+                "false" => Raw::Bool(false),
+                "null" => Raw::Null,
+                _ => {
+                    self.unsupported.get_or_insert_with(|| DecodeError(format!(
+                        "{path}: unsupported value; expected a string, number, boolean, list or object"
+                    )));
+                    Raw::Null
+                }
+            },
+            Kind::LBrace | Kind::LBrack => {
+                self.pos += 1;
+                self.enter(1, t.start)?;
+                let raw = if t.kind == Kind::LBrace {
+                    Raw::Object(self.items(Some(path))?)
+                } else {
+                    self.list(path)?
+                };
+                self.depth -= 1;
+                return Ok(raw);
+            }
+            _ => return self.expected("a value", item_start),
+        };
+        self.pos += 1;
+        Ok(raw)
+    }
+
+    /// List elements after `[`, comma-separated, a trailing comma allowed.
+    fn list(&mut self, path: &str) -> Result<Raw, DecodeError> {
+        let mut items = Vec::new();
+        while !self.eat(&Kind::RBrack) {
+            items.push(self.value(path, 0)?);
+            if !self.eat(&Kind::Comma) && self.peek() != Some(&Kind::RBrack) {
+                return self.expected("',' or ']'", 0);
+            }
+        }
+        Ok(Raw::List(items))
     }
 }
 
@@ -997,7 +815,7 @@ mod tests {
         assert!(err.contains("shared_keys.x: unsupported value"), "{err}");
         let err = parse_err("a = {}}");
         assert_eq!(err, "1:7: unexpected '}'");
-        // hcl-rs reports a value missing at the very end at the attribute's start.
+        // A value missing at the very end is reported at the attribute's start.
         let err = parse_err("a = \n");
         assert!(err.starts_with("1:1: "), "{err}");
     }

@@ -269,28 +269,22 @@ pub fn validate(core: Option<&CoreConfig>, hcl_configuration: &str) -> Validatio
     // (8) credentials (ours: checked here so Validate sees them; subscription optional).
     let static_credentials = check_credentials(&raw, &mut errors);
 
-    let config = match (errors.is_empty(), trust_domain, shared_keys) {
-        (true, Some(trust_domain), shared_keys) => {
-            let shared_keys = match shared_keys {
-                None => Ok(None),
-                Some(Some(sk)) => Ok(Some(sk)),
-                Some(None) => Err(()),
-            };
-            shared_keys.ok().map(|shared_keys| PluginConfig {
-                trust_domain,
-                key_vault_uri: raw.key_vault_uri.clone(),
-                key_identifier: if has_file {
-                    KeyIdentifierSource::File(PathBuf::from(&raw.key_identifier_file))
-                } else if has_value {
-                    KeyIdentifierSource::Value(raw.key_identifier_value.clone())
-                } else {
-                    KeyIdentifierSource::None
-                },
-                static_credentials,
-                shared_keys,
-                unknown_keys: raw.unknown_keys.clone(),
-            })
-        }
+    // An invalid shared_keys block or trust domain has pushed an error.
+    let config = match (errors.is_empty(), trust_domain) {
+        (true, Some(trust_domain)) => Some(PluginConfig {
+            trust_domain,
+            key_vault_uri: raw.key_vault_uri.clone(),
+            key_identifier: if has_file {
+                KeyIdentifierSource::File(PathBuf::from(&raw.key_identifier_file))
+            } else if has_value {
+                KeyIdentifierSource::Value(raw.key_identifier_value.clone())
+            } else {
+                KeyIdentifierSource::None
+            },
+            static_credentials,
+            shared_keys: shared_keys.flatten(),
+            unknown_keys: raw.unknown_keys.clone(),
+        }),
         _ => None,
     };
 
@@ -304,45 +298,38 @@ pub fn validate(core: Option<&CoreConfig>, hcl_configuration: &str) -> Validatio
 fn check_shared_keys(sk: &RawSharedKeys, errors: &mut Vec<String>) -> Option<SharedKeysConfig> {
     use messages::*;
 
-    let template = if sk.jwt_key_template.is_empty() {
-        errors.push(MISSING_JWT_KEY_TEMPLATE.to_owned());
-        None
-    } else {
-        match KeyNameTemplate::parse(&sk.jwt_key_template) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                errors.push(format!("{JWT_KEY_TEMPLATE_PARSE}: {e}"));
-                None
-            }
-        }
-    };
-
-    let regex = if sk.key_id_extraction_regex.is_empty() {
-        errors.push(MISSING_KEY_ID_REGEX.to_owned());
-        None
-    } else {
-        match Regex::new(&sk.key_id_extraction_regex) {
+    let (template, regex) = (&sk.jwt_key_template, &sk.key_id_extraction_regex);
+    let template = required(errors, template, MISSING_JWT_KEY_TEMPLATE, |s| {
+        KeyNameTemplate::parse(s).map_err(|e| format!("{JWT_KEY_TEMPLATE_PARSE}: {e}"))
+    });
+    let regex = required(errors, regex, MISSING_KEY_ID_REGEX, |s| {
+        match Regex::new(s) {
             // captures_len counts the implicit whole-match group 0.
-            Ok(re) if re.captures_len().saturating_sub(1) == 1 => Some(re),
-            Ok(_) => {
-                errors.push(KEY_ID_REGEX_GROUPS.to_owned());
-                None
-            }
-            Err(e) => {
-                errors.push(format!(
-                    "{KEY_ID_REGEX_COMPILE}: {}",
-                    regex_error(&sk.key_id_extraction_regex, &e)
-                ));
-                None
-            }
+            Ok(re) if re.captures_len() == 2 => Ok(re),
+            Ok(_) => Err(KEY_ID_REGEX_GROUPS.to_owned()),
+            Err(e) => Err(format!("{KEY_ID_REGEX_COMPILE}: {}", regex_error(s, &e))),
         }
-    };
-
+    });
     Some(SharedKeysConfig {
         jwt_key_template: template?,
         jwt_key_template_src: sk.jwt_key_template.clone(),
         key_id_extraction_regex: regex?,
     })
+}
+
+/// A required field parsed, or None after pushing why not (absent, or `parse`'s error).
+fn required<T>(
+    errors: &mut Vec<String>,
+    src: &str,
+    missing: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Option<T> {
+    let parsed = if src.is_empty() {
+        Err(missing.to_owned())
+    } else {
+        parse(src)
+    };
+    parsed.map_err(|e| errors.push(e)).ok()
 }
 
 fn check_credentials(raw: &RawConfig, errors: &mut Vec<String>) -> Option<StaticCredentials> {
@@ -351,20 +338,14 @@ fn check_credentials(raw: &RawConfig, errors: &mut Vec<String>) -> Option<Static
     if raw.tenant_id.is_empty() && raw.app_id.is_empty() && raw.app_secret.is_empty() {
         return None;
     }
-    let before = errors.len();
-    if raw.tenant_id.is_empty() {
-        errors.push(MISSING_TENANT_ID.to_owned());
-    }
-    if raw.app_id.is_empty() {
-        errors.push(MISSING_APP_ID.to_owned());
-    }
-    if raw.app_secret.is_empty() {
-        errors.push(MISSING_APP_SECRET.to_owned());
-    }
-    (errors.len() == before).then(|| StaticCredentials {
-        tenant_id: raw.tenant_id.clone(),
-        app_id: raw.app_id.clone(),
-        app_secret: Secret::new(raw.app_secret.clone()),
+    let text = |s: &str| Ok(s.to_owned());
+    let tenant_id = required(errors, &raw.tenant_id, MISSING_TENANT_ID, text);
+    let app_id = required(errors, &raw.app_id, MISSING_APP_ID, text);
+    let app_secret = required(errors, &raw.app_secret, MISSING_APP_SECRET, text);
+    Some(StaticCredentials {
+        tenant_id: tenant_id?,
+        app_id: app_id?,
+        app_secret: Secret::new(app_secret?),
         subscription_id: (!raw.subscription_id.is_empty()).then(|| raw.subscription_id.clone()),
     })
 }

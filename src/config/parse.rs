@@ -76,21 +76,14 @@ fn json_prepass(text: &str) -> Result<String, DecodeError> {
         let start = i;
         match c {
             ' ' | '\t' | '\n' | '\r' => i += 1,
-            '{' | '[' | ':' => {
-                let kind = if c == ':' {
-                    JsonTok::Colon
-                } else {
-                    JsonTok::Open
+            '{' | '[' | ':' | '}' | ']' | ',' => {
+                let kind = match c {
+                    ':' => JsonTok::Colon,
+                    ',' => JsonTok::Comma,
+                    '}' | ']' => JsonTok::Close,
+                    _ => JsonTok::Open,
                 };
                 toks.push((kind, offset_of(i)));
-                i += 1;
-            }
-            '}' | ']' => {
-                toks.push((JsonTok::Close, offset_of(i)));
-                i += 1;
-            }
-            ',' => {
-                toks.push((JsonTok::Comma, offset_of(i)));
                 i += 1;
             }
             '"' => {

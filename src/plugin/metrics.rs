@@ -36,61 +36,30 @@ impl MetricsClient {
         if info.network != "unix" {
             return Err(UnsupportedNetwork(info.network.clone()));
         }
-        let client = dial(&env, &info.address);
         Ok(MetricsClient {
+            client: dial(&env, &info.address),
             env,
             address: info.address.clone(),
-            client,
         })
     }
-}
 
-/// A channel to the host-services socket at `address`; it connects at its first call.
-/// The broker announced host services on another network than a unix socket.
-#[derive(Debug, thiserror::Error)]
-#[error("host services on network {0:?} are not supported (only unix)")]
-pub struct UnsupportedNetwork(String);
-
-fn dial(env: &Arc<Environment>, address: &str) -> Client {
-    let channel = ChannelBuilder::new(Arc::clone(env))
-        .default_authority("unused")
-        .connect(&format!("unix:{address}"));
-    Client::new(channel)
-}
-
-fn labels(m: &Metric) -> Vec<Label> {
-    m.labels
-        .iter()
-        .map(|(k, v)| Label {
-            name: k.to_string(),
-            value: v.to_string(),
-        })
-        .collect()
-}
-
-/// Calls in flight at once in a batch: pipelined on the one connection, so a flush costs a few
-/// wake-ups instead of one round trip per metric.
-const WINDOW: usize = 64;
-
-impl MetricsClient {
-    fn start(&self, m: &Metric) -> grpcio::Result<grpcio::ClientUnaryReceiver<metrics::Empty>> {
+    fn start(&self, m: &Metric) -> Call {
         let opt = CallOption::default().timeout(CALL_TIMEOUT);
+        let (key, val) = (m.full_key(), m.val);
+        let labels = (m.labels.iter())
+            .map(|(k, v)| Label {
+                name: k.to_string(),
+                value: v.to_string(),
+            })
+            .collect();
         match m.kind {
             Kind::Counter => {
-                let req = IncrCounterRequest {
-                    key: m.full_key(),
-                    val: m.val,
-                    labels: labels(m),
-                };
+                let req = IncrCounterRequest { key, val, labels };
                 self.client
                     .unary_call_async(&metrics::INCR_COUNTER, &req, opt)
             }
             Kind::Sample => {
-                let req = AddSampleRequest {
-                    key: m.full_key(),
-                    val: m.val,
-                    labels: labels(m),
-                };
+                let req = AddSampleRequest { key, val, labels };
                 self.client
                     .unary_call_async(&metrics::ADD_SAMPLE, &req, opt)
             }
@@ -98,31 +67,47 @@ impl MetricsClient {
     }
 }
 
+/// The broker announced host services on another network than a unix socket.
+#[derive(Debug, thiserror::Error)]
+#[error("host services on network {0:?} are not supported (only unix)")]
+pub struct UnsupportedNetwork(String);
+
+/// A channel to the host-services socket at `address`; it connects at its first call.
+fn dial(env: &Arc<Environment>, address: &str) -> Client {
+    let channel = ChannelBuilder::new(Arc::clone(env))
+        .default_authority("unused")
+        .connect(&format!("unix:{address}"));
+    Client::new(channel)
+}
+
+/// Calls in flight at once in a batch: pipelined on the one connection, so a flush costs a few
+/// wake-ups instead of one round trip per metric.
+const WINDOW: usize = 64;
+
+type Call = grpcio::Result<grpcio::ClientUnaryReceiver<metrics::Empty>>;
+
+/// Waits for a started call's answer.
+fn finish(call: Call) -> Result<(), SinkError> {
+    call.and_then(|mut c| c.receive_sync())
+        .map(|_| ())
+        .map_err(|e| Arc::new(e) as SinkError)
+}
+
 impl Sink for MetricsClient {
     fn send(&mut self, m: &Metric) -> Result<(), SinkError> {
-        self.start(m)
-            .and_then(|mut call| call.receive_sync())
-            .map(|_| ())
-            .map_err(|e| Arc::new(e) as SinkError)
+        finish(self.start(m))
     }
 
     fn send_batch(&mut self, batch: &[Metric]) -> Vec<Result<(), SinkError>> {
         let mut out: Vec<Result<(), SinkError>> = Vec::with_capacity(batch.len());
         for window in batch.chunks(WINDOW) {
             // After a failed window the host is in trouble: the rest is not tried.
-            if let Some(Err(e)) = out.iter().find(|r| r.is_err()) {
-                let e = e.clone();
+            if let Some(e) = out.iter().find_map(|r| r.clone().err()) {
                 out.extend(window.iter().map(|_| Err(e.clone())));
                 continue;
             }
             let calls: Vec<_> = window.iter().map(|m| self.start(m)).collect();
-            for call in calls {
-                out.push(
-                    call.and_then(|mut c| c.receive_sync())
-                        .map(|_| ())
-                        .map_err(|e| Arc::new(e) as SinkError),
-                );
-            }
+            out.extend(calls.into_iter().map(finish));
         }
         out
     }
@@ -182,30 +167,29 @@ impl HostServices {
 
     /// Connects the telemetry registry once, as soon as what is known allows it.
     fn decide(s: &mut HostState, env: &Arc<Environment>) {
-        if s.decided {
-            return;
-        }
-        match (s.metrics_offered, &s.conn) {
-            (Some(false), _) => {
-                s.decided = true;
+        let client = match (s.decided, s.metrics_offered, &s.conn) {
+            (false, Some(false), _) => {
                 log::debug!("spire-server offers no Metrics host service; metrics only feed the hourly status line");
-                telemetry::global().disconnect();
+                None
             }
-            (Some(true), Some(info)) => {
-                s.decided = true;
-                match MetricsClient::new(info, Arc::clone(env)) {
-                    Ok(client) => {
-                        log::debug!(address = info.address.as_str(); "Sending metrics to spire-server's Metrics host service");
-                        telemetry::global().connect(Box::new(client));
-                    }
-                    Err(e) => {
-                        log::warn!(reason:% = e; "Cannot reach spire-server's host services; metrics only feed the hourly status line");
-                        telemetry::global().disconnect();
-                    }
+            (false, Some(true), Some(info)) => match MetricsClient::new(info, Arc::clone(env)) {
+                Ok(client) => {
+                    log::debug!(address = info.address.as_str(); "Sending metrics to spire-server's Metrics host service");
+                    Some(client)
                 }
-            }
-            // Offered, but the broker has not announced the socket yet: wait for it.
-            _ => {}
+                Err(e) => {
+                    log::warn!(reason:% = e; "Cannot reach spire-server's host services; metrics only feed the hourly status line");
+                    None
+                }
+            },
+            // Decided already, or not known yet (offered, but the broker has not announced
+            // the socket yet): wait.
+            _ => return,
+        };
+        s.decided = true;
+        match client {
+            Some(client) => telemetry::global().connect(Box::new(client)),
+            None => telemetry::global().disconnect(),
         }
     }
 }
