@@ -13,6 +13,10 @@
 //!
 //! Syntax errors come first; a value we cannot represent (an expression such as `x`) is
 //! reported only when the whole text parses.
+//!
+//! Not hcl-rs: it parses HCL2, which refuses quoted keys and reads `${` as a template, so
+//! using it took a rewrite of the text into synthetic HCL2 and a map back, more code than
+//! this parser.
 
 use super::raw::{DecodeError, Raw};
 
