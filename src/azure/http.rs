@@ -21,7 +21,9 @@ use log::{debug, warn};
 use crate::azure::deadline::{trim_float, Deadline, OPERATION_DEADLINE};
 // A back-off or `Retry-After` wait is taken only if at least `MIN_ATTEMPT` is left after it
 // for the retry to run.
-use crate::azure::throttle::{Outcome, Throttle, Throttles, MAX_SHARED_PAUSE, MIN_ATTEMPT};
+use crate::azure::throttle::{
+    NotAdmitted, Outcome, Throttle, Throttles, MAX_SHARED_PAUSE, MIN_ATTEMPT,
+};
 use crate::azure::types::AzureError;
 use crate::azure::{env_get, EnvSnapshot};
 use crate::clock::Clock;
@@ -559,7 +561,7 @@ impl HttpClient {
     /// stands as it was: a create may have happened), else an [`AzureError::Throttled`].
     fn not_admitted(
         req: &HttpRequest,
-        why: String,
+        why: NotAdmitted,
         last: Option<Result<HttpResponse, AzureError>>,
         throttled: u32,
     ) -> Result<HttpResponse, AzureError> {

@@ -89,6 +89,14 @@ pub struct Permit {
     waited: bool,
 }
 
+/// Why [`Throttle::acquire`] let a request go without sending it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the request could not be sent before {deadline} ({why})")]
+pub struct NotAdmitted {
+    deadline: String,
+    why: String,
+}
+
 /// How the vault answered an admitted request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -387,15 +395,15 @@ impl Throttle {
     /// Waits for the ticket's turn: after every older waiting operation, after the shared
     /// pause, at the learned rate. Fails, without waiting in vain, when the request could not
     /// start at least [`MIN_ATTEMPT`] before `deadline`; the error says why.
-    pub fn acquire(&self, ticket: &mut Ticket, deadline: &Deadline) -> Result<Permit, String> {
+    pub fn acquire(&self, ticket: &mut Ticket, deadline: &Deadline) -> Result<Permit, NotAdmitted> {
         let clock = self.clock.as_ref();
         let seq = ticket.seq;
         let refuse = |st: &mut MutexGuard<'_, State>, why: String| {
             st.leave(seq);
-            Err(format!(
-                "the request could not be sent before {} ({why})",
-                deadline.describe()
-            ))
+            Err(NotAdmitted {
+                deadline: deadline.describe(),
+                why,
+            })
         };
         let turn = Arc::new(Condvar::new());
         let mut st = self.lock();
@@ -868,7 +876,7 @@ mod tests {
         t.record(&a, Outcome::Throttled(Some(10 * S)));
         // 5 s left: a 10 s pause cannot be waited out; it fails at once, saying why.
         let short = Deadline::after(&clock, 5 * S);
-        let e = t.acquire(&mut t.ticket(), &short).unwrap_err();
+        let e = t.acquire(&mut t.ticket(), &short).unwrap_err().to_string();
         assert!(
             e.contains("could not be sent before the 5 s deadline of this operation")
                 && e.contains("paused for another 10 s"),
