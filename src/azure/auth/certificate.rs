@@ -22,7 +22,6 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -33,11 +32,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::pkcs12::Pkcs12Error;
-use super::token_endpoint::request_token;
-use super::{AccessToken, CredentialError, HttpCredential};
-use crate::azure::http::HttpClient;
 use crate::azure::types::AzureError;
-use crate::clock::Clock;
 use crate::secret::Secret;
 
 const ASSERTION_LIFETIME: Duration = Duration::from_secs(10 * 60);
@@ -157,26 +152,20 @@ impl ClientCertificate {
         // (key material or not) end in a buffer wiped on drop.
         let mut certs = Vec::new();
         let mut encrypted: Option<Zeroizing<Vec<u8>>> = None;
-        let mut plain: Option<(&'static str, bool, Zeroizing<Vec<u8>>)> = None;
+        let mut plain: Option<(String, bool, Zeroizing<Vec<u8>>)> = None;
         let mut ec_key = false;
         for block in blocks {
-            let tag = match block.tag() {
-                "CERTIFICATE" => {
-                    certs.push(block.into_contents());
-                    continue;
-                }
-                "ENCRYPTED PRIVATE KEY" => "ENCRYPTED PRIVATE KEY",
-                "PRIVATE KEY" => "PRIVATE KEY",
-                "RSA PRIVATE KEY" => "RSA PRIVATE KEY",
-                "EC PRIVATE KEY" => "EC PRIVATE KEY",
-                _ => "",
-            };
+            if block.tag() == "CERTIFICATE" {
+                certs.push(block.into_contents());
+                continue;
+            }
+            let tag = block.tag().to_string();
             let traditional = block
                 .headers()
                 .get("Proc-Type")
                 .is_some_and(|v| v.contains("ENCRYPTED"));
             let contents = Zeroizing::new(block.into_contents());
-            match tag {
+            match tag.as_str() {
                 "ENCRYPTED PRIVATE KEY" if encrypted.is_none() => encrypted = Some(contents),
                 "PRIVATE KEY" | "RSA PRIVATE KEY" if plain.is_none() => {
                     plain = Some((tag, traditional, contents))
@@ -209,7 +198,7 @@ impl ClientCertificate {
                  unencrypted and protect the file with permissions",
             ));
         }
-        Self::from_parts(cert_der, others, key_tag, &key_der)
+        Self::from_parts(cert_der, others, &key_tag, &key_der)
     }
 
     /// A certificate and its RSA key (`key_tag` `PRIVATE KEY`: PKCS#8, `RSA PRIVATE KEY`:
@@ -323,14 +312,6 @@ fn holds_key(cert_der: &[u8], key: &RsaKeyPair) -> bool {
     cert_der.windows(public.len()).any(|w| w == public)
 }
 
-/// How to read the certificate file and what to send.
-pub struct CertificateOptions {
-    /// `AZURE_CLIENT_CERTIFICATE_PASSWORD`.
-    pub password: Option<Secret>,
-    /// `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`: put the chain in the assertion's `x5c`.
-    pub send_chain: bool,
-}
-
 /// What identifies one version of the certificate file: a rewrite changes the size or the
 /// times (the change time cannot be set back), a rename over it changes the inode.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -363,48 +344,32 @@ thread_local! {
 /// A parsed certificate, or why the file cannot be used (`AzureError::Auth`).
 type Parsed = Result<Arc<ClientCertificate>, AzureError>;
 
-/// Client credentials with a certificate assertion.
-pub struct ClientCertificateCredential {
-    tenant: String,
-    client_id: String,
+/// The certificate file `AZURE_CLIENT_CERTIFICATE_PATH` names, parsed again only when it
+/// changes.
+pub(crate) struct CertificateFile {
     path: PathBuf,
-    options: CertificateOptions,
-    authority: String,
-    http: Arc<HttpClient>,
-    clock: Arc<dyn Clock>,
+    /// `AZURE_CLIENT_CERTIFICATE_PASSWORD`.
+    password: Option<Secret>,
+    /// `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`: put the chain in the assertion's `x5c`.
+    pub(crate) send_chain: bool,
     /// The file last parsed, its stamp, and the certificate or why the file is unusable (a
     /// broken file or a wrong password is not decrypted again until the file changes).
     parsed: Mutex<Option<(FileStamp, Parsed)>>,
-    /// How many times the file was read and parsed (decrypted).
-    parses: AtomicUsize,
 }
 
-impl ClientCertificateCredential {
-    pub fn new(
-        tenant: &str,
-        client_id: &str,
-        path: PathBuf,
-        options: CertificateOptions,
-        authority: &str,
-        http: Arc<HttpClient>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        ClientCertificateCredential {
-            tenant: tenant.to_string(),
-            client_id: client_id.to_string(),
+impl CertificateFile {
+    pub(crate) fn new(path: PathBuf, password: Option<Secret>, send_chain: bool) -> Self {
+        CertificateFile {
             path,
-            options,
-            authority: authority.to_string(),
-            http,
-            clock,
+            password,
+            send_chain,
             parsed: Mutex::new(None),
-            parses: AtomicUsize::new(0),
         }
     }
 
     /// The certificate in the file now: the one parsed last if the file is unchanged, else
     /// the file read and parsed again.
-    fn certificate(&self) -> Parsed {
+    pub(crate) fn certificate(&self) -> Parsed {
         let path = &self.path;
         let unreadable = |e: std::io::Error| {
             AzureError::Auth(format!(
@@ -437,54 +402,23 @@ impl ClientCertificateCredential {
             .take(MAX_FILE_SIZE)
             .read_to_end(&mut data)
             .map_err(unreadable)?;
-        self.parses.fetch_add(1, Ordering::Relaxed);
         #[cfg(test)]
         PARSED_ON_THIS_THREAD.with(|n| n.set(n.get() + 1));
-        let password = self.options.password.as_ref().map(Secret::expose);
-        let outcome = ClientCertificate::from_file(&data, password)
-            .map(Arc::new)
-            .map_err(|e| AzureError::Auth(format!("AZURE_CLIENT_CERTIFICATE_PATH {path:?}: {e}")));
+        let outcome =
+            ClientCertificate::from_file(&data, self.password.as_ref().map(Secret::expose))
+                .map(Arc::new)
+                .map_err(|e| {
+                    AzureError::Auth(format!("AZURE_CLIENT_CERTIFICATE_PATH {path:?}: {e}"))
+                });
         *parsed = Some((stamp, outcome.clone()));
         outcome
-    }
-}
-
-impl HttpCredential for ClientCertificateCredential {
-    fn credential_name(&self) -> &'static str {
-        "EnvironmentCredential (client certificate)"
-    }
-
-    fn http(&self) -> &HttpClient {
-        &self.http
-    }
-
-    fn fetch_over(
-        &self,
-        http: &HttpClient,
-        tenant: Option<&str>,
-        scope: &str,
-    ) -> Result<AccessToken, CredentialError> {
-        let cert = self.certificate().map_err(CredentialError::Failed)?;
-        let tenant = tenant.unwrap_or(&self.tenant);
-        let now = self.clock.now();
-        request_token(http, &self.authority, tenant, scope, |endpoint| {
-            let assertion =
-                cert.assertion(&self.client_id, endpoint, now, self.options.send_chain)?;
-            Ok(vec![
-                ("client_id".to_string(), Secret::new(self.client_id.clone())),
-                (
-                    "client_assertion_type".to_string(),
-                    Secret::new("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
-                ),
-                ("client_assertion".to_string(), assertion),
-            ])
-        })
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::azure::auth::entra::{EntraCredential, Proof};
     use crate::azure::auth::Credential;
     use jsonwebtoken::Algorithm;
 
@@ -672,9 +606,9 @@ pub(crate) mod tests {
     }
 
     /// A credential for the file at `path`, over a transport that always issues a token.
-    fn credential_for(path: &std::path::Path) -> ClientCertificateCredential {
+    fn credential_for(path: &std::path::Path) -> EntraCredential {
         use crate::azure::http::tests::{resp, Scripted};
-        use crate::azure::http::RetryPolicy;
+        use crate::azure::http::{HttpClient, RetryPolicy};
         use crate::clock::ManualClock;
         let ok = || {
             let mut r = resp(200, &[]);
@@ -689,18 +623,18 @@ pub(crate) mod tests {
             clock.clone(),
             RetryPolicy::default(),
         ));
-        ClientCertificateCredential::new(
+        let password = Some(Secret::new("pass word ü"));
+        let file = CertificateFile::new(path.to_path_buf(), password, false);
+        let proof = Proof::Certificate(file);
+        EntraCredential::with(
+            "x",
             "tenant",
             "client",
-            path.to_path_buf(),
-            CertificateOptions {
-                password: Some(Secret::new("pass word ü")),
-                send_chain: false,
-            },
+            proof,
             "https://login.example/",
             http,
-            clock,
         )
+        .unwrap()
     }
 
     #[test]
@@ -712,7 +646,12 @@ pub(crate) mod tests {
         let path = dir.join("client.p12");
         std::fs::write(&path, MODERN).unwrap();
         let cred = credential_for(&path);
-        let parses = || cred.parses.load(Ordering::Relaxed);
+        let before = PARSED_ON_THIS_THREAD.with(|n| n.get());
+        let parses = || PARSED_ON_THIS_THREAD.with(|n| n.get()) - before;
+        let cert_der = || match &cred.proof {
+            Proof::Certificate(file) => file.certificate().unwrap().cert_der().to_vec(),
+            _ => unreachable!(),
+        };
 
         // Token requests for an unchanged file reuse the decrypted key.
         cred.fetch(None, "scope-1").unwrap();
@@ -728,11 +667,11 @@ pub(crate) mod tests {
             b
         };
         // Rewritten in place with another certificate (another size): the next request uses it.
-        let (cert_pem, key_pem, cert_der) = rsa_cert_pem();
+        let (cert_pem, key_pem, cert_der_now) = rsa_cert_pem();
         std::fs::write(&path, bundle(&cert_pem, &key_pem)).unwrap();
         cred.fetch(None, "scope-1").unwrap();
         assert_eq!(parses(), 2);
-        assert_eq!(cred.certificate().unwrap().cert_der(), &cert_der[..]);
+        assert_eq!(cert_der(), cert_der_now);
         cred.fetch(None, "scope-1").unwrap();
         assert_eq!(parses(), 2);
 
@@ -743,7 +682,7 @@ pub(crate) mod tests {
         std::fs::rename(&tmp, &path).unwrap();
         cred.fetch(None, "scope-1").unwrap();
         assert_eq!(parses(), 3);
-        assert_eq!(cred.certificate().unwrap().cert_der(), &other_der[..]);
+        assert_eq!(cert_der(), other_der);
 
         // A broken file fails every request (not parsed again while unchanged) until fixed.
         std::fs::write(&path, CERT).unwrap();

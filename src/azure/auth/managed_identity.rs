@@ -12,8 +12,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::token_endpoint::failed;
-use super::{describe_token_error, parse_token_response, AccessToken, Credential, CredentialError};
+use super::{
+    describe_token_error, failed, parse_token_response, AccessToken, Credential, CredentialError,
+};
 use crate::azure::cloud::resource_from_scope;
 use crate::azure::deadline::Deadline;
 use crate::azure::http::{percent_encode, HttpClient, HttpRequest, Url};

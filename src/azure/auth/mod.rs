@@ -20,7 +20,6 @@ mod chain;
 mod entra;
 mod managed_identity;
 pub(crate) mod pkcs12;
-mod token_endpoint;
 
 use std::fmt;
 use std::sync::Arc;
@@ -32,13 +31,12 @@ use crate::azure::deadline::Deadline;
 use crate::azure::http::HttpClient;
 use crate::azure::types::AzureError;
 use crate::azure::{EnvSnapshot, StaticCredentials};
-use crate::clock::Clock;
 use crate::secret::Secret;
 
 pub use cache::{TokenCache, REFRESH_BEFORE_EXPIRY};
-pub use certificate::{ClientCertificate, ClientCertificateCredential};
+pub use certificate::ClientCertificate;
 pub use chain::ChainCredential;
-pub use entra::{ClientSecretCredential, EnvironmentCredential, WorkloadIdentityCredential};
+pub use entra::{ClientSecretCredential, EntraCredential};
 pub use managed_identity::ManagedIdentityCredential;
 
 /// An access token and when it stops being valid.
@@ -131,7 +129,6 @@ pub fn build_credential(
     env: &EnvSnapshot,
     authority: &str,
     http: Arc<HttpClient>,
-    clock: Arc<dyn Clock>,
 ) -> Result<Arc<dyn Credential>, AzureError> {
     if let Some(s) = static_credentials {
         let cred = ClientSecretCredential::new(
@@ -144,7 +141,7 @@ pub fn build_credential(
         )?;
         return Ok(Arc::new(ChainCredential::new(vec![Box::new(cred)])));
     }
-    Ok(Arc::new(default_chain(env, authority, http, clock)?))
+    Ok(Arc::new(default_chain(env, authority, http)?))
 }
 
 /// The tenant the credential authenticates to by its own configuration: the static
@@ -206,21 +203,15 @@ fn default_chain(
     env: &EnvSnapshot,
     authority: &str,
     http: Arc<HttpClient>,
-    clock: Arc<dyn Clock>,
 ) -> Result<ChainCredential, AzureError> {
     let only = narrowed_to(env)?;
     let wanted = |name: &str| only.is_none_or(|o| o == name);
     let mut sources: Vec<Box<dyn Credential>> = Vec::new();
     if wanted(CHAIN_NAMES[0]) {
-        sources.push(Box::new(EnvironmentCredential::from_env(
-            env,
-            authority,
-            http.clone(),
-            clock,
-        )));
+        sources.push(Box::new(entra::environment(env, authority, http.clone())));
     }
     if wanted(CHAIN_NAMES[1]) {
-        sources.push(Box::new(WorkloadIdentityCredential::from_env(
+        sources.push(Box::new(entra::workload_identity(
             env,
             authority,
             http.clone(),
@@ -230,6 +221,10 @@ fn default_chain(
         sources.push(Box::new(ManagedIdentityCredential::from_env(env, http)));
     }
     Ok(ChainCredential::new(sources))
+}
+
+pub(crate) fn failed(m: String) -> CredentialError {
+    CredentialError::Failed(AzureError::Auth(m))
 }
 
 /// A tenant id safe to put in a URL path: a GUID or a domain (`^[0-9a-zA-Z-.]+$`).
@@ -362,13 +357,7 @@ mod tests {
                 .map(|v| ("AZURE_TOKEN_CREDENTIALS".to_string(), v.to_string()))
                 .into_iter()
                 .collect();
-            default_chain(
-                &env,
-                "https://login.test/",
-                http.clone(),
-                Arc::new(clock.clone()),
-            )
-            .map(|c| c.source_names())
+            default_chain(&env, "https://login.test/", http.clone()).map(|c| c.source_names())
         };
         let all = vec![
             "EnvironmentCredential",
