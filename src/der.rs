@@ -108,10 +108,14 @@ pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The big-endian unsigned integer `bytes` without its leading zeros.
+pub fn magnitude(bytes: &[u8]) -> &[u8] {
+    &bytes[bytes.iter().take_while(|b| **b == 0).count()..]
+}
+
 /// An INTEGER holding the unsigned big-endian `bytes` (minimal encoding).
 pub fn unsigned_integer(bytes: &[u8]) -> Vec<u8> {
-    let start = bytes.iter().take_while(|b| **b == 0).count();
-    let mut v = bytes[start..].to_vec();
+    let mut v = magnitude(bytes).to_vec();
     if v.is_empty() {
         v.push(0);
     } else if v[0] & 0x80 != 0 {
