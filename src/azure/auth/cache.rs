@@ -45,6 +45,14 @@ struct Entry {
     last_failure: Option<SystemTime>,
 }
 
+impl Entry {
+    /// The cached token, unless it expired or is the one just `rejected`.
+    fn usable(&self, now: SystemTime, rejected: Option<&Secret>) -> Option<&Cached> {
+        let ok = |c: &&Cached| now < c.expires_at && rejected.is_none_or(|r| *r != c.token);
+        self.token.as_ref().filter(ok)
+    }
+}
+
 pub struct TokenCache {
     credential: Arc<dyn Credential>,
     clock: Arc<dyn Clock>,
@@ -101,11 +109,7 @@ impl TokenCache {
         loop {
             let now = self.clock.now();
             let entry = map.entry(key.clone()).or_default();
-            let usable = entry
-                .token
-                .as_ref()
-                .filter(|c| now < c.expires_at && rejected.is_none_or(|r| *r != c.token));
-            if let Some(c) = usable {
+            if let Some(c) = entry.usable(now, rejected) {
                 let recently_failed = entry.last_failure.is_some_and(|t| {
                     now.duration_since(t).unwrap_or_default() < FAILED_REFRESH_BACKOFF
                 });
@@ -183,11 +187,7 @@ impl TokenCache {
                 };
                 entry.last_error = Some(err.clone());
                 entry.last_failure = Some(now);
-                match entry
-                    .token
-                    .as_ref()
-                    .filter(|c| now < c.expires_at && rejected.is_none_or(|r| *r != c.token))
-                {
+                match entry.usable(now, rejected) {
                     Some(c) => {
                         warn!(
                             "token refresh failed, using the cached token until it expires: {err}"

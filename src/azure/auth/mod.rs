@@ -21,7 +21,6 @@ mod entra;
 mod managed_identity;
 pub(crate) mod pkcs12;
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -39,20 +38,11 @@ pub use chain::ChainCredential;
 pub use entra::{ClientSecretCredential, EntraCredential};
 pub use managed_identity::ManagedIdentityCredential;
 
-/// An access token and when it stops being valid.
-#[derive(Clone, PartialEq, Eq)]
+/// An access token and when it stops being valid (`Debug` redacts the token).
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct AccessToken {
     pub token: Secret,
     pub expires_at: SystemTime,
-}
-
-impl fmt::Debug for AccessToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccessToken")
-            .field("token", &self.token)
-            .field("expires_at", &self.expires_at)
-            .finish()
-    }
 }
 
 /// Why a credential produced no token.
@@ -170,28 +160,25 @@ const CHAIN_NAMES: [&str; 3] = [
 
 /// The one credential `AZURE_TOKEN_CREDENTIALS` keeps, `None` for all of them.
 fn narrowed_to(env: &EnvSnapshot) -> Result<Option<&'static str>, AzureError> {
-    let Some(v) = crate::azure::env_get(env, "AZURE_TOKEN_CREDENTIALS") else {
-        return Ok(None);
+    let v = match crate::azure::env_get(env, "AZURE_TOKEN_CREDENTIALS") {
+        Some(v) if !v.eq_ignore_ascii_case("prod") => v,
+        _ => return Ok(None),
     };
-    if v.eq_ignore_ascii_case("prod") {
-        return Ok(None);
-    }
     if let Some(name) = CHAIN_NAMES.iter().find(|n| n.eq_ignore_ascii_case(v)) {
         return Ok(Some(name));
     }
     let developer = ["dev", "AzureCLICredential", "AzureDeveloperCLICredential"]
         .iter()
         .any(|d| d.eq_ignore_ascii_case(v));
+    let names = CHAIN_NAMES.join(", ");
     Err(AzureError::Config(if developer {
         format!(
             "AZURE_TOKEN_CREDENTIALS={v} selects developer credentials, which this plugin does \
-             not have; use prod or one of {}",
-            CHAIN_NAMES.join(", ")
+             not have; use prod or one of {names}"
         )
     } else {
         format!(
-            "AZURE_TOKEN_CREDENTIALS has an unknown value {v:?}; expected prod or one of {}",
-            CHAIN_NAMES.join(", ")
+            "AZURE_TOKEN_CREDENTIALS has an unknown value {v:?}; expected prod or one of {names}"
         )
     }))
 }
@@ -205,22 +192,14 @@ fn default_chain(
     http: Arc<HttpClient>,
 ) -> Result<ChainCredential, AzureError> {
     let only = narrowed_to(env)?;
-    let wanted = |name: &str| only.is_none_or(|o| o == name);
-    let mut sources: Vec<Box<dyn Credential>> = Vec::new();
-    if wanted(CHAIN_NAMES[0]) {
-        sources.push(Box::new(entra::environment(env, authority, http.clone())));
-    }
-    if wanted(CHAIN_NAMES[1]) {
-        sources.push(Box::new(entra::workload_identity(
-            env,
-            authority,
-            http.clone(),
-        )));
-    }
-    if wanted(CHAIN_NAMES[2]) {
-        sources.push(Box::new(ManagedIdentityCredential::from_env(env, http)));
-    }
-    Ok(ChainCredential::new(sources))
+    let all: [Box<dyn Credential>; 3] = [
+        Box::new(entra::environment(env, authority, http.clone())),
+        Box::new(entra::workload_identity(env, authority, http.clone())),
+        Box::new(ManagedIdentityCredential::from_env(env, http)),
+    ];
+    let wanted = CHAIN_NAMES.map(|name| only.is_none_or(|o| o == name));
+    let sources = all.into_iter().zip(wanted).filter(|(_, w)| *w);
+    Ok(ChainCredential::new(sources.map(|(c, _)| c).collect()))
 }
 
 pub(crate) fn failed(m: String) -> CredentialError {
@@ -324,7 +303,7 @@ pub fn describe_token_error(status: u16, body: &[u8]) -> String {
     truncate(msg, 400)
 }
 
-pub(crate) fn truncate(mut s: String, max: usize) -> String {
+fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut cut = max;
         while !s.is_char_boundary(cut) {
