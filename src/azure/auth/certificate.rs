@@ -102,14 +102,12 @@ impl ClientCertificate {
         if looks_pem {
             return Self::from_pem(data, password);
         }
-        let decoded =
-            super::pkcs12::decode_pfx(data, password.unwrap_or("")).map_err(|e| {
-                match (e, password) {
-                    (Pkcs12Error::WrongPassword, None) => CertificateError::PasswordMissing,
-                    (e, _) => CertificateError::NotPkcs12(e),
-                }
+        let decoded = super::pkcs12::decode_pfx(data, password.unwrap_or(""));
+        let super::pkcs12::Decoded { keys, mut certs } =
+            decoded.map_err(|e| match (e, password) {
+                (Pkcs12Error::WrongPassword, None) => CertificateError::PasswordMissing,
+                (e, _) => CertificateError::NotPkcs12(e),
             })?;
-        let super::pkcs12::Decoded { keys, mut certs } = decoded;
         if keys.is_empty() {
             return Err(Unusable("the PKCS#12 file holds no private key"));
         }
@@ -119,20 +117,18 @@ impl ClientCertificate {
         // The client certificate is the one the key belongs to (a file may carry its chain).
         let mut key_error = None;
         for key_der in &keys {
-            let key = match parse_rsa_key("PRIVATE KEY", key_der) {
-                Ok(key) => key,
-                Err(e) => {
-                    key_error = Some(e);
-                    continue;
+            match parse_rsa_key("PRIVATE KEY", key_der) {
+                Ok(key) => {
+                    if let Some(i) = certs.iter().position(|c| holds_key(c, &key)) {
+                        let cert_der = certs.remove(i);
+                        return Ok(ClientCertificate {
+                            cert_der,
+                            others: certs,
+                            key,
+                        });
+                    }
                 }
-            };
-            if let Some(i) = certs.iter().position(|c| holds_key(c, &key)) {
-                let cert_der = certs.remove(i);
-                return Ok(ClientCertificate {
-                    cert_der,
-                    others: certs,
-                    key,
-                });
+                Err(e) => key_error = Some(e),
             }
         }
         Err(key_error.unwrap_or(Unusable(
@@ -227,10 +223,6 @@ impl ClientCertificate {
         URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, &self.cert_der))
     }
 
-    pub fn cert_der(&self) -> &[u8] {
-        &self.cert_der
-    }
-
     /// A signed client assertion for `audience` (the token endpoint URL). With `send_chain`
     /// the header also carries the certificate and the file's other certificates in `x5c`
     /// (`AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`, for subject name / issuer authentication).
@@ -255,10 +247,7 @@ impl ClientCertificate {
             x5t_s256: &thumbprint,
             x5c,
         };
-        let now_secs = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let claims = Claims {
             aud: audience,
             iss: client_id,
@@ -315,7 +304,7 @@ fn holds_key(cert_der: &[u8], key: &RsaKeyPair) -> bool {
 /// What identifies one version of the certificate file: a rewrite changes the size or the
 /// times (the change time cannot be set back), a rename over it changes the inode.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct FileStamp {
+pub(crate) struct FileStamp {
     dev: u64,
     ino: u64,
     size: u64,
@@ -342,31 +331,22 @@ thread_local! {
 }
 
 /// A parsed certificate, or why the file cannot be used (`AzureError::Auth`).
-type Parsed = Result<Arc<ClientCertificate>, AzureError>;
+pub(crate) type Parsed = Result<Arc<ClientCertificate>, AzureError>;
 
 /// The certificate file `AZURE_CLIENT_CERTIFICATE_PATH` names, parsed again only when it
 /// changes.
 pub(crate) struct CertificateFile {
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     /// `AZURE_CLIENT_CERTIFICATE_PASSWORD`.
-    password: Option<Secret>,
+    pub(crate) password: Option<Secret>,
     /// `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`: put the chain in the assertion's `x5c`.
     pub(crate) send_chain: bool,
     /// The file last parsed, its stamp, and the certificate or why the file is unusable (a
     /// broken file or a wrong password is not decrypted again until the file changes).
-    parsed: Mutex<Option<(FileStamp, Parsed)>>,
+    pub(crate) parsed: Mutex<Option<(FileStamp, Parsed)>>,
 }
 
 impl CertificateFile {
-    pub(crate) fn new(path: PathBuf, password: Option<Secret>, send_chain: bool) -> Self {
-        CertificateFile {
-            path,
-            password,
-            send_chain,
-            parsed: Mutex::new(None),
-        }
-    }
-
     /// The certificate in the file now: the one parsed last if the file is unchanged, else
     /// the file read and parsed again.
     pub(crate) fn certificate(&self) -> Parsed {
@@ -624,7 +604,12 @@ pub(crate) mod tests {
             RetryPolicy::default(),
         ));
         let password = Some(Secret::new("pass word ü"));
-        let file = CertificateFile::new(path.to_path_buf(), password, false);
+        let file = CertificateFile {
+            path: path.to_path_buf(),
+            password,
+            send_chain: false,
+            parsed: Mutex::default(),
+        };
         let proof = Proof::Certificate(file);
         EntraCredential::with(
             "x",
@@ -649,7 +634,7 @@ pub(crate) mod tests {
         let before = PARSED_ON_THIS_THREAD.with(|n| n.get());
         let parses = || PARSED_ON_THIS_THREAD.with(|n| n.get()) - before;
         let cert_der = || match &cred.proof {
-            Proof::Certificate(file) => file.certificate().unwrap().cert_der().to_vec(),
+            Proof::Certificate(file) => file.certificate().unwrap().cert_der.clone(),
             _ => unreachable!(),
         };
 

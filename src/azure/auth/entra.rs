@@ -211,12 +211,13 @@ pub fn environment(env: &EnvSnapshot, authority: &str, http: Arc<HttpClient>) ->
         }
         // One credential for the process: it keeps the parsed certificate per file version.
         (Some(t), Some(c), None, Some(path)) => {
-            let file = CertificateFile::new(
-                PathBuf::from(path),
-                env_get(env, "AZURE_CLIENT_CERTIFICATE_PASSWORD").map(Secret::new),
-                env_get(env, "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN")
+            let file = CertificateFile {
+                path: PathBuf::from(path),
+                password: env_get(env, "AZURE_CLIENT_CERTIFICATE_PASSWORD").map(Secret::new),
+                send_chain: env_get(env, "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN")
                     .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true")),
-            );
+                parsed: Default::default(),
+            };
             let name = "EnvironmentCredential (client certificate)";
             EntraCredential::with(name, t, c, Proof::Certificate(file), authority, http)
                 .map_err(CredentialError::Failed)

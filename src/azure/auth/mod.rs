@@ -71,9 +71,8 @@ pub trait Credential: Send + Sync {
         &self,
         tenant: Option<&str>,
         scope: &str,
-        deadline: Deadline,
+        _deadline: Deadline,
     ) -> Result<AccessToken, CredentialError> {
-        let _ = deadline;
         self.fetch(tenant, scope)
     }
 }
@@ -295,12 +294,8 @@ pub fn describe_token_error(status: u16, body: &[u8]) -> String {
             }
         }
     }
-    let mut msg = format!("HTTP {status}");
-    if !parts.is_empty() {
-        msg.push_str(": ");
-        msg.push_str(&parts.join(": "));
-    }
-    truncate(msg, 400)
+    parts.insert(0, format!("HTTP {status}"));
+    truncate(parts.join(": "), 400)
 }
 
 fn truncate(mut s: String, max: usize) -> String {
