@@ -53,14 +53,8 @@ impl EntraCredential {
                 "{name}: the client id and secret must not be empty"
             )));
         }
-        Self::with(
-            name,
-            tenant,
-            client_id.trim(),
-            Proof::Secret(secret),
-            authority,
-            http,
-        )
+        let proof = Proof::Secret(secret);
+        Self::with(name, tenant, client_id.trim(), proof, authority, http)
     }
 
     pub(super) fn with(
@@ -174,16 +168,19 @@ pub struct FromEnv {
     setup: Result<EntraCredential, CredentialError>,
 }
 
+impl FromEnv {
+    fn ready(&self) -> Result<&EntraCredential, CredentialError> {
+        self.setup.as_ref().map_err(Clone::clone)
+    }
+}
+
 impl Credential for FromEnv {
     fn name(&self) -> &'static str {
         self.name
     }
 
     fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
-        self.setup
-            .as_ref()
-            .map_err(Clone::clone)?
-            .fetch(tenant, scope)
+        self.ready()?.fetch(tenant, scope)
     }
 
     fn fetch_within(
@@ -192,7 +189,7 @@ impl Credential for FromEnv {
         scope: &str,
         deadline: Deadline,
     ) -> Result<AccessToken, CredentialError> {
-        (self.setup.as_ref().map_err(Clone::clone)?).fetch_within(tenant, scope, deadline)
+        self.ready()?.fetch_within(tenant, scope, deadline)
     }
 }
 
@@ -252,15 +249,9 @@ pub fn workload_identity(env: &EnvSnapshot, authority: &str, http: Arc<HttpClien
                 .map_err(CredentialError::Failed)
         }
         _ => {
-            let missing: Vec<&str> = vars
-                .iter()
-                .filter(|(_, v)| v.is_none())
-                .map(|(n, _)| *n)
-                .collect();
-            Err(CredentialError::Unavailable(format!(
-                "{} not set",
-                missing.join(", ")
-            )))
+            let missing: Vec<&str> = vars.iter().filter(|v| v.1.is_none()).map(|v| v.0).collect();
+            let missing = missing.join(", ");
+            Err(CredentialError::Unavailable(format!("{missing} not set")))
         }
     };
     FromEnv { name, setup }
