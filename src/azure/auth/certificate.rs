@@ -138,7 +138,7 @@ impl ClientCertificate {
 
     /// Parses a PEM bundle: the first `CERTIFICATE` is the client certificate; the key is a
     /// `PRIVATE KEY` (PKCS#8), `RSA PRIVATE KEY` (PKCS#1) or, with a password,
-    /// `ENCRYPTED PRIVATE KEY` block matching it.
+    /// `ENCRYPTED PRIVATE KEY` block matching it (an encrypted key wins over a plain one).
     pub fn from_pem(data: &[u8], password: Option<&str>) -> Result<Self, CertificateError> {
         let blocks = pem::parse_many(data).map_err(CertificateError::Pem)?;
         if blocks.is_empty() {
@@ -179,7 +179,7 @@ impl ClientCertificate {
             ))?;
             let key = super::pkcs12::decrypt_pkcs8(&encrypted, password)
                 .map_err(CertificateError::EncryptedKey)?;
-            return Self::from_parts(cert_der, others, "PRIVATE KEY", &key);
+            plain = Some(("PRIVATE KEY".to_string(), false, key));
         }
         let (key_tag, traditional, key_der) = plain.ok_or(Unusable(if ec_key {
             "the private key is an EC key; only RSA keys are supported"
@@ -194,18 +194,7 @@ impl ClientCertificate {
                  unencrypted and protect the file with permissions",
             ));
         }
-        Self::from_parts(cert_der, others, &key_tag, &key_der)
-    }
-
-    /// A certificate and its RSA key (`key_tag` `PRIVATE KEY`: PKCS#8, `RSA PRIVATE KEY`:
-    /// PKCS#1), checked to belong together.
-    fn from_parts(
-        cert_der: Vec<u8>,
-        others: Vec<Vec<u8>>,
-        key_tag: &str,
-        key_der: &[u8],
-    ) -> Result<Self, CertificateError> {
-        let key = parse_rsa_key(key_tag, key_der)?;
+        let key = parse_rsa_key(&key_tag, &key_der)?;
         if !holds_key(&cert_der, &key) {
             return Err(Unusable(
                 "the private key does not belong to the first certificate",

@@ -227,13 +227,9 @@ fn decrypt(alg: &[u8], data: &[u8], password: &str, work: &mut Work) -> Result<Z
         }
         let mut kdf_params = kdf.sequence("PBKDF2 parameters")?;
         let salt = kdf_params.expect(OCTET_STRING, "PBKDF2 salt")?;
-        let rounds = iterations(
-            kdf_params.expect(INTEGER, "PBKDF2 iterations")?,
-            "PBKDF2",
-            MAX_PBKDF2_ITERATIONS,
-        )?;
-        let mut prf = ring::pbkdf2::PBKDF2_HMAC_SHA1;
-        let mut prf_len: usize = 20;
+        let count = kdf_params.expect(INTEGER, "PBKDF2 iterations")?;
+        let rounds = iterations(count, "PBKDF2", MAX_PBKDF2_ITERATIONS)?;
+        let (mut prf, mut prf_len) = (ring::pbkdf2::PBKDF2_HMAC_SHA1, 20usize);
         while !kdf_params.is_empty() {
             match kdf_params.read()? {
                 (INTEGER, _, _) => {} // key length: implied by the cipher
@@ -275,11 +271,8 @@ fn decrypt(alg: &[u8], data: &[u8], password: &str, work: &mut Work) -> Result<Z
     }
     // PKCS#12's own password-based encryption: SHA-1 derives both the key and the IV.
     let salt = params.expect(OCTET_STRING, "PBE salt")?;
-    let rounds = iterations(
-        params.expect(INTEGER, "PBE iterations")?,
-        "PKCS#12 key derivation",
-        MAX_PKCS12_KDF_ITERATIONS,
-    )?;
+    let count = params.expect(INTEGER, "PBE iterations")?;
+    let rounds = iterations(count, "PKCS#12 key derivation", MAX_PKCS12_KDF_ITERATIONS)?;
     let key_len = match oid {
         PBE_SHA1_3DES => 24,
         PBE_SHA1_RC2_40 => 5,
@@ -350,15 +343,11 @@ fn verify_mac(mac_data: &[u8], content: &[u8], password: &str, work: &mut Work) 
     };
     let expected = digest_info.expect(OCTET_STRING, "MAC value")?;
     let salt = mac_data.expect(OCTET_STRING, "MAC salt")?;
-    let rounds = if mac_data.is_empty() {
-        1
-    } else {
-        iterations(
-            mac_data.expect(INTEGER, "MAC iterations")?,
-            "MAC",
-            MAX_PKCS12_KDF_ITERATIONS,
-        )?
-    };
+    let mut rounds = 1; // when absent
+    if !mac_data.is_empty() {
+        let count = mac_data.expect(INTEGER, "MAC iterations")?;
+        rounds = iterations(count, "MAC", MAX_PKCS12_KDF_ITERATIONS)?;
+    }
     // An empty password is written as just the terminator by OpenSSL, as nothing by others.
     let mut candidates = vec![bmp_password(password)];
     if password.is_empty() {
