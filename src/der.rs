@@ -91,6 +91,14 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The value of a non-negative INTEGER's `content` of at most 5 bytes, else `None`.
+pub fn small_unsigned(content: &[u8]) -> Option<u64> {
+    if content.is_empty() || content.len() > 5 || content[0] & 0x80 != 0 {
+        return None;
+    }
+    Some(content.iter().fold(0, |acc, b| (acc << 8) | u64::from(*b)))
+}
+
 /// One element: `tag`, the minimal length, `content`.
 pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(content.len() + 6);
@@ -155,6 +163,26 @@ mod tests {
         assert_eq!(unsigned_integer(&[0, 0, 1]), vec![2, 1, 1]);
         assert_eq!(unsigned_integer(&[]), vec![2, 1, 0]);
         assert_eq!(unsigned_integer(&[0xff]), vec![2, 2, 0, 0xff]);
+    }
+
+    #[test]
+    fn small_unsigned_integers_read_back() {
+        for n in [
+            0u64,
+            1,
+            0x7f,
+            0x80,
+            2048,
+            u64::from(u32::MAX) + 1,
+            (1 << 39) - 1,
+        ] {
+            let encoded = unsigned_integer(&n.to_be_bytes());
+            let content = Reader::new(&encoded).expect(INTEGER, "n").unwrap();
+            assert_eq!(small_unsigned(content), Some(n));
+        }
+        for bad in [&[][..], &[0x80], &[0xff, 0xff], &[1, 0, 0, 0, 0, 0]] {
+            assert_eq!(small_unsigned(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -458,11 +458,11 @@ pub(crate) mod tests {
 
     /// SubjectPublicKeyInfo DER → the embedded RSAPublicKey (the BIT STRING contents).
     fn rsa_public_from_spki(spki: &[u8]) -> &[u8] {
-        // SEQUENCE { SEQUENCE { oid, NULL }, BIT STRING { 0x00, RSAPublicKey } }: the
-        // RSAPublicKey is the trailing SEQUENCE (0x30 0x82 ...). The first `03 82` is the BIT
-        // STRING header (the AlgorithmIdentifier holds none); a later one may be modulus bytes.
-        let pos = spki.windows(2).position(|w| w == [0x03, 0x82]).unwrap();
-        &spki[pos + 5..]
+        use crate::der::{Reader, BIT_STRING};
+        let mut spki = Reader::new(spki).sequence("SubjectPublicKeyInfo").unwrap();
+        spki.sequence("AlgorithmIdentifier").unwrap();
+        // The BIT STRING's first byte counts its unused bits (0).
+        &spki.expect(BIT_STRING, "subjectPublicKey").unwrap()[1..]
     }
 
     #[test]

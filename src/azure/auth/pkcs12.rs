@@ -135,14 +135,9 @@ impl Work {
 
 /// An iteration count of the derivation `kind`, refused above `max`.
 fn iterations(bytes: &[u8], kind: &'static str, max: u32) -> Result<u32> {
-    if bytes.is_empty() || bytes.len() > 5 || bytes[0] & 0x80 != 0 {
-        return Err(Pkcs12Error::BadIterationCount {
-            out_of_range: false,
-        });
-    }
-    let v = bytes.iter().fold(0u64, |acc, b| (acc << 8) | *b as u64);
-    let n = u32::try_from(v).map_err(|_| Pkcs12Error::BadIterationCount { out_of_range: true })?;
-    match n {
+    let bad = |out_of_range| Pkcs12Error::BadIterationCount { out_of_range };
+    let v = crate::der::small_unsigned(bytes).ok_or(bad(false))?;
+    match u32::try_from(v).map_err(|_| bad(true))? {
         0 => Err(Pkcs12Error::ZeroIterations(kind)),
         n if n > max => Err(Pkcs12Error::TooManyIterations { kind, n, max }),
         n => Ok(n),
@@ -451,17 +446,7 @@ pub(crate) mod support {
     use super::*;
 
     pub(crate) use crate::der::tlv as der;
-
-    /// A DER INTEGER's content for `n`.
-    pub(crate) fn int(n: u32) -> Vec<u8> {
-        let bytes = n.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count().min(3);
-        let mut out = bytes[skip..].to_vec();
-        if out[0] & 0x80 != 0 {
-            out.insert(0, 0);
-        }
-        out
-    }
+    use crate::der::unsigned_integer;
 
     /// The authenticated-safe bytes of a PKCS#12 file (what its MAC covers).
     pub(crate) fn authenticated_safe(pfx: &[u8]) -> Option<Vec<u8>> {
@@ -494,7 +479,12 @@ pub(crate) mod support {
         );
         let mac_data = der(
             SEQUENCE,
-            &[digest_info, der(OCTET_STRING, &salt), der(INTEGER, &int(1))].concat(),
+            &[
+                digest_info,
+                der(OCTET_STRING, &salt),
+                unsigned_integer(&[1]),
+            ]
+            .concat(),
         );
         let content = der(
             SEQUENCE,
@@ -506,8 +496,9 @@ pub(crate) mod support {
 
 #[cfg(test)]
 mod tests {
-    use super::support::{der, int};
+    use super::support::der;
     use super::*;
+    use crate::der::unsigned_integer;
 
     /// Made with OpenSSL 3.0: `openssl pkcs12 -export` (AES-256-CBC, PBKDF2-SHA256, SHA-256
     /// MAC), the same with `-legacy` (3DES key, RC2-40 certificate, SHA-1 MAC), one with an
@@ -610,7 +601,7 @@ mod tests {
     fn pbes2_key(iterations: u32) -> Vec<u8> {
         let params = [
             der(OCTET_STRING, &[1; 8]),
-            der(INTEGER, &int(iterations)),
+            unsigned_integer(&iterations.to_be_bytes()),
             der(
                 SEQUENCE,
                 &[der(OID, HMAC_SHA256), vec![0x05, 0x00]].concat(),
@@ -635,7 +626,11 @@ mod tests {
     fn pkcs12_pbe_key(iterations: u32) -> Vec<u8> {
         let params = der(
             SEQUENCE,
-            &[der(OCTET_STRING, &[1; 8]), der(INTEGER, &int(iterations))].concat(),
+            &[
+                der(OCTET_STRING, &[1; 8]),
+                unsigned_integer(&iterations.to_be_bytes()),
+            ]
+            .concat(),
         );
         let alg = der(SEQUENCE, &[der(OID, PBE_SHA1_3DES), params].concat());
         der(SEQUENCE, &[alg, der(OCTET_STRING, &[3; 32])].concat())
@@ -649,7 +644,12 @@ mod tests {
         let mut mac = pfx.sequence("").unwrap();
         let (_, _, digest_info) = mac.read().unwrap();
         let (_, _, salt) = mac.read().unwrap();
-        let mac = [digest_info, salt, &der(INTEGER, &int(iterations))].concat();
+        let mac = [
+            digest_info,
+            salt,
+            &unsigned_integer(&iterations.to_be_bytes()),
+        ]
+        .concat();
         der(
             SEQUENCE,
             &[version, auth_safe, &der(SEQUENCE, &mac)].concat(),
