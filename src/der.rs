@@ -76,13 +76,12 @@ impl<'a> Reader<'a> {
 
     /// The content of the next element, which must have `tag`.
     pub fn expect(&mut self, tag: u8, what: &str) -> Result<&'a [u8], DerError> {
-        match self.read()? {
-            (t, content, _) if t == tag => Ok(content),
-            (t, _, _) => Err(DerError::UnexpectedTag {
-                what: what.to_string(),
-                tag: t,
-            }),
+        let (t, content, _) = self.read()?;
+        if t != tag {
+            let what = what.to_string();
+            return Err(DerError::UnexpectedTag { what, tag: t });
         }
+        Ok(content)
     }
 
     /// A sequence's content, as a reader.
@@ -93,10 +92,8 @@ impl<'a> Reader<'a> {
 
 /// The value of a non-negative INTEGER's `content` of at most 5 bytes, else `None`.
 pub fn small_unsigned(content: &[u8]) -> Option<u64> {
-    if content.is_empty() || content.len() > 5 || content[0] & 0x80 != 0 {
-        return None;
-    }
-    Some(content.iter().fold(0, |acc, b| (acc << 8) | u64::from(*b)))
+    let small = !content.is_empty() && content.len() <= 5 && content[0] & 0x80 == 0;
+    small.then(|| content.iter().fold(0, |acc, b| (acc << 8) | u64::from(*b)))
 }
 
 /// One element: `tag`, the minimal length, `content`.

@@ -272,8 +272,7 @@ impl ClientCertificate {
     }
 }
 
-/// An RSA private key (`key_tag` `PRIVATE KEY`: PKCS#8, `RSA PRIVATE KEY`: PKCS#1), ready to
-/// sign.
+/// An RSA private key from `PRIVATE KEY` (PKCS#8) or `RSA PRIVATE KEY` (PKCS#1) DER.
 fn parse_rsa_key(key_tag: &str, key_der: &[u8]) -> Result<RsaKeyPair, CertificateError> {
     if key_tag == "PRIVATE KEY" {
         RsaKeyPair::from_pkcs8(key_der)
