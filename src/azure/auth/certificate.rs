@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use ring::signature::RsaKeyPair;
+use ring::signature::{RsaKeyPair, RSA_PSS_SHA256};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -258,13 +258,9 @@ impl ClientCertificate {
             encode(serde_json::to_vec(&claims), "claims")?
         );
         let mut signature = vec![0u8; self.key.public().modulus_len()];
+        let rng = ring::rand::SystemRandom::new();
         self.key
-            .sign(
-                &ring::signature::RSA_PSS_SHA256,
-                &ring::rand::SystemRandom::new(),
-                jwt.as_bytes(),
-                &mut signature,
-            )
+            .sign(&RSA_PSS_SHA256, &rng, jwt.as_bytes(), &mut signature)
             .map_err(|_| AzureError::Auth("cannot sign the client assertion".into()))?;
         jwt.push('.');
         jwt.push_str(&URL_SAFE_NO_PAD.encode(&signature));
