@@ -227,16 +227,13 @@ impl HttpCredential for ManagedIdentityCredential {
         _tenant: Option<&str>,
         scope: &str,
     ) -> Result<AccessToken, CredentialError> {
-        let (req, is_imds) = match &self.source {
+        let req = match &self.source {
             Source::Broken(m) => {
                 return Err(CredentialError::Failed(AzureError::Config(m.clone())));
             }
             Source::AppService { endpoint, header } => {
                 let header = ("X-IDENTITY-HEADER", header.expose());
-                (
-                    self.request(endpoint, APP_SERVICE_API_VERSION, scope, header),
-                    false,
-                )
+                self.request(endpoint, APP_SERVICE_API_VERSION, scope, header)
             }
             Source::Arc { endpoint, key_dir } => {
                 return self.fetch_arc(http, endpoint, key_dir, scope);
@@ -244,9 +241,10 @@ impl HttpCredential for ManagedIdentityCredential {
             Source::Imds { endpoint } => {
                 let mut req = self.request(endpoint, IMDS_API_VERSION, scope, ("Metadata", "true"));
                 req.probe = !self.imds_seen.load(Ordering::Relaxed);
-                (req, true)
+                req
             }
         };
+        let is_imds = matches!(self.source, Source::Imds { .. });
         let resp = match http.send(&req) {
             Ok(r) => r,
             Err(e) if is_imds && req.probe => {

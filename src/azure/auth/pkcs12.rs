@@ -112,23 +112,19 @@ pub(crate) const MAX_PKCS12_KDF_ITERATIONS: u32 = 1_000_000;
 const MAX_TOTAL_ROUNDS: u64 = 8_000_000;
 
 /// The key-derivation rounds left for one file.
-pub(crate) struct Work {
-    left: u64,
-}
+pub(crate) struct Work(u64);
 
 impl Work {
     pub(crate) fn new() -> Self {
-        Work {
-            left: MAX_TOTAL_ROUNDS,
-        }
+        Work(MAX_TOTAL_ROUNDS)
     }
 
     fn charge(&mut self, iterations: u32, blocks: usize) -> Result<()> {
         let rounds = u64::from(iterations).saturating_mul(blocks as u64);
-        if rounds > self.left {
+        if rounds > self.0 {
             return Err(Pkcs12Error::TooMuchWork);
         }
-        self.left -= rounds;
+        self.0 -= rounds;
         Ok(())
     }
 }
@@ -721,10 +717,10 @@ mod tests {
         );
         assert!(e.to_string().contains("rounds in total"), "{e}");
         // Decryption draws on the file's budget and stops before deriving when it is spent.
-        let mut work = Work { left: 2047 };
+        let mut work = Work(2047);
         let e = decrypt_pkcs8_with(&pbes2_key(2048), "p", &mut work).unwrap_err();
         assert!(e.to_string().contains("rounds in total"), "{e}");
-        let mut work = Work { left: 3 * 2048 - 1 };
+        let mut work = Work(3 * 2048 - 1);
         let e = decrypt_pkcs8_with(&pkcs12_pbe_key(2048), "p", &mut work).unwrap_err();
         assert!(e.to_string().contains("rounds in total"), "{e}");
     }
