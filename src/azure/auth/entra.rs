@@ -260,6 +260,7 @@ pub fn workload_identity(env: &EnvSnapshot, authority: &str, http: Arc<HttpClien
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::azure::auth::tests::env_of;
     use crate::azure::http::tests::{resp, Scripted};
     use crate::azure::http::{HttpRequest, HttpResponse};
     use crate::azure::http::{RetryPolicy, Transport, TransportError};
@@ -451,14 +452,11 @@ mod tests {
         let (cert_pem, key_pem, _) = super::super::certificate::tests::rsa_cert_pem();
         let cert = dir.join("client.pem");
         std::fs::write(&cert, format!("{cert_pem}\n{key_pem}")).unwrap();
-        let env: EnvSnapshot = [
+        let env = env_of(&[
             ("AZURE_TENANT_ID", "t"),
             ("AZURE_CLIENT_ID", "c"),
             ("AZURE_CLIENT_CERTIFICATE_PATH", &cert.display().to_string()),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        ]);
         let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         let answer: Answer = || Ok(ok_token());
         let transport = Arc::new(Timed::new(&clock, vec![(Duration::from_millis(1), answer)]));
@@ -491,12 +489,6 @@ mod tests {
         std::fs::write(&cert, format!("{cert_pem}\n{key_pem}")).unwrap();
         let federated = dir.join("token");
         std::fs::write(&federated, "federated").unwrap();
-        let env_of = |pairs: &[(&str, &str)]| -> EnvSnapshot {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
         let base = [("AZURE_TENANT_ID", "t"), ("AZURE_CLIENT_ID", "c")];
         let answer: Answer = || Ok(ok_token());
         type Make = Box<dyn Fn(Arc<HttpClient>) -> Box<dyn Credential>>;

@@ -308,6 +308,7 @@ fn read_arc_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::azure::auth::tests::env_of;
     use crate::azure::auth::Credential;
     use crate::azure::deadline::Deadline;
     use crate::azure::http::tests::{resp, Scripted};
@@ -360,12 +361,8 @@ mod tests {
             Arc::new(clock),
             RetryPolicy::default(),
         ));
-        let env: EnvSnapshot = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
         (
-            ManagedIdentityCredential::from_env_with_arc_dir(&env, http, arc_key_dir),
+            ManagedIdentityCredential::from_env_with_arc_dir(&env_of(env), http, arc_key_dir),
             rec,
         )
     }
@@ -613,11 +610,7 @@ mod tests {
                 Arc::new(clock.clone()),
                 RetryPolicy::default(),
             ));
-            let env: EnvSnapshot = env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            let c = ManagedIdentityCredential::from_env(&env, http);
+            let c = ManagedIdentityCredential::from_env(&env_of(&env), http);
             let start = crate::clock::Clock::now(&clock);
             let deadline = Deadline::after(&clock, Duration::from_secs(3));
             c.fetch_within(None, "s", deadline).unwrap();

@@ -311,8 +311,16 @@ fn truncate(mut s: String, max: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// An environment holding `pairs`.
+    pub(crate) fn env_of(pairs: &[(&str, &str)]) -> EnvSnapshot {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
 
     fn now() -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
@@ -359,12 +367,7 @@ mod tests {
 
     #[test]
     fn configured_tenant_is_the_static_or_environment_one() {
-        let env = |pairs: &[(&str, &str)]| -> EnvSnapshot {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
+        let env = env_of;
         let statics = StaticCredentials {
             tenant_id: " static.example ".into(),
             client_id: "c".into(),
