@@ -76,19 +76,24 @@ impl<'a> Reader<'a> {
 
     /// The content of the next element, which must have `tag`.
     pub fn expect(&mut self, tag: u8, what: &str) -> Result<&'a [u8], DerError> {
-        match self.read()? {
-            (t, content, _) if t == tag => Ok(content),
-            (t, _, _) => Err(DerError::UnexpectedTag {
-                what: what.to_string(),
-                tag: t,
-            }),
+        let (t, content, _) = self.read()?;
+        if t != tag {
+            let what = what.to_string();
+            return Err(DerError::UnexpectedTag { what, tag: t });
         }
+        Ok(content)
     }
 
     /// A sequence's content, as a reader.
     pub fn sequence(&mut self, what: &str) -> Result<Reader<'a>, DerError> {
         self.expect(SEQUENCE, what).map(Reader)
     }
+}
+
+/// The value of a non-negative INTEGER's `content` of at most 5 bytes, else `None`.
+pub fn small_unsigned(content: &[u8]) -> Option<u64> {
+    let small = !content.is_empty() && content.len() <= 5 && content[0] & 0x80 == 0;
+    small.then(|| content.iter().fold(0, |acc, b| (acc << 8) | u64::from(*b)))
 }
 
 /// One element: `tag`, the minimal length, `content`.
@@ -108,10 +113,14 @@ pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The big-endian unsigned integer `bytes` without its leading zeros.
+pub fn magnitude(bytes: &[u8]) -> &[u8] {
+    &bytes[bytes.iter().take_while(|b| **b == 0).count()..]
+}
+
 /// An INTEGER holding the unsigned big-endian `bytes` (minimal encoding).
 pub fn unsigned_integer(bytes: &[u8]) -> Vec<u8> {
-    let start = bytes.iter().take_while(|b| **b == 0).count();
-    let mut v = bytes[start..].to_vec();
+    let mut v = magnitude(bytes).to_vec();
     if v.is_empty() {
         v.push(0);
     } else if v[0] & 0x80 != 0 {
@@ -151,6 +160,26 @@ mod tests {
         assert_eq!(unsigned_integer(&[0, 0, 1]), vec![2, 1, 1]);
         assert_eq!(unsigned_integer(&[]), vec![2, 1, 0]);
         assert_eq!(unsigned_integer(&[0xff]), vec![2, 2, 0, 0xff]);
+    }
+
+    #[test]
+    fn small_unsigned_integers_read_back() {
+        for n in [
+            0u64,
+            1,
+            0x7f,
+            0x80,
+            2048,
+            u64::from(u32::MAX) + 1,
+            (1 << 39) - 1,
+        ] {
+            let encoded = unsigned_integer(&n.to_be_bytes());
+            let content = Reader::new(&encoded).expect(INTEGER, "n").unwrap();
+            assert_eq!(small_unsigned(content), Some(n));
+        }
+        for bad in [&[][..], &[0x80], &[0xff, 0xff], &[1, 0, 0, 0, 0, 0]] {
+            assert_eq!(small_unsigned(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -108,7 +108,6 @@ pub fn connect_with_deadline(
         &settings.env,
         &authority,
         http.clone(),
-        clock.clone(),
     )?;
     let tokens = Arc::new(TokenCache::new(credential, clock));
     Ok(Arc::new(

@@ -2,12 +2,10 @@
 //! `r||s` ECDSA signatures → ASN.1 DER, and the key fingerprint. The structures are tiny and
 //! fixed; `crate::der` writes them.
 
-use std::fmt;
-
 use base64::Engine;
 
 use crate::azure::types::JsonWebKey;
-use crate::der::{tlv, unsigned_integer, BIT_STRING, NULL, OID, SEQUENCE};
+use crate::der::{magnitude, tlv, unsigned_integer, BIT_STRING, NULL, OID, SEQUENCE};
 use crate::plugin::proto::keymanager::KeyType;
 
 const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
@@ -24,11 +22,6 @@ pub fn decode_b64(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
         .or_else(|_| STANDARD_NO_PAD.decode(trimmed))
 }
 
-fn strip_leading_zeros(b: &[u8]) -> &[u8] {
-    let start = b.iter().take_while(|x| **x == 0).count();
-    &b[start..]
-}
-
 /// The largest RSA public exponent Go's crypto/rsa accepts.
 const MAX_RSA_EXPONENT: u64 = (1 << 31) - 1;
 
@@ -41,46 +34,40 @@ pub struct ParsedKey {
 
 /// Why a JWK cannot be served; `Display` names what is unsupported. Values from Key Vault
 /// are shortened and cleaned for messages (`shown`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JwkError {
-    Base64(base64::DecodeError),
+    #[error("invalid base64: {0}")]
+    Base64(#[from] base64::DecodeError),
+    #[error("unsupported RSA key size: {0} bits")]
     RsaSize(usize),
+    #[error("unsupported RSA exponent: {0} (must be odd, 3 to 2^31-1)")]
     RsaExponent(u64),
+    #[error("unsupported EC curve: {0}")]
     Curve(String),
+    #[error("EC public key is not a point on {0}")]
     NotOnCurve(String),
+    #[error("unsupported key type: {0}")]
     KeyType(String),
     /// A missing, malformed or foreign member (the text says which).
+    #[error("{0}")]
     Invalid(&'static str),
 }
 
-impl fmt::Display for JwkError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            JwkError::Base64(e) => write!(f, "invalid base64: {e}"),
-            JwkError::RsaSize(bits) => write!(f, "unsupported RSA key size: {bits} bits"),
-            JwkError::RsaExponent(e) => {
-                write!(
-                    f,
-                    "unsupported RSA exponent: {e} (must be odd, 3 to 2^31-1)"
-                )
-            }
-            JwkError::Curve(crv) => write!(f, "unsupported EC curve: {crv}"),
-            JwkError::NotOnCurve(crv) => write!(f, "EC public key is not a point on {crv}"),
-            JwkError::KeyType(kty) => write!(f, "unsupported key type: {kty}"),
-            JwkError::Invalid(m) => f.write_str(m),
-        }
-    }
-}
-
-impl std::error::Error for JwkError {}
-
-impl From<base64::DecodeError> for JwkError {
-    fn from(e: base64::DecodeError) -> Self {
-        JwkError::Base64(e)
-    }
-}
-
 use JwkError::Invalid;
+
+/// The decoded bytes of a JWK member, `Invalid(missing)` when it is absent.
+fn member(value: &Option<String>, missing: &'static str) -> Result<Vec<u8>, JwkError> {
+    Ok(decode_b64(value.as_deref().ok_or(Invalid(missing))?)?)
+}
+
+/// SubjectPublicKeyInfo DER: the AlgorithmIdentifier holding `alg`, the key as a BIT STRING.
+fn spki(alg: &[Vec<u8>], key: &[u8]) -> Vec<u8> {
+    let bits = [&[0u8][..], key].concat();
+    tlv(
+        SEQUENCE,
+        &[tlv(SEQUENCE, &alg.concat()), tlv(BIT_STRING, &bits)].concat(),
+    )
+}
 
 /// The SPIRE key type of a JWK: RSA with a modulus of exactly 2048 or 4096 bits, EC P-256 /
 /// P-384 by curve; `-HSM` variants (Managed HSM) are accepted. The key must be usable as what
@@ -92,17 +79,9 @@ pub fn parse_jwk(jwk: &JsonWebKey) -> Result<ParsedKey, JwkError> {
     let kty = jwk.kty.as_deref().ok_or(Invalid("key type is missing"))?;
     match kty {
         "RSA" | "RSA-HSM" => {
-            let n = decode_b64(
-                jwk.n
-                    .as_deref()
-                    .ok_or(Invalid("RSA key without modulus (n)"))?,
-            )?;
-            let e = decode_b64(
-                jwk.e
-                    .as_deref()
-                    .ok_or(Invalid("RSA key without exponent (e)"))?,
-            )?;
-            let n_bytes = strip_leading_zeros(&n);
+            let n = member(&jwk.n, "RSA key without modulus (n)")?;
+            let e = member(&jwk.e, "RSA key without exponent (e)")?;
+            let n_bytes = magnitude(&n);
             let bits = n_bytes
                 .first()
                 .map_or(0, |top| n_bytes.len() * 8 - top.leading_zeros() as usize);
@@ -114,7 +93,7 @@ pub fn parse_jwk(jwk: &JsonWebKey) -> Result<ParsedKey, JwkError> {
             if n_bytes.last().is_some_and(|b| b & 1 == 0) {
                 return Err(Invalid("RSA modulus is even"));
             }
-            let e = strip_leading_zeros(&e);
+            let e = magnitude(&e);
             if e.is_empty() {
                 return Err(Invalid("RSA key with a zero exponent"));
             }
@@ -128,19 +107,11 @@ pub fn parse_jwk(jwk: &JsonWebKey) -> Result<ParsedKey, JwkError> {
             if jwk.crv.is_some() || jwk.x.is_some() || jwk.y.is_some() {
                 return Err(Invalid("RSA key with EC members (crv, x or y)"));
             }
-            let rsa_key = tlv(
-                SEQUENCE,
-                &[unsigned_integer(n_bytes), unsigned_integer(e)].concat(),
-            );
-            let mut bits = vec![0u8];
-            bits.extend_from_slice(&rsa_key);
-            let alg = tlv(
-                SEQUENCE,
-                &[tlv(OID, OID_RSA_ENCRYPTION), tlv(NULL, &[])].concat(),
-            );
+            let rsa_key = [unsigned_integer(n_bytes), unsigned_integer(e)].concat();
+            let alg = [tlv(OID, OID_RSA_ENCRYPTION), tlv(NULL, &[])];
             Ok(ParsedKey {
                 key_type,
-                pkix: tlv(SEQUENCE, &[alg, tlv(BIT_STRING, &bits)].concat()),
+                pkix: spki(&alg, &tlv(SEQUENCE, &rsa_key)),
             })
         }
         "EC" | "EC-HSM" => {
@@ -153,20 +124,11 @@ pub fn parse_jwk(jwk: &JsonWebKey) -> Result<ParsedKey, JwkError> {
                 "P-384" => (KeyType::EcP384, 48, OID_P384),
                 other => return Err(JwkError::Curve(shown(other))),
             };
-            let x = fixed_width(
-                &decode_b64(jwk.x.as_deref().ok_or(Invalid("EC key without x"))?)?,
-                size,
-            )
-            .ok_or(Invalid("EC x coordinate has the wrong length"))?;
-            let y = fixed_width(
-                &decode_b64(jwk.y.as_deref().ok_or(Invalid("EC key without y"))?)?,
-                size,
-            )
-            .ok_or(Invalid("EC y coordinate has the wrong length"))?;
-            let mut point = Vec::with_capacity(1 + 2 * size);
-            point.push(0x04);
-            point.extend_from_slice(&x);
-            point.extend_from_slice(&y);
+            let x = fixed_width(&member(&jwk.x, "EC key without x")?, size)
+                .ok_or(Invalid("EC x coordinate has the wrong length"))?;
+            let y = fixed_width(&member(&jwk.y, "EC key without y")?, size)
+                .ok_or(Invalid("EC y coordinate has the wrong length"))?;
+            let point = [&[0x04][..], &x, &y].concat();
             let on_curve = match key_type {
                 KeyType::EcP256 => p256::PublicKey::from_sec1_bytes(&point).is_ok(),
                 _ => p384::PublicKey::from_sec1_bytes(&point).is_ok(),
@@ -177,15 +139,9 @@ pub fn parse_jwk(jwk: &JsonWebKey) -> Result<ParsedKey, JwkError> {
             if jwk.n.is_some() || jwk.e.is_some() {
                 return Err(Invalid("EC key with RSA members (n or e)"));
             }
-            let mut bits = vec![0u8];
-            bits.extend_from_slice(&point);
-            let alg = tlv(
-                SEQUENCE,
-                &[tlv(OID, OID_EC_PUBLIC_KEY), tlv(OID, oid)].concat(),
-            );
             Ok(ParsedKey {
                 key_type,
-                pkix: tlv(SEQUENCE, &[alg, tlv(BIT_STRING, &bits)].concat()),
+                pkix: spki(&[tlv(OID, OID_EC_PUBLIC_KEY), tlv(OID, oid)], &point),
             })
         }
         other => Err(JwkError::KeyType(shown(other))),
@@ -208,7 +164,7 @@ fn shown(v: &str) -> String {
 
 /// Left-pads (or strips leading zeros from) a big-endian coordinate to exactly `size` bytes.
 fn fixed_width(b: &[u8], size: usize) -> Option<Vec<u8>> {
-    let s = strip_leading_zeros(b);
+    let s = magnitude(b);
     if s.len() > size {
         return None;
     }
@@ -218,31 +174,16 @@ fn fixed_width(b: &[u8], size: usize) -> Option<Vec<u8>> {
 }
 
 /// Why Key Vault's signature cannot be handed to SPIRE.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
     /// An EC signature of the wrong length, or with a zero `r` or `s`.
+    #[error("{MALFORMED_SIGNATURE}")]
     Malformed,
-    RsaLength {
-        got: usize,
-        want: usize,
-    },
+    #[error("malformed signature response: RSA signature is {got} bytes, expected {want}")]
+    RsaLength { got: usize, want: usize },
+    #[error("key type is required")]
     NoKeyType,
 }
-
-impl fmt::Display for SignatureError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SignatureError::Malformed => f.write_str(MALFORMED_SIGNATURE),
-            SignatureError::RsaLength { got, want } => write!(
-                f,
-                "malformed signature response: RSA signature is {got} bytes, expected {want}"
-            ),
-            SignatureError::NoKeyType => f.write_str("key type is required"),
-        }
-    }
-}
-
-impl std::error::Error for SignatureError {}
 
 /// The message SPIRE's reference plugin returns for a malformed EC signature.
 pub const MALFORMED_SIGNATURE: &str = "failed to convert Key Vault signature to ASN.1/DER format: rpc error: code = Internal desc = malformed signature response";
@@ -250,47 +191,37 @@ pub const MALFORMED_SIGNATURE: &str = "failed to convert Key Vault signature to 
 /// Converts Key Vault's signature into what SPIRE's Go signers expect: ASN.1 DER
 /// `SEQUENCE { r, s }` for ECDSA (from raw `r||s`), the raw bytes for RSA. Lengths are checked.
 pub fn signature_to_spire(key_type: KeyType, raw: &[u8]) -> Result<Vec<u8>, SignatureError> {
-    match key_type {
-        KeyType::EcP256 | KeyType::EcP384 => {
-            let half = if key_type == KeyType::EcP256 { 32 } else { 48 };
-            if raw.len() != 2 * half {
-                return Err(SignatureError::Malformed);
-            }
-            let (r, s) = raw.split_at(half);
-            if strip_leading_zeros(r).is_empty() || strip_leading_zeros(s).is_empty() {
-                return Err(SignatureError::Malformed);
-            }
-            Ok(tlv(
-                SEQUENCE,
-                &[unsigned_integer(r), unsigned_integer(s)].concat(),
-            ))
-        }
-        KeyType::Rsa2048 | KeyType::Rsa4096 => {
-            let want = if key_type == KeyType::Rsa2048 {
-                256
-            } else {
-                512
-            };
-            if raw.len() != want {
-                return Err(SignatureError::RsaLength {
-                    got: raw.len(),
-                    want,
-                });
-            }
-            Ok(raw.to_vec())
-        }
-        KeyType::UnspecifiedKeyType => Err(SignatureError::NoKeyType),
+    let (rsa, want) = match key_type {
+        KeyType::EcP256 => (false, 64),
+        KeyType::EcP384 => (false, 96),
+        KeyType::Rsa2048 => (true, 256),
+        KeyType::Rsa4096 => (true, 512),
+        KeyType::UnspecifiedKeyType => return Err(SignatureError::NoKeyType),
+    };
+    if rsa && raw.len() != want {
+        let got = raw.len();
+        return Err(SignatureError::RsaLength { got, want });
     }
+    if rsa {
+        return Ok(raw.to_vec());
+    }
+    if raw.len() != want {
+        return Err(SignatureError::Malformed);
+    }
+    let (r, s) = raw.split_at(want / 2);
+    if magnitude(r).is_empty() || magnitude(s).is_empty() {
+        return Err(SignatureError::Malformed);
+    }
+    Ok(tlv(
+        SEQUENCE,
+        &[unsigned_integer(r), unsigned_integer(s)].concat(),
+    ))
 }
 
 /// Lowercase hex SHA-256 of the PKIX DER, the fingerprint convention of every SPIRE built-in.
 pub fn fingerprint(pkix: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, pkix);
-    let mut s = String::with_capacity(64);
-    for b in digest.as_ref() {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

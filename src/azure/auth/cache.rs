@@ -45,6 +45,14 @@ struct Entry {
     last_failure: Option<SystemTime>,
 }
 
+impl Entry {
+    /// The cached token, unless it expired or is the one just `rejected`.
+    fn usable(&self, now: SystemTime, rejected: Option<&Secret>) -> Option<&Cached> {
+        let ok = |c: &&Cached| now < c.expires_at && rejected.is_none_or(|r| *r != c.token);
+        self.token.as_ref().filter(ok)
+    }
+}
+
 pub struct TokenCache {
     credential: Arc<dyn Credential>,
     clock: Arc<dyn Clock>,
@@ -101,11 +109,7 @@ impl TokenCache {
         loop {
             let now = self.clock.now();
             let entry = map.entry(key.clone()).or_default();
-            let usable = entry
-                .token
-                .as_ref()
-                .filter(|c| now < c.expires_at && rejected.is_none_or(|r| *r != c.token));
-            if let Some(c) = usable {
+            if let Some(c) = entry.usable(now, rejected) {
                 let recently_failed = entry.last_failure.is_some_and(|t| {
                     now.duration_since(t).unwrap_or_default() < FAILED_REFRESH_BACKOFF
                 });
@@ -183,11 +187,7 @@ impl TokenCache {
                 };
                 entry.last_error = Some(err.clone());
                 entry.last_failure = Some(now);
-                match entry
-                    .token
-                    .as_ref()
-                    .filter(|c| now < c.expires_at && rejected.is_none_or(|r| *r != c.token))
-                {
+                match entry.usable(now, rejected) {
                     Some(c) => {
                         warn!(
                             "token refresh failed, using the cached token until it expires: {err}"
@@ -292,6 +292,15 @@ mod tests {
         Deadline::after(&ManualClock::new(far), Duration::from_secs(25))
     }
 
+    /// The token `cache` gives for `SCOPE` now.
+    fn token(cache: &TokenCache) -> String {
+        cache
+            .token(None, SCOPE, &unbounded())
+            .unwrap()
+            .expose()
+            .to_string()
+    }
+
     const HOUR: Duration = Duration::from_secs(3600);
     const SCOPE: &str = "https://vault.azure.net/.default";
 
@@ -299,10 +308,7 @@ mod tests {
     fn thousand_gets_within_lifetime_fetch_once() {
         let (clock, fake, cache) = setup(HOUR);
         for _ in 0..1000 {
-            assert_eq!(
-                cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
-                "tok-1"
-            );
+            assert_eq!(token(&cache), "tok-1");
             clock.advance(Duration::from_secs(3));
         }
         assert_eq!(fake.fetches(), 1);
@@ -343,20 +349,11 @@ mod tests {
     #[test]
     fn refreshes_five_minutes_before_expiry() {
         let (clock, fake, cache) = setup(HOUR);
-        assert_eq!(
-            cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
-            "tok-1"
-        );
+        assert_eq!(token(&cache), "tok-1");
         clock.advance(HOUR - Duration::from_secs(5 * 60 + 1));
-        assert_eq!(
-            cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
-            "tok-1"
-        );
+        assert_eq!(token(&cache), "tok-1");
         clock.advance(Duration::from_secs(2));
-        assert_eq!(
-            cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
-            "tok-2"
-        );
+        assert_eq!(token(&cache), "tok-2");
         assert_eq!(fake.fetches(), 2);
     }
 
@@ -365,15 +362,9 @@ mod tests {
         let (clock, fake, cache) = setup(Duration::from_secs(120));
         cache.token(None, SCOPE, &unbounded()).unwrap();
         clock.advance(Duration::from_secs(59));
-        assert_eq!(
-            cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
-            "tok-1"
-        );
+        assert_eq!(token(&cache), "tok-1");
         clock.advance(Duration::from_secs(2));
-        assert_eq!(
-            cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
-            "tok-2"
-        );
+        assert_eq!(token(&cache), "tok-2");
         assert_eq!(fake.fetches(), 2);
     }
 
@@ -384,24 +375,15 @@ mod tests {
         *fake.fail.lock().unwrap() = true;
         clock.advance(HOUR - Duration::from_secs(60));
         // In the refresh window: the refresh fails, the old token is still served.
-        assert_eq!(
-            cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
-            "tok-1"
-        );
+        assert_eq!(token(&cache), "tok-1");
         assert_eq!(fake.fetches(), 2);
         // Within 30 s no new attempt is made.
         clock.advance(Duration::from_secs(10));
-        assert_eq!(
-            cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
-            "tok-1"
-        );
+        assert_eq!(token(&cache), "tok-1");
         assert_eq!(fake.fetches(), 2);
         // After 30 s, another attempt (still failing, still served).
         clock.advance(Duration::from_secs(25));
-        assert_eq!(
-            cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
-            "tok-1"
-        );
+        assert_eq!(token(&cache), "tok-1");
         assert_eq!(fake.fetches(), 3);
         // Once expired, the error surfaces.
         clock.advance(Duration::from_secs(60));
@@ -409,10 +391,7 @@ mod tests {
         assert_eq!(e, AzureError::Auth("Fake: endpoint down".into()));
         // Recovery.
         *fake.fail.lock().unwrap() = false;
-        assert_eq!(
-            cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
-            "tok-5"
-        );
+        assert_eq!(token(&cache), "tok-5");
     }
 
     #[test]
@@ -429,10 +408,7 @@ mod tests {
                 .expose(),
             "tok-2"
         );
-        assert_eq!(
-            cache.token(None, SCOPE, &unbounded()).unwrap().expose(),
-            "tok-2"
-        );
+        assert_eq!(token(&cache), "tok-2");
         assert_eq!(fake.fetches(), 2);
     }
 

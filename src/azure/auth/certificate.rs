@@ -22,22 +22,17 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use ring::signature::RsaKeyPair;
+use ring::signature::{RsaKeyPair, RSA_PSS_SHA256};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::pkcs12::Pkcs12Error;
-use super::token_endpoint::request_token;
-use super::{AccessToken, CredentialError, HttpCredential};
-use crate::azure::http::HttpClient;
 use crate::azure::types::AzureError;
-use crate::clock::Clock;
 use crate::secret::Secret;
 
 const ASSERTION_LIFETIME: Duration = Duration::from_secs(10 * 60);
@@ -107,14 +102,12 @@ impl ClientCertificate {
         if looks_pem {
             return Self::from_pem(data, password);
         }
-        let decoded =
-            super::pkcs12::decode_pfx(data, password.unwrap_or("")).map_err(|e| {
-                match (e, password) {
-                    (Pkcs12Error::WrongPassword, None) => CertificateError::PasswordMissing,
-                    (e, _) => CertificateError::NotPkcs12(e),
-                }
+        let decoded = super::pkcs12::decode_pfx(data, password.unwrap_or(""));
+        let super::pkcs12::Decoded { keys, mut certs } =
+            decoded.map_err(|e| match (e, password) {
+                (Pkcs12Error::WrongPassword, None) => CertificateError::PasswordMissing,
+                (e, _) => CertificateError::NotPkcs12(e),
             })?;
-        let super::pkcs12::Decoded { keys, mut certs } = decoded;
         if keys.is_empty() {
             return Err(Unusable("the PKCS#12 file holds no private key"));
         }
@@ -124,20 +117,18 @@ impl ClientCertificate {
         // The client certificate is the one the key belongs to (a file may carry its chain).
         let mut key_error = None;
         for key_der in &keys {
-            let key = match parse_rsa_key("PRIVATE KEY", key_der) {
-                Ok(key) => key,
-                Err(e) => {
-                    key_error = Some(e);
-                    continue;
+            match parse_rsa_key("PRIVATE KEY", key_der) {
+                Ok(key) => {
+                    if let Some(i) = certs.iter().position(|c| holds_key(c, &key)) {
+                        let cert_der = certs.remove(i);
+                        return Ok(ClientCertificate {
+                            cert_der,
+                            others: certs,
+                            key,
+                        });
+                    }
                 }
-            };
-            if let Some(i) = certs.iter().position(|c| holds_key(c, &key)) {
-                let cert_der = certs.remove(i);
-                return Ok(ClientCertificate {
-                    cert_der,
-                    others: certs,
-                    key,
-                });
+                Err(e) => key_error = Some(e),
             }
         }
         Err(key_error.unwrap_or(Unusable(
@@ -147,7 +138,7 @@ impl ClientCertificate {
 
     /// Parses a PEM bundle: the first `CERTIFICATE` is the client certificate; the key is a
     /// `PRIVATE KEY` (PKCS#8), `RSA PRIVATE KEY` (PKCS#1) or, with a password,
-    /// `ENCRYPTED PRIVATE KEY` block matching it.
+    /// `ENCRYPTED PRIVATE KEY` block matching it (an encrypted key wins over a plain one).
     pub fn from_pem(data: &[u8], password: Option<&str>) -> Result<Self, CertificateError> {
         let blocks = pem::parse_many(data).map_err(CertificateError::Pem)?;
         if blocks.is_empty() {
@@ -157,26 +148,20 @@ impl ClientCertificate {
         // (key material or not) end in a buffer wiped on drop.
         let mut certs = Vec::new();
         let mut encrypted: Option<Zeroizing<Vec<u8>>> = None;
-        let mut plain: Option<(&'static str, bool, Zeroizing<Vec<u8>>)> = None;
+        let mut plain: Option<(String, bool, Zeroizing<Vec<u8>>)> = None;
         let mut ec_key = false;
         for block in blocks {
-            let tag = match block.tag() {
-                "CERTIFICATE" => {
-                    certs.push(block.into_contents());
-                    continue;
-                }
-                "ENCRYPTED PRIVATE KEY" => "ENCRYPTED PRIVATE KEY",
-                "PRIVATE KEY" => "PRIVATE KEY",
-                "RSA PRIVATE KEY" => "RSA PRIVATE KEY",
-                "EC PRIVATE KEY" => "EC PRIVATE KEY",
-                _ => "",
-            };
+            if block.tag() == "CERTIFICATE" {
+                certs.push(block.into_contents());
+                continue;
+            }
+            let tag = block.tag().to_string();
             let traditional = block
                 .headers()
                 .get("Proc-Type")
                 .is_some_and(|v| v.contains("ENCRYPTED"));
             let contents = Zeroizing::new(block.into_contents());
-            match tag {
+            match tag.as_str() {
                 "ENCRYPTED PRIVATE KEY" if encrypted.is_none() => encrypted = Some(contents),
                 "PRIVATE KEY" | "RSA PRIVATE KEY" if plain.is_none() => {
                     plain = Some((tag, traditional, contents))
@@ -194,7 +179,7 @@ impl ClientCertificate {
             ))?;
             let key = super::pkcs12::decrypt_pkcs8(&encrypted, password)
                 .map_err(CertificateError::EncryptedKey)?;
-            return Self::from_parts(cert_der, others, "PRIVATE KEY", &key);
+            plain = Some(("PRIVATE KEY".to_string(), false, key));
         }
         let (key_tag, traditional, key_der) = plain.ok_or(Unusable(if ec_key {
             "the private key is an EC key; only RSA keys are supported"
@@ -209,18 +194,7 @@ impl ClientCertificate {
                  unencrypted and protect the file with permissions",
             ));
         }
-        Self::from_parts(cert_der, others, key_tag, &key_der)
-    }
-
-    /// A certificate and its RSA key (`key_tag` `PRIVATE KEY`: PKCS#8, `RSA PRIVATE KEY`:
-    /// PKCS#1), checked to belong together.
-    fn from_parts(
-        cert_der: Vec<u8>,
-        others: Vec<Vec<u8>>,
-        key_tag: &str,
-        key_der: &[u8],
-    ) -> Result<Self, CertificateError> {
-        let key = parse_rsa_key(key_tag, key_der)?;
+        let key = parse_rsa_key(&key_tag, &key_der)?;
         if !holds_key(&cert_der, &key) {
             return Err(Unusable(
                 "the private key does not belong to the first certificate",
@@ -236,10 +210,6 @@ impl ClientCertificate {
     /// base64url(SHA-256(certificate DER)), the `x5t#S256` header value.
     pub fn thumbprint_s256(&self) -> String {
         URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, &self.cert_der))
-    }
-
-    pub fn cert_der(&self) -> &[u8] {
-        &self.cert_der
     }
 
     /// A signed client assertion for `audience` (the token endpoint URL). With `send_chain`
@@ -266,10 +236,7 @@ impl ClientCertificate {
             x5t_s256: &thumbprint,
             x5c,
         };
-        let now_secs = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let claims = Claims {
             aud: audience,
             iss: client_id,
@@ -291,13 +258,9 @@ impl ClientCertificate {
             encode(serde_json::to_vec(&claims), "claims")?
         );
         let mut signature = vec![0u8; self.key.public().modulus_len()];
+        let rng = ring::rand::SystemRandom::new();
         self.key
-            .sign(
-                &ring::signature::RSA_PSS_SHA256,
-                &ring::rand::SystemRandom::new(),
-                jwt.as_bytes(),
-                &mut signature,
-            )
+            .sign(&RSA_PSS_SHA256, &rng, jwt.as_bytes(), &mut signature)
             .map_err(|_| AzureError::Auth("cannot sign the client assertion".into()))?;
         jwt.push('.');
         jwt.push_str(&URL_SAFE_NO_PAD.encode(&signature));
@@ -305,8 +268,7 @@ impl ClientCertificate {
     }
 }
 
-/// An RSA private key (`key_tag` `PRIVATE KEY`: PKCS#8, `RSA PRIVATE KEY`: PKCS#1), ready to
-/// sign.
+/// An RSA private key from `PRIVATE KEY` (PKCS#8) or `RSA PRIVATE KEY` (PKCS#1) DER.
 fn parse_rsa_key(key_tag: &str, key_der: &[u8]) -> Result<RsaKeyPair, CertificateError> {
     if key_tag == "PRIVATE KEY" {
         RsaKeyPair::from_pkcs8(key_der)
@@ -323,18 +285,10 @@ fn holds_key(cert_der: &[u8], key: &RsaKeyPair) -> bool {
     cert_der.windows(public.len()).any(|w| w == public)
 }
 
-/// How to read the certificate file and what to send.
-pub struct CertificateOptions {
-    /// `AZURE_CLIENT_CERTIFICATE_PASSWORD`.
-    pub password: Option<Secret>,
-    /// `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`: put the chain in the assertion's `x5c`.
-    pub send_chain: bool,
-}
-
 /// What identifies one version of the certificate file: a rewrite changes the size or the
 /// times (the change time cannot be set back), a rename over it changes the inode.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct FileStamp {
+pub(crate) struct FileStamp {
     dev: u64,
     ino: u64,
     size: u64,
@@ -361,50 +315,25 @@ thread_local! {
 }
 
 /// A parsed certificate, or why the file cannot be used (`AzureError::Auth`).
-type Parsed = Result<Arc<ClientCertificate>, AzureError>;
+pub(crate) type Parsed = Result<Arc<ClientCertificate>, AzureError>;
 
-/// Client credentials with a certificate assertion.
-pub struct ClientCertificateCredential {
-    tenant: String,
-    client_id: String,
-    path: PathBuf,
-    options: CertificateOptions,
-    authority: String,
-    http: Arc<HttpClient>,
-    clock: Arc<dyn Clock>,
+/// The certificate file `AZURE_CLIENT_CERTIFICATE_PATH` names, parsed again only when it
+/// changes.
+pub(crate) struct CertificateFile {
+    pub(crate) path: PathBuf,
+    /// `AZURE_CLIENT_CERTIFICATE_PASSWORD`.
+    pub(crate) password: Option<Secret>,
+    /// `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`: put the chain in the assertion's `x5c`.
+    pub(crate) send_chain: bool,
     /// The file last parsed, its stamp, and the certificate or why the file is unusable (a
     /// broken file or a wrong password is not decrypted again until the file changes).
-    parsed: Mutex<Option<(FileStamp, Parsed)>>,
-    /// How many times the file was read and parsed (decrypted).
-    parses: AtomicUsize,
+    pub(crate) parsed: Mutex<Option<(FileStamp, Parsed)>>,
 }
 
-impl ClientCertificateCredential {
-    pub fn new(
-        tenant: &str,
-        client_id: &str,
-        path: PathBuf,
-        options: CertificateOptions,
-        authority: &str,
-        http: Arc<HttpClient>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        ClientCertificateCredential {
-            tenant: tenant.to_string(),
-            client_id: client_id.to_string(),
-            path,
-            options,
-            authority: authority.to_string(),
-            http,
-            clock,
-            parsed: Mutex::new(None),
-            parses: AtomicUsize::new(0),
-        }
-    }
-
+impl CertificateFile {
     /// The certificate in the file now: the one parsed last if the file is unchanged, else
     /// the file read and parsed again.
-    fn certificate(&self) -> Parsed {
+    pub(crate) fn certificate(&self) -> Parsed {
         let path = &self.path;
         let unreadable = |e: std::io::Error| {
             AzureError::Auth(format!(
@@ -437,54 +366,23 @@ impl ClientCertificateCredential {
             .take(MAX_FILE_SIZE)
             .read_to_end(&mut data)
             .map_err(unreadable)?;
-        self.parses.fetch_add(1, Ordering::Relaxed);
         #[cfg(test)]
         PARSED_ON_THIS_THREAD.with(|n| n.set(n.get() + 1));
-        let password = self.options.password.as_ref().map(Secret::expose);
-        let outcome = ClientCertificate::from_file(&data, password)
-            .map(Arc::new)
-            .map_err(|e| AzureError::Auth(format!("AZURE_CLIENT_CERTIFICATE_PATH {path:?}: {e}")));
+        let outcome =
+            ClientCertificate::from_file(&data, self.password.as_ref().map(Secret::expose))
+                .map(Arc::new)
+                .map_err(|e| {
+                    AzureError::Auth(format!("AZURE_CLIENT_CERTIFICATE_PATH {path:?}: {e}"))
+                });
         *parsed = Some((stamp, outcome.clone()));
         outcome
-    }
-}
-
-impl HttpCredential for ClientCertificateCredential {
-    fn credential_name(&self) -> &'static str {
-        "EnvironmentCredential (client certificate)"
-    }
-
-    fn http(&self) -> &HttpClient {
-        &self.http
-    }
-
-    fn fetch_over(
-        &self,
-        http: &HttpClient,
-        tenant: Option<&str>,
-        scope: &str,
-    ) -> Result<AccessToken, CredentialError> {
-        let cert = self.certificate().map_err(CredentialError::Failed)?;
-        let tenant = tenant.unwrap_or(&self.tenant);
-        let now = self.clock.now();
-        request_token(http, &self.authority, tenant, scope, |endpoint| {
-            let assertion =
-                cert.assertion(&self.client_id, endpoint, now, self.options.send_chain)?;
-            Ok(vec![
-                ("client_id".to_string(), Secret::new(self.client_id.clone())),
-                (
-                    "client_assertion_type".to_string(),
-                    Secret::new("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
-                ),
-                ("client_assertion".to_string(), assertion),
-            ])
-        })
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::azure::auth::entra::{EntraCredential, Proof};
     use crate::azure::auth::Credential;
     use jsonwebtoken::Algorithm;
 
@@ -555,11 +453,11 @@ pub(crate) mod tests {
 
     /// SubjectPublicKeyInfo DER → the embedded RSAPublicKey (the BIT STRING contents).
     fn rsa_public_from_spki(spki: &[u8]) -> &[u8] {
-        // SEQUENCE { SEQUENCE { oid, NULL }, BIT STRING { 0x00, RSAPublicKey } }: the
-        // RSAPublicKey is the trailing SEQUENCE (0x30 0x82 ...). The first `03 82` is the BIT
-        // STRING header (the AlgorithmIdentifier holds none); a later one may be modulus bytes.
-        let pos = spki.windows(2).position(|w| w == [0x03, 0x82]).unwrap();
-        &spki[pos + 5..]
+        use crate::der::{Reader, BIT_STRING};
+        let mut spki = Reader::new(spki).sequence("SubjectPublicKeyInfo").unwrap();
+        spki.sequence("AlgorithmIdentifier").unwrap();
+        // The BIT STRING's first byte counts its unused bits (0).
+        &spki.expect(BIT_STRING, "subjectPublicKey").unwrap()[1..]
     }
 
     #[test]
@@ -672,9 +570,9 @@ pub(crate) mod tests {
     }
 
     /// A credential for the file at `path`, over a transport that always issues a token.
-    fn credential_for(path: &std::path::Path) -> ClientCertificateCredential {
+    fn credential_for(path: &std::path::Path) -> EntraCredential {
         use crate::azure::http::tests::{resp, Scripted};
-        use crate::azure::http::RetryPolicy;
+        use crate::azure::http::{HttpClient, RetryPolicy};
         use crate::clock::ManualClock;
         let ok = || {
             let mut r = resp(200, &[]);
@@ -689,18 +587,23 @@ pub(crate) mod tests {
             clock.clone(),
             RetryPolicy::default(),
         ));
-        ClientCertificateCredential::new(
+        let password = Some(Secret::new("pass word ü"));
+        let file = CertificateFile {
+            path: path.to_path_buf(),
+            password,
+            send_chain: false,
+            parsed: Mutex::default(),
+        };
+        let proof = Proof::Certificate(file);
+        EntraCredential::with(
+            "x",
             "tenant",
             "client",
-            path.to_path_buf(),
-            CertificateOptions {
-                password: Some(Secret::new("pass word ü")),
-                send_chain: false,
-            },
+            proof,
             "https://login.example/",
             http,
-            clock,
         )
+        .unwrap()
     }
 
     #[test]
@@ -712,7 +615,12 @@ pub(crate) mod tests {
         let path = dir.join("client.p12");
         std::fs::write(&path, MODERN).unwrap();
         let cred = credential_for(&path);
-        let parses = || cred.parses.load(Ordering::Relaxed);
+        let before = PARSED_ON_THIS_THREAD.with(|n| n.get());
+        let parses = || PARSED_ON_THIS_THREAD.with(|n| n.get()) - before;
+        let cert_der = || match &cred.proof {
+            Proof::Certificate(file) => file.certificate().unwrap().cert_der.clone(),
+            _ => unreachable!(),
+        };
 
         // Token requests for an unchanged file reuse the decrypted key.
         cred.fetch(None, "scope-1").unwrap();
@@ -728,11 +636,11 @@ pub(crate) mod tests {
             b
         };
         // Rewritten in place with another certificate (another size): the next request uses it.
-        let (cert_pem, key_pem, cert_der) = rsa_cert_pem();
+        let (cert_pem, key_pem, cert_der_now) = rsa_cert_pem();
         std::fs::write(&path, bundle(&cert_pem, &key_pem)).unwrap();
         cred.fetch(None, "scope-1").unwrap();
         assert_eq!(parses(), 2);
-        assert_eq!(cred.certificate().unwrap().cert_der(), &cert_der[..]);
+        assert_eq!(cert_der(), cert_der_now);
         cred.fetch(None, "scope-1").unwrap();
         assert_eq!(parses(), 2);
 
@@ -743,7 +651,7 @@ pub(crate) mod tests {
         std::fs::rename(&tmp, &path).unwrap();
         cred.fetch(None, "scope-1").unwrap();
         assert_eq!(parses(), 3);
-        assert_eq!(cred.certificate().unwrap().cert_der(), &other_der[..]);
+        assert_eq!(cert_der(), other_der);
 
         // A broken file fails every request (not parsed again while unchanged) until fixed.
         std::fs::write(&path, CERT).unwrap();

@@ -67,12 +67,11 @@ impl ChainCredential {
                     *self.selected.lock().unwrap_or_else(|e| e.into_inner()) = Some(i);
                     return Ok(t);
                 }
-                Err(e @ CredentialError::Unavailable(_)) => {
+                Err(e) => {
                     reasons.push(format!("{}: {e}", c.name()));
-                }
-                Err(e @ CredentialError::Failed(_)) => {
-                    reasons.push(format!("{}: {e}", c.name()));
-                    break;
+                    if let CredentialError::Failed(_) = e {
+                        break;
+                    }
                 }
             }
         }

@@ -5,27 +5,40 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::certificate::{CertificateOptions, ClientCertificateCredential};
-use super::token_endpoint::{failed, request_token};
-use super::{validate_tenant, AccessToken, Credential, CredentialError, HttpCredential};
+use super::certificate::CertificateFile;
+use super::{
+    describe_token_error, failed, parse_token_response, validate_tenant, AccessToken, Credential,
+    CredentialError, HttpCredential,
+};
 use crate::azure::deadline::Deadline;
-use crate::azure::http::HttpClient;
+use crate::azure::http::{form_encode, HttpClient, HttpRequest};
 use crate::azure::types::AzureError;
 use crate::azure::{env_get, EnvSnapshot};
-use crate::clock::Clock;
 use crate::secret::Secret;
 
-/// Client id + client secret.
-pub struct ClientSecretCredential {
+/// How the client proves who it is.
+pub(super) enum Proof {
+    Secret(Secret),
+    /// Re-read for every request: kubelet rotates the projected token.
+    FederatedTokenFile(PathBuf),
+    Certificate(CertificateFile),
+}
+
+/// An Entra ID application (tenant, client id, proof) asking for tokens.
+pub struct EntraCredential {
     name: &'static str,
     tenant: String,
     client_id: String,
-    secret: Secret,
+    pub(super) proof: Proof,
     authority: String,
     http: Arc<HttpClient>,
 }
 
-impl ClientSecretCredential {
+/// Client id + client secret: [`EntraCredential::new`].
+pub type ClientSecretCredential = EntraCredential;
+
+impl EntraCredential {
+    /// Client id + client secret; `name` is for logs.
     pub fn new(
         name: &'static str,
         tenant: &str,
@@ -40,18 +53,72 @@ impl ClientSecretCredential {
                 "{name}: the client id and secret must not be empty"
             )));
         }
-        Ok(ClientSecretCredential {
+        let proof = Proof::Secret(secret);
+        Self::with(name, tenant, client_id.trim(), proof, authority, http)
+    }
+
+    pub(super) fn with(
+        name: &'static str,
+        tenant: &str,
+        client_id: &str,
+        proof: Proof,
+        authority: &str,
+        http: Arc<HttpClient>,
+    ) -> Result<Self, AzureError> {
+        Ok(EntraCredential {
             name,
-            tenant: tenant.to_string(),
-            client_id: client_id.trim().to_string(),
-            secret,
+            tenant: validate_tenant(tenant)?.to_string(),
+            client_id: client_id.to_string(),
+            proof,
             authority: authority.to_string(),
             http,
         })
     }
+
+    /// Requests a token. `proof` receives the token endpoint URL (the assertion audience) and
+    /// returns the secret or the assertion.
+    fn request(
+        &self,
+        http: &HttpClient,
+        tenant: &str,
+        scope: &str,
+        proof: impl FnOnce(&str) -> Result<Secret, AzureError>,
+    ) -> Result<AccessToken, CredentialError> {
+        let tenant = validate_tenant(tenant).map_err(CredentialError::Failed)?;
+        let endpoint = format!("{}{tenant}/oauth2/v2.0/token", self.authority);
+        let proof = proof(&endpoint).map_err(CredentialError::Failed)?;
+        let mut form = vec![
+            ("grant_type", "client_credentials"),
+            ("scope", scope),
+            ("client_id", &self.client_id),
+        ];
+        match self.proof {
+            Proof::Secret(_) => form.push(("client_secret", proof.expose())),
+            _ => form.extend([
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", proof.expose()),
+            ]),
+        }
+        let req = HttpRequest::new("POST", endpoint.clone())
+            .header("Accept", "application/json")
+            .form_body(form_encode(&form));
+        let resp = http.send(&req).map_err(CredentialError::Failed)?;
+        if !resp.is_success() {
+            return Err(failed(format!(
+                "token request to {endpoint} was refused: {}{}",
+                describe_token_error(resp.status, &resp.body),
+                resp.refused_wait_note("the token endpoint")
+            )));
+        }
+        parse_token_response(&resp.body, http.clock().now())
+            .map_err(|m| CredentialError::Failed(AzureError::Decode(format!("{endpoint}: {m}"))))
+    }
 }
 
-impl HttpCredential for ClientSecretCredential {
+impl HttpCredential for EntraCredential {
     fn credential_name(&self) -> &'static str {
         self.name
     }
@@ -66,235 +133,134 @@ impl HttpCredential for ClientSecretCredential {
         tenant: Option<&str>,
         scope: &str,
     ) -> Result<AccessToken, CredentialError> {
-        request_token(
-            http,
-            &self.authority,
-            tenant.unwrap_or(&self.tenant),
-            scope,
-            |_| {
-                Ok(vec![
-                    ("client_id".into(), Secret::new(self.client_id.clone())),
-                    ("client_secret".into(), self.secret.clone()),
-                ])
-            },
-        )
-    }
-}
-
-enum Setup {
-    Ready(Box<dyn Credential>),
-    /// Not configured: the chain moves on.
-    Unavailable(String),
-    /// Configured wrongly: the chain stops with this.
-    Broken(AzureError),
-}
-
-impl Setup {
-    fn fetch(
-        &self,
-        tenant: Option<&str>,
-        scope: &str,
-        deadline: Option<Deadline>,
-    ) -> Result<AccessToken, CredentialError> {
-        match (self, deadline) {
-            (Setup::Ready(c), None) => c.fetch(tenant, scope),
-            (Setup::Ready(c), Some(d)) => c.fetch_within(tenant, scope, d),
-            (Setup::Unavailable(m), _) => Err(CredentialError::Unavailable(m.clone())),
-            (Setup::Broken(e), _) => Err(CredentialError::Failed(e.clone())),
-        }
-    }
-}
-
-/// `AZURE_TENANT_ID` + `AZURE_CLIENT_ID` + (`AZURE_CLIENT_SECRET` or
-/// `AZURE_CLIENT_CERTIFICATE_PATH` [+ `AZURE_CLIENT_CERTIFICATE_PASSWORD`]).
-pub struct EnvironmentCredential {
-    setup: Setup,
-}
-
-impl EnvironmentCredential {
-    pub fn from_env(
-        env: &EnvSnapshot,
-        authority: &str,
-        http: Arc<HttpClient>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        let tenant = env_get(env, "AZURE_TENANT_ID");
-        let client = env_get(env, "AZURE_CLIENT_ID");
-        let secret = env_get(env, "AZURE_CLIENT_SECRET");
-        let cert = env_get(env, "AZURE_CLIENT_CERTIFICATE_PATH");
-        let setup = match (tenant, client, secret, cert) {
-            (Some(t), Some(c), Some(s), _) => match ClientSecretCredential::new(
-                "EnvironmentCredential (client secret)",
-                t,
-                c,
-                Secret::new(s),
-                authority,
-                http,
-            ) {
-                Ok(cred) => Setup::Ready(Box::new(cred)),
-                Err(e) => Setup::Broken(e),
-            },
-            (Some(t), Some(c), None, Some(path)) => match validate_tenant(t) {
-                // One credential for the process: it keeps the parsed certificate per file
-                // version, and binds each request to its deadline in `fetch_within`.
-                Ok(t) => Setup::Ready(Box::new(ClientCertificateCredential::new(
-                    t,
-                    c,
-                    PathBuf::from(path),
-                    CertificateOptions {
-                        password: env_get(env, "AZURE_CLIENT_CERTIFICATE_PASSWORD")
-                            .map(Secret::new),
-                        send_chain: env_get(env, "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN")
-                            .is_some_and(|v| {
-                                v.trim() == "1" || v.trim().eq_ignore_ascii_case("true")
-                            }),
-                    },
-                    authority,
-                    http,
-                    clock,
-                ))),
-                Err(e) => Setup::Broken(e),
-            },
-            (Some(_), Some(_), None, None) => Setup::Unavailable(
-                "AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH is not set".into(),
-            ),
-            _ => Setup::Unavailable("AZURE_TENANT_ID and AZURE_CLIENT_ID are not both set".into()),
-        };
-        EnvironmentCredential { setup }
-    }
-}
-
-impl Credential for EnvironmentCredential {
-    fn name(&self) -> &'static str {
-        "EnvironmentCredential"
-    }
-    fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
-        self.setup.fetch(tenant, scope, None)
-    }
-    fn fetch_within(
-        &self,
-        tenant: Option<&str>,
-        scope: &str,
-        deadline: Deadline,
-    ) -> Result<AccessToken, CredentialError> {
-        self.setup.fetch(tenant, scope, Some(deadline))
-    }
-}
-
-struct Workload {
-    tenant: String,
-    client_id: String,
-    token_file: PathBuf,
-    authority: String,
-    http: Arc<HttpClient>,
-}
-
-impl HttpCredential for Workload {
-    fn credential_name(&self) -> &'static str {
-        "WorkloadIdentityCredential"
-    }
-
-    fn http(&self) -> &HttpClient {
-        &self.http
-    }
-
-    fn fetch_over(
-        &self,
-        http: &HttpClient,
-        tenant: Option<&str>,
-        scope: &str,
-    ) -> Result<AccessToken, CredentialError> {
-        // Re-read every time: kubelet rotates the projected token.
-        let raw = std::fs::read_to_string(&self.token_file).map_err(|e| {
-            failed(format!(
-                "AZURE_FEDERATED_TOKEN_FILE {:?} cannot be read: {e}",
-                self.token_file
-            ))
-        })?;
-        let assertion = Secret::new(raw.trim());
-        if assertion.is_empty() {
-            return Err(failed(format!(
-                "AZURE_FEDERATED_TOKEN_FILE {:?} is empty",
-                self.token_file
-            )));
-        }
-        request_token(
-            http,
-            &self.authority,
-            tenant.unwrap_or(&self.tenant),
-            scope,
-            |_| {
-                Ok(vec![
-                    ("client_id".into(), Secret::new(self.client_id.clone())),
-                    (
-                        "client_assertion_type".into(),
-                        Secret::new("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
-                    ),
-                    ("client_assertion".into(), assertion),
-                ])
-            },
-        )
-    }
-}
-
-/// AKS workload identity: `AZURE_FEDERATED_TOKEN_FILE` + `AZURE_CLIENT_ID` + `AZURE_TENANT_ID`.
-pub struct WorkloadIdentityCredential {
-    setup: Setup,
-}
-
-impl WorkloadIdentityCredential {
-    pub fn from_env(env: &EnvSnapshot, authority: &str, http: Arc<HttpClient>) -> Self {
-        let file = env_get(env, "AZURE_FEDERATED_TOKEN_FILE");
-        let client = env_get(env, "AZURE_CLIENT_ID");
-        let tenant = env_get(env, "AZURE_TENANT_ID");
-        let setup = match (file, client, tenant) {
-            (Some(f), Some(c), Some(t)) => match validate_tenant(t) {
-                Ok(t) => Setup::Ready(Box::new(Workload {
-                    tenant: t.to_string(),
-                    client_id: c.to_string(),
-                    token_file: PathBuf::from(f),
-                    authority: authority.to_string(),
-                    http,
-                })),
-                Err(e) => Setup::Broken(e),
-            },
-            _ => {
-                let missing: Vec<&str> = [
-                    ("AZURE_FEDERATED_TOKEN_FILE", file),
-                    ("AZURE_CLIENT_ID", client),
-                    ("AZURE_TENANT_ID", tenant),
-                ]
-                .iter()
-                .filter(|(_, v)| v.is_none())
-                .map(|(n, _)| *n)
-                .collect();
-                Setup::Unavailable(format!("{} not set", missing.join(", ")))
+        let tenant = tenant.unwrap_or(&self.tenant);
+        match &self.proof {
+            Proof::Secret(secret) => self.request(http, tenant, scope, |_| Ok(secret.clone())),
+            Proof::FederatedTokenFile(path) => {
+                let raw = std::fs::read_to_string(path).map_err(|e| {
+                    failed(format!(
+                        "AZURE_FEDERATED_TOKEN_FILE {path:?} cannot be read: {e}"
+                    ))
+                })?;
+                let assertion = Secret::new(raw.trim());
+                if assertion.is_empty() {
+                    return Err(failed(format!(
+                        "AZURE_FEDERATED_TOKEN_FILE {path:?} is empty"
+                    )));
+                }
+                self.request(http, tenant, scope, |_| Ok(assertion))
             }
-        };
-        WorkloadIdentityCredential { setup }
+            Proof::Certificate(file) => {
+                let cert = file.certificate().map_err(CredentialError::Failed)?;
+                let now = http.clock().now();
+                self.request(http, tenant, scope, |endpoint| {
+                    cert.assertion(&self.client_id, endpoint, now, file.send_chain)
+                })
+            }
+        }
     }
 }
 
-impl Credential for WorkloadIdentityCredential {
+/// A credential the environment configures, or why it cannot be used: `Unavailable` (not
+/// configured: the chain moves on) or `Failed` (configured wrongly: the chain stops).
+pub struct FromEnv {
+    name: &'static str,
+    setup: Result<EntraCredential, CredentialError>,
+}
+
+impl FromEnv {
+    fn ready(&self) -> Result<&EntraCredential, CredentialError> {
+        self.setup.as_ref().map_err(Clone::clone)
+    }
+}
+
+impl Credential for FromEnv {
     fn name(&self) -> &'static str {
-        "WorkloadIdentityCredential"
+        self.name
     }
+
     fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
-        self.setup.fetch(tenant, scope, None)
+        self.ready()?.fetch(tenant, scope)
     }
+
     fn fetch_within(
         &self,
         tenant: Option<&str>,
         scope: &str,
         deadline: Deadline,
     ) -> Result<AccessToken, CredentialError> {
-        self.setup.fetch(tenant, scope, Some(deadline))
+        self.ready()?.fetch_within(tenant, scope, deadline)
     }
+}
+
+/// EnvironmentCredential: `AZURE_TENANT_ID` + `AZURE_CLIENT_ID` + (`AZURE_CLIENT_SECRET` or
+/// `AZURE_CLIENT_CERTIFICATE_PATH` [+ `AZURE_CLIENT_CERTIFICATE_PASSWORD`]).
+pub fn environment(env: &EnvSnapshot, authority: &str, http: Arc<HttpClient>) -> FromEnv {
+    let tenant = env_get(env, "AZURE_TENANT_ID");
+    let client = env_get(env, "AZURE_CLIENT_ID");
+    let secret = env_get(env, "AZURE_CLIENT_SECRET");
+    let cert = env_get(env, "AZURE_CLIENT_CERTIFICATE_PATH");
+    let setup = match (tenant, client, secret, cert) {
+        (Some(t), Some(c), Some(s), _) => {
+            let name = "EnvironmentCredential (client secret)";
+            EntraCredential::new(name, t, c, Secret::new(s), authority, http)
+                .map_err(CredentialError::Failed)
+        }
+        // One credential for the process: it keeps the parsed certificate per file version.
+        (Some(t), Some(c), None, Some(path)) => {
+            let file = CertificateFile {
+                path: PathBuf::from(path),
+                password: env_get(env, "AZURE_CLIENT_CERTIFICATE_PASSWORD").map(Secret::new),
+                send_chain: env_get(env, "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN")
+                    .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true")),
+                parsed: Default::default(),
+            };
+            let name = "EnvironmentCredential (client certificate)";
+            EntraCredential::with(name, t, c, Proof::Certificate(file), authority, http)
+                .map_err(CredentialError::Failed)
+        }
+        (Some(_), Some(_), None, None) => Err(CredentialError::Unavailable(
+            "AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH is not set".into(),
+        )),
+        _ => Err(CredentialError::Unavailable(
+            "AZURE_TENANT_ID and AZURE_CLIENT_ID are not both set".into(),
+        )),
+    };
+    FromEnv {
+        name: "EnvironmentCredential",
+        setup,
+    }
+}
+
+/// WorkloadIdentityCredential (AKS): `AZURE_FEDERATED_TOKEN_FILE` + `AZURE_CLIENT_ID` +
+/// `AZURE_TENANT_ID`.
+pub fn workload_identity(env: &EnvSnapshot, authority: &str, http: Arc<HttpClient>) -> FromEnv {
+    let name = "WorkloadIdentityCredential";
+    let vars = [
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "AZURE_CLIENT_ID",
+        "AZURE_TENANT_ID",
+    ]
+    .map(|v| (v, env_get(env, v)));
+    let setup = match vars {
+        [(_, Some(file)), (_, Some(client)), (_, Some(tenant))] => {
+            let proof = Proof::FederatedTokenFile(PathBuf::from(file));
+            EntraCredential::with(name, tenant, client, proof, authority, http)
+                .map_err(CredentialError::Failed)
+        }
+        _ => {
+            let missing: Vec<&str> = vars.iter().filter(|v| v.1.is_none()).map(|v| v.0).collect();
+            let missing = missing.join(", ");
+            Err(CredentialError::Unavailable(format!("{missing} not set")))
+        }
+    };
+    FromEnv { name, setup }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::azure::auth::tests::env_of;
     use crate::azure::http::tests::{resp, Scripted};
     use crate::azure::http::{HttpRequest, HttpResponse};
     use crate::azure::http::{RetryPolicy, Transport, TransportError};
@@ -407,16 +373,15 @@ mod tests {
     #[test]
     fn environment_credential_availability() {
         let (http, _) = scripted(vec![]);
-        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(SystemTime::now()));
         let mut env = EnvSnapshot::new();
-        let c = EnvironmentCredential::from_env(&env, "https://l/", http.clone(), clock.clone());
+        let c = environment(&env, "https://l/", http.clone());
         assert!(matches!(
             c.fetch(None, "s"),
             Err(CredentialError::Unavailable(_))
         ));
         env.insert("AZURE_TENANT_ID".into(), "t".into());
         env.insert("AZURE_CLIENT_ID".into(), "c".into());
-        let c = EnvironmentCredential::from_env(&env, "https://l/", http.clone(), clock.clone());
+        let c = environment(&env, "https://l/", http.clone());
         assert!(
             matches!(c.fetch(None, "s"), Err(CredentialError::Unavailable(m)) if m.contains("AZURE_CLIENT_SECRET"))
         );
@@ -424,13 +389,13 @@ mod tests {
             "AZURE_CLIENT_CERTIFICATE_PATH".into(),
             "/nonexistent/cert.pem".into(),
         );
-        let c = EnvironmentCredential::from_env(&env, "https://l/", http.clone(), clock.clone());
+        let c = environment(&env, "https://l/", http.clone());
         assert!(
             matches!(c.fetch(None, "s"), Err(CredentialError::Failed(AzureError::Auth(m))) if m.contains("cannot be read"))
         );
         env.insert("AZURE_TENANT_ID".into(), "bad/tenant".into());
         env.insert("AZURE_CLIENT_SECRET".into(), "x".into());
-        let c = EnvironmentCredential::from_env(&env, "https://l/", http, clock);
+        let c = environment(&env, "https://l/", http);
         assert!(matches!(
             c.fetch(None, "s"),
             Err(CredentialError::Failed(AzureError::Config(_)))
@@ -451,7 +416,7 @@ mod tests {
             "AZURE_FEDERATED_TOKEN_FILE".into(),
             file.display().to_string(),
         );
-        let c = WorkloadIdentityCredential::from_env(&env, "https://l/", http);
+        let c = workload_identity(&env, "https://l/", http);
         c.fetch(None, "s").unwrap();
         std::fs::write(&file, "federated-2").unwrap();
         c.fetch(None, "s").unwrap();
@@ -468,8 +433,7 @@ mod tests {
         assert!(e.to_string().contains("cannot be read"));
         std::fs::remove_dir_all(&dir).unwrap();
 
-        let c =
-            WorkloadIdentityCredential::from_env(&EnvSnapshot::new(), "https://l/", http_only());
+        let c = workload_identity(&EnvSnapshot::new(), "https://l/", http_only());
         assert!(
             matches!(c.fetch(None, "s"), Err(CredentialError::Unavailable(m)) if m.contains("AZURE_FEDERATED_TOKEN_FILE"))
         );
@@ -488,14 +452,11 @@ mod tests {
         let (cert_pem, key_pem, _) = super::super::certificate::tests::rsa_cert_pem();
         let cert = dir.join("client.pem");
         std::fs::write(&cert, format!("{cert_pem}\n{key_pem}")).unwrap();
-        let env: EnvSnapshot = [
+        let env = env_of(&[
             ("AZURE_TENANT_ID", "t"),
             ("AZURE_CLIENT_ID", "c"),
             ("AZURE_CLIENT_CERTIFICATE_PATH", &cert.display().to_string()),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        ]);
         let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         let answer: Answer = || Ok(ok_token());
         let transport = Arc::new(Timed::new(&clock, vec![(Duration::from_millis(1), answer)]));
@@ -504,8 +465,7 @@ mod tests {
             Arc::new(clock.clone()),
             RetryPolicy::default(),
         ));
-        let cred =
-            EnvironmentCredential::from_env(&env, "https://l/", http, Arc::new(clock.clone()));
+        let cred = environment(&env, "https://l/", http);
         let before = PARSED_ON_THIS_THREAD.with(|n| n.get());
         for _ in 0..3 {
             let deadline = crate::azure::deadline::Deadline::after(&clock, Duration::from_secs(25));
@@ -529,21 +489,15 @@ mod tests {
         std::fs::write(&cert, format!("{cert_pem}\n{key_pem}")).unwrap();
         let federated = dir.join("token");
         std::fs::write(&federated, "federated").unwrap();
-        let env_of = |pairs: &[(&str, &str)]| -> EnvSnapshot {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
         let base = [("AZURE_TENANT_ID", "t"), ("AZURE_CLIENT_ID", "c")];
         let answer: Answer = || Ok(ok_token());
-        type Make = Box<dyn Fn(Arc<HttpClient>, Arc<dyn Clock>) -> Box<dyn Credential>>;
+        type Make = Box<dyn Fn(Arc<HttpClient>) -> Box<dyn Credential>>;
         let cert_path = cert.display().to_string();
         let token_path = federated.display().to_string();
         let credentials: Vec<(&str, Make)> = vec![
             (
                 "client secret",
-                Box::new(|http, _| {
+                Box::new(|http| {
                     Box::new(
                         ClientSecretCredential::new(
                             "x",
@@ -559,45 +513,31 @@ mod tests {
             ),
             (
                 "environment secret",
-                Box::new(move |http, clock| {
+                Box::new(move |http| {
                     let env = env_of(&[base[0], base[1], ("AZURE_CLIENT_SECRET", "s")]);
-                    Box::new(EnvironmentCredential::from_env(
-                        &env,
-                        "https://l/",
-                        http,
-                        clock,
-                    ))
+                    Box::new(environment(&env, "https://l/", http))
                 }),
             ),
             (
                 "environment certificate",
-                Box::new(move |http, clock| {
+                Box::new(move |http| {
                     let env = env_of(&[
                         base[0],
                         base[1],
                         ("AZURE_CLIENT_CERTIFICATE_PATH", cert_path.as_str()),
                     ]);
-                    Box::new(EnvironmentCredential::from_env(
-                        &env,
-                        "https://l/",
-                        http,
-                        clock,
-                    ))
+                    Box::new(environment(&env, "https://l/", http))
                 }),
             ),
             (
                 "workload identity",
-                Box::new(move |http, _| {
+                Box::new(move |http| {
                     let env = env_of(&[
                         base[0],
                         base[1],
                         ("AZURE_FEDERATED_TOKEN_FILE", token_path.as_str()),
                     ]);
-                    Box::new(WorkloadIdentityCredential::from_env(
-                        &env,
-                        "https://l/",
-                        http,
-                    ))
+                    Box::new(workload_identity(&env, "https://l/", http))
                 }),
             ),
         ];
@@ -610,8 +550,8 @@ mod tests {
                 Arc::new(clock.clone()),
                 RetryPolicy::default(),
             ));
-            let cred = make(http, Arc::new(clock.clone()));
-            let start = Clock::now(&clock);
+            let cred = make(http);
+            let start = crate::clock::Clock::now(&clock);
             let deadline = crate::azure::deadline::Deadline::after(&clock, Duration::from_secs(3));
             cred.fetch_within(None, "s", deadline).unwrap();
             // Without a deadline, a request gets a whole attempt.

@@ -12,10 +12,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::token_endpoint::failed;
-use super::{describe_token_error, parse_token_response, AccessToken, Credential, CredentialError};
+use super::{
+    describe_token_error, failed, parse_token_response, AccessToken, CredentialError,
+    HttpCredential,
+};
 use crate::azure::cloud::resource_from_scope;
-use crate::azure::deadline::Deadline;
 use crate::azure::http::{percent_encode, HttpClient, HttpRequest, Url};
 use crate::azure::types::AzureError;
 use crate::azure::{env_get, EnvSnapshot};
@@ -141,7 +142,14 @@ impl ManagedIdentityCredential {
         }
     }
 
-    fn url(&self, endpoint: &str, api_version: &str, scope: &str) -> String {
+    /// A token request to `endpoint` with `header` (the endpoint's proof of a local caller).
+    fn request(
+        &self,
+        endpoint: &str,
+        api_version: &str,
+        scope: &str,
+        header: (&str, &str),
+    ) -> HttpRequest {
         let sep = if endpoint.contains('?') { '&' } else { '?' };
         let mut url = format!(
             "{endpoint}{sep}api-version={api_version}&resource={}",
@@ -151,11 +159,11 @@ impl ManagedIdentityCredential {
             url.push_str("&client_id=");
             url.push_str(&percent_encode(id));
         }
-        url
+        HttpRequest::new("GET", url)
+            .header(header.0, header.1)
+            .header("Accept", "application/json")
     }
-}
 
-impl ManagedIdentityCredential {
     /// The token in a successful answer, whichever endpoint gave it.
     fn token_from(&self, body: &[u8]) -> Result<AccessToken, CredentialError> {
         parse_token_response(body, self.http.clock().now()).map_err(|m| {
@@ -172,11 +180,7 @@ impl ManagedIdentityCredential {
         key_dir: &std::path::Path,
         scope: &str,
     ) -> Result<AccessToken, CredentialError> {
-        let request = || {
-            HttpRequest::new("GET", self.url(endpoint, ARC_API_VERSION, scope))
-                .header("Metadata", "true")
-                .header("Accept", "application/json")
-        };
+        let request = || self.request(endpoint, ARC_API_VERSION, scope, ("Metadata", "true"));
         let challenge = http.send(&request()).map_err(CredentialError::Failed)?;
         if challenge.status != 401 {
             return Err(failed(format!(
@@ -197,6 +201,72 @@ impl ManagedIdentityCredential {
             return Err(failed(format!(
                 "the Azure Arc identity endpoint refused the token request: {}{}",
                 describe_token_error(resp.status, &resp.body),
+                resp.refused_wait_note("the identity endpoint")
+            )));
+        }
+        self.token_from(&resp.body)
+    }
+}
+
+impl HttpCredential for ManagedIdentityCredential {
+    fn credential_name(&self) -> &'static str {
+        match self.source {
+            Source::AppService { .. } => "ManagedIdentityCredential (App Service)",
+            Source::Arc { .. } => "ManagedIdentityCredential (Azure Arc)",
+            _ => "ManagedIdentityCredential (IMDS)",
+        }
+    }
+
+    fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
+    fn fetch_over(
+        &self,
+        http: &HttpClient,
+        _tenant: Option<&str>,
+        scope: &str,
+    ) -> Result<AccessToken, CredentialError> {
+        let req = match &self.source {
+            Source::Broken(m) => {
+                return Err(CredentialError::Failed(AzureError::Config(m.clone())));
+            }
+            Source::AppService { endpoint, header } => {
+                let header = ("X-IDENTITY-HEADER", header.expose());
+                self.request(endpoint, APP_SERVICE_API_VERSION, scope, header)
+            }
+            Source::Arc { endpoint, key_dir } => {
+                return self.fetch_arc(http, endpoint, key_dir, scope);
+            }
+            Source::Imds { endpoint } => {
+                let mut req = self.request(endpoint, IMDS_API_VERSION, scope, ("Metadata", "true"));
+                req.probe = !self.imds_seen.load(Ordering::Relaxed);
+                req
+            }
+        };
+        let is_imds = matches!(self.source, Source::Imds { .. });
+        let resp = match http.send(&req) {
+            Ok(r) => r,
+            Err(e) if is_imds && req.probe => {
+                return Err(CredentialError::Unavailable(format!(
+                    "no managed identity endpoint answered ({e})"
+                )));
+            }
+            Err(e) => return Err(CredentialError::Failed(e)),
+        };
+        if is_imds {
+            self.imds_seen.store(true, Ordering::Relaxed);
+        }
+        if !resp.is_success() {
+            let reason = describe_token_error(resp.status, &resp.body);
+            // IMDS 400: no identity assigned to this VM (or the user-assigned id is unknown).
+            if is_imds && resp.status == 400 {
+                return Err(CredentialError::Unavailable(format!(
+                    "IMDS has no matching identity ({reason})"
+                )));
+            }
+            return Err(failed(format!(
+                "managed identity endpoint refused the token request: {reason}{}",
                 resp.refused_wait_note("the identity endpoint")
             )));
         }
@@ -235,84 +305,12 @@ fn read_arc_key(
     Ok(Secret::new(text.trim().to_string()))
 }
 
-impl Credential for ManagedIdentityCredential {
-    fn name(&self) -> &'static str {
-        match self.source {
-            Source::AppService { .. } => "ManagedIdentityCredential (App Service)",
-            Source::Arc { .. } => "ManagedIdentityCredential (Azure Arc)",
-            _ => "ManagedIdentityCredential (IMDS)",
-        }
-    }
-
-    fn fetch(&self, _tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
-        self.fetch_over(&self.http, scope)
-    }
-
-    fn fetch_within(
-        &self,
-        _tenant: Option<&str>,
-        scope: &str,
-        deadline: Deadline,
-    ) -> Result<AccessToken, CredentialError> {
-        self.fetch_over(&self.http.within(deadline), scope)
-    }
-}
-
-impl ManagedIdentityCredential {
-    fn fetch_over(&self, http: &HttpClient, scope: &str) -> Result<AccessToken, CredentialError> {
-        let (req, is_imds) = match &self.source {
-            Source::Broken(m) => {
-                return Err(CredentialError::Failed(AzureError::Config(m.clone())));
-            }
-            Source::AppService { endpoint, header } => (
-                HttpRequest::new("GET", self.url(endpoint, APP_SERVICE_API_VERSION, scope))
-                    .header("X-IDENTITY-HEADER", header.expose())
-                    .header("Accept", "application/json"),
-                false,
-            ),
-            Source::Arc { endpoint, key_dir } => {
-                return self.fetch_arc(http, endpoint, key_dir, scope);
-            }
-            Source::Imds { endpoint } => {
-                let mut req = HttpRequest::new("GET", self.url(endpoint, IMDS_API_VERSION, scope))
-                    .header("Metadata", "true")
-                    .header("Accept", "application/json");
-                req.probe = !self.imds_seen.load(Ordering::Relaxed);
-                (req, true)
-            }
-        };
-        let resp = match http.send(&req) {
-            Ok(r) => r,
-            Err(e) if is_imds && req.probe => {
-                return Err(CredentialError::Unavailable(format!(
-                    "no managed identity endpoint answered ({e})"
-                )));
-            }
-            Err(e) => return Err(CredentialError::Failed(e)),
-        };
-        if is_imds {
-            self.imds_seen.store(true, Ordering::Relaxed);
-        }
-        if !resp.is_success() {
-            let reason = describe_token_error(resp.status, &resp.body);
-            // IMDS 400: no identity assigned to this VM (or the user-assigned id is unknown).
-            if is_imds && resp.status == 400 {
-                return Err(CredentialError::Unavailable(format!(
-                    "IMDS has no matching identity ({reason})"
-                )));
-            }
-            return Err(CredentialError::Failed(AzureError::Auth(format!(
-                "managed identity endpoint refused the token request: {reason}{}",
-                resp.refused_wait_note("the identity endpoint")
-            ))));
-        }
-        self.token_from(&resp.body)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::azure::auth::tests::env_of;
+    use crate::azure::auth::Credential;
+    use crate::azure::deadline::Deadline;
     use crate::azure::http::tests::{resp, Scripted};
     use crate::azure::http::{HttpResponse, RetryPolicy, Transport, TransportError};
     use crate::clock::ManualClock;
@@ -363,12 +361,8 @@ mod tests {
             Arc::new(clock),
             RetryPolicy::default(),
         ));
-        let env: EnvSnapshot = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
         (
-            ManagedIdentityCredential::from_env_with_arc_dir(&env, http, arc_key_dir),
+            ManagedIdentityCredential::from_env_with_arc_dir(&env_of(env), http, arc_key_dir),
             rec,
         )
     }
@@ -616,11 +610,7 @@ mod tests {
                 Arc::new(clock.clone()),
                 RetryPolicy::default(),
             ));
-            let env: EnvSnapshot = env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            let c = ManagedIdentityCredential::from_env(&env, http);
+            let c = ManagedIdentityCredential::from_env(&env_of(&env), http);
             let start = crate::clock::Clock::now(&clock);
             let deadline = Deadline::after(&clock, Duration::from_secs(3));
             c.fetch_within(None, "s", deadline).unwrap();

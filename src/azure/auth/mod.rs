@@ -20,9 +20,7 @@ mod chain;
 mod entra;
 mod managed_identity;
 pub(crate) mod pkcs12;
-mod token_endpoint;
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -32,29 +30,19 @@ use crate::azure::deadline::Deadline;
 use crate::azure::http::HttpClient;
 use crate::azure::types::AzureError;
 use crate::azure::{EnvSnapshot, StaticCredentials};
-use crate::clock::Clock;
 use crate::secret::Secret;
 
 pub use cache::{TokenCache, REFRESH_BEFORE_EXPIRY};
-pub use certificate::{ClientCertificate, ClientCertificateCredential};
+pub use certificate::ClientCertificate;
 pub use chain::ChainCredential;
-pub use entra::{ClientSecretCredential, EnvironmentCredential, WorkloadIdentityCredential};
+pub use entra::{ClientSecretCredential, EntraCredential};
 pub use managed_identity::ManagedIdentityCredential;
 
-/// An access token and when it stops being valid.
-#[derive(Clone, PartialEq, Eq)]
+/// An access token and when it stops being valid (`Debug` redacts the token).
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct AccessToken {
     pub token: Secret,
     pub expires_at: SystemTime,
-}
-
-impl fmt::Debug for AccessToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccessToken")
-            .field("token", &self.token)
-            .field("expires_at", &self.expires_at)
-            .finish()
-    }
 }
 
 /// Why a credential produced no token.
@@ -83,9 +71,8 @@ pub trait Credential: Send + Sync {
         &self,
         tenant: Option<&str>,
         scope: &str,
-        deadline: Deadline,
+        _deadline: Deadline,
     ) -> Result<AccessToken, CredentialError> {
-        let _ = deadline;
         self.fetch(tenant, scope)
     }
 }
@@ -131,7 +118,6 @@ pub fn build_credential(
     env: &EnvSnapshot,
     authority: &str,
     http: Arc<HttpClient>,
-    clock: Arc<dyn Clock>,
 ) -> Result<Arc<dyn Credential>, AzureError> {
     if let Some(s) = static_credentials {
         let cred = ClientSecretCredential::new(
@@ -144,7 +130,7 @@ pub fn build_credential(
         )?;
         return Ok(Arc::new(ChainCredential::new(vec![Box::new(cred)])));
     }
-    Ok(Arc::new(default_chain(env, authority, http, clock)?))
+    Ok(Arc::new(default_chain(env, authority, http)?))
 }
 
 /// The tenant the credential authenticates to by its own configuration: the static
@@ -173,28 +159,25 @@ const CHAIN_NAMES: [&str; 3] = [
 
 /// The one credential `AZURE_TOKEN_CREDENTIALS` keeps, `None` for all of them.
 fn narrowed_to(env: &EnvSnapshot) -> Result<Option<&'static str>, AzureError> {
-    let Some(v) = crate::azure::env_get(env, "AZURE_TOKEN_CREDENTIALS") else {
-        return Ok(None);
+    let v = match crate::azure::env_get(env, "AZURE_TOKEN_CREDENTIALS") {
+        Some(v) if !v.eq_ignore_ascii_case("prod") => v,
+        _ => return Ok(None),
     };
-    if v.eq_ignore_ascii_case("prod") {
-        return Ok(None);
-    }
     if let Some(name) = CHAIN_NAMES.iter().find(|n| n.eq_ignore_ascii_case(v)) {
         return Ok(Some(name));
     }
     let developer = ["dev", "AzureCLICredential", "AzureDeveloperCLICredential"]
         .iter()
         .any(|d| d.eq_ignore_ascii_case(v));
+    let names = CHAIN_NAMES.join(", ");
     Err(AzureError::Config(if developer {
         format!(
             "AZURE_TOKEN_CREDENTIALS={v} selects developer credentials, which this plugin does \
-             not have; use prod or one of {}",
-            CHAIN_NAMES.join(", ")
+             not have; use prod or one of {names}"
         )
     } else {
         format!(
-            "AZURE_TOKEN_CREDENTIALS has an unknown value {v:?}; expected prod or one of {}",
-            CHAIN_NAMES.join(", ")
+            "AZURE_TOKEN_CREDENTIALS has an unknown value {v:?}; expected prod or one of {names}"
         )
     }))
 }
@@ -206,30 +189,20 @@ fn default_chain(
     env: &EnvSnapshot,
     authority: &str,
     http: Arc<HttpClient>,
-    clock: Arc<dyn Clock>,
 ) -> Result<ChainCredential, AzureError> {
     let only = narrowed_to(env)?;
-    let wanted = |name: &str| only.is_none_or(|o| o == name);
-    let mut sources: Vec<Box<dyn Credential>> = Vec::new();
-    if wanted(CHAIN_NAMES[0]) {
-        sources.push(Box::new(EnvironmentCredential::from_env(
-            env,
-            authority,
-            http.clone(),
-            clock,
-        )));
-    }
-    if wanted(CHAIN_NAMES[1]) {
-        sources.push(Box::new(WorkloadIdentityCredential::from_env(
-            env,
-            authority,
-            http.clone(),
-        )));
-    }
-    if wanted(CHAIN_NAMES[2]) {
-        sources.push(Box::new(ManagedIdentityCredential::from_env(env, http)));
-    }
-    Ok(ChainCredential::new(sources))
+    let all: [Box<dyn Credential>; 3] = [
+        Box::new(entra::environment(env, authority, http.clone())),
+        Box::new(entra::workload_identity(env, authority, http.clone())),
+        Box::new(ManagedIdentityCredential::from_env(env, http)),
+    ];
+    let wanted = CHAIN_NAMES.map(|name| only.is_none_or(|o| o == name));
+    let sources = all.into_iter().zip(wanted).filter(|(_, w)| *w);
+    Ok(ChainCredential::new(sources.map(|(c, _)| c).collect()))
+}
+
+pub(crate) fn failed(m: String) -> CredentialError {
+    CredentialError::Failed(AzureError::Auth(m))
 }
 
 /// A tenant id safe to put in a URL path: a GUID or a domain (`^[0-9a-zA-Z-.]+$`).
@@ -321,15 +294,11 @@ pub fn describe_token_error(status: u16, body: &[u8]) -> String {
             }
         }
     }
-    let mut msg = format!("HTTP {status}");
-    if !parts.is_empty() {
-        msg.push_str(": ");
-        msg.push_str(&parts.join(": "));
-    }
-    truncate(msg, 400)
+    parts.insert(0, format!("HTTP {status}"));
+    truncate(parts.join(": "), 400)
 }
 
-pub(crate) fn truncate(mut s: String, max: usize) -> String {
+fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut cut = max;
         while !s.is_char_boundary(cut) {
@@ -342,8 +311,16 @@ pub(crate) fn truncate(mut s: String, max: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// An environment holding `pairs`.
+    pub(crate) fn env_of(pairs: &[(&str, &str)]) -> EnvSnapshot {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
 
     fn now() -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
@@ -362,13 +339,7 @@ mod tests {
                 .map(|v| ("AZURE_TOKEN_CREDENTIALS".to_string(), v.to_string()))
                 .into_iter()
                 .collect();
-            default_chain(
-                &env,
-                "https://login.test/",
-                http.clone(),
-                Arc::new(clock.clone()),
-            )
-            .map(|c| c.source_names())
+            default_chain(&env, "https://login.test/", http.clone()).map(|c| c.source_names())
         };
         let all = vec![
             "EnvironmentCredential",
@@ -396,12 +367,7 @@ mod tests {
 
     #[test]
     fn configured_tenant_is_the_static_or_environment_one() {
-        let env = |pairs: &[(&str, &str)]| -> EnvSnapshot {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
+        let env = env_of;
         let statics = StaticCredentials {
             tenant_id: " static.example ".into(),
             client_id: "c".into(),

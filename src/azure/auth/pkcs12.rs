@@ -68,6 +68,7 @@ type Result<T> = std::result::Result<T, Pkcs12Error>;
 use Pkcs12Error::Unusable;
 
 /// What a PKCS#12 file holds that a client credential needs.
+#[derive(Default)]
 pub struct Decoded {
     /// PKCS#8 `PrivateKeyInfo` DER of each private key found.
     pub keys: Vec<Zeroizing<Vec<u8>>>,
@@ -76,34 +77,28 @@ pub struct Decoded {
 }
 
 // Object identifiers, as the bytes of their DER content.
-const ID_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
-const ID_ENCRYPTED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x06];
-const KEY_BAG: &[u8] = &[
-    0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x0c, 0x0a, 0x01, 0x01,
-];
-const SHROUDED_KEY_BAG: &[u8] = &[
-    0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x0c, 0x0a, 0x01, 0x02,
-];
-const CERT_BAG: &[u8] = &[
-    0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x0c, 0x0a, 0x01, 0x03,
-];
-const X509_CERTIFICATE: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x16, 0x01];
-const PBES2: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x05, 0x0d];
-const PBKDF2: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x05, 0x0c];
-const HMAC_SHA1: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x02, 0x07];
-const HMAC_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x02, 0x09];
-const HMAC_SHA384: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x02, 0x0a];
-const HMAC_SHA512: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x02, 0x0b];
-const AES128_CBC: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x02];
-const AES192_CBC: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x16];
-const AES256_CBC: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x2a];
-const PBE_SHA1_3DES: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x0c, 0x01, 0x03];
-const PBE_SHA1_RC2_128: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x0c, 0x01, 0x05];
-const PBE_SHA1_RC2_40: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x0c, 0x01, 0x06];
-const SHA1: &[u8] = &[0x2b, 0x0e, 0x03, 0x02, 0x1a];
-const SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
-const SHA384: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02];
-const SHA512: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03];
+const ID_DATA: &[u8] = b"\x2a\x86\x48\x86\xf7\x0d\x01\x07\x01";
+const ID_ENCRYPTED_DATA: &[u8] = b"\x2a\x86\x48\x86\xf7\x0d\x01\x07\x06";
+const KEY_BAG: &[u8] = b"\x2a\x86\x48\x86\xf7\x0d\x01\x0c\x0a\x01\x01";
+const SHROUDED_KEY_BAG: &[u8] = b"\x2a\x86\x48\x86\xf7\x0d\x01\x0c\x0a\x01\x02";
+const CERT_BAG: &[u8] = b"\x2a\x86\x48\x86\xf7\x0d\x01\x0c\x0a\x01\x03";
+const X509_CERTIFICATE: &[u8] = b"\x2a\x86\x48\x86\xf7\x0d\x01\x09\x16\x01";
+const PBES2: &[u8] = b"\x2a\x86\x48\x86\xf7\x0d\x01\x05\x0d";
+const PBKDF2: &[u8] = b"\x2a\x86\x48\x86\xf7\x0d\x01\x05\x0c";
+const HMAC_SHA1: &[u8] = b"\x2a\x86\x48\x86\xf7\x0d\x02\x07";
+const HMAC_SHA256: &[u8] = b"\x2a\x86\x48\x86\xf7\x0d\x02\x09";
+const HMAC_SHA384: &[u8] = b"\x2a\x86\x48\x86\xf7\x0d\x02\x0a";
+const HMAC_SHA512: &[u8] = b"\x2a\x86\x48\x86\xf7\x0d\x02\x0b";
+const AES128_CBC: &[u8] = b"\x60\x86\x48\x01\x65\x03\x04\x01\x02";
+const AES192_CBC: &[u8] = b"\x60\x86\x48\x01\x65\x03\x04\x01\x16";
+const AES256_CBC: &[u8] = b"\x60\x86\x48\x01\x65\x03\x04\x01\x2a";
+const PBE_SHA1_3DES: &[u8] = b"\x2a\x86\x48\x86\xf7\x0d\x01\x0c\x01\x03";
+const PBE_SHA1_RC2_128: &[u8] = b"\x2a\x86\x48\x86\xf7\x0d\x01\x0c\x01\x05";
+const PBE_SHA1_RC2_40: &[u8] = b"\x2a\x86\x48\x86\xf7\x0d\x01\x0c\x01\x06";
+const SHA1: &[u8] = b"\x2b\x0e\x03\x02\x1a";
+const SHA256: &[u8] = b"\x60\x86\x48\x01\x65\x03\x04\x02\x01";
+const SHA384: &[u8] = b"\x60\x86\x48\x01\x65\x03\x04\x02\x02";
+const SHA512: &[u8] = b"\x60\x86\x48\x01\x65\x03\x04\x02\x03";
 
 /// PBKDF2 iterations above this are refused: OpenSSL 3 writes 2048, Windows and Azure about
 /// 2000, the most cautious tools up to 600,000. A file asking for more is broken or hostile.
@@ -117,37 +112,28 @@ pub(crate) const MAX_PKCS12_KDF_ITERATIONS: u32 = 1_000_000;
 const MAX_TOTAL_ROUNDS: u64 = 8_000_000;
 
 /// The key-derivation rounds left for one file.
-pub(crate) struct Work {
-    left: u64,
-}
+pub(crate) struct Work(u64);
 
 impl Work {
     pub(crate) fn new() -> Self {
-        Work {
-            left: MAX_TOTAL_ROUNDS,
-        }
+        Work(MAX_TOTAL_ROUNDS)
     }
 
     fn charge(&mut self, iterations: u32, blocks: usize) -> Result<()> {
         let rounds = u64::from(iterations).saturating_mul(blocks as u64);
-        if rounds > self.left {
+        if rounds > self.0 {
             return Err(Pkcs12Error::TooMuchWork);
         }
-        self.left -= rounds;
+        self.0 -= rounds;
         Ok(())
     }
 }
 
 /// An iteration count of the derivation `kind`, refused above `max`.
 fn iterations(bytes: &[u8], kind: &'static str, max: u32) -> Result<u32> {
-    if bytes.is_empty() || bytes.len() > 5 || bytes[0] & 0x80 != 0 {
-        return Err(Pkcs12Error::BadIterationCount {
-            out_of_range: false,
-        });
-    }
-    let v = bytes.iter().fold(0u64, |acc, b| (acc << 8) | *b as u64);
-    let n = u32::try_from(v).map_err(|_| Pkcs12Error::BadIterationCount { out_of_range: true })?;
-    match n {
+    let bad = |out_of_range| Pkcs12Error::BadIterationCount { out_of_range };
+    let v = crate::der::small_unsigned(bytes).ok_or(bad(false))?;
+    match u32::try_from(v).map_err(|_| bad(true))? {
         0 => Err(Pkcs12Error::ZeroIterations(kind)),
         n if n > max => Err(Pkcs12Error::TooManyIterations { kind, n, max }),
         n => Ok(n),
@@ -232,13 +218,9 @@ fn decrypt(alg: &[u8], data: &[u8], password: &str, work: &mut Work) -> Result<Z
         }
         let mut kdf_params = kdf.sequence("PBKDF2 parameters")?;
         let salt = kdf_params.expect(OCTET_STRING, "PBKDF2 salt")?;
-        let rounds = iterations(
-            kdf_params.expect(INTEGER, "PBKDF2 iterations")?,
-            "PBKDF2",
-            MAX_PBKDF2_ITERATIONS,
-        )?;
-        let mut prf = ring::pbkdf2::PBKDF2_HMAC_SHA1;
-        let mut prf_len: usize = 20;
+        let count = kdf_params.expect(INTEGER, "PBKDF2 iterations")?;
+        let rounds = iterations(count, "PBKDF2", MAX_PBKDF2_ITERATIONS)?;
+        let (mut prf, mut prf_len) = (ring::pbkdf2::PBKDF2_HMAC_SHA1, 20usize);
         while !kdf_params.is_empty() {
             match kdf_params.read()? {
                 (INTEGER, _, _) => {} // key length: implied by the cipher
@@ -280,11 +262,8 @@ fn decrypt(alg: &[u8], data: &[u8], password: &str, work: &mut Work) -> Result<Z
     }
     // PKCS#12's own password-based encryption: SHA-1 derives both the key and the IV.
     let salt = params.expect(OCTET_STRING, "PBE salt")?;
-    let rounds = iterations(
-        params.expect(INTEGER, "PBE iterations")?,
-        "PKCS#12 key derivation",
-        MAX_PKCS12_KDF_ITERATIONS,
-    )?;
+    let count = params.expect(INTEGER, "PBE iterations")?;
+    let rounds = iterations(count, "PKCS#12 key derivation", MAX_PKCS12_KDF_ITERATIONS)?;
     let key_len = match oid {
         PBE_SHA1_3DES => 24,
         PBE_SHA1_RC2_40 => 5,
@@ -355,15 +334,11 @@ fn verify_mac(mac_data: &[u8], content: &[u8], password: &str, work: &mut Work) 
     };
     let expected = digest_info.expect(OCTET_STRING, "MAC value")?;
     let salt = mac_data.expect(OCTET_STRING, "MAC salt")?;
-    let rounds = if mac_data.is_empty() {
-        1
-    } else {
-        iterations(
-            mac_data.expect(INTEGER, "MAC iterations")?,
-            "MAC",
-            MAX_PKCS12_KDF_ITERATIONS,
-        )?
-    };
+    let mut rounds = 1; // when absent
+    if !mac_data.is_empty() {
+        let count = mac_data.expect(INTEGER, "MAC iterations")?;
+        rounds = iterations(count, "MAC", MAX_PKCS12_KDF_ITERATIONS)?;
+    }
     // An empty password is written as just the terminator by OpenSSL, as nothing by others.
     let mut candidates = vec![bmp_password(password)];
     if password.is_empty() {
@@ -401,10 +376,7 @@ pub fn decode_pfx(data: &[u8], password: &str) -> Result<Decoded> {
     }
     verify_mac(pfx.expect(SEQUENCE, "PFX MAC")?, octets, password, work)?;
 
-    let mut out = Decoded {
-        keys: Vec::new(),
-        certs: Vec::new(),
-    };
+    let mut out = Decoded::default();
     let mut safes = Reader::new(octets).sequence("AuthenticatedSafe")?;
     while !safes.is_empty() {
         let mut info = safes.sequence("ContentInfo")?;
@@ -470,17 +442,7 @@ pub(crate) mod support {
     use super::*;
 
     pub(crate) use crate::der::tlv as der;
-
-    /// A DER INTEGER's content for `n`.
-    pub(crate) fn int(n: u32) -> Vec<u8> {
-        let bytes = n.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count().min(3);
-        let mut out = bytes[skip..].to_vec();
-        if out[0] & 0x80 != 0 {
-            out.insert(0, 0);
-        }
-        out
-    }
+    use crate::der::unsigned_integer;
 
     /// The authenticated-safe bytes of a PKCS#12 file (what its MAC covers).
     pub(crate) fn authenticated_safe(pfx: &[u8]) -> Option<Vec<u8>> {
@@ -513,7 +475,12 @@ pub(crate) mod support {
         );
         let mac_data = der(
             SEQUENCE,
-            &[digest_info, der(OCTET_STRING, &salt), der(INTEGER, &int(1))].concat(),
+            &[
+                digest_info,
+                der(OCTET_STRING, &salt),
+                unsigned_integer(&[1]),
+            ]
+            .concat(),
         );
         let content = der(
             SEQUENCE,
@@ -525,8 +492,9 @@ pub(crate) mod support {
 
 #[cfg(test)]
 mod tests {
-    use super::support::{der, int};
+    use super::support::der;
     use super::*;
+    use crate::der::unsigned_integer;
 
     /// Made with OpenSSL 3.0: `openssl pkcs12 -export` (AES-256-CBC, PBKDF2-SHA256, SHA-256
     /// MAC), the same with `-legacy` (3DES key, RC2-40 certificate, SHA-1 MAC), one with an
@@ -629,7 +597,7 @@ mod tests {
     fn pbes2_key(iterations: u32) -> Vec<u8> {
         let params = [
             der(OCTET_STRING, &[1; 8]),
-            der(INTEGER, &int(iterations)),
+            unsigned_integer(&iterations.to_be_bytes()),
             der(
                 SEQUENCE,
                 &[der(OID, HMAC_SHA256), vec![0x05, 0x00]].concat(),
@@ -654,7 +622,11 @@ mod tests {
     fn pkcs12_pbe_key(iterations: u32) -> Vec<u8> {
         let params = der(
             SEQUENCE,
-            &[der(OCTET_STRING, &[1; 8]), der(INTEGER, &int(iterations))].concat(),
+            &[
+                der(OCTET_STRING, &[1; 8]),
+                unsigned_integer(&iterations.to_be_bytes()),
+            ]
+            .concat(),
         );
         let alg = der(SEQUENCE, &[der(OID, PBE_SHA1_3DES), params].concat());
         der(SEQUENCE, &[alg, der(OCTET_STRING, &[3; 32])].concat())
@@ -668,7 +640,12 @@ mod tests {
         let mut mac = pfx.sequence("").unwrap();
         let (_, _, digest_info) = mac.read().unwrap();
         let (_, _, salt) = mac.read().unwrap();
-        let mac = [digest_info, salt, &der(INTEGER, &int(iterations))].concat();
+        let mac = [
+            digest_info,
+            salt,
+            &unsigned_integer(&iterations.to_be_bytes()),
+        ]
+        .concat();
         der(
             SEQUENCE,
             &[version, auth_safe, &der(SEQUENCE, &mac)].concat(),
@@ -740,10 +717,10 @@ mod tests {
         );
         assert!(e.to_string().contains("rounds in total"), "{e}");
         // Decryption draws on the file's budget and stops before deriving when it is spent.
-        let mut work = Work { left: 2047 };
+        let mut work = Work(2047);
         let e = decrypt_pkcs8_with(&pbes2_key(2048), "p", &mut work).unwrap_err();
         assert!(e.to_string().contains("rounds in total"), "{e}");
-        let mut work = Work { left: 3 * 2048 - 1 };
+        let mut work = Work(3 * 2048 - 1);
         let e = decrypt_pkcs8_with(&pkcs12_pbe_key(2048), "p", &mut work).unwrap_err();
         assert!(e.to_string().contains("rounds in total"), "{e}");
     }
