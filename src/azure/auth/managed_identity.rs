@@ -57,12 +57,12 @@ pub struct ManagedIdentityCredential {
     imds_seen: AtomicBool,
 }
 
+/// `value` as a normalised URL (a fragment is dropped), else the reason the credential reports
+/// when asked for a token.
 fn checked_endpoint(var: &str, value: &str) -> Result<String, String> {
-    let url = Url::parse(value).map_err(|e| format!("{var}: {e}"))?;
-    if url.path_and_query.contains('#') {
-        return Err(format!("{var} must not contain a fragment"));
-    }
-    Ok(url.to_string())
+    Url::parse(value)
+        .map(|url| url.to_string())
+        .map_err(|e| format!("{var}: {e}"))
 }
 
 /// The IMDS token URL. Test builds (the `test-hooks` feature) let `AZURE_IMDS_ENDPOINT`
