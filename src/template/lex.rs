@@ -379,21 +379,31 @@ impl<'a> Lexer<'a> {
         &s[..end]
     }
 
-    fn quote(&mut self, start: usize) -> Result<(), TemplateError> {
-        let rest = self.rest();
-        let mut chars = rest.char_indices();
-        let end = loop {
+    /// The length of a quoted string or character constant ending at `delim`, escapes
+    /// skipped; `unterminated` is the error when a newline or the end comes first.
+    fn quoted_len(
+        &self,
+        start: usize,
+        delim: char,
+        unterminated: &str,
+    ) -> Result<usize, TemplateError> {
+        let mut chars = self.rest().char_indices();
+        loop {
             match chars.next() {
                 Some((_, '\\')) => match chars.next() {
                     Some((_, c)) if c != '\n' => {}
-                    _ => return Err(self.err(start, "unterminated quoted string")),
+                    _ => return Err(self.err(start, unterminated)),
                 },
-                Some((i, '"')) => break i,
-                Some((_, '\n')) | None => return Err(self.err(start, "unterminated quoted string")),
+                Some((i, c)) if c == delim => return Ok(i),
+                Some((_, '\n')) | None => return Err(self.err(start, unterminated)),
                 Some(_) => {}
             }
-        };
-        let body = &rest[..end];
+        }
+    }
+
+    fn quote(&mut self, start: usize) -> Result<(), TemplateError> {
+        let end = self.quoted_len(start, '"', "unterminated quoted string")?;
+        let body = &self.rest()[..end];
         self.pos += end + 1;
         let s = unquote_body(body, '"').map_err(|e| self.err(start, e.to_string()))?;
         self.push(Tok::Str(s), start);
@@ -413,22 +423,8 @@ impl<'a> Lexer<'a> {
     }
 
     fn char_const(&mut self, start: usize) -> Result<(), TemplateError> {
-        let rest = self.rest();
-        let mut chars = rest.char_indices();
-        let end = loop {
-            match chars.next() {
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, c)) if c != '\n' => {}
-                    _ => return Err(self.err(start, "unterminated character constant")),
-                },
-                Some((i, '\'')) => break i,
-                Some((_, '\n')) | None => {
-                    return Err(self.err(start, "unterminated character constant"))
-                }
-                Some(_) => {}
-            }
-        };
-        let text = format!("'{}'", &rest[..end]);
+        let end = self.quoted_len(start, '\'', "unterminated character constant")?;
+        let text = format!("'{}'", &self.rest()[..end]);
         self.pos += end + 1;
         self.push(Tok::CharConst(text), start);
         Ok(())
