@@ -269,13 +269,17 @@ fn check_list(n: usize) -> Result<(), String> {
     }
 }
 
-/// A list argument of a Sprig list function; `what` completes Sprig's error message.
-fn list_arg<'a>(v: &'a Value, what: &str) -> Result<&'a [Value], String> {
-    match v {
+/// The i-th argument as the list of a Sprig list function; `what` completes Sprig's error.
+fn list_arg<'a>(a: &'a [Value], i: usize, what: &str) -> Result<&'a [Value], String> {
+    match at(a, i)? {
         Value::List(l) => Ok(l),
         Value::Nil => Err(NIL_DEREF.into()),
         other => Err(format!("Cannot {what} on type {}", other.kind_name())),
     }
+}
+
+fn or_nil(v: Option<&Value>) -> Result<Value, String> {
+    Ok(v.cloned().unwrap_or(Value::Nil))
 }
 
 fn usize_of(n: i64) -> Result<usize, String> {
@@ -867,18 +871,6 @@ fn f_round(a: &[Value]) -> Result<Value, String> {
 
 // ---- Sprig defaults, reflection, paths, encodings --------------------------------------
 
-fn f_default(a: &[Value]) -> Result<Value, String> {
-    match a.get(1) {
-        Some(given) if given.truth() => Ok(given.clone()),
-        _ => Ok(arg(a, 0)),
-    }
-}
-
-fn f_compact(a: &[Value]) -> Result<Value, String> {
-    let l = list_arg(at(a, 0)?, "compact")?;
-    list(l.iter().filter(|v| v.truth()).cloned().collect())
-}
-
 /// Go's `path.Clean`.
 fn path_clean(p: &str) -> String {
     if p.is_empty() {
@@ -1256,51 +1248,27 @@ fn f_dig(a: &[Value]) -> Result<Value, String> {
 }
 
 fn f_push(a: &[Value]) -> Result<Value, String> {
-    let mut l = list_arg(at(a, 0)?, "push")?.to_vec();
+    let mut l = list_arg(a, 0, "push")?.to_vec();
     l.push(arg(a, 1));
     list(l)
 }
 
 fn f_prepend(a: &[Value]) -> Result<Value, String> {
-    let l = list_arg(at(a, 0)?, "prepend")?;
+    let l = list_arg(a, 0, "prepend")?;
     let mut out = Vec::with_capacity(l.len() + 1);
     out.push(arg(a, 1));
     out.extend_from_slice(l);
     list(out)
 }
 
-fn f_first(a: &[Value]) -> Result<Value, String> {
-    Ok(list_arg(at(a, 0)?, "find first")?
-        .first()
-        .cloned()
-        .unwrap_or(Value::Nil))
-}
-
-fn f_last(a: &[Value]) -> Result<Value, String> {
-    Ok(list_arg(at(a, 0)?, "find last")?
-        .last()
-        .cloned()
-        .unwrap_or(Value::Nil))
-}
-
-fn f_rest(a: &[Value]) -> Result<Value, String> {
-    let l = list_arg(at(a, 0)?, "find rest")?;
-    list(l.get(1..).unwrap_or(&[]).to_vec())
-}
-
-fn f_initial(a: &[Value]) -> Result<Value, String> {
-    let l = list_arg(at(a, 0)?, "find initial")?;
-    list(l.get(..l.len().saturating_sub(1)).unwrap_or(&[]).to_vec())
-}
-
 fn f_reverse(a: &[Value]) -> Result<Value, String> {
-    let mut l = list_arg(at(a, 0)?, "find reverse")?.to_vec();
+    let mut l = list_arg(a, 0, "find reverse")?.to_vec();
     l.reverse();
     list(l)
 }
 
 fn f_uniq(a: &[Value]) -> Result<Value, String> {
-    let l = list_arg(at(a, 0)?, "find uniq")?;
+    let l = list_arg(a, 0, "find uniq")?;
     let mut out: Vec<Value> = Vec::new();
     for v in l {
         if !out.contains(v) {
@@ -1311,7 +1279,7 @@ fn f_uniq(a: &[Value]) -> Result<Value, String> {
 }
 
 fn f_without(a: &[Value]) -> Result<Value, String> {
-    let l = list_arg(at(a, 0)?, "find without")?;
+    let l = list_arg(a, 0, "find without")?;
     let omit = a.get(1..).unwrap_or(&[]);
     list(l.iter().filter(|v| !omit.contains(v)).cloned().collect())
 }
@@ -1320,7 +1288,7 @@ fn f_has(a: &[Value]) -> Result<Value, String> {
     let needle = arg(a, 0);
     match at(a, 1)? {
         Value::Nil => Ok(Value::Bool(false)),
-        hay => Ok(Value::Bool(list_arg(hay, "find has")?.contains(&needle))),
+        _ => Ok(Value::Bool(list_arg(a, 1, "find has")?.contains(&needle))),
     }
 }
 
@@ -1500,12 +1468,6 @@ fn compile_uncached(pattern: &str) -> Result<Pattern, String> {
     })
 }
 
-fn f_regex_match(a: &[Value]) -> Result<Value, String> {
-    Ok(Value::Bool(
-        compile(s(a, 0)?).is_ok_and(|r| s(a, 1).is_ok_and(|t| r.is_match(t))),
-    ))
-}
-
 fn f_regex_find_all(a: &[Value]) -> Result<Value, String> {
     let (r, text, n) = (compile(s(a, 0)?)?, s(a, 1)?, int(a, 2)?);
     let limit = if n < 0 { usize::MAX } else { usize_of(n)? };
@@ -1515,11 +1477,6 @@ fn f_regex_find_all(a: &[Value]) -> Result<Value, String> {
             .map(|m| m.as_str().to_string())
             .collect(),
     )
-}
-
-fn f_regex_find(a: &[Value]) -> Result<Value, String> {
-    let (r, text) = (compile(s(a, 0)?)?, s(a, 1)?);
-    string(r.find(text).map_or("", |m| m.as_str()))
 }
 
 /// Go's `ReplaceAllString` (with `$1`/`${name}` expansion) or `ReplaceAllLiteralString`.
@@ -1656,214 +1613,204 @@ fn regex_work(pattern: &str, text_len: usize) -> usize {
 
 // ---- the table -------------------------------------------------------------------------
 
-/// `spec!(name, [parameter types], ...variadic type => function)`; the function is a `fn` or,
-/// for the one-liners, a closure.
+/// The table's rows: `"name" | "alias": [parameter types, ...variadic type] => function`, the
+/// function a `fn` or, for the short ones, a closure.
+macro_rules! specs {
+    ($($($name:literal)|+: $sig:tt => $f:expr,)*) => {
+        &[$($(spec!($name, $sig, $f),)+)*]
+    };
+}
+
 macro_rules! spec {
-    ($name:literal, [$($p:ident),*], ...$v:ident => $f:expr) => {
+    ($name:literal, [$($p:ident,)* ...$v:ident], $f:expr) => {
         Spec { name: $name, params: &[$(P::$p),*], variadic: Some(P::$v), f: $f }
     };
-    ($name:literal, [$($p:ident),*] => $f:expr) => {
+    ($name:literal, [$($p:ident),*], $f:expr) => {
         Spec { name: $name, params: &[$(P::$p),*], variadic: None, f: $f }
     };
 }
 
-static SPECS: &[Spec] = &[
+static SPECS: &[Spec] = specs![
     // Go text/template builtins (Sprig's `slice` replaces Go's).
-    spec!("and", [A], ...A => |a| Ok(first_with_truth(a, false))),
-    spec!("or", [A], ...A => |a| Ok(first_with_truth(a, true))),
-    spec!("not", [A] => |a| Ok(Value::Bool(!arg(a, 0).truth()))),
-    spec!("len", [A] => f_len),
-    spec!("index", [A], ...A => f_index),
-    spec!("print", [], ...A => |a| string(sprint(a))),
-    spec!("printf", [S], ...A => |a| string(sprintf(s(a, 0)?, a.get(1..).unwrap_or(&[])))),
-    spec!("println", [], ...A => |a| string(sprintln(a))),
-    spec!("eq", [A], ...A => f_eq),
-    spec!("ne", [A, A] => |a| Ok(Value::Bool(!eq_pair(&arg(a, 0), &arg(a, 1))?))),
-    spec!("lt", [A, A] => |a| Ok(Value::Bool(lt_pair(&arg(a, 0), &arg(a, 1))?))),
-    spec!("le", [A, A] => |a| Ok(Value::Bool(le(a)?))),
-    spec!("gt", [A, A] => |a| Ok(Value::Bool(!le(a)?))),
-    spec!("ge", [A, A] => |a| Ok(Value::Bool(!lt_pair(&arg(a, 0), &arg(a, 1))?))),
-    spec!("html", [], ...A => f_html),
-    spec!("js", [], ...A => f_js),
-    spec!("urlquery", [], ...A => f_urlquery),
+    "and": [A, ...A] => |a| Ok(first_with_truth(a, false)),
+    "or": [A, ...A] => |a| Ok(first_with_truth(a, true)),
+    "not": [A] => |a| Ok(Value::Bool(!arg(a, 0).truth())),
+    "len": [A] => f_len,
+    "index": [A, ...A] => f_index,
+    "print": [...A] => |a| string(sprint(a)),
+    "printf": [S, ...A] => |a| string(sprintf(s(a, 0)?, a.get(1..).unwrap_or(&[]))),
+    "println": [...A] => |a| string(sprintln(a)),
+    "eq": [A, ...A] => f_eq,
+    "ne": [A, A] => |a| Ok(Value::Bool(!eq_pair(&arg(a, 0), &arg(a, 1))?)),
+    "lt": [A, A] => |a| Ok(Value::Bool(lt_pair(&arg(a, 0), &arg(a, 1))?)),
+    "le": [A, A] => |a| Ok(Value::Bool(le(a)?)),
+    "gt": [A, A] => |a| Ok(Value::Bool(!le(a)?)),
+    "ge": [A, A] => |a| Ok(Value::Bool(!lt_pair(&arg(a, 0), &arg(a, 1))?)),
+    "html": [...A] => f_html,
+    "js": [...A] => f_js,
+    "urlquery": [...A] => f_urlquery,
     // Sprig strings.
-    spec!("hello", [] => |_| string("Hello!")),
-    spec!("abbrev", [I, S] => f_abbrev),
-    spec!("abbrevboth", [I, I, S] => f_abbrevboth),
-    spec!("trunc", [I, S] => f_trunc),
-    spec!("trim", [S] => |a| string(s(a, 0)?.trim())),
-    spec!("upper", [S] => |a| string(go_upper(s(a, 0)?))),
-    spec!("lower", [S] => |a| string(go_lower(s(a, 0)?))),
-    spec!("title", [S] => |a| string(title(s(a, 0)?))),
-    spec!("untitle", [S] => |a| string(uncapitalize(s(a, 0)?))),
-    spec!("substr", [I, I, S] => f_substr),
-    spec!("repeat", [I, S] => f_repeat),
-    spec!("trimall", [S, S] => f_trim_all),
-    spec!("trimAll", [S, S] => f_trim_all),
-    spec!("trimSuffix", [S, S] => |a| {
+    "hello": [] => |_| string("Hello!"),
+    "abbrev": [I, S] => f_abbrev,
+    "abbrevboth": [I, I, S] => f_abbrevboth,
+    "trunc": [I, S] => f_trunc,
+    "trim": [S] => |a| string(s(a, 0)?.trim()),
+    "upper": [S] => |a| string(go_upper(s(a, 0)?)),
+    "lower": [S] => |a| string(go_lower(s(a, 0)?)),
+    "title": [S] => |a| string(title(s(a, 0)?)),
+    "untitle": [S] => |a| string(uncapitalize(s(a, 0)?)),
+    "substr": [I, I, S] => f_substr,
+    "repeat": [I, S] => f_repeat,
+    "trimall" | "trimAll": [S, S] => f_trim_all,
+    "trimSuffix": [S, S] => |a| {
         let (suf, st) = (s(a, 0)?, s(a, 1)?);
         string(st.strip_suffix(suf).unwrap_or(st))
-    }),
-    spec!("trimPrefix", [S, S] => |a| {
+    },
+    "trimPrefix": [S, S] => |a| {
         let (pre, st) = (s(a, 0)?, s(a, 1)?);
         string(st.strip_prefix(pre).unwrap_or(st))
-    }),
-    spec!("nospace", [S] => |a| string(delete_white_space(s(a, 0)?))),
-    spec!("initials", [S] => |a| string(initials(s(a, 0)?))),
-    spec!("swapcase", [S] => |a| string(swap_case(s(a, 0)?))),
-    spec!("snakecase", [S] => |a| string(camel_to_lower(s(a, 0)?, '_'))),
-    spec!("camelcase", [S] => |a| string(to_camel_case(s(a, 0)?, true))),
-    spec!("kebabcase", [S] => |a| string(camel_to_lower(s(a, 0)?, '-'))),
-    spec!("wrap", [I, S] => |a| string(wrap_custom(s(a, 1)?, int(a, 0)?, "", false))),
-    spec!("wrapWith", [I, S, S] => f_wrap_with),
-    spec!("contains", [S, S] => |a| Ok(Value::Bool(s(a, 1)?.contains(s(a, 0)?)))),
-    spec!("hasPrefix", [S, S] => |a| Ok(Value::Bool(s(a, 1)?.starts_with(s(a, 0)?)))),
-    spec!("hasSuffix", [S, S] => |a| Ok(Value::Bool(s(a, 1)?.ends_with(s(a, 0)?)))),
-    spec!("quote", [], ...A => |a| join_non_nil(a, |v| go_quote(&strval(v), false))),
-    spec!("squote", [], ...A => |a| join_non_nil(a, |v| format!("'{}'", v.to_go_string()))),
-    spec!("cat", [], ...A => |a| join_non_nil(a, Value::to_go_string)),
-    spec!("indent", [I, S] => |a| string(indent(int(a, 0)?, s(a, 1)?)?)),
-    spec!("nindent", [I, S] => |a| string(format!("\n{}", indent(int(a, 0)?, s(a, 1)?)?))),
-    spec!("replace", [S, S, S] => f_replace),
-    spec!("plural", [S, S, I] => |a| {
+    },
+    "nospace": [S] => |a| string(delete_white_space(s(a, 0)?)),
+    "initials": [S] => |a| string(initials(s(a, 0)?)),
+    "swapcase": [S] => |a| string(swap_case(s(a, 0)?)),
+    "snakecase": [S] => |a| string(camel_to_lower(s(a, 0)?, '_')),
+    "camelcase": [S] => |a| string(to_camel_case(s(a, 0)?, true)),
+    "kebabcase": [S] => |a| string(camel_to_lower(s(a, 0)?, '-')),
+    "wrap": [I, S] => |a| string(wrap_custom(s(a, 1)?, int(a, 0)?, "", false)),
+    "wrapWith": [I, S, S] => f_wrap_with,
+    "contains": [S, S] => |a| Ok(Value::Bool(s(a, 1)?.contains(s(a, 0)?))),
+    "hasPrefix": [S, S] => |a| Ok(Value::Bool(s(a, 1)?.starts_with(s(a, 0)?))),
+    "hasSuffix": [S, S] => |a| Ok(Value::Bool(s(a, 1)?.ends_with(s(a, 0)?))),
+    "quote": [...A] => |a| join_non_nil(a, |v| go_quote(&strval(v), false)),
+    "squote": [...A] => |a| join_non_nil(a, |v| format!("'{}'", v.to_go_string())),
+    "cat": [...A] => |a| join_non_nil(a, Value::to_go_string),
+    "indent": [I, S] => |a| string(indent(int(a, 0)?, s(a, 1)?)?),
+    "nindent": [I, S] => |a| string(format!("\n{}", indent(int(a, 0)?, s(a, 1)?)?)),
+    "replace": [S, S, S] => f_replace,
+    "plural": [S, S, I] => |a| {
         let (one, many, count) = (s(a, 0)?, s(a, 1)?, int(a, 2)?);
         string(if count == 1 { one } else { many })
-    }),
-    spec!("sha1sum", [S] => |a| digest(a, &ring::digest::SHA1_FOR_LEGACY_USE_ONLY)),
-    spec!("sha256sum", [S] => |a| digest(a, &ring::digest::SHA256)),
-    spec!("sha512sum", [S] => |a| digest(a, &ring::digest::SHA512)),
-    spec!("adler32sum", [S] => f_adler32sum),
-    spec!("toString", [A] => |a| string(strval(&arg(a, 0)))),
+    },
+    "sha1sum": [S] => |a| digest(a, &ring::digest::SHA1_FOR_LEGACY_USE_ONLY),
+    "sha256sum": [S] => |a| digest(a, &ring::digest::SHA256),
+    "sha512sum": [S] => |a| digest(a, &ring::digest::SHA512),
+    "adler32sum": [S] => f_adler32sum,
+    "toString": [A] => |a| string(strval(&arg(a, 0))),
     // Sprig conversions.
-    spec!("atoi", [S] => f_atoi),
-    spec!("int", [A] => |a| Ok(Value::Int(to_int64(&arg(a, 0))))),
-    spec!("int64", [A] => |a| Ok(Value::Int(to_int64(&arg(a, 0))))),
-    spec!("float64", [A] => |a| Ok(Value::Float(to_float64(&arg(a, 0))))),
-    spec!("toDecimal", [A] => f_to_decimal),
-    spec!("seq", [], ...I => f_seq),
-    spec!("split", [S, S] => |a| split_map(go_split(s(a, 1)?, s(a, 0)?, -1))),
-    spec!("splitList", [S, S] => |a| strs_to_list(go_split(s(a, 1)?, s(a, 0)?, -1))),
-    spec!("splitn", [S, I, S] => |a| split_map(go_split(s(a, 2)?, s(a, 0)?, int(a, 1)?))),
-    spec!("toStrings", [A] => |a| strs_to_list(strslice(&arg(a, 0)))),
-    spec!("join", [S, A] => f_join),
-    spec!("sortAlpha", [A] => f_sort_alpha),
+    "atoi": [S] => f_atoi,
+    "int" | "int64": [A] => |a| Ok(Value::Int(to_int64(&arg(a, 0)))),
+    "float64": [A] => |a| Ok(Value::Float(to_float64(&arg(a, 0)))),
+    "toDecimal": [A] => f_to_decimal,
+    "seq": [...I] => f_seq,
+    "split": [S, S] => |a| split_map(go_split(s(a, 1)?, s(a, 0)?, -1)),
+    "splitList": [S, S] => |a| strs_to_list(go_split(s(a, 1)?, s(a, 0)?, -1)),
+    "splitn": [S, I, S] => |a| split_map(go_split(s(a, 2)?, s(a, 0)?, int(a, 1)?)),
+    "toStrings": [A] => |a| strs_to_list(strslice(&arg(a, 0))),
+    "join": [S, A] => f_join,
+    "sortAlpha": [A] => f_sort_alpha,
     // Sprig math.
-    spec!("until", [I] => |a| {
+    "until": [I] => |a| {
         let count = int(a, 0)?;
         ints(until_step(0, count, if count < 0 { -1 } else { 1 })?)
-    }),
-    spec!("untilStep", [I, I, I] => |a| ints(until_step(int(a, 0)?, int(a, 1)?, int(a, 2)?)?)),
-    spec!("add1", [A] => |a| Ok(Value::Int(to_int64(&arg(a, 0)).wrapping_add(1)))),
-    spec!("add", [], ...A => |a| Ok(Value::Int(a.iter().map(to_int64).fold(0, i64::wrapping_add)))),
-    spec!("sub", [A, A] => |a| {
+    },
+    "untilStep": [I, I, I] => |a| ints(until_step(int(a, 0)?, int(a, 1)?, int(a, 2)?)?),
+    "add1": [A] => |a| Ok(Value::Int(to_int64(&arg(a, 0)).wrapping_add(1))),
+    "add": [...A] => |a| Ok(Value::Int(a.iter().map(to_int64).fold(0, i64::wrapping_add))),
+    "sub": [A, A] => |a| {
         Ok(Value::Int(to_int64(&arg(a, 0)).wrapping_sub(to_int64(&arg(a, 1)))))
-    }),
-    spec!("div", [A, A] => |a| int_div(a, i64::wrapping_div)),
-    spec!("mod", [A, A] => |a| int_div(a, i64::wrapping_rem)),
-    spec!("mul", [A], ...A => |a| fold_ints(a, i64::wrapping_mul)),
-    spec!("biggest", [A], ...A => |a| fold_ints(a, i64::max)),
-    spec!("max", [A], ...A => |a| fold_ints(a, i64::max)),
-    spec!("min", [A], ...A => |a| fold_ints(a, i64::min)),
-    spec!("maxf", [A], ...A => |a| fold_floats(a, go_fmax)),
-    spec!("minf", [A], ...A => |a| fold_floats(a, |x, y| -go_fmax(-x, -y))),
-    spec!("ceil", [A] => |a| Ok(Value::Float(to_float64(&arg(a, 0)).ceil()))),
-    spec!("floor", [A] => |a| Ok(Value::Float(to_float64(&arg(a, 0)).floor()))),
-    spec!("round", [A, I], ...F => f_round),
+    },
+    "div": [A, A] => |a| int_div(a, i64::wrapping_div),
+    "mod": [A, A] => |a| int_div(a, i64::wrapping_rem),
+    "mul": [A, ...A] => |a| fold_ints(a, i64::wrapping_mul),
+    "biggest" | "max": [A, ...A] => |a| fold_ints(a, i64::max),
+    "min": [A, ...A] => |a| fold_ints(a, i64::min),
+    "maxf": [A, ...A] => |a| fold_floats(a, go_fmax),
+    "minf": [A, ...A] => |a| fold_floats(a, |x, y| -go_fmax(-x, -y)),
+    "ceil": [A] => |a| Ok(Value::Float(to_float64(&arg(a, 0)).ceil())),
+    "floor": [A] => |a| Ok(Value::Float(to_float64(&arg(a, 0)).floor())),
+    "round": [A, I, ...F] => f_round,
     // Sprig defaults and flow control.
-    spec!("default", [A], ...A => f_default),
-    spec!("empty", [A] => |a| Ok(Value::Bool(!arg(a, 0).truth()))),
-    spec!("coalesce", [], ...A => |a| {
-        Ok(a.iter().find(|v| v.truth()).cloned().unwrap_or(Value::Nil))
-    }),
-    spec!("all", [], ...A => |a| Ok(Value::Bool(a.iter().all(Value::truth)))),
-    spec!("any", [], ...A => |a| Ok(Value::Bool(a.iter().any(Value::truth)))),
-    spec!("compact", [A] => f_compact),
-    spec!("mustCompact", [A] => f_compact),
-    spec!("ternary", [A, A, B] => |a| Ok(arg(a, if boolean(a, 2)? { 0 } else { 1 }))),
-    spec!("deepCopy", [A] => |a| Ok(arg(a, 0))),
-    spec!("mustDeepCopy", [A] => |a| Ok(arg(a, 0))),
-    spec!("fail", [S] => |a| Err(s(a, 0)?.to_string())),
+    "default": [A, ...A] => |a| {
+        Ok(a.get(1).filter(|v| v.truth()).cloned().unwrap_or_else(|| arg(a, 0)))
+    },
+    "empty": [A] => |a| Ok(Value::Bool(!arg(a, 0).truth())),
+    "coalesce": [...A] => |a| or_nil(a.iter().find(|v| v.truth())),
+    "all": [...A] => |a| Ok(Value::Bool(a.iter().all(Value::truth))),
+    "any": [...A] => |a| Ok(Value::Bool(a.iter().any(Value::truth))),
+    "compact" | "mustCompact": [A] => |a| {
+        list(list_arg(a, 0, "compact")?.iter().filter(|v| v.truth()).cloned().collect())
+    },
+    "ternary": [A, A, B] => |a| Ok(arg(a, if boolean(a, 2)? { 0 } else { 1 })),
+    "deepCopy" | "mustDeepCopy": [A] => |a| Ok(arg(a, 0)),
+    "fail": [S] => |a| Err(s(a, 0)?.to_string()),
     // Sprig reflection.
-    spec!("typeOf", [A] => |a| string(arg(a, 0).type_name())),
-    spec!("typeIs", [S, A] => |a| Ok(Value::Bool(s(a, 0)? == arg(a, 1).type_name()))),
-    spec!("typeIsLike", [S, A] => |a| {
+    "typeOf": [A] => |a| string(arg(a, 0).type_name()),
+    "typeIs": [S, A] => |a| Ok(Value::Bool(s(a, 0)? == arg(a, 1).type_name())),
+    "typeIsLike": [S, A] => |a| {
         let (target, t) = (s(a, 0)?, arg(a, 1).type_name());
         Ok(Value::Bool(target == t || format!("*{target}") == t))
-    }),
-    spec!("kindOf", [A] => |a| string(arg(a, 0).kind_name())),
-    spec!("kindIs", [S, A] => |a| Ok(Value::Bool(s(a, 0)? == arg(a, 1).kind_name()))),
-    spec!("deepEqual", [A, A] => |a| Ok(Value::Bool(arg(a, 0) == arg(a, 1)))),
+    },
+    "kindOf": [A] => |a| string(arg(a, 0).kind_name()),
+    "kindIs": [S, A] => |a| Ok(Value::Bool(s(a, 0)? == arg(a, 1).kind_name())),
+    "deepEqual": [A, A] => |a| Ok(Value::Bool(arg(a, 0) == arg(a, 1))),
     // Sprig paths (filepath and path agree on Unix).
-    spec!("base", [S] => f_base),
-    spec!("dir", [S] => f_dir),
-    spec!("clean", [S] => |a| string(path_clean(s(a, 0)?))),
-    spec!("ext", [S] => f_ext),
-    spec!("isAbs", [S] => |a| Ok(Value::Bool(s(a, 0)?.starts_with('/')))),
-    spec!("osBase", [S] => f_base),
-    spec!("osDir", [S] => f_dir),
-    spec!("osClean", [S] => |a| string(path_clean(s(a, 0)?))),
-    spec!("osExt", [S] => f_ext),
-    spec!("osIsAbs", [S] => |a| Ok(Value::Bool(s(a, 0)?.starts_with('/')))),
+    "base" | "osBase": [S] => f_base,
+    "dir" | "osDir": [S] => f_dir,
+    "clean" | "osClean": [S] => |a| string(path_clean(s(a, 0)?)),
+    "ext" | "osExt": [S] => f_ext,
+    "isAbs" | "osIsAbs": [S] => |a| Ok(Value::Bool(s(a, 0)?.starts_with('/'))),
     // Sprig encodings.
-    spec!("b64enc", [S] => f_b64enc),
-    spec!("b64dec", [S] => |a| decoded(b64_decode(s(a, 0)?.as_bytes()), "base64")),
-    spec!("b32enc", [S] => f_b32enc),
-    spec!("b32dec", [S] => |a| decoded(b32_decode(s(a, 0)?.as_bytes()), "base32")),
+    "b64enc": [S] => f_b64enc,
+    "b64dec": [S] => |a| decoded(b64_decode(s(a, 0)?.as_bytes()), "base64"),
+    "b32enc": [S] => f_b32enc,
+    "b32dec": [S] => |a| decoded(b32_decode(s(a, 0)?.as_bytes()), "base32"),
     // Sprig lists and dicts.
-    spec!("list", [], ...A => |a| list(a.to_vec())),
-    spec!("tuple", [], ...A => |a| list(a.to_vec())),
-    spec!("dict", [], ...A => f_dict),
-    spec!("get", [M, S] => |a| {
+    "list" | "tuple": [...A] => |a| list(a.to_vec()),
+    "dict": [...A] => f_dict,
+    "get": [M, S] => |a| {
         Ok(map_arg(a, 0)?.get(s(a, 1)?).cloned().unwrap_or_else(|| Value::string("")))
-    }),
-    spec!("hasKey", [M, S] => |a| Ok(Value::Bool(map_arg(a, 0)?.contains_key(s(a, 1)?)))),
-    spec!("pluck", [S], ...M => f_pluck),
-    spec!("keys", [], ...M => f_keys),
-    spec!("pick", [M], ...S => f_pick),
-    spec!("omit", [M], ...S => f_omit),
-    spec!("values", [M] => |a| list(map_arg(a, 0)?.values().cloned().collect())),
-    spec!("dig", [], ...A => f_dig),
-    spec!("append", [A, A] => f_push),
-    spec!("push", [A, A] => f_push),
-    spec!("mustAppend", [A, A] => f_push),
-    spec!("mustPush", [A, A] => f_push),
-    spec!("prepend", [A, A] => f_prepend),
-    spec!("mustPrepend", [A, A] => f_prepend),
-    spec!("first", [A] => f_first),
-    spec!("mustFirst", [A] => f_first),
-    spec!("last", [A] => f_last),
-    spec!("mustLast", [A] => f_last),
-    spec!("rest", [A] => f_rest),
-    spec!("mustRest", [A] => f_rest),
-    spec!("initial", [A] => f_initial),
-    spec!("mustInitial", [A] => f_initial),
-    spec!("reverse", [A] => f_reverse),
-    spec!("mustReverse", [A] => f_reverse),
-    spec!("uniq", [A] => f_uniq),
-    spec!("mustUniq", [A] => f_uniq),
-    spec!("without", [A], ...A => f_without),
-    spec!("mustWithout", [A], ...A => f_without),
-    spec!("has", [A, A] => f_has),
-    spec!("mustHas", [A, A] => f_has),
-    spec!("slice", [A], ...A => f_slice),
-    spec!("mustSlice", [A], ...A => f_slice),
-    spec!("concat", [], ...A => f_concat),
-    spec!("chunk", [I, A] => f_chunk),
-    spec!("mustChunk", [I, A] => f_chunk),
+    },
+    "hasKey": [M, S] => |a| Ok(Value::Bool(map_arg(a, 0)?.contains_key(s(a, 1)?))),
+    "pluck": [S, ...M] => f_pluck,
+    "keys": [...M] => f_keys,
+    "pick": [M, ...S] => f_pick,
+    "omit": [M, ...S] => f_omit,
+    "values": [M] => |a| list(map_arg(a, 0)?.values().cloned().collect()),
+    "dig": [...A] => f_dig,
+    "append" | "push" | "mustAppend" | "mustPush": [A, A] => f_push,
+    "prepend" | "mustPrepend": [A, A] => f_prepend,
+    "first" | "mustFirst": [A] => |a| or_nil(list_arg(a, 0, "find first")?.first()),
+    "last" | "mustLast": [A] => |a| or_nil(list_arg(a, 0, "find last")?.last()),
+    "rest" | "mustRest": [A] => |a| {
+        list(list_arg(a, 0, "find rest")?.get(1..).unwrap_or(&[]).to_vec())
+    },
+    "initial" | "mustInitial": [A] => |a| {
+        let l = list_arg(a, 0, "find initial")?;
+        list(l.get(..l.len().saturating_sub(1)).unwrap_or(&[]).to_vec())
+    },
+    "reverse" | "mustReverse": [A] => f_reverse,
+    "uniq" | "mustUniq": [A] => f_uniq,
+    "without" | "mustWithout": [A, ...A] => f_without,
+    "has" | "mustHas": [A, A] => f_has,
+    "slice" | "mustSlice": [A, ...A] => f_slice,
+    "concat": [...A] => f_concat,
+    "chunk" | "mustChunk": [I, A] => f_chunk,
     // Sprig regular expressions (Rust's `regex` is RE2-syntax like Go's `regexp`).
-    spec!("regexMatch", [S, S] => f_regex_match),
-    spec!("mustRegexMatch", [S, S] => |a| Ok(Value::Bool(compile(s(a, 0)?)?.is_match(s(a, 1)?)))),
-    spec!("regexFindAll", [S, S, I] => f_regex_find_all),
-    spec!("mustRegexFindAll", [S, S, I] => f_regex_find_all),
-    spec!("regexFind", [S, S] => f_regex_find),
-    spec!("mustRegexFind", [S, S] => f_regex_find),
-    spec!("regexReplaceAll", [S, S, S] => |a| regex_replace(a, false)),
-    spec!("mustRegexReplaceAll", [S, S, S] => |a| regex_replace(a, false)),
-    spec!("regexReplaceAllLiteral", [S, S, S] => |a| regex_replace(a, true)),
-    spec!("mustRegexReplaceAllLiteral", [S, S, S] => |a| regex_replace(a, true)),
-    spec!("regexSplit", [S, S, I] => f_regex_split),
-    spec!("mustRegexSplit", [S, S, I] => f_regex_split),
-    spec!("regexQuoteMeta", [S] => f_regex_quote_meta),
+    "regexMatch": [S, S] => |a| {
+        Ok(Value::Bool(compile(s(a, 0)?).is_ok_and(|r| s(a, 1).is_ok_and(|t| r.is_match(t)))))
+    },
+    "mustRegexMatch": [S, S] => |a| Ok(Value::Bool(compile(s(a, 0)?)?.is_match(s(a, 1)?))),
+    "regexFindAll" | "mustRegexFindAll": [S, S, I] => f_regex_find_all,
+    "regexFind" | "mustRegexFind": [S, S] => |a| {
+        let (r, text) = (compile(s(a, 0)?)?, s(a, 1)?);
+        string(r.find(text).map_or("", |m| m.as_str()))
+    },
+    "regexReplaceAll" | "mustRegexReplaceAll": [S, S, S] => |a| regex_replace(a, false),
+    "regexReplaceAllLiteral" | "mustRegexReplaceAllLiteral": [S, S, S] => |a| {
+        regex_replace(a, true)
+    },
+    "regexSplit" | "mustRegexSplit": [S, S, I] => f_regex_split,
+    "regexQuoteMeta": [S] => f_regex_quote_meta,
 ];
 
 #[cfg(test)]
