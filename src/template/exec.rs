@@ -1,4 +1,4 @@
-//! Evaluator for parsed key-name templates, following Go's `text/template/exec.go`
+//! Evaluator for parsed key-name templates, following Go's `text/template` executor
 //! (truth, variables and their scopes, pipelines, `if`/`with`/`range`, `and`/`or` laziness).
 //! Work is bounded: steps, produced data and output size have limits, so no template can
 //! hang or exhaust memory. A step is a node or a call, and a call also pays a step per
@@ -121,11 +121,7 @@ impl Exec {
                     }
                 }
                 Node::If {
-                    pipe,
-                    then,
-                    otherwise,
-                }
-                | Node::With {
+                    with,
                     pipe,
                     then,
                     otherwise,
@@ -134,12 +130,7 @@ impl Exec {
                     let mark = self.vars.len();
                     let v = self.pipeline(dot, pipe)?;
                     let flow = if v.truth() {
-                        let inner = if matches!(node, Node::With { .. }) {
-                            &v
-                        } else {
-                            dot
-                        };
-                        self.walk(inner, then)
+                        self.walk(if *with { &v } else { dot }, then)
                     } else if let Some(list) = otherwise {
                         self.walk(dot, list)
                     } else {

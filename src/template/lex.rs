@@ -1,5 +1,5 @@
 //! Lexer for Go `text/template` syntax (`{{ }}` delimiters, trim markers, comments), a port
-//! of the state machine in Go's `text/template/parse/lex.go`.
+//! of the state machine of Go's `text/template` lexer.
 
 use super::TemplateError;
 
@@ -175,14 +175,22 @@ impl<'a> Lexer<'a> {
         if !delim {
             return Err(self.err(start, "comment ends before closing delimiter"));
         }
+        self.skip_right_delim(trim);
+        Ok(())
+    }
+
+    /// Moves past a right delimiter with its trim marker (and the space that trims) and
+    /// returns where the delimiter starts.
+    fn skip_right_delim(&mut self, trim: bool) -> usize {
         if trim {
             self.pos += 2;
         }
+        let at = self.pos;
         self.pos += RIGHT.len();
         if trim {
             self.skip_leading_space();
         }
-        Ok(())
+        at
     }
 
     fn inside_action(&mut self, action_start: usize) -> Result<(), TemplateError> {
@@ -192,14 +200,8 @@ impl<'a> Lexer<'a> {
                 if self.paren_depth > 0 {
                     return Err(self.err(self.pos, "unclosed left paren"));
                 }
-                if trim {
-                    self.pos += 2;
-                }
-                self.push(Tok::RightDelim, self.pos);
-                self.pos += RIGHT.len();
-                if trim {
-                    self.skip_leading_space();
-                }
+                let at = self.skip_right_delim(trim);
+                self.push(Tok::RightDelim, at);
                 return Ok(());
             }
             let start = self.pos;

@@ -1,4 +1,4 @@
-//! Parser for Go `text/template` actions, following Go's `text/template/parse/parse.go`.
+//! Parser for Go `text/template` actions, following Go's own parser.
 //! Functions are resolved here, so unknown and non-deterministic functions, wrong argument
 //! counts, mistyped literal arguments and undefined variables are all parse errors.
 
@@ -15,12 +15,9 @@ const MAX_DEPTH: usize = 64;
 pub(super) enum Node {
     Text(String),
     Action(Pipe),
+    /// `if`, or `with` (which also sets dot to the pipeline's value).
     If {
-        pipe: Pipe,
-        then: Vec<Node>,
-        otherwise: Option<Vec<Node>>,
-    },
-    With {
+        with: bool,
         pipe: Pipe,
         then: Vec<Node>,
         otherwise: Option<Vec<Node>>,
@@ -132,21 +129,17 @@ impl Parser<'_> {
     }
 
     fn next(&mut self) -> Token {
-        let t = self.toks.get(self.i).cloned().unwrap_or(Token {
-            tok: Tok::Eof,
-            pos: self.src.len(),
-        });
-        if self.i < self.toks.len() {
-            self.i += 1;
-        }
+        let t = self.peek();
+        self.i = (self.i + 1).min(self.toks.len());
         t
     }
 
     fn peek(&self) -> Token {
-        self.toks.get(self.i).cloned().unwrap_or(Token {
+        let eof = || Token {
             tok: Tok::Eof,
             pos: self.src.len(),
-        })
+        };
+        self.toks.get(self.i).cloned().unwrap_or_else(eof)
     }
 
     fn backup(&mut self) {
@@ -320,19 +313,15 @@ impl Parser<'_> {
         self.vars.truncate(mark);
         self.depth -= 1;
         Ok(match kw {
-            Kw::If => Node::If {
-                pipe,
-                then,
-                otherwise,
-            },
-            Kw::With => Node::With {
-                pipe,
-                then,
-                otherwise,
-            },
-            _ => Node::Range {
+            Kw::Range => Node::Range {
                 pipe,
                 body: then,
+                otherwise,
+            },
+            _ => Node::If {
+                with: kw == Kw::With,
+                pipe,
+                then,
                 otherwise,
             },
         })
