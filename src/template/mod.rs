@@ -95,7 +95,6 @@ impl KeyNameTemplate {
     }
 }
 
-/// An error located in the template source.
 /// A parse or execution error, as Go's text/template words it, with the line and column of
 /// the action at fault (none for a template refused as a whole).
 #[derive(Debug, thiserror::Error)]

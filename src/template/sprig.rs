@@ -1210,16 +1210,16 @@ fn f_dig(a: &[Value]) -> Result<Value, String> {
     if a.len() < 3 {
         return Err("dig needs at least three arguments".into());
     }
-    let default = arg(a, a.len() - 2);
-    let mut cur = match at(a, a.len() - 1)? {
-        Value::Map(m) => m.clone(),
-        other => {
-            return Err(format!(
-                "interface conversion: interface {{}} is {}, not map[string]interface {{}}",
-                other.type_name()
-            ))
-        }
+    // Go's failed type assertion to a map.
+    let as_map = |v: Value| match v {
+        Value::Map(m) => Ok(m),
+        other => Err(format!(
+            "interface conversion: interface {{}} is {}, not map[string]interface {{}}",
+            other.type_name()
+        )),
     };
+    let default = arg(a, a.len() - 2);
+    let mut cur = as_map(at(a, a.len() - 1)?.clone())?;
     let keys = a.get(..a.len() - 2).unwrap_or(&[]);
     for (i, k) in keys.iter().enumerate() {
         let Value::Str(k) = k else {
@@ -1234,15 +1234,7 @@ fn f_dig(a: &[Value]) -> Result<Value, String> {
         if i == keys.len() - 1 {
             return Ok(step);
         }
-        cur = match step {
-            Value::Map(m) => m,
-            other => {
-                return Err(format!(
-                    "interface conversion: interface {{}} is {}, not map[string]interface {{}}",
-                    other.type_name()
-                ))
-            }
-        };
+        cur = as_map(step)?;
     }
     Ok(default)
 }
