@@ -230,16 +230,15 @@ impl Parser<'_> {
             Tok::Kw(Kw::With) => self.control(t.pos, Kw::With),
             Tok::Kw(Kw::Range) => self.control(t.pos, Kw::Range),
             Tok::Kw(kw @ (Kw::Break | Kw::Continue)) => {
-                let name = if kw == Kw::Break { "break" } else { "continue" };
+                let (name, node) = match kw {
+                    Kw::Break => ("break", Node::Break),
+                    _ => ("continue", Node::Continue),
+                };
                 if self.range_depth == 0 {
                     return Err(self.err(t.pos, format!("{{{{{name}}}}} outside {{{{range}}}}")));
                 }
                 self.expect_right_delim(name)?;
-                Ok(if kw == Kw::Break {
-                    Node::Break
-                } else {
-                    Node::Continue
-                })
+                Ok(node)
             }
             Tok::Kw(Kw::Define | Kw::Template | Kw::Block) => Err(self.err(
                 t.pos,
@@ -278,9 +277,11 @@ impl Parser<'_> {
         self.dot_is_root = outer_root;
         let (then, stop) = body?;
         self.vars.truncate(after_pipe);
+        let src = self.src;
+        let eof = |p| TemplateError::at(src, p, format!("unexpected EOF in {{{{{context}}}}}"));
         let otherwise = match stop {
             Stop::End(_) => None,
-            Stop::Eof(p) => return Err(self.err(p, format!("unexpected EOF in {{{{{context}}}}}"))),
+            Stop::Eof(p) => return Err(eof(p)),
             Stop::Else(p, Some(chained)) => {
                 let ok =
                     (kw == Kw::If && chained == Kw::If) || (kw == Kw::With && chained == Kw::With);
@@ -298,9 +299,7 @@ impl Parser<'_> {
                 let (list, stop) = self.item_list()?;
                 match stop {
                     Stop::End(_) => Some(list),
-                    Stop::Eof(p) => {
-                        return Err(self.err(p, format!("unexpected EOF in {{{{{context}}}}}")))
-                    }
+                    Stop::Eof(p) => return Err(eof(p)),
                     Stop::Else(p, _) => {
                         return Err(self.err(
                             p,

@@ -26,18 +26,12 @@ pub(crate) type SprigFn = fn(&[Value]) -> Result<Value, String>;
 /// Parameter types, as Go's reflection-based call checks them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum P {
-    /// string
-    S,
-    /// int
-    I,
-    /// bool
-    B,
-    /// float64
-    F,
-    /// map[string]interface{}
-    M,
-    /// interface{}
-    A,
+    S, // string
+    I, // int
+    B, // bool
+    F, // float64
+    M, // map[string]interface{}
+    A, // interface{}
 }
 
 impl P {

@@ -250,8 +250,8 @@ pub(crate) fn sprintf(format: &str, args: &[Value]) -> String {
             rest = &rest[1..];
         }
         // Width.
-        if rest.starts_with('*') {
-            rest = &rest[1..];
+        if let Some(after) = rest.strip_prefix('*') {
+            rest = after;
             match args.get(argi) {
                 Some(Value::Int(n)) if n.unsigned_abs() <= FMT_MAX_NUM as u64 => {
                     if *n < 0 {
@@ -273,10 +273,10 @@ pub(crate) fn sprintf(format: &str, args: &[Value]) -> String {
             }
         }
         // Precision.
-        if rest.starts_with('.') {
-            rest = &rest[1..];
-            if rest.starts_with('*') {
-                rest = &rest[1..];
+        if let Some(after) = rest.strip_prefix('.') {
+            rest = after;
+            if let Some(after) = rest.strip_prefix('*') {
+                rest = after;
                 match args.get(argi) {
                     Some(Value::Int(n)) if *n >= 0 && (*n as u64) <= FMT_MAX_NUM as u64 => {
                         spec.prec = usize::try_from(*n).ok();
