@@ -9,7 +9,7 @@
 
 use super::parse::{Node, Operand, Pipe, Term};
 use super::sprig::{self, Spec};
-use super::value::{format_value, FmtSpec, Value, MAX_DEPTH};
+use super::value::{Value, MAX_DEPTH};
 use super::TemplateError;
 
 /// Most steps in one render.
@@ -111,11 +111,7 @@ impl Exec {
                         // Go prints a missing value as "<no value>".
                         let s = match &v {
                             Value::Nil => "<no value>".to_string(),
-                            v => {
-                                let mut s = String::new();
-                                format_value(&mut s, 'v', &FmtSpec::default(), v);
-                                s
-                            }
+                            v => v.to_go_string(),
                         };
                         self.write(pipe.pos, &s)?;
                     }

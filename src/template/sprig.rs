@@ -375,34 +375,23 @@ fn f_index(a: &[Value]) -> Result<Value, String> {
         return Err("index of untyped nil".into());
     }
     for idx in a.iter().skip(1) {
+        // A list or string position below `len`.
+        let position = |len: usize| match idx {
+            Value::Int(i) => usize::try_from(*i)
+                .ok()
+                .filter(|&u| u < len)
+                .ok_or_else(|| format!("index out of range: {i}")),
+            Value::Nil => Err("cannot index slice/array with nil".into()),
+            other => Err(format!(
+                "cannot index slice/array with type {}",
+                other.type_name()
+            )),
+        };
         item = match &item {
-            Value::List(_) | Value::Str(_) => {
-                let len = match &item {
-                    Value::List(l) => l.len(),
-                    Value::Str(s) => s.len(),
-                    _ => 0,
-                };
-                let i = match idx {
-                    Value::Int(i) => *i,
-                    Value::Nil => return Err("cannot index slice/array with nil".into()),
-                    other => {
-                        return Err(format!(
-                            "cannot index slice/array with type {}",
-                            other.type_name()
-                        ))
-                    }
-                };
-                let ui = usize::try_from(i)
-                    .ok()
-                    .filter(|&u| u < len)
-                    .ok_or_else(|| format!("index out of range: {i}"))?;
-                match &item {
-                    Value::List(l) => l.get(ui).cloned().unwrap_or(Value::Nil),
-                    Value::Str(s) => {
-                        Value::Int(i64::from(s.as_bytes().get(ui).copied().unwrap_or(0)))
-                    }
-                    _ => Value::Nil,
-                }
+            Value::List(l) => l.get(position(l.len())?).cloned().unwrap_or(Value::Nil),
+            Value::Str(s) => {
+                let byte = s.as_bytes().get(position(s.len())?).copied();
+                Value::Int(i64::from(byte.unwrap_or(0)))
             }
             Value::Map(m) => match idx {
                 Value::Str(k) => m.get(&**k).cloned().unwrap_or(Value::Nil),

@@ -565,13 +565,10 @@ fn format_float(out: &mut String, verb: char, spec: &FmtSpec, f: f64, v: &Value)
 
 fn format_str(out: &mut String, verb: char, spec: &FmtSpec, s: &str, v: &Value) {
     match verb {
-        'v' | 's' => match spec.prec {
-            Some(p) => {
-                let cut: String = s.chars().take(p).collect();
-                pad(out, &cut, spec);
-            }
-            None => pad(out, s, spec),
-        },
+        'v' | 's' => {
+            let cut: String = s.chars().take(spec.prec.unwrap_or(usize::MAX)).collect();
+            pad(out, &cut, spec);
+        }
         'q' => pad(out, &go_quote(s, spec.plus), spec),
         'x' | 'X' => {
             let mut h = String::new();
