@@ -466,23 +466,16 @@ pub(super) fn unquote_body(body: &str, quote: char) -> Result<String, UnquoteErr
         let Some(e) = chars.next() else {
             return Err(UnquoteError::Syntax);
         };
-        let simple = match e {
-            'a' => Some('\u{7}'),
-            'b' => Some('\u{8}'),
-            'f' => Some('\u{c}'),
-            'n' => Some('\n'),
-            'r' => Some('\r'),
-            't' => Some('\t'),
-            'v' => Some('\u{b}'),
-            '\\' => Some('\\'),
-            '"' | '\'' if e == quote => Some(e),
-            _ => None,
-        };
-        if let Some(s) = simple {
-            out.push(s as u8);
-            continue;
-        }
         match e {
+            'a' => out.push(0x7),
+            'b' => out.push(0x8),
+            'f' => out.push(0xc),
+            'n' => out.push(b'\n'),
+            'r' => out.push(b'\r'),
+            't' => out.push(b'\t'),
+            'v' => out.push(0xb),
+            '\\' => out.push(b'\\'),
+            '"' | '\'' if e == quote => out.push(e as u8),
             'x' => {
                 let v = hex_digits(&mut chars, 2)?;
                 out.push(v as u8);
