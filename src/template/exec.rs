@@ -1,4 +1,4 @@
-//! Evaluator for parsed key-name templates, following Go's `text/template/exec.go`
+//! Evaluator for parsed key-name templates, following Go's `text/template` executor
 //! (truth, variables and their scopes, pipelines, `if`/`with`/`range`, `and`/`or` laziness).
 //! Work is bounded: steps, produced data and output size have limits, so no template can
 //! hang or exhaust memory. A step is a node or a call, and a call also pays a step per
@@ -9,7 +9,7 @@
 
 use super::parse::{Node, Operand, Pipe, Term};
 use super::sprig::{self, Spec};
-use super::value::{format_value, FmtSpec, Value, MAX_DEPTH};
+use super::value::{Value, MAX_DEPTH};
 use super::TemplateError;
 
 /// Most steps in one render.
@@ -111,21 +111,13 @@ impl Exec {
                         // Go prints a missing value as "<no value>".
                         let s = match &v {
                             Value::Nil => "<no value>".to_string(),
-                            v => {
-                                let mut s = String::new();
-                                format_value(&mut s, 'v', &FmtSpec::default(), v);
-                                s
-                            }
+                            v => v.to_go_string(),
                         };
                         self.write(pipe.pos, &s)?;
                     }
                 }
                 Node::If {
-                    pipe,
-                    then,
-                    otherwise,
-                }
-                | Node::With {
+                    with,
                     pipe,
                     then,
                     otherwise,
@@ -134,12 +126,7 @@ impl Exec {
                     let mark = self.vars.len();
                     let v = self.pipeline(dot, pipe)?;
                     let flow = if v.truth() {
-                        let inner = if matches!(node, Node::With { .. }) {
-                            &v
-                        } else {
-                            dot
-                        };
-                        self.walk(inner, then)
+                        self.walk(if *with { &v } else { dot }, then)
                     } else if let Some(list) = otherwise {
                         self.walk(dot, list)
                     } else {

@@ -1,5 +1,5 @@
 //! Lexer for Go `text/template` syntax (`{{ }}` delimiters, trim markers, comments), a port
-//! of the state machine in Go's `text/template/parse/lex.go`.
+//! of the state machine of Go's `text/template` lexer.
 
 use super::TemplateError;
 
@@ -175,14 +175,22 @@ impl<'a> Lexer<'a> {
         if !delim {
             return Err(self.err(start, "comment ends before closing delimiter"));
         }
+        self.skip_right_delim(trim);
+        Ok(())
+    }
+
+    /// Moves past a right delimiter with its trim marker (and the space that trims) and
+    /// returns where the delimiter starts.
+    fn skip_right_delim(&mut self, trim: bool) -> usize {
         if trim {
             self.pos += 2;
         }
+        let at = self.pos;
         self.pos += RIGHT.len();
         if trim {
             self.skip_leading_space();
         }
-        Ok(())
+        at
     }
 
     fn inside_action(&mut self, action_start: usize) -> Result<(), TemplateError> {
@@ -192,14 +200,8 @@ impl<'a> Lexer<'a> {
                 if self.paren_depth > 0 {
                     return Err(self.err(self.pos, "unclosed left paren"));
                 }
-                if trim {
-                    self.pos += 2;
-                }
-                self.push(Tok::RightDelim, self.pos);
-                self.pos += RIGHT.len();
-                if trim {
-                    self.skip_leading_space();
-                }
+                let at = self.skip_right_delim(trim);
+                self.push(Tok::RightDelim, at);
                 return Ok(());
             }
             let start = self.pos;
@@ -379,21 +381,31 @@ impl<'a> Lexer<'a> {
         &s[..end]
     }
 
-    fn quote(&mut self, start: usize) -> Result<(), TemplateError> {
-        let rest = self.rest();
-        let mut chars = rest.char_indices();
-        let end = loop {
+    /// The length of a quoted string or character constant ending at `delim`, escapes
+    /// skipped; `unterminated` is the error when a newline or the end comes first.
+    fn quoted_len(
+        &self,
+        start: usize,
+        delim: char,
+        unterminated: &str,
+    ) -> Result<usize, TemplateError> {
+        let mut chars = self.rest().char_indices();
+        loop {
             match chars.next() {
                 Some((_, '\\')) => match chars.next() {
                     Some((_, c)) if c != '\n' => {}
-                    _ => return Err(self.err(start, "unterminated quoted string")),
+                    _ => return Err(self.err(start, unterminated)),
                 },
-                Some((i, '"')) => break i,
-                Some((_, '\n')) | None => return Err(self.err(start, "unterminated quoted string")),
+                Some((i, c)) if c == delim => return Ok(i),
+                Some((_, '\n')) | None => return Err(self.err(start, unterminated)),
                 Some(_) => {}
             }
-        };
-        let body = &rest[..end];
+        }
+    }
+
+    fn quote(&mut self, start: usize) -> Result<(), TemplateError> {
+        let end = self.quoted_len(start, '"', "unterminated quoted string")?;
+        let body = &self.rest()[..end];
         self.pos += end + 1;
         let s = unquote_body(body, '"').map_err(|e| self.err(start, e.to_string()))?;
         self.push(Tok::Str(s), start);
@@ -413,22 +425,8 @@ impl<'a> Lexer<'a> {
     }
 
     fn char_const(&mut self, start: usize) -> Result<(), TemplateError> {
-        let rest = self.rest();
-        let mut chars = rest.char_indices();
-        let end = loop {
-            match chars.next() {
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, c)) if c != '\n' => {}
-                    _ => return Err(self.err(start, "unterminated character constant")),
-                },
-                Some((i, '\'')) => break i,
-                Some((_, '\n')) | None => {
-                    return Err(self.err(start, "unterminated character constant"))
-                }
-                Some(_) => {}
-            }
-        };
-        let text = format!("'{}'", &rest[..end]);
+        let end = self.quoted_len(start, '\'', "unterminated character constant")?;
+        let text = format!("'{}'", &self.rest()[..end]);
         self.pos += end + 1;
         self.push(Tok::CharConst(text), start);
         Ok(())
@@ -468,23 +466,16 @@ pub(super) fn unquote_body(body: &str, quote: char) -> Result<String, UnquoteErr
         let Some(e) = chars.next() else {
             return Err(UnquoteError::Syntax);
         };
-        let simple = match e {
-            'a' => Some('\u{7}'),
-            'b' => Some('\u{8}'),
-            'f' => Some('\u{c}'),
-            'n' => Some('\n'),
-            'r' => Some('\r'),
-            't' => Some('\t'),
-            'v' => Some('\u{b}'),
-            '\\' => Some('\\'),
-            '"' | '\'' if e == quote => Some(e),
-            _ => None,
-        };
-        if let Some(s) = simple {
-            out.push(s as u8);
-            continue;
-        }
         match e {
+            'a' => out.push(0x7),
+            'b' => out.push(0x8),
+            'f' => out.push(0xc),
+            'n' => out.push(b'\n'),
+            'r' => out.push(b'\r'),
+            't' => out.push(b'\t'),
+            'v' => out.push(0xb),
+            '\\' => out.push(b'\\'),
+            '"' | '\'' if e == quote => out.push(e as u8),
             'x' => {
                 let v = hex_digits(&mut chars, 2)?;
                 out.push(v as u8);

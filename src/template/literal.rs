@@ -57,11 +57,7 @@ pub(crate) fn parse_go_int(s: &str) -> Option<i64> {
     }
     let mag = u64::from_str_radix(&clean, radix).ok()?;
     if neg {
-        if mag == 1u64 << 63 {
-            Some(i64::MIN)
-        } else {
-            i64::try_from(mag).ok().map(|v| -v)
-        }
+        0i64.checked_sub_unsigned(mag)
     } else {
         i64::try_from(mag).ok()
     }
@@ -148,11 +144,7 @@ pub(crate) fn parse_number(text: &str) -> Result<NumLit, NumberError> {
         return Err(err(NumberError::OutOfRange));
     }
     // An integral float also has an integer value (Go's NumberNode.IsInt).
-    let int = if f.fract() == 0.0 && f.abs() < 9.2e18 {
-        Some(f as i64)
-    } else {
-        None
-    };
+    let int = (f.fract() == 0.0 && f.abs() < 9.2e18).then_some(f as i64);
     Ok(NumLit {
         text: text.to_string(),
         int,

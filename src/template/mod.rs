@@ -95,7 +95,6 @@ impl KeyNameTemplate {
     }
 }
 
-/// An error located in the template source.
 /// A parse or execution error, as Go's text/template words it, with the line and column of
 /// the action at fault (none for a template refused as a whole).
 #[derive(Debug, thiserror::Error)]
@@ -185,7 +184,7 @@ mod tests {
     #[test]
     fn sprig_documented_examples() {
         let cases: &[(&str, &str)] = &[
-            // strings.md
+            // Sprig string functions.
             (r#"{{ trim "   hello    " }}"#, "hello"),
             (r#"{{ trimAll "$" "$5.00" }}"#, "5.00"),
             (r#"{{ trimSuffix "-" "hello-" }}"#, "hello"),
@@ -252,7 +251,7 @@ mod tests {
             (r#"{{ regexSplit "z+" "pizza" -1 }}"#, "[pi a]"),
             (r#"{{ regexSplit "z+" "pizza" 1 }}"#, "[pizza]"),
             (r#"{{ regexQuoteMeta "1.2.3" }}"#, r"1\.2\.3"),
-            // crypto.md, encoding.md
+            // Sprig digests and encodings.
             (
                 r#"{{ sha1sum "Hello world!" }}"#,
                 "d3486ae9136e7856bc42212385ea797094475802",
@@ -274,7 +273,7 @@ mod tests {
             ),
             (r#"{{ b32enc "Hello" }}"#, "JBSWY3DP"),
             (r#"{{ b32dec "JBSWY3DP" }}"#, "Hello"),
-            // string_slice.md, lists.md
+            // Sprig string lists and lists.
             (r#"{{ list "hello" "world" | join "_" }}"#, "hello_world"),
             (r#"{{ join "+" (list 1 2 3) }}"#, "1+2+3"),
             (r#"{{ splitList "$" "foo$bar$baz" }}"#, "[foo bar baz]"),
@@ -303,7 +302,7 @@ mod tests {
             (r#"{{ slice (list 1 2 3 4 5) 3 }}"#, "[4 5]"),
             (r#"{{ chunk 2 (list 1 2 3 4 5) }}"#, "[[1 2] [3 4] [5]]"),
             (r#"{{ toStrings (list 1 "a" nil) }}"#, "[1 a]"),
-            // integer_slice.md, math.md
+            // Sprig integer lists and math.
             (r#"{{ until 5 }}"#, "[0 1 2 3 4]"),
             (r#"{{ untilStep 3 6 2 }}"#, "[3 5]"),
             (r#"{{ seq 5 }}"#, "1 2 3 4 5"),
@@ -328,7 +327,7 @@ mod tests {
                 "1 2 3.14",
             ),
             (r#"{{ maxf 1 2.5 }} {{ minf 1 2.5 }}"#, "2.5 1"),
-            // defaults.md, conversion.md, reflection.md, paths.md
+            // Sprig defaults, conversions, reflection, paths.
             (r#"{{ "" | default "foo" }}"#, "foo"),
             (r#"{{ "bar" | default "foo" }}"#, "bar"),
             (
@@ -358,7 +357,7 @@ mod tests {
                 r#"{{ clean "foo/bar/../baz" }} {{ ext "foo.bar" }} {{ isAbs "/x" }}"#,
                 "foo/baz .bar true",
             ),
-            // dicts.md
+            // Sprig dictionaries.
             (
                 r#"{{ $d := dict "name1" "value1" "name2" "value2" }}{{ get $d "name1" }}"#,
                 "value1",

@@ -1,4 +1,4 @@
-//! Parser for Go `text/template` actions, following Go's `text/template/parse/parse.go`.
+//! Parser for Go `text/template` actions, following Go's own parser.
 //! Functions are resolved here, so unknown and non-deterministic functions, wrong argument
 //! counts, mistyped literal arguments and undefined variables are all parse errors.
 
@@ -15,12 +15,9 @@ const MAX_DEPTH: usize = 64;
 pub(super) enum Node {
     Text(String),
     Action(Pipe),
+    /// `if`, or `with` (which also sets dot to the pipeline's value).
     If {
-        pipe: Pipe,
-        then: Vec<Node>,
-        otherwise: Option<Vec<Node>>,
-    },
-    With {
+        with: bool,
         pipe: Pipe,
         then: Vec<Node>,
         otherwise: Option<Vec<Node>>,
@@ -132,21 +129,17 @@ impl Parser<'_> {
     }
 
     fn next(&mut self) -> Token {
-        let t = self.toks.get(self.i).cloned().unwrap_or(Token {
-            tok: Tok::Eof,
-            pos: self.src.len(),
-        });
-        if self.i < self.toks.len() {
-            self.i += 1;
-        }
+        let t = self.peek();
+        self.i = (self.i + 1).min(self.toks.len());
         t
     }
 
     fn peek(&self) -> Token {
-        self.toks.get(self.i).cloned().unwrap_or(Token {
+        let eof = || Token {
             tok: Tok::Eof,
             pos: self.src.len(),
-        })
+        };
+        self.toks.get(self.i).cloned().unwrap_or_else(eof)
     }
 
     fn backup(&mut self) {
@@ -237,16 +230,15 @@ impl Parser<'_> {
             Tok::Kw(Kw::With) => self.control(t.pos, Kw::With),
             Tok::Kw(Kw::Range) => self.control(t.pos, Kw::Range),
             Tok::Kw(kw @ (Kw::Break | Kw::Continue)) => {
-                let name = if kw == Kw::Break { "break" } else { "continue" };
+                let (name, node) = match kw {
+                    Kw::Break => ("break", Node::Break),
+                    _ => ("continue", Node::Continue),
+                };
                 if self.range_depth == 0 {
                     return Err(self.err(t.pos, format!("{{{{{name}}}}} outside {{{{range}}}}")));
                 }
                 self.expect_right_delim(name)?;
-                Ok(if kw == Kw::Break {
-                    Node::Break
-                } else {
-                    Node::Continue
-                })
+                Ok(node)
             }
             Tok::Kw(Kw::Define | Kw::Template | Kw::Block) => Err(self.err(
                 t.pos,
@@ -285,9 +277,11 @@ impl Parser<'_> {
         self.dot_is_root = outer_root;
         let (then, stop) = body?;
         self.vars.truncate(after_pipe);
+        let src = self.src;
+        let eof = |p| TemplateError::at(src, p, format!("unexpected EOF in {{{{{context}}}}}"));
         let otherwise = match stop {
             Stop::End(_) => None,
-            Stop::Eof(p) => return Err(self.err(p, format!("unexpected EOF in {{{{{context}}}}}"))),
+            Stop::Eof(p) => return Err(eof(p)),
             Stop::Else(p, Some(chained)) => {
                 let ok =
                     (kw == Kw::If && chained == Kw::If) || (kw == Kw::With && chained == Kw::With);
@@ -305,9 +299,7 @@ impl Parser<'_> {
                 let (list, stop) = self.item_list()?;
                 match stop {
                     Stop::End(_) => Some(list),
-                    Stop::Eof(p) => {
-                        return Err(self.err(p, format!("unexpected EOF in {{{{{context}}}}}")))
-                    }
+                    Stop::Eof(p) => return Err(eof(p)),
                     Stop::Else(p, _) => {
                         return Err(self.err(
                             p,
@@ -320,19 +312,15 @@ impl Parser<'_> {
         self.vars.truncate(mark);
         self.depth -= 1;
         Ok(match kw {
-            Kw::If => Node::If {
-                pipe,
-                then,
-                otherwise,
-            },
-            Kw::With => Node::With {
-                pipe,
-                then,
-                otherwise,
-            },
-            _ => Node::Range {
+            Kw::Range => Node::Range {
                 pipe,
                 body: then,
+                otherwise,
+            },
+            _ => Node::If {
+                with: kw == Kw::With,
+                pipe,
+                then,
                 otherwise,
             },
         })

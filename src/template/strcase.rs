@@ -130,110 +130,63 @@ fn next_valid_rune(s: &str, prev: char) -> (char, usize) {
     (prev, size)
 }
 
+/// Takes the runes at the start of `rest` while `keep` holds, moving `rest` and `offset` on;
+/// `r` ends as the last rune looked at. Returns the size of the last rune taken (0 if none).
+fn take_while(rest: &mut &str, offset: &mut usize, r: &mut char, keep: fn(char) -> bool) -> usize {
+    let mut taken = 0;
+    while !rest.is_empty() {
+        let size;
+        (*r, size) = next_valid_rune(rest, *r);
+        if !keep(*r) {
+            break;
+        }
+        taken = size;
+        *offset += size;
+        *rest = tail(rest, size);
+    }
+    taken
+}
+
 fn next_word(s: &str) -> (Word, &str, &str) {
     if s.is_empty() {
         return (Word::Invalid, "", "");
     }
-    let mut remaining = s;
-    let (mut r, mut size) = next_valid_rune(remaining, RUNE_ERROR);
+    let (mut r, size) = next_valid_rune(s, RUNE_ERROR);
     let mut offset = size;
     if r == RUNE_ERROR {
         return (Word::Invalid, head(s, offset), tail(s, offset));
     }
-    let wt;
-    if is_connector(r) {
-        wt = Word::Connector;
-        remaining = tail(remaining, size);
-        while !remaining.is_empty() {
-            (r, size) = next_valid_rune(remaining, r);
-            if !is_connector(r) {
-                break;
-            }
-            offset += size;
-            remaining = tail(remaining, size);
-        }
+    let mut rest = tail(s, size);
+    // The rest of a word: letters but no upper-case ones.
+    let letters = |c| is_alphabet(c) && !go_is_upper(c);
+    let wt = if is_connector(r) {
+        take_while(&mut rest, &mut offset, &mut r, is_connector);
+        Word::Connector
     } else if go_is_punct(r) {
-        wt = Word::Punct;
-        remaining = tail(remaining, size);
-        while !remaining.is_empty() {
-            (r, size) = next_valid_rune(remaining, r);
-            if !go_is_punct(r) {
-                break;
-            }
-            offset += size;
-            remaining = tail(remaining, size);
-        }
+        take_while(&mut rest, &mut offset, &mut r, go_is_punct);
+        Word::Punct
     } else if go_is_upper(r) {
-        wt = Word::UpperCase;
-        remaining = tail(remaining, size);
-        if !remaining.is_empty() {
-            (r, size) = next_valid_rune(remaining, r);
-            if go_is_upper(r) {
-                let mut prev_size = size;
-                offset += size;
-                remaining = tail(remaining, size);
-                while !remaining.is_empty() {
-                    (r, size) = next_valid_rune(remaining, r);
-                    if !go_is_upper(r) {
-                        break;
-                    }
-                    prev_size = size;
-                    offset += size;
-                    remaining = tail(remaining, size);
-                }
-                // "HTTPStatus" splits into "HTTP" and "Status".
-                if !remaining.is_empty() && is_alphabet(r) {
-                    offset -= prev_size;
-                    remaining = tail(s, offset);
-                }
-            } else if is_alphabet(r) {
-                offset += size;
-                remaining = tail(remaining, size);
-                while !remaining.is_empty() {
-                    (r, size) = next_valid_rune(remaining, r);
-                    if !is_alphabet(r) || go_is_upper(r) {
-                        break;
-                    }
-                    offset += size;
-                    remaining = tail(remaining, size);
-                }
-            }
+        let last = take_while(&mut rest, &mut offset, &mut r, go_is_upper);
+        if last == 0 {
+            take_while(&mut rest, &mut offset, &mut r, letters);
+        } else if !rest.is_empty() && is_alphabet(r) {
+            // "HTTPStatus" splits into "HTTP" and "Status".
+            offset -= last;
+            rest = tail(s, offset);
         }
+        Word::UpperCase
     } else if is_alphabet(r) {
-        wt = Word::Alphabet;
-        remaining = tail(remaining, size);
-        while !remaining.is_empty() {
-            (r, size) = next_valid_rune(remaining, r);
-            if !is_alphabet(r) || go_is_upper(r) {
-                break;
-            }
-            offset += size;
-            remaining = tail(remaining, size);
-        }
+        take_while(&mut rest, &mut offset, &mut r, letters);
+        Word::Alphabet
     } else if go_is_number(r) {
-        wt = Word::Number;
-        remaining = tail(remaining, size);
-        while !remaining.is_empty() {
-            (r, size) = next_valid_rune(remaining, r);
-            if !go_is_number(r) {
-                break;
-            }
-            offset += size;
-            remaining = tail(remaining, size);
-        }
+        take_while(&mut rest, &mut offset, &mut r, go_is_number);
+        Word::Number
     } else {
-        wt = Word::Other;
-        remaining = tail(remaining, size);
-        while !remaining.is_empty() {
-            (r, size) = next_valid_rune(remaining, r);
-            if size == 0 || is_connector(r) || is_alphabet(r) || go_is_number(r) || go_is_punct(r) {
-                break;
-            }
-            offset += size;
-            remaining = tail(remaining, size);
-        }
-    }
-    (wt, head(s, offset), remaining)
+        let other = |c| !(is_connector(c) || is_alphabet(c) || go_is_number(c) || go_is_punct(c));
+        take_while(&mut rest, &mut offset, &mut r, other);
+        Word::Other
+    };
+    (wt, head(s, offset), rest)
 }
 
 fn to_lower_word(buf: &mut String, wt: Word, s: &str, connector: char) {

@@ -45,31 +45,7 @@ pub(crate) fn go_is_number(c: char) -> bool {
 /// `unicode.IsPunct` (category P). Exact for ASCII and Latin-1, common blocks elsewhere.
 pub(crate) fn go_is_punct(c: char) -> bool {
     if c.is_ascii() {
-        return matches!(
-            c,
-            '!' | '"'
-                | '#'
-                | '%'
-                | '&'
-                | '\''
-                | '('
-                | ')'
-                | '*'
-                | ','
-                | '-'
-                | '.'
-                | '/'
-                | ':'
-                | ';'
-                | '?'
-                | '@'
-                | '['
-                | '\\'
-                | ']'
-                | '_'
-                | '{'
-                | '}'
-        );
+        return "!\"#%&'()*,-./:;?@[\\]_{}".contains(c);
     }
     matches!(c as u32,
         0xA1 | 0xA7 | 0xAB | 0xB6 | 0xB7 | 0xBB | 0xBF | 0x2010..=0x2027 | 0x2030..=0x2043

@@ -175,35 +175,32 @@ pub(crate) fn strval(v: &Value) -> String {
 
 /// `fmt.Sprint`: operands are separated by a space when neither side is a string.
 pub(crate) fn sprint(args: &[Value]) -> String {
-    let mut out = String::new();
-    let mut prev_string = false;
-    for (i, a) in args.iter().enumerate() {
-        if out.len() > FORMAT_LIMIT {
-            break;
-        }
-        let is_string = matches!(a, Value::Str(_));
-        if i > 0 && !is_string && !prev_string {
-            out.push(' ');
-        }
-        format_value(&mut out, 'v', &FmtSpec::default(), a);
-        prev_string = is_string;
-    }
-    out
+    join_formatted(args, |x, y| {
+        !matches!(x, Value::Str(_)) && !matches!(y, Value::Str(_))
+    })
 }
 
 /// `fmt.Sprintln`: operands always separated by spaces, newline appended.
 pub(crate) fn sprintln(args: &[Value]) -> String {
+    let mut out = join_formatted(args, |_, _| true);
+    out.push('\n');
+    out
+}
+
+/// The operands with `%v`, a space between two of them where `space` says so.
+fn join_formatted(args: &[Value], space: fn(&Value, &Value) -> bool) -> String {
     let mut out = String::new();
-    for (i, a) in args.iter().enumerate() {
+    let mut prev: Option<&Value> = None;
+    for a in args {
         if out.len() > FORMAT_LIMIT {
             break;
         }
-        if i > 0 {
+        if prev.is_some_and(|p| space(p, a)) {
             out.push(' ');
         }
         format_value(&mut out, 'v', &FmtSpec::default(), a);
+        prev = Some(a);
     }
-    out.push('\n');
     out
 }
 
@@ -253,8 +250,8 @@ pub(crate) fn sprintf(format: &str, args: &[Value]) -> String {
             rest = &rest[1..];
         }
         // Width.
-        if rest.starts_with('*') {
-            rest = &rest[1..];
+        if let Some(after) = rest.strip_prefix('*') {
+            rest = after;
             match args.get(argi) {
                 Some(Value::Int(n)) if n.unsigned_abs() <= FMT_MAX_NUM as u64 => {
                     if *n < 0 {
@@ -276,10 +273,10 @@ pub(crate) fn sprintf(format: &str, args: &[Value]) -> String {
             }
         }
         // Precision.
-        if rest.starts_with('.') {
-            rest = &rest[1..];
-            if rest.starts_with('*') {
-                rest = &rest[1..];
+        if let Some(after) = rest.strip_prefix('.') {
+            rest = after;
+            if let Some(after) = rest.strip_prefix('*') {
+                rest = after;
                 match args.get(argi) {
                     Some(Value::Int(n)) if *n >= 0 && (*n as u64) <= FMT_MAX_NUM as u64 => {
                         spec.prec = usize::try_from(*n).ok();
@@ -325,13 +322,7 @@ pub(crate) fn sprintf(format: &str, args: &[Value]) -> String {
             if i > 0 {
                 out.push_str(", ");
             }
-            if matches!(a, Value::Nil) {
-                out.push_str("<nil>");
-            } else {
-                out.push_str(a.type_name());
-                out.push('=');
-                format_value(&mut out, 'v', &FmtSpec::default(), a);
-            }
+            push_typed(&mut out, &FmtSpec::default(), a);
         }
         out.push(')');
     }
@@ -426,6 +417,12 @@ fn bad_verb(out: &mut String, verb: char, spec: &FmtSpec, v: &Value) {
     out.push_str("%!");
     out.push(verb);
     out.push('(');
+    push_typed(out, spec, v);
+    out.push(')');
+}
+
+/// `type=value` in Go's error notations, or just `<nil>`.
+fn push_typed(out: &mut String, spec: &FmtSpec, v: &Value) {
     if matches!(v, Value::Nil) {
         out.push_str("<nil>");
     } else {
@@ -433,7 +430,6 @@ fn bad_verb(out: &mut String, verb: char, spec: &FmtSpec, v: &Value) {
         out.push('=');
         format_value(out, 'v', spec, v);
     }
-    out.push(')');
 }
 
 /// Pads `s` to the width (counted in runes, like Go): zeros on the left with the `0` flag,
@@ -491,20 +487,15 @@ fn format_int(out: &mut String, verb: char, spec: &FmtSpec, n: i64, v: &Value) {
         'O' => (format!("{mag:o}"), "0o"),
         'x' => (format!("{mag:x}"), "0x"),
         'X' => (format!("{mag:X}"), "0X"),
-        'c' => {
-            let c = u32::try_from(n)
-                .ok()
-                .and_then(char::from_u32)
-                .unwrap_or('\u{FFFD}');
-            pad(out, c.encode_utf8(&mut [0u8; 4]), spec);
-            return;
-        }
-        'q' => {
-            let c = u32::try_from(n)
-                .ok()
-                .and_then(char::from_u32)
-                .unwrap_or('\u{FFFD}');
-            pad(out, &go_quote_rune(c), spec);
+        'c' | 'q' => {
+            let c = u32::try_from(n).ok().and_then(char::from_u32);
+            let c = c.unwrap_or('\u{FFFD}');
+            let s = if verb == 'c' {
+                c.to_string()
+            } else {
+                go_quote_rune(c)
+            };
+            pad(out, &s, spec);
             return;
         }
         'U' => {
@@ -538,36 +529,21 @@ fn format_int(out: &mut String, verb: char, spec: &FmtSpec, n: i64, v: &Value) {
 
 fn format_float(out: &mut String, verb: char, spec: &FmtSpec, f: f64, v: &Value) {
     let body = match verb {
-        'v' | 'g' | 'G' => {
-            let s = fmt_g(f.abs(), spec.prec);
-            if verb == 'G' {
-                s.to_uppercase()
-            } else {
-                s
-            }
-        }
-        'e' | 'E' => {
-            let s = fmt_e(f.abs(), spec.prec.unwrap_or(6));
-            if verb == 'E' {
-                s.to_uppercase()
-            } else {
-                s
-            }
-        }
+        'v' | 'g' | 'G' => fmt_g(f.abs(), spec.prec),
+        'e' | 'E' => fmt_e(f.abs(), spec.prec.unwrap_or(6)),
         'f' | 'F' => format!("{:.*}", spec.prec.unwrap_or(6), f.abs()),
-        'x' | 'X' if f.is_finite() => {
-            let s = fmt_hex_float(f.abs());
-            if verb == 'X' {
-                s.to_uppercase()
-            } else {
-                s
-            }
-        }
+        'x' | 'X' if f.is_finite() => fmt_hex_float(f.abs()),
         'b' if f.is_finite() => fmt_binary_float(f.abs()),
         _ => {
             bad_verb(out, verb, spec, v);
             return;
         }
+    };
+    // The upper-case verbs (`G`, `E`, `X`) print their letters in upper case too.
+    let body = if verb.is_ascii_uppercase() {
+        body.to_uppercase()
+    } else {
+        body
     };
     // Go never zero-pads infinities and NaN.
     let spaces = FmtSpec {
@@ -589,13 +565,10 @@ fn format_float(out: &mut String, verb: char, spec: &FmtSpec, f: f64, v: &Value)
 
 fn format_str(out: &mut String, verb: char, spec: &FmtSpec, s: &str, v: &Value) {
     match verb {
-        'v' | 's' => match spec.prec {
-            Some(p) => {
-                let cut: String = s.chars().take(p).collect();
-                pad(out, &cut, spec);
-            }
-            None => pad(out, s, spec),
-        },
+        'v' | 's' => {
+            let cut: String = s.chars().take(spec.prec.unwrap_or(usize::MAX)).collect();
+            pad(out, &cut, spec);
+        }
         'q' => pad(out, &go_quote(s, spec.plus), spec),
         'x' | 'X' => {
             let mut h = String::new();
@@ -608,13 +581,12 @@ fn format_str(out: &mut String, verb: char, spec: &FmtSpec, s: &str, v: &Value) 
                     h.push(' ');
                 }
                 if spec.sharp && (i == 0 || spec.space) {
-                    h.push_str(if verb == 'x' { "0x" } else { "0X" });
+                    h.push_str("0x");
                 }
-                if verb == 'x' {
-                    h.push_str(&format!("{b:02x}"));
-                } else {
-                    h.push_str(&format!("{b:02X}"));
-                }
+                h.push_str(&format!("{b:02x}"));
+            }
+            if verb == 'X' {
+                h = h.to_uppercase();
             }
             pad(out, &h, spec);
         }
@@ -668,7 +640,7 @@ fn fmt_g(x: f64, prec: Option<usize>) -> String {
             s.push('.');
             s.push_str(&digits[1..]);
         }
-        push_exponent(&mut s, exp);
+        push_exponent(&mut s, 'e', exp);
         s
     } else if dp <= 0 {
         format!("0.{}{}", "0".repeat(dp.unsigned_abs() as usize), digits)
@@ -689,7 +661,7 @@ fn fmt_e(x: f64, prec: usize) -> String {
     let (mant, exp) = s.split_once('e').unwrap_or((s.as_str(), "0"));
     let exp: i64 = exp.parse().unwrap_or(0);
     let mut out = mant.to_string();
-    push_exponent(&mut out, exp);
+    push_exponent(&mut out, 'e', exp);
     out
 }
 
@@ -719,12 +691,7 @@ fn fmt_hex_float(x: f64) -> String {
         s.push('.');
         s.push_str(frac);
     }
-    s.push('p');
-    s.push(if exp < 0 { '-' } else { '+' });
-    if exp.unsigned_abs() < 10 {
-        s.push('0');
-    }
-    s.push_str(&exp.unsigned_abs().to_string());
+    push_exponent(&mut s, 'p', exp);
     s
 }
 
@@ -741,8 +708,9 @@ fn fmt_binary_float(x: f64) -> String {
     format!("{mant}p{}{e}", if e >= 0 { "+" } else { "" })
 }
 
-fn push_exponent(s: &mut String, exp: i64) {
-    s.push('e');
+/// `e` or `p`, the sign and at least two digits.
+fn push_exponent(s: &mut String, marker: char, exp: i64) {
+    s.push(marker);
     s.push(if exp < 0 { '-' } else { '+' });
     let a = exp.unsigned_abs();
     if a < 10 {
