@@ -799,4 +799,31 @@ mod tests {
         assert_eq!(H::Sha512 as i32, 7);
         assert_eq!(H::Sha512256 as i32, 15);
     }
+
+    #[test]
+    fn method_paths_and_kinds() {
+        use MethodType::{Duplex, ServerStreaming, Unary};
+        macro_rules! check {
+            ($($m:expr, $path:literal, $ty:ident;)+) => {$(
+                assert_eq!(($m.name, $m.ty as u8), ($path, $ty as u8), $path);
+            )+};
+        }
+        check! {
+            goplugin::BROKER_START_STREAM, "/plugin.GRPCBroker/StartStream", Duplex;
+            goplugin::CONTROLLER_SHUTDOWN, "/plugin.GRPCController/Shutdown", Unary;
+            goplugin::STDIO_STREAM, "/plugin.GRPCStdio/StreamStdio", ServerStreaming;
+            health::CHECK, "/grpc.health.v1.Health/Check", Unary;
+            health::WATCH, "/grpc.health.v1.Health/Watch", ServerStreaming;
+            init::INIT, "/spire.service.private.init.v1.Init/Init", Unary;
+            init::DEINIT, "/spire.service.private.init.v1.Init/Deinit", Unary;
+            config::CONFIGURE, "/spire.service.common.config.v1.Config/Configure", Unary;
+            config::VALIDATE, "/spire.service.common.config.v1.Config/Validate", Unary;
+            keymanager::GENERATE_KEY, "/spire.plugin.server.keymanager.v1.KeyManager/GenerateKey", Unary;
+            keymanager::GET_PUBLIC_KEY, "/spire.plugin.server.keymanager.v1.KeyManager/GetPublicKey", Unary;
+            keymanager::GET_PUBLIC_KEYS, "/spire.plugin.server.keymanager.v1.KeyManager/GetPublicKeys", Unary;
+            keymanager::SIGN_DATA, "/spire.plugin.server.keymanager.v1.KeyManager/SignData", Unary;
+            metrics::INCR_COUNTER, "/spire.hostservice.common.metrics.v1.Metrics/IncrCounter", Unary;
+            metrics::ADD_SAMPLE, "/spire.hostservice.common.metrics.v1.Metrics/AddSample", Unary;
+        }
+    }
 }
