@@ -8,6 +8,7 @@ use crate::error::{Code, PluginError};
 use crate::keys::cache::KeyEntry;
 use crate::keys::convert::{fingerprint, parse_jwk};
 use crate::keys::naming::{spire_key_id, TAG_SERVER_ID, TAG_TRUST_DOMAIN};
+use crate::keys::{azure_to_plugin, fetch_failed};
 use crate::plugin::proto::keymanager::PublicKey;
 
 /// Key details fetched at once during discovery.
@@ -41,9 +42,7 @@ pub fn discover(
     shared: Option<&dyn SharedKeyMatcher>,
     queued_for_deletion: &dyn Fn(&str) -> bool,
 ) -> Result<Discovered, PluginError> {
-    let items = vault
-        .list_keys()
-        .map_err(|e| PluginError::internal(format!("failed while listing keys: {e}")))?;
+    let items = (vault.list_keys()).map_err(|e| azure_to_plugin("failed while listing keys", e))?;
 
     let mut by_id: HashMap<String, Vec<Candidate>> = HashMap::new();
     for item in &items {
@@ -208,9 +207,7 @@ pub fn fetch_one_entry(
     version: Option<&str>,
     shared: bool,
 ) -> Result<KeyEntry, PluginError> {
-    let bundle = vault
-        .get_key(name, version)
-        .map_err(|e| PluginError::internal(format!("failed to fetch key details: {e}")))?;
+    let bundle = vault.get_key(name, version).map_err(fetch_failed)?;
     entry_from_bundle(spire_id, name, &bundle, shared)
 }
 
@@ -271,9 +268,7 @@ fn fetch_one(vault: &dyn KeyVaultApi, c: &Candidate) -> Result<Option<KeyEntry>,
     }
     match vault.get_key(&c.name, None) {
         Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(PluginError::internal(format!(
-            "failed to fetch key details: {e}"
-        ))),
+        Err(e) => Err(fetch_failed(e)),
         Ok(bundle) => entry_from_bundle(&c.spire_id, &c.name, &bundle, c.shared).map(Some),
     }
 }
@@ -283,9 +278,7 @@ pub fn latest_enabled_version(
     vault: &dyn KeyVaultApi,
     name: &str,
 ) -> Result<Option<String>, PluginError> {
-    let versions = vault
-        .list_key_versions(name)
-        .map_err(|e| PluginError::internal(format!("failed to fetch key details: {e}")))?;
+    let versions = vault.list_key_versions(name).map_err(fetch_failed)?;
     let best = versions
         .iter()
         .filter(|i| i.attributes.enabled != Some(false))

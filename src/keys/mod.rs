@@ -282,6 +282,11 @@ pub(crate) fn azure_to_plugin(prefix: &str, e: AzureError) -> PluginError {
     PluginError::internal(format!("{prefix}: {e}"))
 }
 
+/// A key or its versions could not be read.
+pub(crate) fn fetch_failed(e: AzureError) -> PluginError {
+    azure_to_plugin("failed to fetch key details", e)
+}
+
 #[cfg(test)]
 impl KeyManager {
     /// Runs the maintenance work due now on the calling thread (with `background` off, the

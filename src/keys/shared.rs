@@ -28,6 +28,7 @@ use crate::error::{Code, PluginError};
 use crate::keys::cache::KeyEntry;
 use crate::keys::discovery::{fetch_one_entry, SharedKeyMatcher};
 use crate::keys::naming::{is_valid_name, key_tags, TAG_ROTATION_CLAIM, TAG_SHARED};
+use crate::keys::{azure_to_plugin, fetch_failed};
 use crate::plugin::proto::keymanager::KeyType;
 use crate::template::TemplateContext;
 
@@ -164,7 +165,6 @@ impl SharedKeys {
         params: CreateKeyParams,
     ) -> Result<KeyEntry, PluginError> {
         let r = Rotation {
-            shared: self,
             vault,
             clock,
             settings,
@@ -180,9 +180,7 @@ impl SharedKeys {
         match vault.get_key(&r.name, None) {
             Ok(latest) => r.rotate_with_claim(latest),
             Err(e) if e.is_not_found() => r.first_creation(),
-            Err(e) => Err(PluginError::internal(format!(
-                "failed to fetch key details: {e}"
-            ))),
+            Err(e) => Err(fetch_failed(e)),
         }
     }
 }
@@ -197,7 +195,6 @@ const MAX_CLAIM_ROUNDS: usize = 3;
 
 /// One GenerateKey of a shared key id.
 struct Rotation<'a> {
-    shared: &'a SharedKeys,
     vault: &'a dyn KeyVaultApi,
     clock: &'a dyn Clock,
     settings: &'a Settings,
@@ -217,15 +214,44 @@ enum Claim {
 }
 
 impl Rotation<'_> {
+    /// The earliest enabled version created within the freshness window with the requested
+    /// type, if any.
     fn adopt_fresh(&self) -> Result<Option<Fresh>, PluginError> {
-        self.shared.adopt_fresh(
-            self.vault,
-            self.clock,
-            self.settings,
-            self.key_id,
-            &self.name,
-            self.key_type,
-        )
+        Ok(self.fresh_versions(1)?.pop())
+    }
+
+    /// Up to `limit` enabled versions created within the freshness window with the requested
+    /// type, earliest first (ties by version id).
+    fn fresh_versions(&self, limit: usize) -> Result<Vec<Fresh>, PluginError> {
+        let (vault, name) = (self.vault, self.name.as_str());
+        let versions = match vault.list_key_versions(name) {
+            Ok(v) => v,
+            Err(e) if e.is_not_found() => return Ok(Vec::new()),
+            Err(e) => return Err(azure_to_plugin("failed to list key versions", e)),
+        };
+        let cutoff = unix_seconds(self.clock.now()) - self.settings.freshness.as_secs_f64();
+        let mut found = Vec::new();
+        for v in fresh_candidates(versions, cutoff) {
+            if found.len() >= limit {
+                break;
+            }
+            let Some(version) = v.version() else { continue };
+            match fetch_one_entry(vault, self.key_id, name, Some(version), true) {
+                Ok(entry) if entry.key_type == self.key_type => found.push(Fresh {
+                    entry,
+                    created: v.attributes.created.unwrap_or(cutoff),
+                }),
+                Ok(_) => continue,
+                Err(e) if e.code == Code::FailedPrecondition => continue, // disabled meanwhile
+                // The earliest is known: a later one that cannot be read just stays as it is.
+                Err(e) if !found.is_empty() => {
+                    log::warn!(key_name = name, version = version, reason = e.message.as_str(); "Could not read a later shared key version");
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(found)
     }
 
     /// The version every server converges on, once it is final. A version younger than the
@@ -280,9 +306,7 @@ impl Rotation<'_> {
                 if let Some(entry) = self.wait_for_peer(remaining)? {
                     return Ok(entry);
                 }
-                latest = self.vault.get_key(&self.name, None).map_err(|e| {
-                    PluginError::internal(format!("failed to fetch key details: {e}"))
-                })?;
+                latest = self.vault.get_key(&self.name, None).map_err(fetch_failed)?;
                 continue;
             }
             match self.claim(&version, &latest)? {
@@ -355,10 +379,7 @@ impl Rotation<'_> {
             return Ok(Claim::NotWritten);
         }
         self.clock.sleep(self.settings.claim_wait);
-        let after = self
-            .vault
-            .get_key(&self.name, Some(version))
-            .map_err(|e| PluginError::internal(format!("failed to fetch key details: {e}")))?;
+        let after = (self.vault.get_key(&self.name, Some(version))).map_err(fetch_failed)?;
         let ours = after
             .tags
             .get(TAG_ROTATION_CLAIM)
@@ -401,15 +422,7 @@ impl Rotation<'_> {
         let own_version = created.version().unwrap_or_default().to_string();
         log::info!(key_id = self.key_id, key_name = name, version = own_version.as_str(); "Shared key version created");
         self.clock.sleep(self.settings.settle);
-        let mut fresh = self.shared.fresh_versions(
-            vault,
-            self.clock,
-            self.settings,
-            self.key_id,
-            name,
-            self.key_type,
-            usize::MAX,
-        )?;
+        let mut fresh = self.fresh_versions(usize::MAX)?;
         if fresh.is_empty() {
             // Our version is not visible yet (or clocks disagree): use what we made.
             return fetch_one_entry(vault, self.key_id, name, Some(&own_version), true);
@@ -455,70 +468,6 @@ fn claim_time(claim: &str) -> Option<f64> {
 struct Fresh {
     entry: KeyEntry,
     created: f64,
-}
-
-impl SharedKeys {
-    /// The earliest enabled version created within the freshness window with the requested
-    /// type, if any.
-    fn adopt_fresh(
-        &self,
-        vault: &dyn KeyVaultApi,
-        clock: &dyn Clock,
-        settings: &Settings,
-        key_id: &str,
-        name: &str,
-        key_type: KeyType,
-    ) -> Result<Option<Fresh>, PluginError> {
-        let mut first = self.fresh_versions(vault, clock, settings, key_id, name, key_type, 1)?;
-        Ok(first.pop())
-    }
-
-    /// Up to `limit` enabled versions created within the freshness window with the requested
-    /// type, earliest first (ties by version id).
-    #[allow(clippy::too_many_arguments)]
-    fn fresh_versions(
-        &self,
-        vault: &dyn KeyVaultApi,
-        clock: &dyn Clock,
-        settings: &Settings,
-        key_id: &str,
-        name: &str,
-        key_type: KeyType,
-        limit: usize,
-    ) -> Result<Vec<Fresh>, PluginError> {
-        let versions = match vault.list_key_versions(name) {
-            Ok(v) => v,
-            Err(e) if e.is_not_found() => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(PluginError::internal(format!(
-                    "failed to list key versions: {e}"
-                )))
-            }
-        };
-        let cutoff = unix_seconds(clock.now()) - settings.freshness.as_secs_f64();
-        let mut found = Vec::new();
-        for v in fresh_candidates(versions, cutoff) {
-            if found.len() >= limit {
-                break;
-            }
-            let Some(version) = v.version() else { continue };
-            match fetch_one_entry(vault, key_id, name, Some(version), true) {
-                Ok(entry) if entry.key_type == key_type => found.push(Fresh {
-                    entry,
-                    created: v.attributes.created.unwrap_or(cutoff),
-                }),
-                Ok(_) => continue,
-                Err(e) if e.code == Code::FailedPrecondition => continue, // disabled meanwhile
-                // The earliest is known: a later one that cannot be read just stays as it is.
-                Err(e) if !found.is_empty() => {
-                    log::warn!(key_name = name, version = version, reason = e.message.as_str(); "Could not read a later shared key version");
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(found)
-    }
 }
 
 /// Enabled versions created at or after `cutoff`, earliest first, ties by version id.
