@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::error::PluginError;
 use crate::keys::verify::{PublicKeyError, SignatureVerifier, VerifyError};
+use crate::keys::{read, write};
 use crate::plugin::proto::keymanager::{KeyType, PublicKey};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -97,30 +98,21 @@ impl KeyCache {
 
     /// The entry of `spire_id` with its verifier.
     pub fn get(&self, spire_id: &str) -> Option<SigningKey> {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(spire_id)
-            .cloned()
+        read(&self.map).get(spire_id).cloned()
     }
 
     /// Puts `entry` in place and returns the entry it replaced.
     pub fn insert(&self, entry: KeyEntry) -> Option<Arc<KeyEntry>> {
         // Parsed before the lock: readers never wait on it.
         let key = SigningKey::new(entry);
-        self.map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
+        write(&self.map)
             .insert(key.entry.spire_id.clone(), key)
             .map(|old| old.entry)
     }
 
     /// Every entry, sorted by SPIRE key id so answers are stable.
     pub fn entries(&self) -> Vec<Arc<KeyEntry>> {
-        let mut v: Vec<_> = self
-            .map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        let mut v: Vec<_> = read(&self.map)
             .values()
             .map(|k| Arc::clone(&k.entry))
             .collect();
@@ -130,9 +122,7 @@ impl KeyCache {
 
     /// Key Vault names in use, compared case-insensitively like Key Vault does.
     pub fn names_in_use(&self) -> HashSet<String> {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        read(&self.map)
             .values()
             .map(|k| k.entry.name.to_ascii_lowercase())
             .collect()

@@ -18,6 +18,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::azure::types::{KeyItem, KeyVaultApi, UpdateKeyParams};
 use crate::clock::{unix_seconds, Clock};
 use crate::keys::cache::KeyCache;
+use crate::keys::lock;
 use crate::keys::naming::{is_standard_name, TAG_SERVER_ID, TAG_SHARED, TAG_TRUST_DOMAIN};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -74,15 +75,16 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     }
 }
 
-/// Applies `key=duration` pairs from a comma-separated test-hook value: `set` returns false for
-/// a key it does not know. Unknown or malformed parts are logged and ignored.
+/// Applies `key=duration` pairs from a comma-separated test-hook value, if any: `set` returns
+/// false for a key it does not know. Unknown or malformed parts are logged and ignored.
 #[cfg(any(test, feature = "test-hooks"))]
 pub fn apply_duration_settings(
-    value: &str,
+    value: Option<&str>,
     what: &str,
     mut set: impl FnMut(&str, Duration) -> bool,
 ) {
-    for part in value.split(',').filter(|p| !p.trim().is_empty()) {
+    let parts = value.unwrap_or_default().split(',');
+    for part in parts.filter(|p| !p.trim().is_empty()) {
         let applied = part
             .split_once('=')
             .and_then(|(k, v)| parse_duration(v).map(|d| (k.trim(), d)))
@@ -97,21 +99,19 @@ pub fn apply_duration_settings(
 impl Settings {
     pub fn from_env_value(value: Option<&str>) -> Settings {
         let mut s = Settings::default();
-        if let Some(value) = value {
-            apply_duration_settings(value, SETTINGS_ENV, |key, d| {
-                match key {
-                    "refresh" => s.refresh_interval = d,
-                    "sweep" => s.sweep_interval = d,
-                    "first_sweep" => s.first_sweep_delay = d,
-                    "stale" => s.stale_after = d,
-                    "backoff" => s.delete_backoff_initial = d,
-                    "backoff_max" => s.delete_backoff_max = d,
-                    "max_wait" => s.max_wait = d,
-                    _ => return false,
-                }
-                true
-            });
-        }
+        apply_duration_settings(value, SETTINGS_ENV, |key, d| {
+            match key {
+                "refresh" => s.refresh_interval = d,
+                "sweep" => s.sweep_interval = d,
+                "first_sweep" => s.first_sweep_delay = d,
+                "stale" => s.stale_after = d,
+                "backoff" => s.delete_backoff_initial = d,
+                "backoff_max" => s.delete_backoff_max = d,
+                "max_wait" => s.max_wait = d,
+                _ => return false,
+            }
+            true
+        });
         s
     }
 }
@@ -154,7 +154,7 @@ pub struct DueDeletion {
 
 impl DeletionQueue {
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Queues `name` (a key of the vault at `vault_uri`) for deletion at `now`; no-op when it
@@ -453,25 +453,21 @@ impl Maintenance {
                 break;
             };
             match self.vault.delete_key(&due.name) {
-                Ok(()) => {
-                    log::debug!(key_name = due.name.as_str(); "Key deleted");
-                    crate::telemetry::key_deleted(self.deletion_reason(&due.name));
-                    self.deletions.done(&due);
-                    report.deleted.push(due.name);
-                }
+                Ok(()) => log::debug!(key_name = due.name.as_str(); "Key deleted"),
                 Err(e) if e.is_not_found() => {
-                    log::debug!(key_name = due.name.as_str(); "Key already gone");
-                    crate::telemetry::key_deleted(self.deletion_reason(&due.name));
-                    self.deletions.done(&due);
-                    report.deleted.push(due.name);
+                    log::debug!(key_name = due.name.as_str(); "Key already gone")
                 }
                 Err(e) => {
                     log::warn!(key_name = due.name.as_str(), reason = e.to_string(), retry_in = format!("{:?}", due.backoff); "Key deletion failed; will retry");
                     report.delete_failures += 1;
-                    self.deletions
-                        .retry_later(&due, now, self.settings.delete_backoff_max);
+                    let max = self.settings.delete_backoff_max;
+                    self.deletions.retry_later(&due, now, max);
+                    continue;
                 }
             }
+            crate::telemetry::key_deleted(self.deletion_reason(&due.name));
+            self.deletions.done(&due);
+            report.deleted.push(due.name);
         }
     }
 }
@@ -515,7 +511,7 @@ impl MaintenanceHandle {
                 .spawn(move || {
                     loop {
                         let wait = {
-                            let mut m = work.lock().unwrap_or_else(|e| e.into_inner());
+                            let mut m = lock(&work);
                             m.run_due();
                             let now = m.clock.now();
                             m.next_wake()
@@ -577,17 +573,13 @@ impl MaintenanceHandle {
 
     /// Runs whatever is due now on the calling thread (tests drive the schedule with it).
     pub fn run_now(&self) -> Report {
-        self.work
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .run_due()
+        lock(&self.work).run_due()
     }
 }
 
 impl Drop for MaintenanceHandle {
     fn drop(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        let _ = self.tx.send(Command::Stop);
+        self.request_stop();
     }
 }
 

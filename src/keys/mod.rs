@@ -21,7 +21,7 @@ mod tests;
 pub mod verify;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use crate::azure::types::{AzureError, CreateKeyParams, KeyVaultApi};
@@ -57,10 +57,7 @@ struct Active {
 
 impl Active {
     fn generation_lock(&self, id: &str) -> Arc<Mutex<()>> {
-        let mut locks = self
-            .generation_locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut locks = lock(&self.generation_locks);
         Arc::clone(locks.entry(id.to_string()).or_default())
     }
 }
@@ -102,9 +99,7 @@ impl KeyManager {
     }
 
     fn active(&self) -> Result<Arc<Active>, PluginError> {
-        self.state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        read(&self.state)
             .clone()
             .ok_or_else(|| PluginError::failed_precondition("plugin not configured"))
     }
@@ -278,6 +273,20 @@ fn load_config(core: Option<&CoreConfiguration>, hcl: &str) -> Result<PluginConf
         .map_err(|e| PluginError::invalid_argument(e.message()))
 }
 
+/// Locks ignore poisoning: what they guard is replaced in one step, never left half-changed by
+/// a panic, and one failed request must not stop the plugin.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
+
 pub(crate) fn azure_to_plugin(prefix: &str, e: AzureError) -> PluginError {
     PluginError::internal(format!("{prefix}: {e}"))
 }
@@ -318,10 +327,7 @@ impl KeyManager {
 
 impl PluginCore for KeyManager {
     fn configure(&self, core: Option<&CoreConfiguration>, hcl: &str) -> Result<(), PluginError> {
-        let _serial = self
-            .configure_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let _serial = lock(&self.configure_lock);
         let config = load_config(core, hcl)?;
         for note in config.ignored_key_notes() {
             log::warn!("{note}");
@@ -338,7 +344,7 @@ impl PluginCore for KeyManager {
             None => None,
         };
 
-        let _no_key_writes = self.key_writes.write().unwrap_or_else(|e| e.into_inner());
+        let _no_key_writes = write(&self.key_writes);
         // A key queued for deletion (rotated out, a lost create's orphan) is never adopted,
         // even when it ties with the key that replaced it.
         let queued = |name: &str| self.deletions.contains(name);
@@ -353,7 +359,7 @@ impl PluginCore for KeyManager {
         )?;
         log::info!(keys = found.entries.len().to_string(), duplicates = found.duplicates.len().to_string(); "Keys discovered");
 
-        let previous = self.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let previous = read(&self.state).clone();
         if let Some(prev) = &previous {
             // Its queued deletions stay in `deletions` for the new thread.
             if !prev.maintenance.stop(MAINTENANCE_STOP_WAIT) {
@@ -398,7 +404,7 @@ impl PluginCore for KeyManager {
         for name in found.duplicates {
             active.maintenance.queue_delete(name);
         }
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) = Some(active);
+        *write(&self.state) = Some(active);
         log::info!("Plugin configured");
         Ok(())
     }
@@ -426,10 +432,10 @@ impl PluginCore for KeyManager {
     }
 
     fn generate_key(&self, key_id: &str, key_type: KeyType) -> Result<PublicKey, PluginError> {
-        let _keys_may_change = self.key_writes.read().unwrap_or_else(|e| e.into_inner());
+        let _keys_may_change = read(&self.key_writes);
         let active = self.active()?;
-        let lock = active.generation_lock(key_id);
-        let _serial = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = active.generation_lock(key_id);
+        let _serial = lock(&generation);
         match &active.shared {
             Some(shared) if shared::is_shared_key_id(key_id) => {
                 let entry = shared.generate(
@@ -497,12 +503,7 @@ impl PluginCore for KeyManager {
     }
 
     fn deinit(&self) {
-        if let Some(active) = self
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
+        if let Some(active) = read(&self.state).as_ref() {
             // Deinit runs on gRPC's completion-queue thread: ask, never wait.
             active.maintenance.request_stop();
         }

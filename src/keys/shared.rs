@@ -77,20 +77,18 @@ pub const SETTINGS_ENV: &str = "AZKV_TEST_SHARED";
 impl Settings {
     pub fn from_env_value(value: Option<&str>) -> Settings {
         let mut s = Settings::default();
-        if let Some(value) = value {
-            crate::keys::maintenance::apply_duration_settings(value, SETTINGS_ENV, |key, d| {
-                match key {
-                    "freshness" => s.freshness = d,
-                    "settle" => s.settle = d,
-                    "jitter" => s.max_jitter = d,
-                    "claim_wait" => s.claim_wait = d,
-                    "claim_ttl" => s.claim_ttl = d,
-                    "poll" => s.poll = d,
-                    _ => return false,
-                }
-                true
-            });
-        }
+        crate::keys::maintenance::apply_duration_settings(value, SETTINGS_ENV, |key, d| {
+            match key {
+                "freshness" => s.freshness = d,
+                "settle" => s.settle = d,
+                "jitter" => s.max_jitter = d,
+                "claim_wait" => s.claim_wait = d,
+                "claim_ttl" => s.claim_ttl = d,
+                "poll" => s.poll = d,
+                _ => return false,
+            }
+            true
+        });
         s
     }
 }
