@@ -133,21 +133,18 @@ impl KeyCache {
 mod tests {
     use super::*;
     use crate::error::Code;
-    use crate::keys::convert::signature_to_spire;
+    use crate::keys::convert::{signature_to_spire, ParsedKey};
     use crate::keys::discovery::entry_from_parts;
     use p256::ecdsa::signature::hazmat::PrehashSigner;
     use p256::pkcs8::EncodePublicKey;
 
     fn p256_entry(id: &str, version: &str, key: &p256::ecdsa::SigningKey) -> KeyEntry {
         let pkix = key.verifying_key().to_public_key_der().unwrap();
-        entry_from_parts(
-            id,
-            "name",
-            version,
-            KeyType::EcP256,
-            pkix.as_bytes().to_vec(),
-            false,
-        )
+        let parsed = ParsedKey {
+            key_type: KeyType::EcP256,
+            pkix: pkix.as_bytes().to_vec(),
+        };
+        entry_from_parts(id, "name", version, parsed, false)
     }
 
     fn spire_signature(key: &p256::ecdsa::SigningKey, digest: &[u8]) -> Vec<u8> {

@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::azure::types::{KeyBundle, KeyItem, KeyVaultApi};
-use crate::error::{Code, PluginError};
+use crate::error::PluginError;
 use crate::keys::cache::KeyEntry;
-use crate::keys::convert::{fingerprint, parse_jwk};
+use crate::keys::convert::{fingerprint, parse_jwk, ParsedKey};
 use crate::keys::naming::{spire_key_id, TAG_SERVER_ID, TAG_TRUST_DOMAIN};
 use crate::keys::{azure_to_plugin, fetch_failed};
 use crate::plugin::proto::keymanager::PublicKey;
@@ -115,29 +115,23 @@ fn classify(
         .created
         .filter(|c| c.is_finite())
         .unwrap_or(0.0);
-    if let Some(id) = shared.and_then(|m| m.shared_key_id(name)) {
-        return Some(Candidate {
-            spire_id: id,
-            name: name.to_string(),
-            created,
-            shared: true,
-        });
-    }
-    if item.tags.get(TAG_SERVER_ID).map(String::as_str) != Some(server_id) {
-        return None;
-    }
-    match spire_key_id(name, &item.tags) {
-        Some(id) => Some(Candidate {
-            spire_id: id,
-            name: name.to_string(),
-            created,
-            shared: false,
-        }),
+    let (spire_id, shared) = match shared.and_then(|m| m.shared_key_id(name)) {
+        Some(id) => (id, true),
+        None if item.tags.get(TAG_SERVER_ID).map(String::as_str) != Some(server_id) => return None,
         None => {
-            log::warn!(key_name = name; "Could not get SPIRE Key ID from key");
-            None
+            let Some(id) = spire_key_id(name, &item.tags) else {
+                log::warn!(key_name = name; "Could not get SPIRE Key ID from key");
+                return None;
+            };
+            (id, false)
         }
-    }
+    };
+    Some(Candidate {
+        spire_id,
+        name: name.to_string(),
+        created,
+        shared,
+    })
 }
 
 /// Loads the newest key of each group, `FETCH_PARALLELISM` at a time. A key listed but gone
@@ -219,10 +213,9 @@ fn entry_from_bundle(
 ) -> Result<KeyEntry, PluginError> {
     let kid = bundle.key.kid.clone().unwrap_or_default();
     if bundle.attributes.enabled == Some(false) {
-        return Err(PluginError::new(
-            Code::FailedPrecondition,
-            format!("found disabled SPIRE key: {kid:?}, name: {name:?}"),
-        ));
+        return Err(PluginError::failed_precondition(format!(
+            "found disabled SPIRE key: {kid:?}, name: {name:?}"
+        )));
     }
     let version = bundle
         .version()
@@ -240,14 +233,7 @@ fn entry_from_bundle(
         ))
     })?;
     log::debug!(key_id = kid.as_str(), key_name = name; "Key loaded");
-    Ok(entry_from_parts(
-        spire_id,
-        name,
-        &version,
-        parsed.key_type,
-        parsed.pkix,
-        shared,
-    ))
+    Ok(entry_from_parts(spire_id, name, &version, parsed, shared))
 }
 
 /// The entry for `c`, or `None` when the key no longer exists.
@@ -257,13 +243,10 @@ fn fetch_one(vault: &dyn KeyVaultApi, c: &Candidate) -> Result<Option<KeyEntry>,
         let version = latest_enabled_version(vault, &c.name)?;
         return match version {
             Some(v) => fetch_one_entry(vault, &c.spire_id, &c.name, Some(&v), true).map(Some),
-            None => Err(PluginError::new(
-                Code::FailedPrecondition,
-                format!(
-                    "found disabled SPIRE key: name: {:?} has no enabled version",
-                    c.name
-                ),
-            )),
+            None => Err(PluginError::failed_precondition(format!(
+                "found disabled SPIRE key: name: {:?} has no enabled version",
+                c.name
+            ))),
         };
     }
     match vault.get_key(&c.name, None) {
@@ -297,8 +280,7 @@ pub fn entry_from_parts(
     spire_id: &str,
     name: &str,
     version: &str,
-    key_type: crate::plugin::proto::keymanager::KeyType,
-    pkix: Vec<u8>,
+    ParsedKey { key_type, pkix }: ParsedKey,
     shared: bool,
 ) -> KeyEntry {
     let fp = fingerprint(&pkix);

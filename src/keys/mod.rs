@@ -27,11 +27,12 @@ use std::time::Duration;
 use crate::azure::types::{AzureError, CreateKeyParams, KeyVaultApi};
 use crate::clock::Clock;
 use crate::config::{KeyIdentifierSource, PluginConfig};
-use crate::error::{Code, PluginError};
+use crate::error::PluginError;
 use crate::plugin::proto::config::CoreConfiguration;
 use crate::plugin::proto::keymanager::{KeyType, PublicKey};
 use crate::plugin::{PluginCore, Signature, SignerOpts};
 use cache::{KeyCache, KeyEntry, SigningKey};
+use discovery::{entry_from_parts, SharedKeyMatcher};
 use maintenance::{DeletionQueue, Maintenance, MaintenanceHandle};
 
 /// Builds the Key Vault client for a configuration (the Azure layer in production, an
@@ -211,14 +212,7 @@ fn entry_from_created(
     let version = bundle
         .version()
         .ok_or_else(|| PluginError::internal("malformed create key response: no key version"))?;
-    Ok(discovery::entry_from_parts(
-        id,
-        name,
-        version,
-        parsed.key_type,
-        parsed.pkix,
-        shared,
-    ))
+    Ok(entry_from_parts(id, name, version, parsed, shared))
 }
 
 enum SignFailure {
@@ -250,7 +244,7 @@ fn sign_with(
         .sign(&entry.name, &entry.version, alg, data)
         .map_err(SignFailure::Vault)?;
     let signature = convert::signature_to_spire(entry.key_type, &raw)
-        .map_err(|e| SignFailure::Plugin(PluginError::new(Code::Internal, e.to_string())))?;
+        .map_err(|e| SignFailure::Plugin(PluginError::internal(e.to_string())))?;
     entry
         .check(alg, data, &signature)
         .map_err(SignFailure::Plugin)?;
@@ -335,14 +329,9 @@ impl PluginCore for KeyManager {
         let server_id = Self::resolve_server_id(&config)?;
         log::debug!(server_id = server_id.as_str(); "Loaded server id");
         let vault = (self.connector)(&config)?;
-        let shared = match &config.shared_keys {
-            Some(s) => Some(shared::SharedKeys::new(
-                s.clone(),
-                &config.trust_domain,
-                &server_id,
-            )?),
-            None => None,
-        };
+        let shared = (config.shared_keys.clone())
+            .map(|s| shared::SharedKeys::new(s, &config.trust_domain, &server_id))
+            .transpose()?;
 
         let _no_key_writes = write(&self.key_writes);
         // A key queued for deletion (rotated out, a lost create's orphan) is never adopted,
@@ -352,9 +341,7 @@ impl PluginCore for KeyManager {
             vault.as_ref(),
             &config.trust_domain,
             &server_id,
-            shared
-                .as_ref()
-                .map(|s| s as &dyn discovery::SharedKeyMatcher),
+            shared.as_ref().map(|s| s as &dyn SharedKeyMatcher),
             &queued,
         )?;
         log::info!(keys = found.entries.len().to_string(), duplicates = found.duplicates.len().to_string(); "Keys discovered");
@@ -367,15 +354,10 @@ impl PluginCore for KeyManager {
             }
         }
         let cache = Arc::new(KeyCache::from_entries(found.entries));
-        let shared_check: maintenance::SharedNameCheck = match &shared {
-            Some(s) => {
-                let s = s.clone();
-                Arc::new(move |name: &str| {
-                    discovery::SharedKeyMatcher::shared_key_id(&s, name).is_some()
-                })
-            }
-            None => Arc::new(|_: &str| false),
-        };
+        let matcher = shared.clone();
+        let shared_check: maintenance::SharedNameCheck = Arc::new(move |name: &str| {
+            (matcher.as_ref()).is_some_and(|s| s.shared_key_id(name).is_some())
+        });
         // From here on the new keys are the ones no deletion may touch.
         self.deletions
             .adopt(&config.key_vault_uri, Arc::clone(&cache));

@@ -409,10 +409,7 @@ impl Rotation<'_> {
         let (vault, name) = (self.vault, self.name.as_str());
         let created = vault.create_key(name, &self.params).map_err(|e| {
             if e.is_deleted_but_recoverable() {
-                PluginError::new(
-                    Code::FailedPrecondition,
-                    format!("shared key {name:?} is soft-deleted in Key Vault (deleted but recoverable): recover it or purge it, then retry"),
-                )
+                PluginError::failed_precondition(format!("shared key {name:?} is soft-deleted in Key Vault (deleted but recoverable): recover it or purge it, then retry"))
             } else {
                 PluginError::internal(format!("failed to create key: {e}"))
             }
