@@ -3,12 +3,25 @@
 //! nothing holds the lock across network I/O, so signing never waits on rotation or maintenance.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::PluginError;
 use crate::keys::verify::{PublicKeyError, SignatureVerifier, VerifyError};
-use crate::keys::{read, write};
 use crate::plugin::proto::keymanager::{KeyType, PublicKey};
+
+/// The key manager's locks ignore poisoning: no code panics mid-update while holding one, and
+/// a panic in one request must not fail every later one.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyEntry {

@@ -3,12 +3,11 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::azure::types::{KeyBundle, KeyItem, KeyVaultApi};
+use crate::azure::types::{AzureError, KeyBundle, KeyItem, KeyVaultApi};
 use crate::error::PluginError;
 use crate::keys::cache::KeyEntry;
 use crate::keys::convert::{fingerprint, parse_jwk, ParsedKey};
 use crate::keys::naming::{spire_key_id, TAG_SERVER_ID, TAG_TRUST_DOMAIN};
-use crate::keys::{azure_to_plugin, fetch_failed};
 use crate::plugin::proto::keymanager::PublicKey;
 
 /// Key details fetched at once during discovery.
@@ -194,6 +193,15 @@ fn load_group(
     Ok(None)
 }
 
+pub(crate) fn azure_to_plugin(prefix: &str, e: AzureError) -> PluginError {
+    PluginError::internal(format!("{prefix}: {e}"))
+}
+
+/// A key or its versions could not be read.
+pub(crate) fn fetch_failed(e: AzureError) -> PluginError {
+    azure_to_plugin("failed to fetch key details", e)
+}
+
 pub fn fetch_one_entry(
     vault: &dyn KeyVaultApi,
     spire_id: &str,
@@ -265,15 +273,15 @@ pub fn latest_enabled_version(
     let best = versions
         .iter()
         .filter(|i| i.attributes.enabled != Some(false))
-        .max_by(|a, b| {
-            let ca = a.attributes.created.unwrap_or(0.0);
-            let cb = b.attributes.created.unwrap_or(0.0);
-            // Among equal times the smallest version id wins, as in adoption.
-            ca.partial_cmp(&cb)
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then_with(|| b.version().cmp(&a.version()))
-        });
+        // Among equal times the smallest version id wins, as in adoption.
+        .max_by(|a, b| by_created(a, b).then(b.version().cmp(&a.version())));
     Ok(best.and_then(|i| i.version().map(str::to_string)))
+}
+
+/// Versions by `created` (a missing time counts as 0).
+pub fn by_created(a: &KeyItem, b: &KeyItem) -> std::cmp::Ordering {
+    let created = |i: &KeyItem| i.attributes.created.unwrap_or(0.0);
+    (created(a).partial_cmp(&created(b))).unwrap_or(std::cmp::Ordering::Equal)
 }
 
 pub fn entry_from_parts(

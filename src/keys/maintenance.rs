@@ -10,15 +10,13 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::azure::types::{KeyItem, KeyVaultApi, UpdateKeyParams};
 use crate::clock::{unix_seconds, Clock};
-use crate::keys::cache::KeyCache;
-use crate::keys::lock;
+use crate::keys::cache::{lock, KeyCache};
 use crate::keys::naming::{is_standard_name, TAG_SERVER_ID, TAG_SHARED, TAG_TRUST_DOMAIN};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -488,7 +486,6 @@ pub struct MaintenanceHandle {
     backoff: Duration,
     stopping: Arc<AtomicBool>,
     work: Arc<Mutex<Maintenance>>,
-    _thread: Option<JoinHandle<()>>,
 }
 
 impl MaintenanceHandle {
@@ -497,56 +494,47 @@ impl MaintenanceHandle {
     pub fn spawn(m: Maintenance) -> Self {
         let (tx, rx) = crossbeam_channel::unbounded::<Command>();
         let (done_tx, done) = crossbeam_channel::bounded(1);
-        let deletions = Arc::clone(&m.deletions);
-        let vault_uri = m.vault_uri.clone();
-        let clock = Arc::clone(&m.clock);
-        let backoff = m.settings.delete_backoff_initial;
-        let stopping = Arc::clone(&m.stopping);
         let background = m.settings.background;
-        let work = Arc::new(Mutex::new(m));
-        let thread = if background {
-            let work = Arc::clone(&work);
-            let thread = std::thread::Builder::new()
-                .name("azkv-maintenance".into())
-                .spawn(move || {
-                    loop {
-                        let wait = {
-                            let mut m = lock(&work);
-                            m.run_due();
-                            let now = m.clock.now();
-                            m.next_wake()
-                                .duration_since(now)
-                                .unwrap_or(Duration::ZERO)
-                                .min(m.settings.max_wait)
-                                .max(Duration::from_millis(1))
-                        };
-                        match rx.recv_timeout(wait) {
-                            Ok(Command::Wake) | Err(RecvTimeoutError::Timeout) => {}
-                            Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                        }
-                    }
-                    let _ = done_tx.send(());
-                })
-                .ok();
-            if thread.is_none() {
-                log::error!("could not start the maintenance thread");
-            }
-            thread
-        } else {
-            let _ = done_tx.send(());
-            None
-        };
-        MaintenanceHandle {
+        let handle = MaintenanceHandle {
             tx,
             done,
-            deletions,
-            vault_uri,
-            clock,
-            backoff,
-            stopping,
-            work,
-            _thread: thread,
+            deletions: Arc::clone(&m.deletions),
+            vault_uri: m.vault_uri.clone(),
+            clock: Arc::clone(&m.clock),
+            backoff: m.settings.delete_backoff_initial,
+            stopping: Arc::clone(&m.stopping),
+            work: Arc::new(Mutex::new(m)),
+        };
+        if !background {
+            let _ = done_tx.send(());
+            return handle;
         }
+        let work = Arc::clone(&handle.work);
+        let spawned = std::thread::Builder::new()
+            .name("azkv-maintenance".into())
+            .spawn(move || {
+                loop {
+                    let wait = {
+                        let mut m = lock(&work);
+                        m.run_due();
+                        let now = m.clock.now();
+                        m.next_wake()
+                            .duration_since(now)
+                            .unwrap_or(Duration::ZERO)
+                            .min(m.settings.max_wait)
+                            .max(Duration::from_millis(1))
+                    };
+                    match rx.recv_timeout(wait) {
+                        Ok(Command::Wake) | Err(RecvTimeoutError::Timeout) => {}
+                        Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                let _ = done_tx.send(());
+            });
+        if spawned.is_err() {
+            log::error!("could not start the maintenance thread");
+        }
+        handle
     }
 
     /// Queues `name` for deletion. The queue outlives this configuration: a deletion queued

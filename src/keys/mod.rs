@@ -21,7 +21,7 @@ mod tests;
 pub mod verify;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::azure::types::{AzureError, CreateKeyParams, KeyVaultApi};
@@ -31,8 +31,8 @@ use crate::error::PluginError;
 use crate::plugin::proto::config::CoreConfiguration;
 use crate::plugin::proto::keymanager::{KeyType, PublicKey};
 use crate::plugin::{PluginCore, Signature, SignerOpts};
-use cache::{KeyCache, KeyEntry, SigningKey};
-use discovery::{entry_from_parts, SharedKeyMatcher};
+use cache::{lock, read, write, KeyCache, KeyEntry, SigningKey};
+use discovery::{azure_to_plugin, entry_from_parts, SharedKeyMatcher};
 use maintenance::{DeletionQueue, Maintenance, MaintenanceHandle};
 
 /// Builds the Key Vault client for a configuration (the Azure layer in production, an
@@ -265,29 +265,6 @@ fn load_config(core: Option<&CoreConfiguration>, hcl: &str) -> Result<PluginConf
     crate::config::validate(core_config(core).as_ref(), hcl)
         .into_result()
         .map_err(|e| PluginError::invalid_argument(e.message()))
-}
-
-/// Locks ignore poisoning: what they guard is replaced in one step, never left half-changed by
-/// a panic, and one failed request must not stop the plugin.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub(crate) fn azure_to_plugin(prefix: &str, e: AzureError) -> PluginError {
-    PluginError::internal(format!("{prefix}: {e}"))
-}
-
-/// A key or its versions could not be read.
-pub(crate) fn fetch_failed(e: AzureError) -> PluginError {
-    azure_to_plugin("failed to fetch key details", e)
 }
 
 #[cfg(test)]

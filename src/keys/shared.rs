@@ -2,19 +2,20 @@
 //! are shared; their Key Vault name comes from `jwt_key_template`, and a rotation adds a version
 //! to that one key.
 //!
-//! Convergence: a rotation first adopts a version created by any server within the freshness
-//! window (15 minutes). Otherwise, when the key exists, the servers claim the rotation with a tag
-//! (`spire-rotation-claim`, `naming::TAG_ROTATION_CLAIM`; no separate lock tag) on its latest
-//! version (write, wait, read back: the last writer wins) and only the winner creates; the others
-//! wait for its version, or for the claim to expire when its writer died, then claim again. A first creation has no version to hold a claim: each server waits a random
-//! moment, looks again, and only then creates, so several may create. After creating, a server
-//! waits a settle period (longer than Key Vault's 1-second `created` resolution plus a peer's
-//! check-to-create gap) and re-reads the versions; every server adopts the same one: the earliest
-//! `created` inside the window, ties broken by version id. A creator disables the versions that
-//! lost (its own, and any a dead peer or a retried create left enabled), so exactly one new
-//! version stays usable. A server adopts a version younger than
-//! that settle period only after waiting it out too, so it never adopts a version its creator is
-//! about to disable.
+//! Claim protocol: a rotation first adopts a version any server created within the freshness
+//! window (15 minutes). Otherwise, when the key exists, the servers claim the rotation with the
+//! tag `spire-rotation-claim` (`naming::TAG_ROTATION_CLAIM`, `<nonce>|<unix secs>`; there is no
+//! separate lock tag) on its latest version: write, wait, read back; the last writer wins and
+//! only it creates. The others wait for its version, or for the claim to expire when its writer
+//! died, then claim again. A first creation has no version to hold a claim: each server waits a
+//! random moment, looks again, and only then creates, so several may create.
+//!
+//! Convergence: after creating, a server waits a settle period (longer than Key Vault's 1-second
+//! `created` resolution plus a peer's check-to-create gap) and re-reads the versions; every
+//! server adopts the earliest `created` inside the window, ties broken by version id. The
+//! creator disables the versions that lost (its own, and any a dead peer or a retried create
+//! left enabled), so exactly one new version stays usable. A version younger than the settle
+//! period is adopted only after waiting it out too, never one its creator is about to disable.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -26,9 +27,10 @@ use crate::clock::{unix_seconds, Clock};
 use crate::config::SharedKeysConfig;
 use crate::error::{Code, PluginError};
 use crate::keys::cache::KeyEntry;
-use crate::keys::discovery::{fetch_one_entry, SharedKeyMatcher};
+use crate::keys::discovery::{
+    azure_to_plugin, by_created, fetch_failed, fetch_one_entry, SharedKeyMatcher,
+};
 use crate::keys::naming::{is_valid_name, key_tags, TAG_ROTATION_CLAIM, TAG_SHARED};
-use crate::keys::{azure_to_plugin, fetch_failed};
 use crate::plugin::proto::keymanager::KeyType;
 use crate::template::TemplateContext;
 
@@ -346,7 +348,6 @@ impl Rotation<'_> {
         Duration::try_from_secs_f64(ts + ttl - now).ok()
     }
 
-    /// Writes our claim on `version`, waits, and reads it back.
     /// [`Self::write_claim`], counted in telemetry by outcome.
     fn claim(&self, version: &str, latest: &KeyBundle) -> Result<Claim, PluginError> {
         let claim = self.write_claim(version, latest)?;
@@ -358,6 +359,7 @@ impl Rotation<'_> {
         Ok(claim)
     }
 
+    /// Writes our claim on `version`, waits, and reads it back.
     fn write_claim(&self, version: &str, latest: &KeyBundle) -> Result<Claim, PluginError> {
         let now = unix_seconds(self.clock.now());
         let nonce = crate::random::uuid_v4("a rotation claim")?
@@ -433,11 +435,11 @@ impl Rotation<'_> {
             losers.push(own_version.clone());
         }
         for loser in losers {
-            if loser == own_version {
-                log::info!(key_name = name, adopted = chosen.version.as_str(), disabled = loser.as_str(); "Another server's version won; disabling ours");
-            } else {
-                log::info!(key_name = name, adopted = chosen.version.as_str(), disabled = loser.as_str(); "Disabling a shared key version that lost and is still enabled");
-            }
+            let message = match loser == own_version {
+                true => "Another server's version won; disabling ours",
+                false => "Disabling a shared key version that lost and is still enabled",
+            };
+            log::info!(key_name = name, adopted = chosen.version.as_str(), disabled = loser.as_str(); "{message}");
             let disable = UpdateKeyParams {
                 attributes: Some(UpdateAttributes {
                     enabled: Some(false),
@@ -472,13 +474,7 @@ pub fn fresh_candidates(versions: Vec<KeyItem>, cutoff: f64) -> Vec<KeyItem> {
         .filter(|i| i.attributes.enabled != Some(false))
         .filter(|i| i.attributes.created.is_some_and(|c| c >= cutoff))
         .collect();
-    v.sort_by(|a, b| {
-        let ca = a.attributes.created.unwrap_or(0.0);
-        let cb = b.attributes.created.unwrap_or(0.0);
-        ca.partial_cmp(&cb)
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then_with(|| a.version().cmp(&b.version()))
-    });
+    v.sort_by(|a, b| by_created(a, b).then(a.version().cmp(&b.version())));
     v
 }
 
