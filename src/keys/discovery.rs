@@ -225,14 +225,10 @@ fn entry_from_bundle(
             "found disabled SPIRE key: {kid:?}, name: {name:?}"
         )));
     }
-    let version = bundle
-        .version()
-        .ok_or_else(|| {
-            PluginError::internal(format!(
-                "malformed get key response: kid {kid:?} has no version"
-            ))
-        })?
-        .to_string();
+    let Some(version) = bundle.version() else {
+        let message = format!("malformed get key response: kid {kid:?} has no version");
+        return Err(PluginError::internal(message));
+    };
     // A key this plugin cannot serve (another type or size, a malformed or inconsistent JWK)
     // is refused, naming it, rather than cached.
     let parsed = parse_jwk(&bundle.key).map_err(|e| {
@@ -241,7 +237,7 @@ fn entry_from_bundle(
         ))
     })?;
     log::debug!(key_id = kid.as_str(), key_name = name; "Key loaded");
-    Ok(entry_from_parts(spire_id, name, &version, parsed, shared))
+    Ok(entry_from_parts(spire_id, name, version, parsed, shared))
 }
 
 /// The entry for `c`, or `None` when the key no longer exists.

@@ -275,15 +275,10 @@ pub type SharedNameCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// What a maintenance thread works for: one configuration's vault and keys.
 pub struct Maintenance {
-    vault: Arc<dyn KeyVaultApi>,
-    vault_uri: String,
-    cache: Arc<KeyCache>,
+    scope: Scope,
     deletions: Arc<DeletionQueue>,
     clock: Arc<dyn Clock>,
     settings: Settings,
-    trust_domain: String,
-    server_id: String,
-    is_shared_name: SharedNameCheck,
     next_refresh: SystemTime,
     next_sweep: SystemTime,
     /// Set when the configuration is replaced: no further deletion is started.
@@ -323,12 +318,7 @@ impl Maintenance {
         Maintenance {
             next_refresh: now + settings.refresh_interval,
             next_sweep: now + settings.first_sweep_delay,
-            vault: scope.vault,
-            vault_uri: scope.vault_uri,
-            cache: scope.cache,
-            trust_domain: scope.trust_domain,
-            server_id: scope.server_id,
-            is_shared_name: scope.is_shared_name,
+            scope,
             deletions,
             clock,
             settings,
@@ -340,7 +330,7 @@ impl Maintenance {
     /// Queues `name` for deletion now (no-op when already queued).
     pub fn enqueue(&self, name: String) {
         self.deletions.push(
-            &self.vault_uri,
+            &self.scope.vault_uri,
             name,
             self.clock.now(),
             self.settings.delete_backoff_initial,
@@ -350,7 +340,7 @@ impl Maintenance {
     /// The earliest time something is due.
     pub fn next_wake(&self) -> SystemTime {
         let t = self.next_refresh.min(self.next_sweep);
-        match self.deletions.next_attempt(&self.vault_uri) {
+        match self.deletions.next_attempt(&self.scope.vault_uri) {
             Some(d) => t.min(d),
             None => t,
         }
@@ -379,8 +369,9 @@ impl Maintenance {
             key_ops: Some(vec!["sign".into(), "verify".into()]),
             ..Default::default()
         };
-        for entry in self.cache.entries() {
-            match self.vault.update_key(&entry.name, &entry.version, &params) {
+        let Scope { vault, cache, .. } = &self.scope;
+        for entry in cache.entries() {
+            match vault.update_key(&entry.name, &entry.version, &params) {
                 Ok(_) => report.refreshed += 1,
                 Err(e) => {
                     log::error!(key_id = entry.spire_id.as_str(), key_name = entry.name.as_str(), reason = e.to_string(); "Failed to refresh key");
@@ -398,16 +389,16 @@ impl Maintenance {
     fn sweepable(&self, item: &KeyItem, name: &str) -> bool {
         is_standard_name(name)
             && item.tags.get(TAG_TRUST_DOMAIN).map(String::as_str)
-                == Some(self.trust_domain.as_str())
+                == Some(self.scope.trust_domain.as_str())
             && item.tags.contains_key(TAG_SERVER_ID)
             && !item.tags.contains_key(TAG_SHARED)
-            && !(self.is_shared_name)(name)
+            && !(self.scope.is_shared_name)(name)
     }
 
     /// Deletes keys of this trust domain not updated for `stale_after`: other servers' keys
     /// and this server's own orphans alike, never a key this server uses, never a shared key.
     fn sweep(&mut self, report: &mut Report) {
-        let items = match self.vault.list_keys() {
+        let items = match self.scope.vault.list_keys() {
             Ok(items) => items,
             Err(e) => {
                 log::error!(reason = e.to_string(); "Failed to list keys to dispose");
@@ -416,7 +407,7 @@ impl Maintenance {
         };
         let now = unix_seconds(self.clock.now());
         let cutoff = now - self.settings.stale_after.as_secs_f64();
-        let in_use: HashSet<String> = self.cache.names_in_use();
+        let in_use: HashSet<String> = self.scope.cache.names_in_use();
         for item in items {
             let Some(name) = item.name() else { continue };
             if !self.sweepable(&item, name) || in_use.contains(&name.to_ascii_lowercase()) {
@@ -427,7 +418,7 @@ impl Maintenance {
             };
             if updated < cutoff {
                 let owner = item.tags.get(TAG_SERVER_ID).cloned().unwrap_or_default();
-                log::info!(key_name = name, server_id = owner.as_str(), own = (owner == self.server_id).to_string(); "Stale key found; deleting it");
+                log::info!(key_name = name, server_id = owner.as_str(), own = (owner == self.scope.server_id).to_string(); "Stale key found; deleting it");
                 report.swept.push(name.to_string());
                 self.swept.insert(name.to_string());
                 self.enqueue(name.to_string());
@@ -447,10 +438,10 @@ impl Maintenance {
     fn process_deletions(&mut self, report: &mut Report) {
         while !self.stopping.load(Ordering::SeqCst) {
             let now = self.clock.now();
-            let Some(due) = self.deletions.next_due(&self.vault_uri, now) else {
+            let Some(due) = self.deletions.next_due(&self.scope.vault_uri, now) else {
                 break;
             };
-            match self.vault.delete_key(&due.name) {
+            match self.scope.vault.delete_key(&due.name) {
                 Ok(()) => log::debug!(key_name = due.name.as_str(); "Key deleted"),
                 Err(e) if e.is_not_found() => {
                     log::debug!(key_name = due.name.as_str(); "Key already gone")
@@ -499,7 +490,7 @@ impl MaintenanceHandle {
             tx,
             done,
             deletions: Arc::clone(&m.deletions),
-            vault_uri: m.vault_uri.clone(),
+            vault_uri: m.scope.vault_uri.clone(),
             clock: Arc::clone(&m.clock),
             backoff: m.settings.delete_backoff_initial,
             stopping: Arc::clone(&m.stopping),

@@ -111,23 +111,21 @@ fn read_checked(path: &Path, mut file: File) -> Result<Vec<u8>, PluginError> {
             format!("it is {what}, not a regular file"),
         ));
     }
-    let euid = crate::sys::effective_uid();
-    if meta.uid() != euid {
+    let (uid, euid, mode) = (
+        meta.uid(),
+        crate::sys::effective_uid(),
+        meta.mode() & 0o7777,
+    );
+    if uid != euid {
         return Err(read_error(
             path,
-            format!(
-                "it is owned by uid {}, not by the plugin's effective uid {euid}",
-                meta.uid()
-            ),
+            format!("it is owned by uid {uid}, not by the plugin's effective uid {euid}"),
         ));
     }
-    if meta.mode() & 0o022 != 0 {
+    if mode & 0o022 != 0 {
         return Err(read_error(
             path,
-            format!(
-                "it is writable by group or others (mode {:04o}); restrict it to 0600",
-                meta.mode() & 0o7777
-            ),
+            format!("it is writable by group or others (mode {mode:04o}); restrict it to 0600"),
         ));
     }
     let too_big = |len: u64| {
