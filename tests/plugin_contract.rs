@@ -213,6 +213,11 @@ fn keymanager_rpcs_check_arguments_before_configure() {
         (code, msg.as_str()),
         (RpcStatusCode::INVALID_ARGUMENT, "signer opts is required")
     );
+    // With several arguments missing, the key id is reported first.
+    let (_, msg) = p.generate_key("", KeyType::UnspecifiedKeyType).unwrap_err();
+    assert_eq!(msg, "key id is required");
+    let (_, msg) = p.sign("", b"x", None).unwrap_err();
+    assert_eq!(msg, "key id is required");
     // Not configured yet: a clear precondition failure, not a crash.
     let (code, _) = p.get_public_keys().unwrap_err();
     assert_eq!(code, RpcStatusCode::FAILED_PRECONDITION);

@@ -3,11 +3,25 @@
 //! nothing holds the lock across network I/O, so signing never waits on rotation or maintenance.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::PluginError;
 use crate::keys::verify::{PublicKeyError, SignatureVerifier, VerifyError};
 use crate::plugin::proto::keymanager::{KeyType, PublicKey};
+
+/// The key manager's locks ignore poisoning: no code panics mid-update while holding one, and
+/// a panic in one request must not fail every later one.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyEntry {
@@ -97,30 +111,21 @@ impl KeyCache {
 
     /// The entry of `spire_id` with its verifier.
     pub fn get(&self, spire_id: &str) -> Option<SigningKey> {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(spire_id)
-            .cloned()
+        read(&self.map).get(spire_id).cloned()
     }
 
     /// Puts `entry` in place and returns the entry it replaced.
     pub fn insert(&self, entry: KeyEntry) -> Option<Arc<KeyEntry>> {
         // Parsed before the lock: readers never wait on it.
         let key = SigningKey::new(entry);
-        self.map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
+        write(&self.map)
             .insert(key.entry.spire_id.clone(), key)
             .map(|old| old.entry)
     }
 
     /// Every entry, sorted by SPIRE key id so answers are stable.
     pub fn entries(&self) -> Vec<Arc<KeyEntry>> {
-        let mut v: Vec<_> = self
-            .map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        let mut v: Vec<_> = read(&self.map)
             .values()
             .map(|k| Arc::clone(&k.entry))
             .collect();
@@ -130,9 +135,7 @@ impl KeyCache {
 
     /// Key Vault names in use, compared case-insensitively like Key Vault does.
     pub fn names_in_use(&self) -> HashSet<String> {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        read(&self.map)
             .values()
             .map(|k| k.entry.name.to_ascii_lowercase())
             .collect()
@@ -143,21 +146,18 @@ impl KeyCache {
 mod tests {
     use super::*;
     use crate::error::Code;
-    use crate::keys::convert::signature_to_spire;
+    use crate::keys::convert::{signature_to_spire, ParsedKey};
     use crate::keys::discovery::entry_from_parts;
     use p256::ecdsa::signature::hazmat::PrehashSigner;
     use p256::pkcs8::EncodePublicKey;
 
     fn p256_entry(id: &str, version: &str, key: &p256::ecdsa::SigningKey) -> KeyEntry {
         let pkix = key.verifying_key().to_public_key_der().unwrap();
-        entry_from_parts(
-            id,
-            "name",
-            version,
-            KeyType::EcP256,
-            pkix.as_bytes().to_vec(),
-            false,
-        )
+        let parsed = ParsedKey {
+            key_type: KeyType::EcP256,
+            pkix: pkix.as_bytes().to_vec(),
+        };
+        entry_from_parts(id, "name", version, parsed, false)
     }
 
     fn spire_signature(key: &p256::ecdsa::SigningKey, digest: &[u8]) -> Vec<u8> {

@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::azure::types::{KeyBundle, KeyItem, KeyVaultApi};
-use crate::error::{Code, PluginError};
+use crate::azure::types::{AzureError, KeyBundle, KeyItem, KeyVaultApi};
+use crate::error::PluginError;
 use crate::keys::cache::KeyEntry;
-use crate::keys::convert::{fingerprint, parse_jwk};
+use crate::keys::convert::{fingerprint, parse_jwk, ParsedKey};
 use crate::keys::naming::{spire_key_id, TAG_SERVER_ID, TAG_TRUST_DOMAIN};
 use crate::plugin::proto::keymanager::PublicKey;
 
@@ -41,9 +41,7 @@ pub fn discover(
     shared: Option<&dyn SharedKeyMatcher>,
     queued_for_deletion: &dyn Fn(&str) -> bool,
 ) -> Result<Discovered, PluginError> {
-    let items = vault
-        .list_keys()
-        .map_err(|e| PluginError::internal(format!("failed while listing keys: {e}")))?;
+    let items = (vault.list_keys()).map_err(|e| azure_to_plugin("failed while listing keys", e))?;
 
     let mut by_id: HashMap<String, Vec<Candidate>> = HashMap::new();
     for item in &items {
@@ -116,29 +114,23 @@ fn classify(
         .created
         .filter(|c| c.is_finite())
         .unwrap_or(0.0);
-    if let Some(id) = shared.and_then(|m| m.shared_key_id(name)) {
-        return Some(Candidate {
-            spire_id: id,
-            name: name.to_string(),
-            created,
-            shared: true,
-        });
-    }
-    if item.tags.get(TAG_SERVER_ID).map(String::as_str) != Some(server_id) {
-        return None;
-    }
-    match spire_key_id(name, &item.tags) {
-        Some(id) => Some(Candidate {
-            spire_id: id,
-            name: name.to_string(),
-            created,
-            shared: false,
-        }),
+    let (spire_id, shared) = match shared.and_then(|m| m.shared_key_id(name)) {
+        Some(id) => (id, true),
+        None if item.tags.get(TAG_SERVER_ID).map(String::as_str) != Some(server_id) => return None,
         None => {
-            log::warn!(key_name = name; "Could not get SPIRE Key ID from key");
-            None
+            let Some(id) = spire_key_id(name, &item.tags) else {
+                log::warn!(key_name = name; "Could not get SPIRE Key ID from key");
+                return None;
+            };
+            (id, false)
         }
-    }
+    };
+    Some(Candidate {
+        spire_id,
+        name: name.to_string(),
+        created,
+        shared,
+    })
 }
 
 /// Loads the newest key of each group, `FETCH_PARALLELISM` at a time. A key listed but gone
@@ -201,6 +193,15 @@ fn load_group(
     Ok(None)
 }
 
+pub(crate) fn azure_to_plugin(prefix: &str, e: AzureError) -> PluginError {
+    PluginError::internal(format!("{prefix}: {e}"))
+}
+
+/// A key or its versions could not be read.
+pub(crate) fn fetch_failed(e: AzureError) -> PluginError {
+    azure_to_plugin("failed to fetch key details", e)
+}
+
 pub fn fetch_one_entry(
     vault: &dyn KeyVaultApi,
     spire_id: &str,
@@ -208,9 +209,7 @@ pub fn fetch_one_entry(
     version: Option<&str>,
     shared: bool,
 ) -> Result<KeyEntry, PluginError> {
-    let bundle = vault
-        .get_key(name, version)
-        .map_err(|e| PluginError::internal(format!("failed to fetch key details: {e}")))?;
+    let bundle = vault.get_key(name, version).map_err(fetch_failed)?;
     entry_from_bundle(spire_id, name, &bundle, shared)
 }
 
@@ -222,19 +221,14 @@ fn entry_from_bundle(
 ) -> Result<KeyEntry, PluginError> {
     let kid = bundle.key.kid.clone().unwrap_or_default();
     if bundle.attributes.enabled == Some(false) {
-        return Err(PluginError::new(
-            Code::FailedPrecondition,
-            format!("found disabled SPIRE key: {kid:?}, name: {name:?}"),
-        ));
+        return Err(PluginError::failed_precondition(format!(
+            "found disabled SPIRE key: {kid:?}, name: {name:?}"
+        )));
     }
-    let version = bundle
-        .version()
-        .ok_or_else(|| {
-            PluginError::internal(format!(
-                "malformed get key response: kid {kid:?} has no version"
-            ))
-        })?
-        .to_string();
+    let Some(version) = bundle.version() else {
+        let message = format!("malformed get key response: kid {kid:?} has no version");
+        return Err(PluginError::internal(message));
+    };
     // A key this plugin cannot serve (another type or size, a malformed or inconsistent JWK)
     // is refused, naming it, rather than cached.
     let parsed = parse_jwk(&bundle.key).map_err(|e| {
@@ -243,14 +237,7 @@ fn entry_from_bundle(
         ))
     })?;
     log::debug!(key_id = kid.as_str(), key_name = name; "Key loaded");
-    Ok(entry_from_parts(
-        spire_id,
-        name,
-        &version,
-        parsed.key_type,
-        parsed.pkix,
-        shared,
-    ))
+    Ok(entry_from_parts(spire_id, name, version, parsed, shared))
 }
 
 /// The entry for `c`, or `None` when the key no longer exists.
@@ -260,20 +247,15 @@ fn fetch_one(vault: &dyn KeyVaultApi, c: &Candidate) -> Result<Option<KeyEntry>,
         let version = latest_enabled_version(vault, &c.name)?;
         return match version {
             Some(v) => fetch_one_entry(vault, &c.spire_id, &c.name, Some(&v), true).map(Some),
-            None => Err(PluginError::new(
-                Code::FailedPrecondition,
-                format!(
-                    "found disabled SPIRE key: name: {:?} has no enabled version",
-                    c.name
-                ),
-            )),
+            None => Err(PluginError::failed_precondition(format!(
+                "found disabled SPIRE key: name: {:?} has no enabled version",
+                c.name
+            ))),
         };
     }
     match vault.get_key(&c.name, None) {
         Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(PluginError::internal(format!(
-            "failed to fetch key details: {e}"
-        ))),
+        Err(e) => Err(fetch_failed(e)),
         Ok(bundle) => entry_from_bundle(&c.spire_id, &c.name, &bundle, c.shared).map(Some),
     }
 }
@@ -283,29 +265,26 @@ pub fn latest_enabled_version(
     vault: &dyn KeyVaultApi,
     name: &str,
 ) -> Result<Option<String>, PluginError> {
-    let versions = vault
-        .list_key_versions(name)
-        .map_err(|e| PluginError::internal(format!("failed to fetch key details: {e}")))?;
+    let versions = vault.list_key_versions(name).map_err(fetch_failed)?;
     let best = versions
         .iter()
         .filter(|i| i.attributes.enabled != Some(false))
-        .max_by(|a, b| {
-            let ca = a.attributes.created.unwrap_or(0.0);
-            let cb = b.attributes.created.unwrap_or(0.0);
-            // Among equal times the smallest version id wins, as in adoption.
-            ca.partial_cmp(&cb)
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then_with(|| b.version().cmp(&a.version()))
-        });
+        // Among equal times the smallest version id wins, as in adoption.
+        .max_by(|a, b| by_created(a, b).then(b.version().cmp(&a.version())));
     Ok(best.and_then(|i| i.version().map(str::to_string)))
+}
+
+/// Versions by `created` (a missing time counts as 0).
+pub fn by_created(a: &KeyItem, b: &KeyItem) -> std::cmp::Ordering {
+    let created = |i: &KeyItem| i.attributes.created.unwrap_or(0.0);
+    (created(a).partial_cmp(&created(b))).unwrap_or(std::cmp::Ordering::Equal)
 }
 
 pub fn entry_from_parts(
     spire_id: &str,
     name: &str,
     version: &str,
-    key_type: crate::plugin::proto::keymanager::KeyType,
-    pkix: Vec<u8>,
+    ParsedKey { key_type, pkix }: ParsedKey,
     shared: bool,
 ) -> KeyEntry {
     let fp = fingerprint(&pkix);

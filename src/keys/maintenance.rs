@@ -10,14 +10,13 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::azure::types::{KeyItem, KeyVaultApi, UpdateKeyParams};
 use crate::clock::{unix_seconds, Clock};
-use crate::keys::cache::KeyCache;
+use crate::keys::cache::{lock, KeyCache};
 use crate::keys::naming::{is_standard_name, TAG_SERVER_ID, TAG_SHARED, TAG_TRUST_DOMAIN};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -74,15 +73,16 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     }
 }
 
-/// Applies `key=duration` pairs from a comma-separated test-hook value: `set` returns false for
-/// a key it does not know. Unknown or malformed parts are logged and ignored.
+/// Applies `key=duration` pairs from a comma-separated test-hook value, if any: `set` returns
+/// false for a key it does not know. Unknown or malformed parts are logged and ignored.
 #[cfg(any(test, feature = "test-hooks"))]
 pub fn apply_duration_settings(
-    value: &str,
+    value: Option<&str>,
     what: &str,
     mut set: impl FnMut(&str, Duration) -> bool,
 ) {
-    for part in value.split(',').filter(|p| !p.trim().is_empty()) {
+    let parts = value.unwrap_or_default().split(',');
+    for part in parts.filter(|p| !p.trim().is_empty()) {
         let applied = part
             .split_once('=')
             .and_then(|(k, v)| parse_duration(v).map(|d| (k.trim(), d)))
@@ -97,21 +97,19 @@ pub fn apply_duration_settings(
 impl Settings {
     pub fn from_env_value(value: Option<&str>) -> Settings {
         let mut s = Settings::default();
-        if let Some(value) = value {
-            apply_duration_settings(value, SETTINGS_ENV, |key, d| {
-                match key {
-                    "refresh" => s.refresh_interval = d,
-                    "sweep" => s.sweep_interval = d,
-                    "first_sweep" => s.first_sweep_delay = d,
-                    "stale" => s.stale_after = d,
-                    "backoff" => s.delete_backoff_initial = d,
-                    "backoff_max" => s.delete_backoff_max = d,
-                    "max_wait" => s.max_wait = d,
-                    _ => return false,
-                }
-                true
-            });
-        }
+        apply_duration_settings(value, SETTINGS_ENV, |key, d| {
+            match key {
+                "refresh" => s.refresh_interval = d,
+                "sweep" => s.sweep_interval = d,
+                "first_sweep" => s.first_sweep_delay = d,
+                "stale" => s.stale_after = d,
+                "backoff" => s.delete_backoff_initial = d,
+                "backoff_max" => s.delete_backoff_max = d,
+                "max_wait" => s.max_wait = d,
+                _ => return false,
+            }
+            true
+        });
         s
     }
 }
@@ -154,7 +152,7 @@ pub struct DueDeletion {
 
 impl DeletionQueue {
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Queues `name` (a key of the vault at `vault_uri`) for deletion at `now`; no-op when it
@@ -277,15 +275,10 @@ pub type SharedNameCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// What a maintenance thread works for: one configuration's vault and keys.
 pub struct Maintenance {
-    vault: Arc<dyn KeyVaultApi>,
-    vault_uri: String,
-    cache: Arc<KeyCache>,
+    scope: Scope,
     deletions: Arc<DeletionQueue>,
     clock: Arc<dyn Clock>,
     settings: Settings,
-    trust_domain: String,
-    server_id: String,
-    is_shared_name: SharedNameCheck,
     next_refresh: SystemTime,
     next_sweep: SystemTime,
     /// Set when the configuration is replaced: no further deletion is started.
@@ -325,12 +318,7 @@ impl Maintenance {
         Maintenance {
             next_refresh: now + settings.refresh_interval,
             next_sweep: now + settings.first_sweep_delay,
-            vault: scope.vault,
-            vault_uri: scope.vault_uri,
-            cache: scope.cache,
-            trust_domain: scope.trust_domain,
-            server_id: scope.server_id,
-            is_shared_name: scope.is_shared_name,
+            scope,
             deletions,
             clock,
             settings,
@@ -342,7 +330,7 @@ impl Maintenance {
     /// Queues `name` for deletion now (no-op when already queued).
     pub fn enqueue(&self, name: String) {
         self.deletions.push(
-            &self.vault_uri,
+            &self.scope.vault_uri,
             name,
             self.clock.now(),
             self.settings.delete_backoff_initial,
@@ -352,7 +340,7 @@ impl Maintenance {
     /// The earliest time something is due.
     pub fn next_wake(&self) -> SystemTime {
         let t = self.next_refresh.min(self.next_sweep);
-        match self.deletions.next_attempt(&self.vault_uri) {
+        match self.deletions.next_attempt(&self.scope.vault_uri) {
             Some(d) => t.min(d),
             None => t,
         }
@@ -381,8 +369,9 @@ impl Maintenance {
             key_ops: Some(vec!["sign".into(), "verify".into()]),
             ..Default::default()
         };
-        for entry in self.cache.entries() {
-            match self.vault.update_key(&entry.name, &entry.version, &params) {
+        let Scope { vault, cache, .. } = &self.scope;
+        for entry in cache.entries() {
+            match vault.update_key(&entry.name, &entry.version, &params) {
                 Ok(_) => report.refreshed += 1,
                 Err(e) => {
                     log::error!(key_id = entry.spire_id.as_str(), key_name = entry.name.as_str(), reason = e.to_string(); "Failed to refresh key");
@@ -400,16 +389,16 @@ impl Maintenance {
     fn sweepable(&self, item: &KeyItem, name: &str) -> bool {
         is_standard_name(name)
             && item.tags.get(TAG_TRUST_DOMAIN).map(String::as_str)
-                == Some(self.trust_domain.as_str())
+                == Some(self.scope.trust_domain.as_str())
             && item.tags.contains_key(TAG_SERVER_ID)
             && !item.tags.contains_key(TAG_SHARED)
-            && !(self.is_shared_name)(name)
+            && !(self.scope.is_shared_name)(name)
     }
 
     /// Deletes keys of this trust domain not updated for `stale_after`: other servers' keys
     /// and this server's own orphans alike, never a key this server uses, never a shared key.
     fn sweep(&mut self, report: &mut Report) {
-        let items = match self.vault.list_keys() {
+        let items = match self.scope.vault.list_keys() {
             Ok(items) => items,
             Err(e) => {
                 log::error!(reason = e.to_string(); "Failed to list keys to dispose");
@@ -418,7 +407,7 @@ impl Maintenance {
         };
         let now = unix_seconds(self.clock.now());
         let cutoff = now - self.settings.stale_after.as_secs_f64();
-        let in_use: HashSet<String> = self.cache.names_in_use();
+        let in_use: HashSet<String> = self.scope.cache.names_in_use();
         for item in items {
             let Some(name) = item.name() else { continue };
             if !self.sweepable(&item, name) || in_use.contains(&name.to_ascii_lowercase()) {
@@ -429,7 +418,7 @@ impl Maintenance {
             };
             if updated < cutoff {
                 let owner = item.tags.get(TAG_SERVER_ID).cloned().unwrap_or_default();
-                log::info!(key_name = name, server_id = owner.as_str(), own = (owner == self.server_id).to_string(); "Stale key found; deleting it");
+                log::info!(key_name = name, server_id = owner.as_str(), own = (owner == self.scope.server_id).to_string(); "Stale key found; deleting it");
                 report.swept.push(name.to_string());
                 self.swept.insert(name.to_string());
                 self.enqueue(name.to_string());
@@ -449,29 +438,25 @@ impl Maintenance {
     fn process_deletions(&mut self, report: &mut Report) {
         while !self.stopping.load(Ordering::SeqCst) {
             let now = self.clock.now();
-            let Some(due) = self.deletions.next_due(&self.vault_uri, now) else {
+            let Some(due) = self.deletions.next_due(&self.scope.vault_uri, now) else {
                 break;
             };
-            match self.vault.delete_key(&due.name) {
-                Ok(()) => {
-                    log::debug!(key_name = due.name.as_str(); "Key deleted");
-                    crate::telemetry::key_deleted(self.deletion_reason(&due.name));
-                    self.deletions.done(&due);
-                    report.deleted.push(due.name);
-                }
+            match self.scope.vault.delete_key(&due.name) {
+                Ok(()) => log::debug!(key_name = due.name.as_str(); "Key deleted"),
                 Err(e) if e.is_not_found() => {
-                    log::debug!(key_name = due.name.as_str(); "Key already gone");
-                    crate::telemetry::key_deleted(self.deletion_reason(&due.name));
-                    self.deletions.done(&due);
-                    report.deleted.push(due.name);
+                    log::debug!(key_name = due.name.as_str(); "Key already gone")
                 }
                 Err(e) => {
                     log::warn!(key_name = due.name.as_str(), reason = e.to_string(), retry_in = format!("{:?}", due.backoff); "Key deletion failed; will retry");
                     report.delete_failures += 1;
-                    self.deletions
-                        .retry_later(&due, now, self.settings.delete_backoff_max);
+                    let max = self.settings.delete_backoff_max;
+                    self.deletions.retry_later(&due, now, max);
+                    continue;
                 }
             }
+            crate::telemetry::key_deleted(self.deletion_reason(&due.name));
+            self.deletions.done(&due);
+            report.deleted.push(due.name);
         }
     }
 }
@@ -492,7 +477,6 @@ pub struct MaintenanceHandle {
     backoff: Duration,
     stopping: Arc<AtomicBool>,
     work: Arc<Mutex<Maintenance>>,
-    _thread: Option<JoinHandle<()>>,
 }
 
 impl MaintenanceHandle {
@@ -501,56 +485,47 @@ impl MaintenanceHandle {
     pub fn spawn(m: Maintenance) -> Self {
         let (tx, rx) = crossbeam_channel::unbounded::<Command>();
         let (done_tx, done) = crossbeam_channel::bounded(1);
-        let deletions = Arc::clone(&m.deletions);
-        let vault_uri = m.vault_uri.clone();
-        let clock = Arc::clone(&m.clock);
-        let backoff = m.settings.delete_backoff_initial;
-        let stopping = Arc::clone(&m.stopping);
         let background = m.settings.background;
-        let work = Arc::new(Mutex::new(m));
-        let thread = if background {
-            let work = Arc::clone(&work);
-            let thread = std::thread::Builder::new()
-                .name("azkv-maintenance".into())
-                .spawn(move || {
-                    loop {
-                        let wait = {
-                            let mut m = work.lock().unwrap_or_else(|e| e.into_inner());
-                            m.run_due();
-                            let now = m.clock.now();
-                            m.next_wake()
-                                .duration_since(now)
-                                .unwrap_or(Duration::ZERO)
-                                .min(m.settings.max_wait)
-                                .max(Duration::from_millis(1))
-                        };
-                        match rx.recv_timeout(wait) {
-                            Ok(Command::Wake) | Err(RecvTimeoutError::Timeout) => {}
-                            Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                        }
-                    }
-                    let _ = done_tx.send(());
-                })
-                .ok();
-            if thread.is_none() {
-                log::error!("could not start the maintenance thread");
-            }
-            thread
-        } else {
-            let _ = done_tx.send(());
-            None
-        };
-        MaintenanceHandle {
+        let handle = MaintenanceHandle {
             tx,
             done,
-            deletions,
-            vault_uri,
-            clock,
-            backoff,
-            stopping,
-            work,
-            _thread: thread,
+            deletions: Arc::clone(&m.deletions),
+            vault_uri: m.scope.vault_uri.clone(),
+            clock: Arc::clone(&m.clock),
+            backoff: m.settings.delete_backoff_initial,
+            stopping: Arc::clone(&m.stopping),
+            work: Arc::new(Mutex::new(m)),
+        };
+        if !background {
+            let _ = done_tx.send(());
+            return handle;
         }
+        let work = Arc::clone(&handle.work);
+        let spawned = std::thread::Builder::new()
+            .name("azkv-maintenance".into())
+            .spawn(move || {
+                loop {
+                    let wait = {
+                        let mut m = lock(&work);
+                        m.run_due();
+                        let now = m.clock.now();
+                        m.next_wake()
+                            .duration_since(now)
+                            .unwrap_or(Duration::ZERO)
+                            .min(m.settings.max_wait)
+                            .max(Duration::from_millis(1))
+                    };
+                    match rx.recv_timeout(wait) {
+                        Ok(Command::Wake) | Err(RecvTimeoutError::Timeout) => {}
+                        Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                let _ = done_tx.send(());
+            });
+        if spawned.is_err() {
+            log::error!("could not start the maintenance thread");
+        }
+        handle
     }
 
     /// Queues `name` for deletion. The queue outlives this configuration: a deletion queued
@@ -577,17 +552,13 @@ impl MaintenanceHandle {
 
     /// Runs whatever is due now on the calling thread (tests drive the schedule with it).
     pub fn run_now(&self) -> Report {
-        self.work
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .run_due()
+        lock(&self.work).run_due()
     }
 }
 
 impl Drop for MaintenanceHandle {
     fn drop(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        let _ = self.tx.send(Command::Stop);
+        self.request_stop();
     }
 }
 

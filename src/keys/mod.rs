@@ -27,11 +27,12 @@ use std::time::Duration;
 use crate::azure::types::{AzureError, CreateKeyParams, KeyVaultApi};
 use crate::clock::Clock;
 use crate::config::{KeyIdentifierSource, PluginConfig};
-use crate::error::{Code, PluginError};
+use crate::error::PluginError;
 use crate::plugin::proto::config::CoreConfiguration;
 use crate::plugin::proto::keymanager::{KeyType, PublicKey};
 use crate::plugin::{PluginCore, Signature, SignerOpts};
-use cache::{KeyCache, KeyEntry, SigningKey};
+use cache::{lock, read, write, KeyCache, KeyEntry, SigningKey};
+use discovery::{azure_to_plugin, entry_from_parts, SharedKeyMatcher};
 use maintenance::{DeletionQueue, Maintenance, MaintenanceHandle};
 
 /// Builds the Key Vault client for a configuration (the Azure layer in production, an
@@ -57,10 +58,7 @@ struct Active {
 
 impl Active {
     fn generation_lock(&self, id: &str) -> Arc<Mutex<()>> {
-        let mut locks = self
-            .generation_locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut locks = lock(&self.generation_locks);
         Arc::clone(locks.entry(id.to_string()).or_default())
     }
 }
@@ -102,9 +100,7 @@ impl KeyManager {
     }
 
     fn active(&self) -> Result<Arc<Active>, PluginError> {
-        self.state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        read(&self.state)
             .clone()
             .ok_or_else(|| PluginError::failed_precondition("plugin not configured"))
     }
@@ -216,14 +212,7 @@ fn entry_from_created(
     let version = bundle
         .version()
         .ok_or_else(|| PluginError::internal("malformed create key response: no key version"))?;
-    Ok(discovery::entry_from_parts(
-        id,
-        name,
-        version,
-        parsed.key_type,
-        parsed.pkix,
-        shared,
-    ))
+    Ok(entry_from_parts(id, name, version, parsed, shared))
 }
 
 enum SignFailure {
@@ -255,7 +244,7 @@ fn sign_with(
         .sign(&entry.name, &entry.version, alg, data)
         .map_err(SignFailure::Vault)?;
     let signature = convert::signature_to_spire(entry.key_type, &raw)
-        .map_err(|e| SignFailure::Plugin(PluginError::new(Code::Internal, e.to_string())))?;
+        .map_err(|e| SignFailure::Plugin(PluginError::internal(e.to_string())))?;
     entry
         .check(alg, data, &signature)
         .map_err(SignFailure::Plugin)?;
@@ -276,10 +265,6 @@ fn load_config(core: Option<&CoreConfiguration>, hcl: &str) -> Result<PluginConf
     crate::config::validate(core_config(core).as_ref(), hcl)
         .into_result()
         .map_err(|e| PluginError::invalid_argument(e.message()))
-}
-
-pub(crate) fn azure_to_plugin(prefix: &str, e: AzureError) -> PluginError {
-    PluginError::internal(format!("{prefix}: {e}"))
 }
 
 #[cfg(test)]
@@ -313,10 +298,7 @@ impl KeyManager {
 
 impl PluginCore for KeyManager {
     fn configure(&self, core: Option<&CoreConfiguration>, hcl: &str) -> Result<(), PluginError> {
-        let _serial = self
-            .configure_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let _serial = lock(&self.configure_lock);
         let config = load_config(core, hcl)?;
         for note in config.ignored_key_notes() {
             log::warn!("{note}");
@@ -324,16 +306,11 @@ impl PluginCore for KeyManager {
         let server_id = Self::resolve_server_id(&config)?;
         log::debug!(server_id = server_id.as_str(); "Loaded server id");
         let vault = (self.connector)(&config)?;
-        let shared = match &config.shared_keys {
-            Some(s) => Some(shared::SharedKeys::new(
-                s.clone(),
-                &config.trust_domain,
-                &server_id,
-            )?),
-            None => None,
-        };
+        let shared = (config.shared_keys.clone())
+            .map(|s| shared::SharedKeys::new(s, &config.trust_domain, &server_id))
+            .transpose()?;
 
-        let _no_key_writes = self.key_writes.write().unwrap_or_else(|e| e.into_inner());
+        let _no_key_writes = write(&self.key_writes);
         // A key queued for deletion (rotated out, a lost create's orphan) is never adopted,
         // even when it ties with the key that replaced it.
         let queued = |name: &str| self.deletions.contains(name);
@@ -341,14 +318,12 @@ impl PluginCore for KeyManager {
             vault.as_ref(),
             &config.trust_domain,
             &server_id,
-            shared
-                .as_ref()
-                .map(|s| s as &dyn discovery::SharedKeyMatcher),
+            shared.as_ref().map(|s| s as &dyn SharedKeyMatcher),
             &queued,
         )?;
         log::info!(keys = found.entries.len().to_string(), duplicates = found.duplicates.len().to_string(); "Keys discovered");
 
-        let previous = self.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let previous = read(&self.state).clone();
         if let Some(prev) = &previous {
             // Its queued deletions stay in `deletions` for the new thread.
             if !prev.maintenance.stop(MAINTENANCE_STOP_WAIT) {
@@ -356,15 +331,10 @@ impl PluginCore for KeyManager {
             }
         }
         let cache = Arc::new(KeyCache::from_entries(found.entries));
-        let shared_check: maintenance::SharedNameCheck = match &shared {
-            Some(s) => {
-                let s = s.clone();
-                Arc::new(move |name: &str| {
-                    discovery::SharedKeyMatcher::shared_key_id(&s, name).is_some()
-                })
-            }
-            None => Arc::new(|_: &str| false),
-        };
+        let matcher = shared.clone();
+        let shared_check: maintenance::SharedNameCheck = Arc::new(move |name: &str| {
+            (matcher.as_ref()).is_some_and(|s| s.shared_key_id(name).is_some())
+        });
         // From here on the new keys are the ones no deletion may touch.
         self.deletions
             .adopt(&config.key_vault_uri, Arc::clone(&cache));
@@ -393,7 +363,7 @@ impl PluginCore for KeyManager {
         for name in found.duplicates {
             active.maintenance.queue_delete(name);
         }
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) = Some(active);
+        *write(&self.state) = Some(active);
         log::info!("Plugin configured");
         Ok(())
     }
@@ -421,10 +391,10 @@ impl PluginCore for KeyManager {
     }
 
     fn generate_key(&self, key_id: &str, key_type: KeyType) -> Result<PublicKey, PluginError> {
-        let _keys_may_change = self.key_writes.read().unwrap_or_else(|e| e.into_inner());
+        let _keys_may_change = read(&self.key_writes);
         let active = self.active()?;
-        let lock = active.generation_lock(key_id);
-        let _serial = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = active.generation_lock(key_id);
+        let _serial = lock(&generation);
         match &active.shared {
             Some(shared) if shared::is_shared_key_id(key_id) => {
                 let entry = shared.generate(
@@ -492,12 +462,7 @@ impl PluginCore for KeyManager {
     }
 
     fn deinit(&self) {
-        if let Some(active) = self
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
+        if let Some(active) = read(&self.state).as_ref() {
             // Deinit runs on gRPC's completion-queue thread: ask, never wait.
             active.maintenance.request_stop();
         }

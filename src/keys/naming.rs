@@ -24,9 +24,11 @@ pub const MAX_NAME_LEN: usize = 127;
 const MAX_ID_PART: usize = MAX_NAME_LEN - ID_OFFSET;
 
 pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    !name.is_empty() && name.len() <= MAX_NAME_LEN && name.bytes().all(name_byte)
+}
+
+fn name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-'
 }
 
 /// The name part for a SPIRE key id: the id itself when it is already a valid name fragment
@@ -34,20 +36,14 @@ pub fn is_valid_name(name: &str) -> bool {
 /// (`.` → `-x2e`), and an id still too long is cut and suffixed with a hash of the full id so
 /// distinct ids never share a name.
 pub fn encode_key_id(id: &str) -> String {
-    let plain = id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    let mut out = if plain {
-        id.to_string()
-    } else {
-        let mut s = String::with_capacity(id.len() + 8);
-        for b in id.bytes() {
-            if b.is_ascii_alphanumeric() || b == b'-' {
-                s.push(b as char);
-            } else {
-                s.push_str(&format!("-x{b:02x}"));
-            }
+    let mut out = String::with_capacity(id.len() + 8);
+    for b in id.bytes() {
+        if name_byte(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("-x{b:02x}"));
         }
-        s
-    };
+    }
     if out.len() > MAX_ID_PART {
         let digest = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
         let hash: String = digest.as_ref()[..8]
@@ -76,11 +72,8 @@ pub fn is_standard_name(name: &str) -> bool {
 
 /// A fresh standard name for `id`.
 pub fn new_key_name(id: &str) -> Result<String, crate::random::RandomError> {
-    Ok(format!(
-        "{NAME_PREFIX}{}-{}",
-        fresh_uuid()?,
-        encode_key_id(id)
-    ))
+    let (uuid, id_part) = (fresh_uuid()?, encode_key_id(id));
+    Ok(format!("{NAME_PREFIX}{uuid}-{id_part}"))
 }
 
 fn fresh_uuid() -> Result<uuid::Uuid, crate::random::RandomError> {

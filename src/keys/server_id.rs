@@ -53,9 +53,14 @@ pub fn load_or_create(path: &Path) -> Result<(String, bool), PluginError> {
 }
 
 fn read_error(path: &Path, reason: impl std::fmt::Display) -> PluginError {
+    path_error("read", path, reason)
+}
+
+/// `failed to <what> server ID from path: <path>: <reason>`.
+fn path_error(what: &str, path: &Path, reason: impl std::fmt::Display) -> PluginError {
+    let path = path.display();
     PluginError::internal(format!(
-        "failed to read server ID from path: {}: {reason}",
-        path.display()
+        "failed to {what} server ID from path: {path}: {reason}"
     ))
 }
 
@@ -79,18 +84,9 @@ fn read_existing(path: &Path) -> Result<Option<String>, PluginError> {
         Err(e) => return Err(read_error(path, e)),
     };
     let bytes = read_checked(path, file)?;
-    let text = String::from_utf8(bytes).map_err(|_| {
-        PluginError::internal(format!(
-            "failed to parse server ID from path: {}: content is not UTF-8 text",
-            path.display()
-        ))
-    })?;
-    let id = uuid::Uuid::parse_str(text.trim()).map_err(|e| {
-        PluginError::internal(format!(
-            "failed to parse server ID from path: {}: {e}",
-            path.display()
-        ))
-    })?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| path_error("parse", path, "content is not UTF-8 text"))?;
+    let id = uuid::Uuid::parse_str(text.trim()).map_err(|e| path_error("parse", path, e))?;
     Ok(Some(id.hyphenated().to_string()))
 }
 
@@ -115,23 +111,21 @@ fn read_checked(path: &Path, mut file: File) -> Result<Vec<u8>, PluginError> {
             format!("it is {what}, not a regular file"),
         ));
     }
-    let euid = crate::sys::effective_uid();
-    if meta.uid() != euid {
+    let (uid, euid, mode) = (
+        meta.uid(),
+        crate::sys::effective_uid(),
+        meta.mode() & 0o7777,
+    );
+    if uid != euid {
         return Err(read_error(
             path,
-            format!(
-                "it is owned by uid {}, not by the plugin's effective uid {euid}",
-                meta.uid()
-            ),
+            format!("it is owned by uid {uid}, not by the plugin's effective uid {euid}"),
         ));
     }
-    if meta.mode() & 0o022 != 0 {
+    if mode & 0o022 != 0 {
         return Err(read_error(
             path,
-            format!(
-                "it is writable by group or others (mode {:04o}); restrict it to 0600",
-                meta.mode() & 0o7777
-            ),
+            format!("it is writable by group or others (mode {mode:04o}); restrict it to 0600"),
         ));
     }
     let too_big = |len: u64| {

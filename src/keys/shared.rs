@@ -2,19 +2,20 @@
 //! are shared; their Key Vault name comes from `jwt_key_template`, and a rotation adds a version
 //! to that one key.
 //!
-//! Convergence: a rotation first adopts a version created by any server within the freshness
-//! window (15 minutes). Otherwise, when the key exists, the servers claim the rotation with a tag
-//! (`spire-rotation-claim`, `naming::TAG_ROTATION_CLAIM`; no separate lock tag) on its latest
-//! version (write, wait, read back: the last writer wins) and only the winner creates; the others
-//! wait for its version, or for the claim to expire when its writer died, then claim again. A first creation has no version to hold a claim: each server waits a random
-//! moment, looks again, and only then creates, so several may create. After creating, a server
-//! waits a settle period (longer than Key Vault's 1-second `created` resolution plus a peer's
-//! check-to-create gap) and re-reads the versions; every server adopts the same one: the earliest
-//! `created` inside the window, ties broken by version id. A creator disables the versions that
-//! lost (its own, and any a dead peer or a retried create left enabled), so exactly one new
-//! version stays usable. A server adopts a version younger than
-//! that settle period only after waiting it out too, so it never adopts a version its creator is
-//! about to disable.
+//! Claim protocol: a rotation first adopts a version any server created within the freshness
+//! window (15 minutes). Otherwise, when the key exists, the servers claim the rotation with the
+//! tag `spire-rotation-claim` (`naming::TAG_ROTATION_CLAIM`, `<nonce>|<unix secs>`; there is no
+//! separate lock tag) on its latest version: write, wait, read back; the last writer wins and
+//! only it creates. The others wait for its version, or for the claim to expire when its writer
+//! died, then claim again. A first creation has no version to hold a claim: each server waits a
+//! random moment, looks again, and only then creates, so several may create.
+//!
+//! Convergence: after creating, a server waits a settle period (longer than Key Vault's 1-second
+//! `created` resolution plus a peer's check-to-create gap) and re-reads the versions; every
+//! server adopts the earliest `created` inside the window, ties broken by version id. The
+//! creator disables the versions that lost (its own, and any a dead peer or a retried create
+//! left enabled), so exactly one new version stays usable. A version younger than the settle
+//! period is adopted only after waiting it out too, never one its creator is about to disable.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -26,7 +27,9 @@ use crate::clock::{unix_seconds, Clock};
 use crate::config::SharedKeysConfig;
 use crate::error::{Code, PluginError};
 use crate::keys::cache::KeyEntry;
-use crate::keys::discovery::{fetch_one_entry, SharedKeyMatcher};
+use crate::keys::discovery::{
+    azure_to_plugin, by_created, fetch_failed, fetch_one_entry, SharedKeyMatcher,
+};
 use crate::keys::naming::{is_valid_name, key_tags, TAG_ROTATION_CLAIM, TAG_SHARED};
 use crate::plugin::proto::keymanager::KeyType;
 use crate::template::TemplateContext;
@@ -76,20 +79,18 @@ pub const SETTINGS_ENV: &str = "AZKV_TEST_SHARED";
 impl Settings {
     pub fn from_env_value(value: Option<&str>) -> Settings {
         let mut s = Settings::default();
-        if let Some(value) = value {
-            crate::keys::maintenance::apply_duration_settings(value, SETTINGS_ENV, |key, d| {
-                match key {
-                    "freshness" => s.freshness = d,
-                    "settle" => s.settle = d,
-                    "jitter" => s.max_jitter = d,
-                    "claim_wait" => s.claim_wait = d,
-                    "claim_ttl" => s.claim_ttl = d,
-                    "poll" => s.poll = d,
-                    _ => return false,
-                }
-                true
-            });
-        }
+        crate::keys::maintenance::apply_duration_settings(value, SETTINGS_ENV, |key, d| {
+            match key {
+                "freshness" => s.freshness = d,
+                "settle" => s.settle = d,
+                "jitter" => s.max_jitter = d,
+                "claim_wait" => s.claim_wait = d,
+                "claim_ttl" => s.claim_ttl = d,
+                "poll" => s.poll = d,
+                _ => return false,
+            }
+            true
+        });
         s
     }
 }
@@ -164,7 +165,6 @@ impl SharedKeys {
         params: CreateKeyParams,
     ) -> Result<KeyEntry, PluginError> {
         let r = Rotation {
-            shared: self,
             vault,
             clock,
             settings,
@@ -180,9 +180,7 @@ impl SharedKeys {
         match vault.get_key(&r.name, None) {
             Ok(latest) => r.rotate_with_claim(latest),
             Err(e) if e.is_not_found() => r.first_creation(),
-            Err(e) => Err(PluginError::internal(format!(
-                "failed to fetch key details: {e}"
-            ))),
+            Err(e) => Err(fetch_failed(e)),
         }
     }
 }
@@ -197,7 +195,6 @@ const MAX_CLAIM_ROUNDS: usize = 3;
 
 /// One GenerateKey of a shared key id.
 struct Rotation<'a> {
-    shared: &'a SharedKeys,
     vault: &'a dyn KeyVaultApi,
     clock: &'a dyn Clock,
     settings: &'a Settings,
@@ -217,15 +214,44 @@ enum Claim {
 }
 
 impl Rotation<'_> {
+    /// The earliest enabled version created within the freshness window with the requested
+    /// type, if any.
     fn adopt_fresh(&self) -> Result<Option<Fresh>, PluginError> {
-        self.shared.adopt_fresh(
-            self.vault,
-            self.clock,
-            self.settings,
-            self.key_id,
-            &self.name,
-            self.key_type,
-        )
+        Ok(self.fresh_versions(1)?.pop())
+    }
+
+    /// Up to `limit` enabled versions created within the freshness window with the requested
+    /// type, earliest first (ties by version id).
+    fn fresh_versions(&self, limit: usize) -> Result<Vec<Fresh>, PluginError> {
+        let (vault, name) = (self.vault, self.name.as_str());
+        let versions = match vault.list_key_versions(name) {
+            Ok(v) => v,
+            Err(e) if e.is_not_found() => return Ok(Vec::new()),
+            Err(e) => return Err(azure_to_plugin("failed to list key versions", e)),
+        };
+        let cutoff = unix_seconds(self.clock.now()) - self.settings.freshness.as_secs_f64();
+        let mut found = Vec::new();
+        for v in fresh_candidates(versions, cutoff) {
+            if found.len() >= limit {
+                break;
+            }
+            let Some(version) = v.version() else { continue };
+            match fetch_one_entry(vault, self.key_id, name, Some(version), true) {
+                Ok(entry) if entry.key_type == self.key_type => found.push(Fresh {
+                    entry,
+                    created: v.attributes.created.unwrap_or(cutoff),
+                }),
+                Ok(_) => continue,
+                Err(e) if e.code == Code::FailedPrecondition => continue, // disabled meanwhile
+                // The earliest is known: a later one that cannot be read just stays as it is.
+                Err(e) if !found.is_empty() => {
+                    log::warn!(key_name = name, version = version, reason = e.message.as_str(); "Could not read a later shared key version");
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(found)
     }
 
     /// The version every server converges on, once it is final. A version younger than the
@@ -280,9 +306,7 @@ impl Rotation<'_> {
                 if let Some(entry) = self.wait_for_peer(remaining)? {
                     return Ok(entry);
                 }
-                latest = self.vault.get_key(&self.name, None).map_err(|e| {
-                    PluginError::internal(format!("failed to fetch key details: {e}"))
-                })?;
+                latest = self.vault.get_key(&self.name, None).map_err(fetch_failed)?;
                 continue;
             }
             match self.claim(&version, &latest)? {
@@ -324,7 +348,6 @@ impl Rotation<'_> {
         Duration::try_from_secs_f64(ts + ttl - now).ok()
     }
 
-    /// Writes our claim on `version`, waits, and reads it back.
     /// [`Self::write_claim`], counted in telemetry by outcome.
     fn claim(&self, version: &str, latest: &KeyBundle) -> Result<Claim, PluginError> {
         let claim = self.write_claim(version, latest)?;
@@ -336,6 +359,7 @@ impl Rotation<'_> {
         Ok(claim)
     }
 
+    /// Writes our claim on `version`, waits, and reads it back.
     fn write_claim(&self, version: &str, latest: &KeyBundle) -> Result<Claim, PluginError> {
         let now = unix_seconds(self.clock.now());
         let nonce = crate::random::uuid_v4("a rotation claim")?
@@ -355,10 +379,7 @@ impl Rotation<'_> {
             return Ok(Claim::NotWritten);
         }
         self.clock.sleep(self.settings.claim_wait);
-        let after = self
-            .vault
-            .get_key(&self.name, Some(version))
-            .map_err(|e| PluginError::internal(format!("failed to fetch key details: {e}")))?;
+        let after = (self.vault.get_key(&self.name, Some(version))).map_err(fetch_failed)?;
         let ours = after
             .tags
             .get(TAG_ROTATION_CLAIM)
@@ -390,10 +411,7 @@ impl Rotation<'_> {
         let (vault, name) = (self.vault, self.name.as_str());
         let created = vault.create_key(name, &self.params).map_err(|e| {
             if e.is_deleted_but_recoverable() {
-                PluginError::new(
-                    Code::FailedPrecondition,
-                    format!("shared key {name:?} is soft-deleted in Key Vault (deleted but recoverable): recover it or purge it, then retry"),
-                )
+                PluginError::failed_precondition(format!("shared key {name:?} is soft-deleted in Key Vault (deleted but recoverable): recover it or purge it, then retry"))
             } else {
                 PluginError::internal(format!("failed to create key: {e}"))
             }
@@ -401,15 +419,7 @@ impl Rotation<'_> {
         let own_version = created.version().unwrap_or_default().to_string();
         log::info!(key_id = self.key_id, key_name = name, version = own_version.as_str(); "Shared key version created");
         self.clock.sleep(self.settings.settle);
-        let mut fresh = self.shared.fresh_versions(
-            vault,
-            self.clock,
-            self.settings,
-            self.key_id,
-            name,
-            self.key_type,
-            usize::MAX,
-        )?;
+        let mut fresh = self.fresh_versions(usize::MAX)?;
         if fresh.is_empty() {
             // Our version is not visible yet (or clocks disagree): use what we made.
             return fetch_one_entry(vault, self.key_id, name, Some(&own_version), true);
@@ -425,11 +435,11 @@ impl Rotation<'_> {
             losers.push(own_version.clone());
         }
         for loser in losers {
-            if loser == own_version {
-                log::info!(key_name = name, adopted = chosen.version.as_str(), disabled = loser.as_str(); "Another server's version won; disabling ours");
-            } else {
-                log::info!(key_name = name, adopted = chosen.version.as_str(), disabled = loser.as_str(); "Disabling a shared key version that lost and is still enabled");
-            }
+            let message = match loser == own_version {
+                true => "Another server's version won; disabling ours",
+                false => "Disabling a shared key version that lost and is still enabled",
+            };
+            log::info!(key_name = name, adopted = chosen.version.as_str(), disabled = loser.as_str(); "{message}");
             let disable = UpdateKeyParams {
                 attributes: Some(UpdateAttributes {
                     enabled: Some(false),
@@ -457,70 +467,6 @@ struct Fresh {
     created: f64,
 }
 
-impl SharedKeys {
-    /// The earliest enabled version created within the freshness window with the requested
-    /// type, if any.
-    fn adopt_fresh(
-        &self,
-        vault: &dyn KeyVaultApi,
-        clock: &dyn Clock,
-        settings: &Settings,
-        key_id: &str,
-        name: &str,
-        key_type: KeyType,
-    ) -> Result<Option<Fresh>, PluginError> {
-        let mut first = self.fresh_versions(vault, clock, settings, key_id, name, key_type, 1)?;
-        Ok(first.pop())
-    }
-
-    /// Up to `limit` enabled versions created within the freshness window with the requested
-    /// type, earliest first (ties by version id).
-    #[allow(clippy::too_many_arguments)]
-    fn fresh_versions(
-        &self,
-        vault: &dyn KeyVaultApi,
-        clock: &dyn Clock,
-        settings: &Settings,
-        key_id: &str,
-        name: &str,
-        key_type: KeyType,
-        limit: usize,
-    ) -> Result<Vec<Fresh>, PluginError> {
-        let versions = match vault.list_key_versions(name) {
-            Ok(v) => v,
-            Err(e) if e.is_not_found() => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(PluginError::internal(format!(
-                    "failed to list key versions: {e}"
-                )))
-            }
-        };
-        let cutoff = unix_seconds(clock.now()) - settings.freshness.as_secs_f64();
-        let mut found = Vec::new();
-        for v in fresh_candidates(versions, cutoff) {
-            if found.len() >= limit {
-                break;
-            }
-            let Some(version) = v.version() else { continue };
-            match fetch_one_entry(vault, key_id, name, Some(version), true) {
-                Ok(entry) if entry.key_type == key_type => found.push(Fresh {
-                    entry,
-                    created: v.attributes.created.unwrap_or(cutoff),
-                }),
-                Ok(_) => continue,
-                Err(e) if e.code == Code::FailedPrecondition => continue, // disabled meanwhile
-                // The earliest is known: a later one that cannot be read just stays as it is.
-                Err(e) if !found.is_empty() => {
-                    log::warn!(key_name = name, version = version, reason = e.message.as_str(); "Could not read a later shared key version");
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(found)
-    }
-}
-
 /// Enabled versions created at or after `cutoff`, earliest first, ties by version id.
 pub fn fresh_candidates(versions: Vec<KeyItem>, cutoff: f64) -> Vec<KeyItem> {
     let mut v: Vec<KeyItem> = versions
@@ -528,13 +474,7 @@ pub fn fresh_candidates(versions: Vec<KeyItem>, cutoff: f64) -> Vec<KeyItem> {
         .filter(|i| i.attributes.enabled != Some(false))
         .filter(|i| i.attributes.created.is_some_and(|c| c >= cutoff))
         .collect();
-    v.sort_by(|a, b| {
-        let ca = a.attributes.created.unwrap_or(0.0);
-        let cb = b.attributes.created.unwrap_or(0.0);
-        ca.partial_cmp(&cb)
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then_with(|| a.version().cmp(&b.version()))
-    });
+    v.sort_by(|a, b| by_created(a, b).then(a.version().cmp(&b.version())));
     v
 }
 

@@ -8,6 +8,7 @@ use super::testing::MemoryVault;
 use super::*;
 use crate::azure::types::{AzureError, JsonWebKey};
 use crate::clock::ManualClock;
+use crate::error::Code;
 use crate::plugin::proto::keymanager::HashAlgorithm;
 
 const TD: &str = "test.example.org";

@@ -170,11 +170,7 @@ impl SignatureVerifier {
             }
             _ => return Err(self.wrong_algorithm(alg)),
         };
-        if ok {
-            Ok(())
-        } else {
-            Err(VerifyError::Mismatch)
-        }
+        ok.then_some(()).ok_or(VerifyError::Mismatch)
     }
 
     fn wrong_algorithm(&self, alg: &str) -> VerifyError {

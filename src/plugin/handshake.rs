@@ -60,6 +60,7 @@ impl SocketDir {
         &self.socket
     }
 
+    #[cfg(test)]
     pub fn dir(&self) -> &Path {
         &self.dir
     }

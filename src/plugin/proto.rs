@@ -4,21 +4,24 @@
 
 use grpcio::{Marshaller, Method, MethodType};
 
-macro_rules! method {
-    ($const_name:ident, $ty:expr, $path:expr, $req:ty, $resp:ty) => {
-        pub const $const_name: Method<$req, $resp> = Method {
-            ty: $ty,
-            name: $path,
-            req_mar: Marshaller {
-                ser: grpcio::pr_ser,
-                de: grpcio::pr_de,
-            },
-            resp_mar: Marshaller {
-                ser: grpcio::pr_ser,
-                de: grpcio::pr_de,
-            },
+/// `methods!("/pkg."; CONST: Kind "Service/Method", Request => Response; ...)`: method
+/// descriptors, each path the prefix followed by the method's part.
+macro_rules! methods {
+    ($prefix:literal; $($name:ident: $ty:ident $path:literal, $req:ty => $resp:ty;)+) => {$(
+        pub const $name: Method<$req, $resp> = Method {
+            ty: MethodType::$ty,
+            name: concat!($prefix, $path),
+            req_mar: prost_marshaller(),
+            resp_mar: prost_marshaller(),
         };
-    };
+    )+};
+}
+
+const fn prost_marshaller<M: prost::Message + Default>() -> Marshaller<M> {
+    Marshaller {
+        ser: grpcio::pr_ser,
+        de: grpcio::pr_de,
+    }
 }
 
 /// go-plugin's own services (`package plugin`).
@@ -58,27 +61,11 @@ pub mod goplugin {
         pub data: Vec<u8>,
     }
 
-    method!(
-        BROKER_START_STREAM,
-        MethodType::Duplex,
-        "/plugin.GRPCBroker/StartStream",
-        ConnInfo,
-        ConnInfo
-    );
-    method!(
-        CONTROLLER_SHUTDOWN,
-        MethodType::Unary,
-        "/plugin.GRPCController/Shutdown",
-        Empty,
-        Empty
-    );
-    method!(
-        STDIO_STREAM,
-        MethodType::ServerStreaming,
-        "/plugin.GRPCStdio/StreamStdio",
-        Empty,
-        StdioData
-    );
+    methods! { "/plugin.";
+        BROKER_START_STREAM: Duplex "GRPCBroker/StartStream", ConnInfo => ConnInfo;
+        CONTROLLER_SHUTDOWN: Unary "GRPCController/Shutdown", Empty => Empty;
+        STDIO_STREAM: ServerStreaming "GRPCStdio/StreamStdio", Empty => StdioData;
+    }
 }
 
 /// `grpc.health.v1`.
@@ -100,20 +87,10 @@ pub mod health {
         pub status: i32,
     }
 
-    method!(
-        CHECK,
-        MethodType::Unary,
-        "/grpc.health.v1.Health/Check",
-        HealthCheckRequest,
-        HealthCheckResponse
-    );
-    method!(
-        WATCH,
-        MethodType::ServerStreaming,
-        "/grpc.health.v1.Health/Watch",
-        HealthCheckRequest,
-        HealthCheckResponse
-    );
+    methods! { "/grpc.health.v1.Health/";
+        CHECK: Unary "Check", HealthCheckRequest => HealthCheckResponse;
+        WATCH: ServerStreaming "Watch", HealthCheckRequest => HealthCheckResponse;
+    }
 }
 
 /// `spire.service.private.init.v1`.
@@ -138,20 +115,10 @@ pub mod init {
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct DeinitResponse {}
 
-    method!(
-        INIT,
-        MethodType::Unary,
-        "/spire.service.private.init.v1.Init/Init",
-        InitRequest,
-        InitResponse
-    );
-    method!(
-        DEINIT,
-        MethodType::Unary,
-        "/spire.service.private.init.v1.Init/Deinit",
-        DeinitRequest,
-        DeinitResponse
-    );
+    methods! { "/spire.service.private.init.v1.Init/";
+        INIT: Unary "Init", InitRequest => InitResponse;
+        DEINIT: Unary "Deinit", DeinitRequest => DeinitResponse;
+    }
 }
 
 /// `spire.service.common.config.v1`.
@@ -193,20 +160,10 @@ pub mod config {
         pub notes: Vec<String>,
     }
 
-    method!(
-        CONFIGURE,
-        MethodType::Unary,
-        "/spire.service.common.config.v1.Config/Configure",
-        ConfigureRequest,
-        ConfigureResponse
-    );
-    method!(
-        VALIDATE,
-        MethodType::Unary,
-        "/spire.service.common.config.v1.Config/Validate",
-        ValidateRequest,
-        ValidateResponse
-    );
+    methods! { "/spire.service.common.config.v1.Config/";
+        CONFIGURE: Unary "Configure", ConfigureRequest => ConfigureResponse;
+        VALIDATE: Unary "Validate", ValidateRequest => ValidateResponse;
+    }
 }
 
 /// `spire.plugin.server.keymanager.v1`.
@@ -322,34 +279,12 @@ pub mod keymanager {
         pub key_fingerprint: String,
     }
 
-    method!(
-        GENERATE_KEY,
-        MethodType::Unary,
-        "/spire.plugin.server.keymanager.v1.KeyManager/GenerateKey",
-        GenerateKeyRequest,
-        GenerateKeyResponse
-    );
-    method!(
-        GET_PUBLIC_KEY,
-        MethodType::Unary,
-        "/spire.plugin.server.keymanager.v1.KeyManager/GetPublicKey",
-        GetPublicKeyRequest,
-        GetPublicKeyResponse
-    );
-    method!(
-        GET_PUBLIC_KEYS,
-        MethodType::Unary,
-        "/spire.plugin.server.keymanager.v1.KeyManager/GetPublicKeys",
-        GetPublicKeysRequest,
-        GetPublicKeysResponse
-    );
-    method!(
-        SIGN_DATA,
-        MethodType::Unary,
-        "/spire.plugin.server.keymanager.v1.KeyManager/SignData",
-        SignDataRequest,
-        SignDataResponse
-    );
+    methods! { "/spire.plugin.server.keymanager.v1.KeyManager/";
+        GENERATE_KEY: Unary "GenerateKey", GenerateKeyRequest => GenerateKeyResponse;
+        GET_PUBLIC_KEY: Unary "GetPublicKey", GetPublicKeyRequest => GetPublicKeyResponse;
+        GET_PUBLIC_KEYS: Unary "GetPublicKeys", GetPublicKeysRequest => GetPublicKeysResponse;
+        SIGN_DATA: Unary "SignData", SignDataRequest => SignDataResponse;
+    }
 }
 
 /// `spire.hostservice.common.metrics.v1`: the host service the plugin sends metrics to. Only
@@ -377,34 +312,17 @@ pub mod metrics {
         pub labels: Vec<Label>,
     }
 
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct AddSampleRequest {
-        #[prost(string, repeated, tag = "1")]
-        pub key: Vec<String>,
-        #[prost(float, tag = "2")]
-        pub val: f32,
-        #[prost(message, repeated, tag = "3")]
-        pub labels: Vec<Label>,
-    }
+    /// Same fields as `IncrCounterRequest`.
+    pub type AddSampleRequest = IncrCounterRequest;
 
     /// `google.protobuf.Empty`.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Empty {}
 
-    method!(
-        INCR_COUNTER,
-        MethodType::Unary,
-        "/spire.hostservice.common.metrics.v1.Metrics/IncrCounter",
-        IncrCounterRequest,
-        Empty
-    );
-    method!(
-        ADD_SAMPLE,
-        MethodType::Unary,
-        "/spire.hostservice.common.metrics.v1.Metrics/AddSample",
-        AddSampleRequest,
-        Empty
-    );
+    methods! { "/spire.hostservice.common.metrics.v1.Metrics/";
+        INCR_COUNTER: Unary "IncrCounter", IncrCounterRequest => Empty;
+        ADD_SAMPLE: Unary "AddSample", AddSampleRequest => Empty;
+    }
 }
 
 #[cfg(test)]
@@ -798,5 +716,32 @@ mod tests {
         assert_eq!(H::Sha256 as i32, 5);
         assert_eq!(H::Sha512 as i32, 7);
         assert_eq!(H::Sha512256 as i32, 15);
+    }
+
+    #[test]
+    fn method_paths_and_kinds() {
+        use MethodType::{Duplex, ServerStreaming, Unary};
+        macro_rules! check {
+            ($($m:expr, $path:literal, $ty:ident;)+) => {$(
+                assert_eq!(($m.name, $m.ty as u8), ($path, $ty as u8), $path);
+            )+};
+        }
+        check! {
+            goplugin::BROKER_START_STREAM, "/plugin.GRPCBroker/StartStream", Duplex;
+            goplugin::CONTROLLER_SHUTDOWN, "/plugin.GRPCController/Shutdown", Unary;
+            goplugin::STDIO_STREAM, "/plugin.GRPCStdio/StreamStdio", ServerStreaming;
+            health::CHECK, "/grpc.health.v1.Health/Check", Unary;
+            health::WATCH, "/grpc.health.v1.Health/Watch", ServerStreaming;
+            init::INIT, "/spire.service.private.init.v1.Init/Init", Unary;
+            init::DEINIT, "/spire.service.private.init.v1.Init/Deinit", Unary;
+            config::CONFIGURE, "/spire.service.common.config.v1.Config/Configure", Unary;
+            config::VALIDATE, "/spire.service.common.config.v1.Config/Validate", Unary;
+            keymanager::GENERATE_KEY, "/spire.plugin.server.keymanager.v1.KeyManager/GenerateKey", Unary;
+            keymanager::GET_PUBLIC_KEY, "/spire.plugin.server.keymanager.v1.KeyManager/GetPublicKey", Unary;
+            keymanager::GET_PUBLIC_KEYS, "/spire.plugin.server.keymanager.v1.KeyManager/GetPublicKeys", Unary;
+            keymanager::SIGN_DATA, "/spire.plugin.server.keymanager.v1.KeyManager/SignData", Unary;
+            metrics::INCR_COUNTER, "/spire.hostservice.common.metrics.v1.Metrics/IncrCounter", Unary;
+            metrics::ADD_SAMPLE, "/spire.hostservice.common.metrics.v1.Metrics/AddSample", Unary;
+        }
     }
 }

@@ -71,12 +71,10 @@ pub fn serve(core: Arc<dyn PluginCore>, signals: SignalSet) -> i32 {
             .name_prefix("azkv-grpc")
             .build(),
     );
-    let mut builder = ServerBuilder::new(Arc::clone(&env));
     // The Metrics client shares this completion-queue thread: a second one would also poll the
     // server's connections (src/plugin/metrics.rs).
-    for service in Services::new(Arc::clone(&core), pool, stop_tx.clone(), env).build() {
-        builder = builder.register_service(service);
-    }
+    let services = Services::new(Arc::clone(&core), pool, stop_tx.clone(), Arc::clone(&env));
+    let builder = ServerBuilder::new(env).register_service(services.build());
     let mut server = match builder.build() {
         Ok(s) => s,
         Err(e) => {

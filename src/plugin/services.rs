@@ -86,16 +86,17 @@ impl Services {
     fn offload<T, F>(&self, ctx: &RpcContext<'_>, sink: UnarySink<T>, work: F)
     where
         T: Send + 'static,
-        F: FnOnce() -> Result<T, PluginError> + Send + 'static,
+        F: FnOnce(&dyn PluginCore) -> Result<T, PluginError> + Send + 'static,
     {
         let (tx, rx) = futures_channel::oneshot::channel();
+        let core = Arc::clone(&self.core);
         self.pool.execute(move || {
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
-                .unwrap_or_else(|_| {
-                    Err(PluginError::internal(
-                        "worker thread ended without a result",
-                    ))
-                });
+            let work = std::panic::AssertUnwindSafe(|| work(core.as_ref()));
+            let result = std::panic::catch_unwind(work).unwrap_or_else(|_| {
+                Err(PluginError::internal(
+                    "worker thread ended without a result",
+                ))
+            });
             let sent = match result {
                 Ok(resp) => sink.success(resp),
                 Err(e) => sink.fail(to_status(e)),
@@ -112,78 +113,77 @@ impl Services {
         });
     }
 
-    /// Every service the plugin serves, ready to register on a grpcio server.
-    pub fn build(self) -> Vec<Service> {
+    /// Every method the plugin serves (go-plugin's services, health, Init, Config, KeyManager)
+    /// in one grpcio `Service`, which is only a map from method path to handler.
+    pub fn build(self) -> Service {
         let this = Arc::new(self);
-        vec![
-            go_plugin_services(Arc::clone(&this)),
-            health_service(),
-            init_service(Arc::clone(&this)),
-            config_service(Arc::clone(&this)),
-            keymanager_service(this),
-        ]
+        let b = go_plugin_services(ServiceBuilder::new(), &this);
+        let b = health_service(b);
+        let b = init_and_config_services(b, &this);
+        keymanager_service(b, this).build()
     }
 }
 
-fn go_plugin_services(this: Arc<Services>) -> Service {
+/// `InvalidArgument` with `message` unless `ok`.
+fn require(ok: bool, message: &'static str) -> Result<(), PluginError> {
+    match ok {
+        true => Ok(()),
+        false => Err(PluginError::invalid_argument(message)),
+    }
+}
+
+fn go_plugin_services(b: ServiceBuilder, this: &Services) -> ServiceBuilder {
     let stop = this.stop.clone();
     let core = Arc::clone(&this.core);
     let host = Arc::clone(&this.host);
-    ServiceBuilder::new()
-        .add_duplex_streaming_handler(
-            &goplugin::BROKER_START_STREAM,
-            move |ctx: RpcContext<'_>,
-                  mut stream: RequestStream<goplugin::ConnInfo>,
-                  sink: DuplexSink<goplugin::ConnInfo>| {
-                // SPIRE announces its host-services socket here (src/plugin/metrics.rs). The
-                // stream stays open until the host ends it.
-                let host = Arc::clone(&host);
-                ctx.spawn(async move {
-                    let _sink = sink;
-                    while let Some(msg) = stream.next().await {
-                        match msg {
-                            Ok(info) => {
-                                log::debug!(
-                                    service_id = info.service_id.to_string(),
-                                    network = info.network.as_str();
-                                    "Broker connection info received"
-                                );
-                                host.conn_info(info);
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                });
-            },
-        )
-        .add_server_streaming_handler(
-            &goplugin::STDIO_STREAM,
-            |ctx: RpcContext<'_>,
-             _req: goplugin::Empty,
-             sink: ServerStreamingSink<goplugin::StdioData>| {
-                // Open and idle: logs go to stderr, which SPIRE reads directly.
-                ctx.spawn(async move {
-                    let _sink = sink;
-                    futures_util::future::pending::<()>().await
-                });
-            },
-        )
-        .add_unary_handler(
-            &goplugin::CONTROLLER_SHUTDOWN,
-            move |ctx: RpcContext<'_>, _req: goplugin::Empty, sink: UnarySink<goplugin::Empty>| {
-                log::debug!("Shutdown requested by the host");
-                core.deinit();
-                let stop = stop.clone();
-                // Exit only once the answer is on the wire.
-                ctx.spawn(sink.success(goplugin::Empty {}).map(move |_| {
-                    let _ = stop.send(StopReason::ControllerShutdown);
-                }));
-            },
-        )
-        .build()
+    b.add_duplex_streaming_handler(
+        &goplugin::BROKER_START_STREAM,
+        move |ctx: RpcContext<'_>,
+              mut stream: RequestStream<goplugin::ConnInfo>,
+              sink: DuplexSink<goplugin::ConnInfo>| {
+            // SPIRE announces its host-services socket here (src/plugin/metrics.rs). The
+            // stream stays open until the host ends it.
+            let host = Arc::clone(&host);
+            ctx.spawn(async move {
+                let _sink = sink;
+                while let Some(Ok(info)) = stream.next().await {
+                    log::debug!(
+                        service_id = info.service_id.to_string(),
+                        network = info.network.as_str();
+                        "Broker connection info received"
+                    );
+                    host.conn_info(info);
+                }
+            });
+        },
+    )
+    .add_server_streaming_handler(
+        &goplugin::STDIO_STREAM,
+        |ctx: RpcContext<'_>,
+         _req: goplugin::Empty,
+         sink: ServerStreamingSink<goplugin::StdioData>| {
+            // Open and idle: logs go to stderr, which SPIRE reads directly.
+            ctx.spawn(async move {
+                let _sink = sink;
+                futures_util::future::pending::<()>().await
+            });
+        },
+    )
+    .add_unary_handler(
+        &goplugin::CONTROLLER_SHUTDOWN,
+        move |ctx: RpcContext<'_>, _req: goplugin::Empty, sink: UnarySink<goplugin::Empty>| {
+            log::debug!("Shutdown requested by the host");
+            core.deinit();
+            let stop = stop.clone();
+            // Exit only once the answer is on the wire.
+            ctx.spawn(sink.success(goplugin::Empty {}).map(move |_| {
+                let _ = stop.send(StopReason::ControllerShutdown);
+            }));
+        },
+    )
 }
 
-fn health_service() -> Service {
+fn health_service(b: ServiceBuilder) -> ServiceBuilder {
     let status_for = |service: &str| {
         if service.is_empty() || service == "plugin" {
             health::SERVING
@@ -191,190 +191,145 @@ fn health_service() -> Service {
             health::SERVICE_UNKNOWN
         }
     };
-    ServiceBuilder::new()
-        .add_unary_handler(
-            &health::CHECK,
-            move |ctx: RpcContext<'_>, req: health::HealthCheckRequest, sink| {
-                let status = status_for(&req.service);
-                reply(&ctx, sink, Ok(health::HealthCheckResponse { status }));
-            },
-        )
-        .add_server_streaming_handler(
-            &health::WATCH,
-            move |ctx: RpcContext<'_>,
-                  req: health::HealthCheckRequest,
-                  mut sink: ServerStreamingSink<health::HealthCheckResponse>| {
-                let status = status_for(&req.service);
-                ctx.spawn(async move {
-                    let _ = sink
-                        .send((
-                            health::HealthCheckResponse { status },
-                            WriteFlags::default(),
-                        ))
-                        .await;
-                    futures_util::future::pending::<()>().await
-                });
-            },
-        )
-        .build()
+    b.add_unary_handler(
+        &health::CHECK,
+        move |ctx: RpcContext<'_>, req: health::HealthCheckRequest, sink| {
+            let status = status_for(&req.service);
+            reply(&ctx, sink, Ok(health::HealthCheckResponse { status }));
+        },
+    )
+    .add_server_streaming_handler(
+        &health::WATCH,
+        move |ctx: RpcContext<'_>,
+              req: health::HealthCheckRequest,
+              mut sink: ServerStreamingSink<health::HealthCheckResponse>| {
+            let status = status_for(&req.service);
+            ctx.spawn(async move {
+                let response = health::HealthCheckResponse { status };
+                let _ = sink.send((response, WriteFlags::default())).await;
+                futures_util::future::pending::<()>().await
+            });
+        },
+    )
 }
 
-fn init_service(this: Arc<Services>) -> Service {
-    let core = Arc::clone(&this.core);
-    let host = Arc::clone(&this.host);
-    ServiceBuilder::new()
-        .add_unary_handler(
-            &init::INIT,
-            move |ctx: RpcContext<'_>, req: init::InitRequest, sink| {
-                log::debug!(host_services = req.host_service_names.join(","); "Init");
-                host.host_service_names(&req.host_service_names);
-                let resp = init::InitResponse {
-                    plugin_service_names: vec![
-                        keymanager::SERVICE_NAME.to_string(),
-                        config::SERVICE_NAME.to_string(),
-                    ],
-                };
-                reply(&ctx, sink, Ok(resp));
-            },
-        )
-        .add_unary_handler(
-            &init::DEINIT,
-            move |ctx: RpcContext<'_>, _req: init::DeinitRequest, sink| {
-                log::debug!("Deinit");
-                core.deinit();
-                reply(&ctx, sink, Ok(init::DeinitResponse {}));
-            },
-        )
-        .build()
+fn init_and_config_services(b: ServiceBuilder, this: &Arc<Services>) -> ServiceBuilder {
+    let (core, host) = (Arc::clone(&this.core), Arc::clone(&this.host));
+    let (configure, validate) = (Arc::clone(this), Arc::clone(this));
+    b.add_unary_handler(
+        &init::INIT,
+        move |ctx: RpcContext<'_>, req: init::InitRequest, sink| {
+            log::debug!(host_services = req.host_service_names.join(","); "Init");
+            host.host_service_names(&req.host_service_names);
+            let resp = init::InitResponse {
+                plugin_service_names: vec![
+                    keymanager::SERVICE_NAME.to_string(),
+                    config::SERVICE_NAME.to_string(),
+                ],
+            };
+            reply(&ctx, sink, Ok(resp));
+        },
+    )
+    .add_unary_handler(
+        &init::DEINIT,
+        move |ctx: RpcContext<'_>, _req: init::DeinitRequest, sink| {
+            log::debug!("Deinit");
+            core.deinit();
+            reply(&ctx, sink, Ok(init::DeinitResponse {}));
+        },
+    )
+    .add_unary_handler(
+        &config::CONFIGURE,
+        move |ctx: RpcContext<'_>, req: config::ConfigureRequest, sink| {
+            configure.offload(&ctx, sink, move |core| {
+                core.configure(req.core_configuration.as_ref(), &req.hcl_configuration)
+                    .map(|()| config::ConfigureResponse {})
+            });
+        },
+    )
+    .add_unary_handler(
+        &config::VALIDATE,
+        move |ctx: RpcContext<'_>, req: config::ValidateRequest, sink| {
+            validate.offload(&ctx, sink, move |core| {
+                let (valid, notes) =
+                    core.validate(req.core_configuration.as_ref(), &req.hcl_configuration);
+                Ok(config::ValidateResponse { valid, notes })
+            });
+        },
+    )
 }
 
-fn config_service(this: Arc<Services>) -> Service {
-    let configure = Arc::clone(&this);
-    let validate = this;
-    ServiceBuilder::new()
-        .add_unary_handler(
-            &config::CONFIGURE,
-            move |ctx: RpcContext<'_>, req: config::ConfigureRequest, sink| {
-                let core = Arc::clone(&configure.core);
-                configure.offload(&ctx, sink, move || {
-                    core.configure(req.core_configuration.as_ref(), &req.hcl_configuration)
-                        .map(|()| config::ConfigureResponse {})
-                });
-            },
-        )
-        .add_unary_handler(
-            &config::VALIDATE,
-            move |ctx: RpcContext<'_>, req: config::ValidateRequest, sink| {
-                let core = Arc::clone(&validate.core);
-                validate.offload(&ctx, sink, move || {
-                    let (valid, notes) =
-                        core.validate(req.core_configuration.as_ref(), &req.hcl_configuration);
-                    Ok(config::ValidateResponse { valid, notes })
-                });
-            },
-        )
-        .build()
-}
-
-fn keymanager_service(this: Arc<Services>) -> Service {
+fn keymanager_service(b: ServiceBuilder, this: Arc<Services>) -> ServiceBuilder {
     use keymanager::*;
-    let gen = Arc::clone(&this);
-    let get = Arc::clone(&this);
-    let get_all = Arc::clone(&this);
-    let sign = this;
-    ServiceBuilder::new()
-        .add_unary_handler(
-            &GENERATE_KEY,
-            move |ctx: RpcContext<'_>, req: GenerateKeyRequest, sink| {
-                let key_type =
-                    KeyType::from_i32(req.key_type).unwrap_or(KeyType::UnspecifiedKeyType);
-                if req.key_id.is_empty() {
-                    return reply(
-                        &ctx,
-                        sink,
-                        Err(PluginError::invalid_argument("key id is required")),
-                    );
-                }
-                if key_type == KeyType::UnspecifiedKeyType {
-                    return reply(
-                        &ctx,
-                        sink,
-                        Err(PluginError::invalid_argument("key type is required")),
-                    );
-                }
-                let core = Arc::clone(&gen.core);
-                gen.offload(&ctx, sink, move || {
-                    core.generate_key(&req.key_id, key_type)
-                        .map(|k| GenerateKeyResponse {
-                            public_key: Some(k),
-                        })
+    let (get, get_all) = (Arc::clone(&this.core), Arc::clone(&this.core));
+    let (gen, sign) = (Arc::clone(&this), this);
+    b.add_unary_handler(
+        &GENERATE_KEY,
+        move |ctx: RpcContext<'_>, req: GenerateKeyRequest, sink| {
+            let key_type = KeyType::from_i32(req.key_type).unwrap_or(KeyType::UnspecifiedKeyType);
+            let checked = require(!req.key_id.is_empty(), "key id is required").and(require(
+                key_type != KeyType::UnspecifiedKeyType,
+                "key type is required",
+            ));
+            if let Err(e) = checked {
+                return reply(&ctx, sink, Err(e));
+            }
+            gen.offload(&ctx, sink, move |core| {
+                let public_key = Some(core.generate_key(&req.key_id, key_type)?);
+                Ok(GenerateKeyResponse { public_key })
+            });
+        },
+    )
+    .add_unary_handler(
+        &GET_PUBLIC_KEY,
+        move |ctx: RpcContext<'_>, req: GetPublicKeyRequest, sink| {
+            // Served from memory: no reason to leave the completion-queue thread.
+            let result = require(!req.key_id.is_empty(), "key id is required")
+                .and_then(|()| get.get_public_key(&req.key_id))
+                .map(|k| GetPublicKeyResponse {
+                    public_key: Some(k),
                 });
-            },
-        )
-        .add_unary_handler(
-            &GET_PUBLIC_KEY,
-            move |ctx: RpcContext<'_>, req: GetPublicKeyRequest, sink| {
-                // Served from memory: no reason to leave the completion-queue thread.
-                let result = if req.key_id.is_empty() {
-                    Err(PluginError::invalid_argument("key id is required"))
-                } else {
-                    get.core
-                        .get_public_key(&req.key_id)
-                        .map(|k| GetPublicKeyResponse {
-                            public_key: Some(k),
-                        })
-                };
-                reply(&ctx, sink, result);
-            },
-        )
-        .add_unary_handler(
-            &GET_PUBLIC_KEYS,
-            move |ctx: RpcContext<'_>, _req: GetPublicKeysRequest, sink| {
-                let result = get_all
-                    .core
-                    .get_public_keys()
-                    .map(|public_keys| GetPublicKeysResponse { public_keys });
-                reply(&ctx, sink, result);
-            },
-        )
-        .add_unary_handler(
-            &SIGN_DATA,
-            move |ctx: RpcContext<'_>, req: SignDataRequest, sink| {
-                if req.key_id.is_empty() {
-                    return reply(
-                        &ctx,
-                        sink,
-                        Err(PluginError::invalid_argument("key id is required")),
-                    );
+            reply(&ctx, sink, result);
+        },
+    )
+    .add_unary_handler(
+        &GET_PUBLIC_KEYS,
+        move |ctx: RpcContext<'_>, _req: GetPublicKeysRequest, sink| {
+            let result = get_all.get_public_keys();
+            reply(
+                &ctx,
+                sink,
+                result.map(|public_keys| GetPublicKeysResponse { public_keys }),
+            );
+        },
+    )
+    .add_unary_handler(
+        &SIGN_DATA,
+        move |ctx: RpcContext<'_>, req: SignDataRequest, sink| {
+            let hash = |v: i32| {
+                HashAlgorithm::from_i32(v).unwrap_or(HashAlgorithm::UnspecifiedHashAlgorithm)
+            };
+            let opts = match &req.signer_opts {
+                None => Err(PluginError::invalid_argument("signer opts is required")),
+                Some(keymanager::SignerOpts::HashAlgorithm(h)) => {
+                    Ok(CoreSignerOpts::Hash(hash(*h)))
                 }
-                let hash = |v: i32| {
-                    HashAlgorithm::from_i32(v).unwrap_or(HashAlgorithm::UnspecifiedHashAlgorithm)
-                };
-                let opts = match &req.signer_opts {
-                    None => {
-                        return reply(
-                            &ctx,
-                            sink,
-                            Err(PluginError::invalid_argument("signer opts is required")),
-                        )
-                    }
-                    Some(keymanager::SignerOpts::HashAlgorithm(h)) => {
-                        CoreSignerOpts::Hash(hash(*h))
-                    }
-                    Some(keymanager::SignerOpts::PssOptions(p)) => CoreSignerOpts::Pss {
-                        hash: hash(p.hash_algorithm),
-                        salt_length: p.salt_length,
-                    },
-                };
-                let core = Arc::clone(&sign.core);
-                sign.offload(&ctx, sink, move || {
-                    core.sign_data(&req.key_id, &req.data, opts)
-                        .map(|s| SignDataResponse {
-                            signature: s.signature,
-                            key_fingerprint: s.key_fingerprint,
-                        })
-                });
-            },
-        )
-        .build()
+                Some(keymanager::SignerOpts::PssOptions(p)) => Ok(CoreSignerOpts::Pss {
+                    hash: hash(p.hash_algorithm),
+                    salt_length: p.salt_length,
+                }),
+            };
+            let opts = match require(!req.key_id.is_empty(), "key id is required").and(opts) {
+                Ok(opts) => opts,
+                Err(e) => return reply(&ctx, sink, Err(e)),
+            };
+            sign.offload(&ctx, sink, move |core| {
+                let s = core.sign_data(&req.key_id, &req.data, opts)?;
+                Ok(SignDataResponse {
+                    signature: s.signature,
+                    key_fingerprint: s.key_fingerprint,
+                })
+            });
+        },
+    )
 }
