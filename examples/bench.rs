@@ -34,9 +34,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use grpcio::{CallOption, Client};
 
-use azkv::keys::discovery::FETCH_PARALLELISM;
-use azkv::keys::verify::SignatureVerifier;
-use azkv::plugin::proto::keymanager::*;
+use azkv::proto::keymanager::*;
+use azkv::SignatureVerifier;
+use azkv::FETCH_PARALLELISM;
 use support::env::{plugin_env, standard_hcl, TD};
 use support::fake_azure::{FakeAzure, FakeKeyType, Route};
 use support::plugin_host::PluginProcess;

@@ -12,7 +12,7 @@ pub trait Clock: Send + Sync {
 }
 
 /// Seconds since the epoch, fractional.
-pub fn unix_seconds(t: SystemTime) -> f64 {
+pub(crate) fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)

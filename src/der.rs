@@ -2,18 +2,18 @@
 //! writer for what we build (SubjectPublicKeyInfo, ECDSA signatures). Definite lengths only,
 //! low tag numbers only: everything these formats use.
 
-pub const INTEGER: u8 = 0x02;
-pub const BIT_STRING: u8 = 0x03;
-pub const OCTET_STRING: u8 = 0x04;
-pub const NULL: u8 = 0x05;
-pub const OID: u8 = 0x06;
-pub const SEQUENCE: u8 = 0x30;
-pub const CONTEXT_0: u8 = 0xa0;
-pub const CONTEXT_0_PRIMITIVE: u8 = 0x80;
+pub(crate) const INTEGER: u8 = 0x02;
+pub(crate) const BIT_STRING: u8 = 0x03;
+pub(crate) const OCTET_STRING: u8 = 0x04;
+pub(crate) const NULL: u8 = 0x05;
+pub(crate) const OID: u8 = 0x06;
+pub(crate) const SEQUENCE: u8 = 0x30;
+pub(crate) const CONTEXT_0: u8 = 0xa0;
+pub(crate) const CONTEXT_0_PRIMITIVE: u8 = 0x80;
 
 /// Why DER could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DerError {
+pub(crate) enum DerError {
     #[error("truncated DER")]
     Truncated,
     /// A high tag number (`0x1f` form), which none of our formats uses.
@@ -31,19 +31,19 @@ pub enum DerError {
 
 /// A reader over DER: one tag-length-value at a time.
 #[derive(Debug, Clone, Copy)]
-pub struct Reader<'a>(&'a [u8]);
+pub(crate) struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
-    pub fn new(der: &'a [u8]) -> Self {
+    pub(crate) fn new(der: &'a [u8]) -> Self {
         Reader(der)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// The next element: (tag, content, the whole encoding).
-    pub fn read(&mut self) -> Result<(u8, &'a [u8], &'a [u8]), DerError> {
+    pub(crate) fn read(&mut self) -> Result<(u8, &'a [u8], &'a [u8]), DerError> {
         let d = self.0;
         if d.len() < 2 {
             return Err(DerError::Truncated);
@@ -75,7 +75,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The content of the next element, which must have `tag`.
-    pub fn expect(&mut self, tag: u8, what: &str) -> Result<&'a [u8], DerError> {
+    pub(crate) fn expect(&mut self, tag: u8, what: &str) -> Result<&'a [u8], DerError> {
         let (t, content, _) = self.read()?;
         if t != tag {
             let what = what.to_string();
@@ -85,19 +85,19 @@ impl<'a> Reader<'a> {
     }
 
     /// A sequence's content, as a reader.
-    pub fn sequence(&mut self, what: &str) -> Result<Reader<'a>, DerError> {
+    pub(crate) fn sequence(&mut self, what: &str) -> Result<Reader<'a>, DerError> {
         self.expect(SEQUENCE, what).map(Reader)
     }
 }
 
 /// The value of a non-negative INTEGER's `content` of at most 5 bytes, else `None`.
-pub fn small_unsigned(content: &[u8]) -> Option<u64> {
+pub(crate) fn small_unsigned(content: &[u8]) -> Option<u64> {
     let small = !content.is_empty() && content.len() <= 5 && content[0] & 0x80 == 0;
     small.then(|| content.iter().fold(0, |acc, b| (acc << 8) | u64::from(*b)))
 }
 
 /// One element: `tag`, the minimal length, `content`.
-pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+pub(crate) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(content.len() + 6);
     out.push(tag);
     let len = content.len();
@@ -114,12 +114,12 @@ pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
 }
 
 /// The big-endian unsigned integer `bytes` without its leading zeros.
-pub fn magnitude(bytes: &[u8]) -> &[u8] {
+pub(crate) fn magnitude(bytes: &[u8]) -> &[u8] {
     &bytes[bytes.iter().take_while(|b| **b == 0).count()..]
 }
 
 /// An INTEGER holding the unsigned big-endian `bytes` (minimal encoding).
-pub fn unsigned_integer(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn unsigned_integer(bytes: &[u8]) -> Vec<u8> {
     let mut v = magnitude(bytes).to_vec();
     if v.is_empty() {
         v.push(0);

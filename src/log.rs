@@ -6,13 +6,14 @@ use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Environment variable with an `env_logger` filter (default [`DEFAULT_FILTER`]).
-pub const FILTER_ENV: &str = "AZKV_LOG";
+pub(crate) const FILTER_ENV: &str = "AZKV_LOG";
 /// The plugin's own records down to debug; other crates from info. ureq logs several debug
 /// lines per HTTP request (pool, resolver, request and response heads): at debug they were
 /// most of the plugin's signing cost, and spire-server has to read and parse every line.
-pub const DEFAULT_FILTER: &str = "info,azkv=debug,azure_key_vault=debug,grpc=warn,grpcio=warn";
+pub(crate) const DEFAULT_FILTER: &str =
+    "info,azkv=debug,azure_key_vault=debug,grpc=warn,grpcio=warn";
 
-pub fn level_name(level: log::Level) -> &'static str {
+pub(crate) fn level_name(level: log::Level) -> &'static str {
     match level {
         log::Level::Error => "error",
         log::Level::Warn => "warn",
@@ -23,7 +24,7 @@ pub fn level_name(level: log::Level) -> &'static str {
 }
 
 /// `2006-01-02T15:04:05.000000Z`.
-pub fn format_timestamp(t: SystemTime) -> String {
+pub(crate) fn format_timestamp(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let micros = d.subsec_micros();
@@ -74,7 +75,7 @@ impl<'kvs> log::kv::VisitSource<'kvs> for FieldCollector<'_> {
 }
 
 /// One hclog JSON line (without the newline) for `record` at `now`.
-pub fn format_record(record: &log::Record<'_>, now: SystemTime) -> String {
+pub(crate) fn format_record(record: &log::Record<'_>, now: SystemTime) -> String {
     let mut map = serde_json::Map::new();
     map.insert("@level".into(), level_name(record.level()).into());
     map.insert("@message".into(), record.args().to_string().into());

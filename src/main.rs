@@ -2,15 +2,10 @@
 
 use std::sync::Arc;
 
-use azkv::azure::types::{AzureError, KeyVaultApi};
-use azkv::clock::{Clock, SystemClock};
-use azkv::config::PluginConfig;
-use azkv::error::PluginError;
-use azkv::keys::maintenance;
-use azkv::keys::{shared, KeyManager};
-use azkv::plugin::handshake::{cookie_ok, COOKIE_KEY, NOT_A_PROGRAM};
-use azkv::plugin::server::{prepare_signals, serve};
-use azkv::telemetry;
+use azkv::{
+    cookie_ok, maintenance, prepare_signals, serve, shared, AzureError, Clock, KeyManager,
+    KeyVaultApi, PluginConfig, PluginError, SystemClock, COOKIE_KEY, NOT_A_PROGRAM,
+};
 
 fn main() {
     if !cookie_ok(std::env::var(COOKIE_KEY).ok().as_deref()) {
@@ -18,7 +13,7 @@ fn main() {
         std::process::exit(1);
     }
     let signals = prepare_signals();
-    azkv::log::init();
+    azkv::init_logging();
     // gRPC core writes its own text diagnostics to stderr otherwise; route them through `log`.
     grpcio::redirect_log();
     // A panic message must reach spire-server's log as an hclog line, not as bare stderr text.
@@ -30,8 +25,8 @@ fn main() {
         log::error!(thread = thread, panic = info.to_string(); "Plugin thread panicked");
     }));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    if let Err(e) = telemetry::spawn(
-        telemetry::global(),
+    if let Err(e) = azkv::spawn_telemetry(
+        azkv::telemetry_global(),
         Arc::clone(&clock),
         flush_interval(),
         status_interval(),
@@ -48,46 +43,47 @@ fn main() {
 /// The status line's period: an hour, or `AZKV_TEST_STATUS_INTERVAL` in test builds.
 fn status_interval() -> std::time::Duration {
     #[cfg(feature = "test-hooks")]
-    if let Some(d) = std::env::var(telemetry::STATUS_INTERVAL_ENV)
+    if let Some(d) = std::env::var(azkv::STATUS_INTERVAL_ENV)
         .ok()
         .and_then(|v| maintenance::parse_duration(&v))
     {
         return d;
     }
-    telemetry::STATUS_INTERVAL
+    azkv::STATUS_INTERVAL
 }
 
 /// How often metrics are sent to spire-server: every second, or `AZKV_TEST_METRICS_FLUSH` in
 /// test builds.
 fn flush_interval() -> std::time::Duration {
     #[cfg(feature = "test-hooks")]
-    if let Some(d) = std::env::var(telemetry::FLUSH_INTERVAL_ENV)
+    if let Some(d) = std::env::var(azkv::FLUSH_INTERVAL_ENV)
         .ok()
         .and_then(|v| maintenance::parse_duration(&v))
     {
         return d;
     }
-    telemetry::FLUSH_INTERVAL
+    azkv::FLUSH_INTERVAL
 }
 
 /// The production wiring: system clock, the Azure layer, the process environment.
 fn key_manager(clock: Arc<dyn Clock>) -> KeyManager {
     let connector_clock = Arc::clone(&clock);
     let connector = Box::new(move |cfg: &PluginConfig| {
-        let settings = azkv::azure::AzureSettings {
+        let settings = azkv::AzureSettings {
             vault_uri: cfg.key_vault_uri.clone(),
-            static_credentials: cfg.static_credentials.as_ref().map(|c| {
-                azkv::azure::StaticCredentials {
+            static_credentials: cfg
+                .static_credentials
+                .as_ref()
+                .map(|c| azkv::StaticCredentials {
                     tenant_id: c.tenant_id.clone(),
                     client_id: c.app_id.clone(),
                     client_secret: c.app_secret.clone(),
-                }
-            }),
+                }),
             // Read at each Configure, so a reconfigure picks up rotated settings.
             env: std::env::vars().collect(),
             api_version: String::new(),
         };
-        azkv::azure::connect(settings, Arc::clone(&connector_clock))
+        azkv::connect(settings, Arc::clone(&connector_clock))
             .map(|c| c as Arc<dyn KeyVaultApi>)
             .map_err(|e| match e {
                 AzureError::Config(m) => PluginError::invalid_argument(m),

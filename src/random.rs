@@ -39,7 +39,7 @@ impl From<RandomError> for std::io::Error {
 }
 
 /// Fills `buf` from the system's randomness; `purpose` names the value in the error.
-pub fn fill(buf: &mut [u8], purpose: &'static str) -> Result<(), RandomError> {
+pub(crate) fn fill(buf: &mut [u8], purpose: &'static str) -> Result<(), RandomError> {
     #[cfg(test)]
     if testing::failing() {
         return Err(RandomError {
@@ -54,7 +54,7 @@ pub fn fill(buf: &mut [u8], purpose: &'static str) -> Result<(), RandomError> {
 }
 
 /// A random (version 4) UUID.
-pub fn uuid_v4(purpose: &'static str) -> Result<uuid::Uuid, RandomError> {
+pub(crate) fn uuid_v4(purpose: &'static str) -> Result<uuid::Uuid, RandomError> {
     let mut b = [0u8; 16];
     fill(&mut b, purpose)?;
     Ok(uuid::Builder::from_random_bytes(b).into_uuid())
@@ -62,7 +62,7 @@ pub fn uuid_v4(purpose: &'static str) -> Result<uuid::Uuid, RandomError> {
 
 /// Makes `fill` fail on the current thread, as it does with no /dev/urandom.
 #[cfg(test)]
-pub mod testing {
+pub(crate) mod testing {
     use std::cell::Cell;
 
     thread_local! {
@@ -74,12 +74,12 @@ pub mod testing {
     }
 
     /// `fill` fails on this thread until the guard is dropped.
-    pub fn fail_on_this_thread() -> Guard {
+    pub(crate) fn fail_on_this_thread() -> Guard {
         FAIL.with(|f| f.set(true));
         Guard
     }
 
-    pub struct Guard;
+    pub(crate) struct Guard;
 
     impl Drop for Guard {
         fn drop(&mut self) {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// Creates a fresh directory from `template` (ending in `XXXXXX`) with mode 0700, atomically
 /// and under a unique name (`mkdtemp`).
-pub fn make_private_dir(template: &Path) -> io::Result<PathBuf> {
+pub(crate) fn make_private_dir(template: &Path) -> io::Result<PathBuf> {
     let c = CString::new(template.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
     let mut raw = c.into_bytes_with_nul();
@@ -23,20 +23,20 @@ pub fn make_private_dir(template: &Path) -> io::Result<PathBuf> {
 }
 
 /// The effective user id.
-pub fn effective_uid() -> u32 {
+pub(crate) fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }
 
 /// The real group id.
 #[cfg(test)]
-pub fn group_id() -> u32 {
+pub(crate) fn group_id() -> u32 {
     // SAFETY: getgid has no preconditions and cannot fail.
     unsafe { libc::getgid() }
 }
 
 /// The parent's process id (1 or a subreaper's once the parent died).
-pub fn parent_pid() -> i32 {
+pub(crate) fn parent_pid() -> i32 {
     // SAFETY: getppid has no preconditions and cannot fail.
     unsafe { libc::getppid() }
 }
@@ -47,7 +47,7 @@ pub struct SignalSet(libc::sigset_t);
 
 /// Ignores SIGINT and blocks SIGTERM in the calling thread (and so in every thread started
 /// later). Call before any thread exists.
-pub fn ignore_sigint_and_block_sigterm() -> SignalSet {
+pub(crate) fn ignore_sigint_and_block_sigterm() -> SignalSet {
     // SAFETY: a zeroed sigset_t is a valid argument for sigemptyset, which initializes it;
     // the set lives across all calls; signal/pthread_sigmask get valid arguments.
     unsafe {

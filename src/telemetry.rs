@@ -16,26 +16,26 @@ use std::time::{Duration, SystemTime};
 use crate::clock::Clock;
 
 /// First element of every metric key: the plugin's name, as SPIRE's own plugins prefix theirs.
-pub const PREFIX: &str = "azure_key_vault";
+pub(crate) const PREFIX: &str = "azure_key_vault";
 /// How often the aggregates are sent to the host.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Values of one latency series sent per flush at most; the rest are counted as dropped. A
 /// uniform random pick (reservoir) of the interval's values, so the host's summaries keep the
 /// distribution's shape; the status line's count, mean and max still cover every value.
-pub const SAMPLE_CAP: usize = 100;
+pub(crate) const SAMPLE_CAP: usize = 100;
 /// How often the status line is logged.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(3600);
 /// Test hook (builds with the `test-hooks` feature only): the status line's period, e.g. `1s`.
-#[cfg(any(test, feature = "test-hooks"))]
+#[cfg(feature = "test-hooks")]
 pub const STATUS_INTERVAL_ENV: &str = "AZKV_TEST_STATUS_INTERVAL";
 /// Test hook (builds with the `test-hooks` feature only): the flush period, e.g. `100ms`.
-#[cfg(any(test, feature = "test-hooks"))]
+#[cfg(feature = "test-hooks")]
 pub const FLUSH_INTERVAL_ENV: &str = "AZKV_TEST_METRICS_FLUSH";
 /// Longest real wait of the flush thread between looks at the clock (in case it jumps).
 const MAX_WAIT: Duration = Duration::from_secs(60);
 /// First wait before re-dialing a host whose Metrics service failed; doubles up to the max.
-pub const RETRY_BACKOFF: Duration = Duration::from_secs(1);
-pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(60);
+pub(crate) const RETRY_BACKOFF: Duration = Duration::from_secs(1);
+pub(crate) const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -121,16 +121,16 @@ impl Series {
 }
 
 // Metric keys (after the prefix). README's "Telemetry" section lists each with its labels.
-pub const KEY_VAULT_CALL: &[&str] = &["key_vault", "call"];
-pub const SIGN_ELAPSED: &[&str] = &["key_vault", "sign", "elapsed_time"];
-pub const HTTP_RETRY: &[&str] = &["http", "retry"];
-pub const HTTP_RETRY_AFTER_WAIT: &[&str] = &["http", "retry_after_wait_seconds"];
-pub const TOKEN_FETCH: &[&str] = &["token", "fetch"];
-pub const TOKEN_FETCH_ELAPSED: &[&str] = &["token", "fetch", "elapsed_time"];
-pub const KEY_DELETED: &[&str] = &["key", "deleted"];
-pub const SHARED_KEY_ADOPTION: &[&str] = &["shared_key", "adoption"];
-pub const SHARED_KEY_CLAIM: &[&str] = &["shared_key", "claim"];
-pub const DROPPED: &[&str] = &["telemetry", "dropped"];
+pub(crate) const KEY_VAULT_CALL: &[&str] = &["key_vault", "call"];
+pub(crate) const SIGN_ELAPSED: &[&str] = &["key_vault", "sign", "elapsed_time"];
+pub(crate) const HTTP_RETRY: &[&str] = &["http", "retry"];
+pub(crate) const HTTP_RETRY_AFTER_WAIT: &[&str] = &["http", "retry_after_wait_seconds"];
+pub(crate) const TOKEN_FETCH: &[&str] = &["token", "fetch"];
+pub(crate) const TOKEN_FETCH_ELAPSED: &[&str] = &["token", "fetch", "elapsed_time"];
+pub(crate) const KEY_DELETED: &[&str] = &["key", "deleted"];
+pub(crate) const SHARED_KEY_ADOPTION: &[&str] = &["shared_key", "adoption"];
+pub(crate) const SHARED_KEY_CLAIM: &[&str] = &["shared_key", "claim"];
+pub(crate) const DROPPED: &[&str] = &["telemetry", "dropped"];
 
 /// Where flushed metrics go besides the status line: the host's Metrics service.
 pub trait Sink: Send {
@@ -156,10 +156,10 @@ pub trait Sink: Send {
 
 /// Why a sink could not take a metric. Shared, so a failed batch reports the one cause for
 /// every metric it did not send.
-pub type SinkError = Arc<dyn std::error::Error + Send + Sync>;
+pub(crate) type SinkError = Arc<dyn std::error::Error + Send + Sync>;
 
 /// A sink error that is only a message.
-pub fn sink_error(msg: &str) -> SinkError {
+pub(crate) fn sink_error(msg: &str) -> SinkError {
     Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(msg))
 }
 
@@ -316,7 +316,7 @@ impl Registry {
 /// The flush thread's own state: counter sums the host has not acknowledged yet, the backoff
 /// after a failed send, emptied reservoirs for reuse.
 #[derive(Default)]
-pub struct Flusher {
+pub(crate) struct Flusher {
     unsent: BTreeMap<String, (Series, f64)>,
     /// Sample values not sent since the last flush (host down): reported as `telemetry.dropped`.
     dropped: u64,
@@ -327,7 +327,7 @@ pub struct Flusher {
 
 impl Flusher {
     /// Takes `registry`'s aggregates into `status` and sends them to the host if there is one.
-    pub fn flush(&mut self, registry: &Registry, status: &mut Status, now: SystemTime) {
+    pub(crate) fn flush(&mut self, registry: &Registry, status: &mut Status, now: SystemTime) {
         let (mut counters, samples) = registry.take(&mut self.spares);
         let mut sink = registry.lock_sink();
         let mut dropped = std::mem::take(&mut self.dropped);
@@ -433,7 +433,7 @@ impl Flusher {
 
 /// Totals since the last status line.
 #[derive(Debug)]
-pub struct Status {
+pub(crate) struct Status {
     counters: BTreeMap<String, f64>,
     /// count, sum, max
     samples: BTreeMap<String, (u64, f64, f64)>,
@@ -442,7 +442,7 @@ pub struct Status {
 }
 
 impl Status {
-    pub fn new(now: SystemTime, interval: Duration) -> Self {
+    pub(crate) fn new(now: SystemTime, interval: Duration) -> Self {
         Status {
             counters: BTreeMap::new(),
             samples: BTreeMap::new(),
@@ -451,22 +451,22 @@ impl Status {
         }
     }
 
-    pub fn record_counter(&mut self, series: &Series, val: f64) {
+    pub(crate) fn record_counter(&mut self, series: &Series, val: f64) {
         *self.counters.entry(series.name()).or_default() += val;
     }
 
-    pub fn record_samples(&mut self, series: &Series, count: u64, sum: f64, max: f64) {
+    pub(crate) fn record_samples(&mut self, series: &Series, count: u64, sum: f64, max: f64) {
         let s = self.samples.entry(series.name()).or_default();
         *s = (s.0 + count, s.1 + sum, s.2.max(max));
     }
 
     /// When the next line is due.
-    pub fn due(&self) -> SystemTime {
+    pub(crate) fn due(&self) -> SystemTime {
         self.since + self.interval
     }
 
     /// The status line's counts when one is due at `now` (the totals restart), else None.
-    pub fn take_if_due(&mut self, now: SystemTime) -> Option<String> {
+    pub(crate) fn take_if_due(&mut self, now: SystemTime) -> Option<String> {
         if now < self.due() {
             return None;
         }
@@ -546,13 +546,13 @@ fn sample_ms(key: &'static [&'static str], labels: Labels, d: Duration) {
 
 /// A Key Vault REST call ended: `operation` is sign|create|get|list|update|delete, `outcome`
 /// ok|4xx|429|5xx|transport (see [`outcome_of_status`]).
-pub fn key_vault_call(operation: &'static str, outcome: &'static str) {
+pub(crate) fn key_vault_call(operation: &'static str, outcome: &'static str) {
     let labels = Labels::two(("operation", operation), ("outcome", outcome));
     counter(KEY_VAULT_CALL, labels, 1.0);
 }
 
 /// The outcome label for a final HTTP status.
-pub fn outcome_of_status(status: u16) -> &'static str {
+pub(crate) fn outcome_of_status(status: u16) -> &'static str {
     match status {
         200..=399 => "ok",
         429 => "429",
@@ -562,13 +562,13 @@ pub fn outcome_of_status(status: u16) -> &'static str {
 }
 
 /// How long a Key Vault sign took, retries included.
-pub fn sign_elapsed(d: Duration) {
+pub(crate) fn sign_elapsed(d: Duration) {
     sample_ms(SIGN_ELAPSED, Labels::NONE, d);
 }
 
 /// A request is retried; `reason` is 408|429|5xx|transport (see [`retry_reason_of_status`]).
 /// `server_wait` is the wait the server asked for (`Retry-After` and the like), when it did.
-pub fn http_retry(reason: &'static str, server_wait: Option<Duration>) {
+pub(crate) fn http_retry(reason: &'static str, server_wait: Option<Duration>) {
     let labels = Labels::one("reason", reason);
     counter(HTTP_RETRY, labels, 1.0);
     if let Some(d) = server_wait {
@@ -577,7 +577,7 @@ pub fn http_retry(reason: &'static str, server_wait: Option<Duration>) {
 }
 
 /// The retry label for a retryable HTTP status.
-pub fn retry_reason_of_status(status: u16) -> &'static str {
+pub(crate) fn retry_reason_of_status(status: u16) -> &'static str {
     match status {
         408 => "408",
         429 => "429",
@@ -587,7 +587,7 @@ pub fn retry_reason_of_status(status: u16) -> &'static str {
 
 /// One credential of the chain was asked for a token: counted by kind (see
 /// [`credential_kind`]) and `outcome` ok|unavailable|error.
-pub fn token_fetch(credential: &str, outcome: &'static str) {
+pub(crate) fn token_fetch(credential: &str, outcome: &'static str) {
     let kind = credential_kind(credential);
     counter(
         TOKEN_FETCH,
@@ -597,7 +597,7 @@ pub fn token_fetch(credential: &str, outcome: &'static str) {
 }
 
 /// The `credential` label for a credential's log name (the first matching prefix wins).
-pub fn credential_kind(name: &str) -> &'static str {
+pub(crate) fn credential_kind(name: &str) -> &'static str {
     const KINDS: &[(&str, &str)] = &[
         ("ClientSecretCredential", "client_secret"),
         (
@@ -615,23 +615,23 @@ pub fn credential_kind(name: &str) -> &'static str {
 }
 
 /// A token request (through the whole credential chain) ended after `elapsed`.
-pub fn token_fetch_elapsed(ok: bool, elapsed: Duration) {
+pub(crate) fn token_fetch_elapsed(ok: bool, elapsed: Duration) {
     let labels = Labels::one("outcome", if ok { "ok" } else { "error" });
     sample_ms(TOKEN_FETCH_ELAPSED, labels, elapsed);
 }
 
 /// A key was deleted (or found already gone); `reason` is sweep|rotation.
-pub fn key_deleted(reason: &'static str) {
+pub(crate) fn key_deleted(reason: &'static str) {
     counter(KEY_DELETED, Labels::one("reason", reason), 1.0);
 }
 
 /// A shared key's version made by a peer (or converged on) was adopted.
-pub fn shared_key_adoption() {
+pub(crate) fn shared_key_adoption() {
     counter(SHARED_KEY_ADOPTION, Labels::NONE, 1.0);
 }
 
 /// A rotation claim was written and read back; `outcome` is won|lost|not_written.
-pub fn shared_key_claim(outcome: &'static str) {
+pub(crate) fn shared_key_claim(outcome: &'static str) {
     counter(SHARED_KEY_CLAIM, Labels::one("outcome", outcome), 1.0);
 }
 

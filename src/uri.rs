@@ -7,7 +7,7 @@ use http::Uri;
 
 /// Why a string is not a usable `http(s)` URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum UrlError {
+pub(crate) enum UrlError {
     /// `http::Uri` refuses it, or it has no scheme or host.
     #[error("not an absolute http(s) URL")]
     Invalid,
@@ -26,7 +26,7 @@ pub enum UrlError {
 
 /// Parses `s` as an absolute `http` or `https` URL; `uri.scheme()`, `host()` and `port_u16()`
 /// are then what the checks here accepted.
-pub fn parse_http_url(s: &str) -> Result<Uri, UrlError> {
+pub(crate) fn parse_http_url(s: &str) -> Result<Uri, UrlError> {
     // `http::Uri` does not look into the fragment; a URL with a blank or a control character
     // anywhere is a mistake (and would break the one-line error that quotes it).
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -69,7 +69,7 @@ pub fn parse_http_url(s: &str) -> Result<Uri, UrlError> {
 }
 
 /// Whether `s` is an `https` URL [`parse_http_url`] accepts.
-pub fn is_https_url(s: &str) -> bool {
+pub(crate) fn is_https_url(s: &str) -> bool {
     parse_http_url(s).is_ok_and(|u| u.scheme() == Some(&Scheme::HTTPS))
 }
 

@@ -12,14 +12,14 @@ use std::net::TcpListener;
 use std::sync::{Arc, Barrier, Mutex, Once};
 use std::time::{Duration, SystemTime};
 
-use azkv::azure::http::log_record_allowed;
-use azkv::azure::types::{CreateKeyParams, UpdateKeyParams};
-use azkv::azure::{
+use azkv::log_record_allowed;
+use azkv::Secret;
+use azkv::{
     connect, connect_with_deadline, AzureError, AzureSettings, EnvSnapshot, KeyVaultApi,
     KeyVaultClient, StaticCredentials,
 };
-use azkv::clock::{ManualClock, SystemClock};
-use azkv::secret::Secret;
+use azkv::{CreateKeyParams, UpdateKeyParams};
+use azkv::{ManualClock, SystemClock};
 use support::fake_azure::{FakeAzure, FakeKeyType, FaultKind, Route};
 
 // ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use azkv::plugin::proto::keymanager::{HashAlgorithm, KeyType, PublicKey, SignerOpts};
+use azkv::proto::keymanager::{HashAlgorithm, KeyType, PublicKey, SignerOpts};
 use grpcio::RpcStatusCode;
 use support::env::{plugin_env, secrets, standard_hcl, start_plugin, TD};
 use support::fake_azure::{FakeAzure, FaultKind, Route};
@@ -589,7 +589,7 @@ fn signature_of_the_wrong_length_is_an_error_not_a_bad_signature() {
     fake.inject(Route::Sign, FaultKind::WrongSignatureLength, 1);
     let (c, m) = p.sign(&ec.id, &d, sha(HashAlgorithm::Sha256)).unwrap_err();
     assert_eq!(c, RpcStatusCode::INTERNAL);
-    assert_eq!(m, azkv::keys::convert::MALFORMED_SIGNATURE);
+    assert_eq!(m, azkv::MALFORMED_SIGNATURE);
 
     fake.inject(Route::Sign, FaultKind::WrongSignatureLength, 1);
     let (c, m) = p.sign(&rsa.id, &d, sha(HashAlgorithm::Sha256)).unwrap_err();

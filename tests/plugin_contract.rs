@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use azkv::plugin::proto::keymanager::{HashAlgorithm, KeyType, SignerOpts};
+use azkv::proto::keymanager::{HashAlgorithm, KeyType, SignerOpts};
 use grpcio::RpcStatusCode;
 use support::plugin_host::{PluginProcess, BIN};
 

@@ -50,7 +50,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// /etc/hosts) and talks TLS to a vault addressed by name.
 #[test]
 fn release_binary_resolves_names_and_signs() {
-    use azkv::plugin::proto::keymanager::{HashAlgorithm, KeyType, SignerOpts};
+    use azkv::proto::keymanager::{HashAlgorithm, KeyType, SignerOpts};
     use support::env::plugin_env;
     use support::fake_azure::FakeAzure;
 

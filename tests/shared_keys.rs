@@ -5,7 +5,7 @@ mod support;
 
 use std::sync::{Arc, Barrier};
 
-use azkv::plugin::proto::keymanager::{HashAlgorithm, KeyType, SignerOpts};
+use azkv::proto::keymanager::{HashAlgorithm, KeyType, SignerOpts};
 use grpcio::RpcStatusCode;
 use support::env::{plugin_env, secrets};
 use support::fake_azure::{agent_trusting, FakeAzure, FakeKeyType, Route};
@@ -55,10 +55,7 @@ fn versions(fake: &FakeAzure, name: &str) -> Vec<support::fake_azure::FakeKeyVer
 }
 
 /// Every server rotates `id` at the same moment; returns their public keys.
-fn rotate_together(
-    servers: &[PluginProcess],
-    id: &str,
-) -> Vec<azkv::plugin::proto::keymanager::PublicKey> {
+fn rotate_together(servers: &[PluginProcess], id: &str) -> Vec<azkv::proto::keymanager::PublicKey> {
     let barrier = Arc::new(Barrier::new(servers.len()));
     std::thread::scope(|s| {
         let handles: Vec<_> = servers

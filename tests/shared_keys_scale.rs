@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Barrier, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use azkv::plugin::proto::keymanager::{
+use azkv::proto::keymanager::{
     GenerateKeyRequest, HashAlgorithm, KeyType, PublicKey, SignerOpts, GENERATE_KEY,
 };
 use support::env::{plugin_env, secrets};

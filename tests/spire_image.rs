@@ -10,7 +10,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use azkv::plugin::proto::keymanager::{HashAlgorithm, KeyType, SignerOpts};
+use azkv::proto::keymanager::{HashAlgorithm, KeyType, SignerOpts};
 use support::dns::DnsServer;
 use support::fake_azure::FakeAzure;
 use support::plugin_host::PluginProcess;

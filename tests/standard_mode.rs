@@ -7,7 +7,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use azkv::plugin::proto::keymanager::{HashAlgorithm, KeyType, PssOptions, SignerOpts};
+use azkv::proto::keymanager::{HashAlgorithm, KeyType, PssOptions, SignerOpts};
 use grpcio::RpcStatusCode;
 use support::env::{secrets, standard_hcl, start_plugin, TD};
 use support::fake_azure::{FakeAzure, FakeKeyType, FaultKind, Route};

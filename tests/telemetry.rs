@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use azkv::plugin::proto::keymanager::{HashAlgorithm, KeyType, SignerOpts};
+use azkv::proto::keymanager::{HashAlgorithm, KeyType, SignerOpts};
 use support::env::{plugin_env, secrets, standard_hcl, TD};
 use support::fake_azure::{FakeAzure, FakeKeyType, FaultKind, Route};
 use support::plugin_host::{PluginProcess, ReceivedMetric};

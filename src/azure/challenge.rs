@@ -14,7 +14,7 @@ use crate::azure::http::Url;
 
 /// The parameters of a `Bearer` challenge.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Challenge {
+pub(crate) struct Challenge {
     /// `authorization` or, failing that, `authorization_uri`.
     pub authorization: Option<String>,
     pub resource: Option<String>,
@@ -24,12 +24,14 @@ pub struct Challenge {
 
 impl Challenge {
     /// Parses the first `Bearer` challenge among `values` (one per `WWW-Authenticate` header).
-    pub fn parse_headers<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<Challenge> {
+    pub(crate) fn parse_headers<'a>(
+        values: impl IntoIterator<Item = &'a str>,
+    ) -> Option<Challenge> {
         values.into_iter().find_map(Challenge::parse)
     }
 
     /// Parses one header value; `None` when it holds no `Bearer` challenge.
-    pub fn parse(header: &str) -> Option<Challenge> {
+    pub(crate) fn parse(header: &str) -> Option<Challenge> {
         let mut found = false;
         let mut in_bearer = false;
         let mut ch = Challenge::default();
@@ -83,7 +85,7 @@ impl Challenge {
     }
 
     /// `scope`, else `resource` + `/.default`.
-    pub fn scope(&self) -> Option<String> {
+    pub(crate) fn scope(&self) -> Option<String> {
         if let Some(s) = &self.scope {
             return Some(s.clone());
         }
@@ -100,7 +102,7 @@ impl Challenge {
     /// The tenant: first path segment of the authorization URL, when it looks like a tenant
     /// (a GUID or a domain name). lowkey-vault's `authorization_uri` is the request URL, whose
     /// first segment (`keys`) is no tenant and is ignored.
-    pub fn tenant(&self) -> Option<String> {
+    pub(crate) fn tenant(&self) -> Option<String> {
         let url = Url::parse(self.authorization.as_deref()?).ok()?;
         let first = url.path().split('/').find(|s| !s.is_empty())?;
         // Also the credential's own tenant rules: a tenant it would refuse (`a..b`) is ignored
@@ -179,7 +181,7 @@ impl Parser<'_> {
 
 /// The environment variable listing tenants a challenge may send a credential to besides its
 /// own, `;`-separated as the Azure SDKs read it; `*` allows any tenant.
-pub const ADDITIONALLY_ALLOWED_TENANTS: &str = "AZURE_ADDITIONALLY_ALLOWED_TENANTS";
+pub(crate) const ADDITIONALLY_ALLOWED_TENANTS: &str = "AZURE_ADDITIONALLY_ALLOWED_TENANTS";
 
 /// Which tenants a challenge may name. A vault (or anything answering on its address) must not
 /// be able to make the credential authenticate to a tenant the operator never chose.
@@ -245,7 +247,7 @@ pub struct TenantRefused {
 
 /// What to do about a challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Same resource as the token we sent (or none named): fetch a fresh token and retry once.
     RetrySameScope { tenant: Option<String> },
     /// A different resource whose domain contains the vault host: switch scope and retry once.
@@ -266,7 +268,7 @@ fn resource_host(resource: &str) -> Option<String> {
 /// Whether `vault_host` lies inside the resource's domain: it must end with `"." + resource
 /// host` (case-insensitive, ports ignored). `myvault.vault.azure.net` passes against
 /// `https://vault.azure.net`; `127.0.0.1` passes against nothing.
-pub fn vault_in_resource_domain(vault_host: &str, resource: &str) -> bool {
+pub(crate) fn vault_in_resource_domain(vault_host: &str, resource: &str) -> bool {
     let Some(rhost) = resource_host(resource) else {
         return false;
     };
@@ -276,7 +278,7 @@ pub fn vault_in_resource_domain(vault_host: &str, resource: &str) -> bool {
 
 /// Decides how to answer `challenge`, given the scope of the rejected token, the vault host and
 /// the tenants a token may be requested from.
-pub fn decide(
+pub(crate) fn decide(
     challenge: &Challenge,
     current_scope: &str,
     vault_host: &str,

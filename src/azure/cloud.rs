@@ -7,7 +7,7 @@ use crate::azure::{env_get, EnvSnapshot};
 
 /// Public-cloud Key Vault scope, also used for hosts matching no known suffix (emulators,
 /// loopback, custom DNS): a challenge then corrects it if needed.
-pub const PUBLIC_VAULT_SCOPE: &str = "https://vault.azure.net/.default";
+pub(crate) const PUBLIC_VAULT_SCOPE: &str = "https://vault.azure.net/.default";
 
 const PUBLIC_AUTHORITY: &str = "https://login.microsoftonline.com/";
 const CHINA_AUTHORITY: &str = "https://login.chinacloudapi.cn/";
@@ -63,14 +63,14 @@ pub(crate) fn host_without_port(host: &str) -> &str {
 
 /// The OAuth2 v2 scope for a vault host (`myvault.vault.azure.cn` →
 /// `https://vault.azure.cn/.default`); unknown hosts get [`PUBLIC_VAULT_SCOPE`].
-pub fn scope_for_vault_host(host: &str) -> String {
+pub(crate) fn scope_for_vault_host(host: &str) -> String {
     cloud_for(host)
         .map(|(_, resource, _)| format!("{resource}/.default"))
         .unwrap_or_else(|| PUBLIC_VAULT_SCOPE.to_string())
 }
 
 /// The default authority host for a vault host's cloud (public for unknown hosts).
-pub fn default_authority_for_vault_host(host: &str) -> &'static str {
+pub(crate) fn default_authority_for_vault_host(host: &str) -> &'static str {
     cloud_for(host)
         .map(|(_, _, authority)| *authority)
         .unwrap_or(PUBLIC_AUTHORITY)
@@ -78,7 +78,7 @@ pub fn default_authority_for_vault_host(host: &str) -> &'static str {
 
 /// The authority host to use: `AZURE_AUTHORITY_HOST` if set, else the vault's cloud default.
 /// Always `https` and normalized to end with `/`: the client secret and assertions go there.
-pub fn authority_host(vault_host: &str, env: &EnvSnapshot) -> Result<String, AzureError> {
+pub(crate) fn authority_host(vault_host: &str, env: &EnvSnapshot) -> Result<String, AzureError> {
     let Some(configured) = env_get(env, "AZURE_AUTHORITY_HOST") else {
         return Ok(default_authority_for_vault_host(vault_host).to_string());
     };
@@ -100,7 +100,7 @@ pub fn authority_host(vault_host: &str, env: &EnvSnapshot) -> Result<String, Azu
 
 /// `https://vault.azure.net/.default` → `https://vault.azure.net`: the v1 "resource" form
 /// used by managed identity endpoints and compared against challenges.
-pub fn resource_from_scope(scope: &str) -> String {
+pub(crate) fn resource_from_scope(scope: &str) -> String {
     scope
         .trim()
         .trim_end_matches("/.default")
@@ -109,7 +109,7 @@ pub fn resource_from_scope(scope: &str) -> String {
 }
 
 /// Normalized resource identity for comparisons: lower-cased, no `/.default`, no trailing `/`.
-pub fn normalize_resource(resource_or_scope: &str) -> String {
+pub(crate) fn normalize_resource(resource_or_scope: &str) -> String {
     resource_from_scope(resource_or_scope).to_ascii_lowercase()
 }
 

@@ -13,7 +13,7 @@ use crate::clock::Clock;
 
 /// The deadline of one Key Vault operation: below SPIRE's 30 s, leaving it time to get the
 /// answer (or the error) back.
-pub const OPERATION_DEADLINE: Duration = Duration::from_secs(25);
+pub(crate) const OPERATION_DEADLINE: Duration = Duration::from_secs(25);
 
 /// The moment an operation must be over, and the budget it was given (for messages).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

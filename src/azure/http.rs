@@ -122,7 +122,7 @@ impl fmt::Display for Url {
 
 /// Percent-encodes everything outside RFC 3986 "unreserved": safe in a path segment and in a
 /// form or query value.
-pub fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -135,7 +135,7 @@ pub fn percent_encode(s: &str) -> String {
 }
 
 /// `application/x-www-form-urlencoded` body.
-pub fn form_encode(fields: &[(&str, &str)]) -> Vec<u8> {
+pub(crate) fn form_encode(fields: &[(&str, &str)]) -> Vec<u8> {
     fields
         .iter()
         .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
@@ -298,13 +298,13 @@ impl RetryPolicy {
 }
 
 /// Statuses that the Azure SDKs retry.
-pub fn is_retryable_status(status: u16) -> bool {
+pub(crate) fn is_retryable_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
 }
 
 /// The server's requested delay: `retry-after-ms`, `x-ms-retry-after-ms` (milliseconds), then
 /// `Retry-After` (seconds or an HTTP date, relative to `now`). A date in the past is zero.
-pub fn retry_after_hint(resp: &HttpResponse, now: SystemTime) -> Option<Duration> {
+pub(crate) fn retry_after_hint(resp: &HttpResponse, now: SystemTime) -> Option<Duration> {
     for name in ["retry-after-ms", "x-ms-retry-after-ms"] {
         if let Some(ms) = resp
             .header(name)
@@ -320,7 +320,7 @@ pub fn retry_after_hint(resp: &HttpResponse, now: SystemTime) -> Option<Duration
 }
 
 /// `Retry-After` value: delta seconds or an HTTP date.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<f64>() {
         if (0.0..1e9).contains(&secs) {
@@ -607,12 +607,12 @@ enum NoProxyEntry {
 
 /// Parsed `NO_PROXY` list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NoProxy {
+pub(crate) struct NoProxy {
     entries: Vec<NoProxyEntry>,
 }
 
 impl NoProxy {
-    pub fn parse(value: &str) -> NoProxy {
+    pub(crate) fn parse(value: &str) -> NoProxy {
         let entries = value
             .split([',', ' ', '\t'])
             .map(str::trim)
@@ -623,7 +623,7 @@ impl NoProxy {
     }
 
     /// Whether a connection to `host:port` must bypass the proxy.
-    pub fn matches(&self, host: &str, port: u16) -> bool {
+    pub(crate) fn matches(&self, host: &str, port: u16) -> bool {
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
@@ -784,7 +784,7 @@ fn pem_certs(data: &[u8]) -> Vec<Vec<u8>> {
 /// System roots plus the certificates of `SSL_CERT_FILE` and every file in `SSL_CERT_DIR`
 /// (`:`-separated). An unreadable or empty `SSL_CERT_FILE` is a configuration error: the
 /// operator asked for it explicitly.
-pub fn load_root_certs(env: &EnvSnapshot) -> Result<Vec<Vec<u8>>, AzureError> {
+pub(crate) fn load_root_certs(env: &EnvSnapshot) -> Result<Vec<Vec<u8>>, AzureError> {
     let native = rustls_native_certs::load_native_certs();
     for e in &native.errors {
         debug!("loading system CA certificates: {e}");

@@ -67,7 +67,7 @@ impl VaultEndpoint {
 }
 
 /// An api-version safe to put in a query; empty means the default.
-pub fn validate_api_version(v: &str) -> Result<String, AzureError> {
+pub(crate) fn validate_api_version(v: &str) -> Result<String, AzureError> {
     let v = v.trim();
     if v.is_empty() {
         return Ok(DEFAULT_API_VERSION.to_string());
@@ -491,7 +491,7 @@ fn service_error(op: Op, resp: &HttpResponse) -> AzureError {
 }
 
 /// Signature bytes as sent: base64url (with or without padding), or standard base64.
-pub fn decode_signature(value: &str) -> Result<Vec<u8>, AzureError> {
+pub(crate) fn decode_signature(value: &str) -> Result<Vec<u8>, AzureError> {
     let cfg = GeneralPurposeConfig::new()
         .with_decode_padding_mode(DecodePaddingMode::Indifferent)
         .with_decode_allow_trailing_bits(true);

@@ -4,17 +4,17 @@
 //! The rest of the plugin calls [`connect`] once and then talks to the returned client through
 //! the [`types::KeyVaultApi`] trait.
 
-pub mod auth;
-pub mod challenge;
-pub mod cloud;
-pub mod deadline;
+pub(crate) mod auth;
+pub(crate) mod challenge;
+pub(crate) mod cloud;
+pub(crate) mod deadline;
 #[cfg(test)]
 mod fuzz_tests;
-pub mod http;
-pub mod keyvault;
-pub mod throttle;
-pub mod transport;
-pub mod types;
+pub(crate) mod http;
+pub(crate) mod keyvault;
+pub(crate) mod throttle;
+pub(crate) mod transport;
+pub(crate) mod types;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,17 +23,16 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::secret::Secret;
 
-pub use auth::{AccessToken, Credential, CredentialError, TokenCache};
-pub use deadline::{Deadline, OPERATION_DEADLINE};
+use auth::TokenCache;
 pub use keyvault::KeyVaultClient;
-pub use types::{AzureError, KeyVaultApi};
+use types::AzureError;
 
 /// A snapshot of the process environment (`std::env::vars().collect()` in production). Passed
 /// in rather than read globally so tests never mutate the real process environment.
 pub type EnvSnapshot = HashMap<String, String>;
 
 /// Default Key Vault REST api-version: accepted by real Azure and every lowkey-vault release.
-pub const DEFAULT_API_VERSION: &str = "7.6";
+pub(crate) const DEFAULT_API_VERSION: &str = "7.6";
 
 /// `tenant_id` + `app_id` + `app_secret` from the plugin configuration.
 #[derive(Clone, Debug)]

@@ -41,23 +41,23 @@ use crate::azure::deadline::{trim_float, Deadline};
 use crate::clock::Clock;
 
 /// The longest pause one `429` imposes on the other callers.
-pub const MAX_SHARED_PAUSE: Duration = Duration::from_secs(10);
+pub(crate) const MAX_SHARED_PAUSE: Duration = Duration::from_secs(10);
 /// The pause after a `429` without a usable hint.
-pub const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
 /// The shortest pause after a `429` (`Retry-After: 0` must not turn retries into a spin).
-pub const MIN_PAUSE: Duration = Duration::from_millis(100);
+pub(crate) const MIN_PAUSE: Duration = Duration::from_millis(100);
 /// A request is admitted only if at least this much of its deadline is left to run it.
-pub const MIN_ATTEMPT: Duration = Duration::from_secs(1);
+pub(crate) const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 /// On a `429` the rate becomes this fraction of what the vault accepted.
-pub const DECREASE: f64 = 0.97;
+pub(crate) const DECREASE: f64 = 0.97;
 /// After a decrease the rate grows by this fraction of itself per second of paced successes
 /// (probing slowly whether the vault now allows more) ...
-pub const PROBE_GROWTH: f64 = 0.002;
+pub(crate) const PROBE_GROWTH: f64 = 0.002;
 /// ... and that fraction doubles after each such span without a `429`, so a rate learned
 /// when the vault was busier recovers within a minute or so.
-pub const PROBE_DOUBLING: Duration = Duration::from_secs(20);
-pub const MIN_RATE: f64 = 1.0;
-pub const MAX_RATE: f64 = 10_000.0;
+pub(crate) const PROBE_DOUBLING: Duration = Duration::from_secs(20);
+pub(crate) const MIN_RATE: f64 = 1.0;
+pub(crate) const MAX_RATE: f64 = 10_000.0;
 /// Successes over this window (since the last pause ended) estimate what the vault accepts.
 const WINDOW: Duration = Duration::from_secs(10);
 /// The most successes kept for the estimate.
@@ -67,7 +67,7 @@ const MAX_SAMPLES: usize = 20_000;
 const MIN_SAMPLE: usize = 8;
 /// Slow start: after the first decrease (from a rough estimate) the rate grows by this
 /// fraction of itself per second of paced successes, until the next `429`.
-pub const SLOW_START_GROWTH: f64 = 1.0;
+pub(crate) const SLOW_START_GROWTH: f64 = 1.0;
 /// How many late requests pacing may send at once to keep to its schedule.
 const CATCH_UP: u32 = 4;
 /// The shortest span the estimate divides by (a burst right at the start is not a rate).
@@ -477,12 +477,12 @@ impl Throttle {
 
 /// One [`Throttle`] per vault host (`host[:port]`), created on first use.
 #[derive(Default)]
-pub struct Throttles {
+pub(crate) struct Throttles {
     hosts: Mutex<std::collections::HashMap<String, Arc<Throttle>>>,
 }
 
 impl Throttles {
-    pub fn for_host(&self, authority: &str, clock: &Arc<dyn Clock>) -> Arc<Throttle> {
+    pub(crate) fn for_host(&self, authority: &str, clock: &Arc<dyn Clock>) -> Arc<Throttle> {
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
         hosts
             .entry(authority.to_ascii_lowercase())

@@ -102,7 +102,7 @@ fn connector() -> impl Connector<(), Out = impl UreqTransportLayer> {
 /// The production transport: one pooled agent for direct connections and one per configured
 /// proxy, chosen per request (`NO_PROXY` is matched here, with curl semantics, because
 /// ureq's own matcher knows no CIDRs or ports).
-pub struct UreqTransport {
+pub(crate) struct UreqTransport {
     direct: ureq::Agent,
     https_proxy: Option<ProxyRoute>,
     http_proxy: Option<ProxyRoute>,
@@ -110,7 +110,7 @@ pub struct UreqTransport {
 }
 
 impl UreqTransport {
-    pub fn from_env(env: &EnvSnapshot) -> Result<Self, AzureError> {
+    pub(crate) fn from_env(env: &EnvSnapshot) -> Result<Self, AzureError> {
         let roots = load_root_certs(env)?;
         let certs: Vec<ureq::tls::Certificate<'static>> = roots
             .iter()

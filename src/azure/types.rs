@@ -108,7 +108,7 @@ impl KeyItem {
 }
 
 /// Splits `https://host[:port]/keys/<name>[/<version>]` into name and optional version.
-pub fn parse_kid(kid: &str) -> Option<(&str, Option<&str>)> {
+pub(crate) fn parse_kid(kid: &str) -> Option<(&str, Option<&str>)> {
     let rest = kid.split_once("://").map(|(_, r)| r).unwrap_or(kid);
     let path = rest.split_once('/').map(|(_, p)| p)?;
     let path = path.split(['?', '#']).next().unwrap_or("");

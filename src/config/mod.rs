@@ -36,40 +36,41 @@ use crate::template::KeyNameTemplate;
 use raw::{DecodeError, Raw};
 
 /// Exact messages (reference wording where the reference has one).
-pub mod messages {
-    pub const CORE_REQUIRED: &str = "server core configuration is required";
-    pub const CORE_TRUST_DOMAIN_REQUIRED: &str =
+pub(crate) mod messages {
+    pub(crate) const CORE_REQUIRED: &str = "server core configuration is required";
+    pub(crate) const CORE_TRUST_DOMAIN_REQUIRED: &str =
         "server core configuration must contain trust_domain";
-    pub const CORE_TRUST_DOMAIN_MALFORMED: &str =
+    pub(crate) const CORE_TRUST_DOMAIN_MALFORMED: &str =
         "server core configuration trust_domain is malformed";
-    pub const DECODE: &str = "unable to decode configuration";
-    pub const MISSING_KEY_VAULT_URI: &str = "configuration is missing the Key Vault URI";
-    pub const KEY_VAULT_URI_NOT_HTTPS: &str = "configuration Key Vault URI must be an https URL";
-    pub const MISSING_JWT_KEY_TEMPLATE: &str =
+    pub(crate) const DECODE: &str = "unable to decode configuration";
+    pub(crate) const MISSING_KEY_VAULT_URI: &str = "configuration is missing the Key Vault URI";
+    pub(crate) const KEY_VAULT_URI_NOT_HTTPS: &str =
+        "configuration Key Vault URI must be an https URL";
+    pub(crate) const MISSING_JWT_KEY_TEMPLATE: &str =
         "configuration missing jwt_key_template in shared_keys";
-    pub const JWT_KEY_TEMPLATE_PARSE: &str = "failed to parse jwt_key_template";
-    pub const MISSING_KEY_ID_REGEX: &str =
+    pub(crate) const JWT_KEY_TEMPLATE_PARSE: &str = "failed to parse jwt_key_template";
+    pub(crate) const MISSING_KEY_ID_REGEX: &str =
         "configuration missing key_id_extraction_regex in shared_keys";
-    pub const KEY_ID_REGEX_COMPILE: &str = "failed to compile key_id_extraction_regex";
-    pub const KEY_ID_REGEX_GROUPS: &str =
+    pub(crate) const KEY_ID_REGEX_COMPILE: &str = "failed to compile key_id_extraction_regex";
+    pub(crate) const KEY_ID_REGEX_GROUPS: &str =
         "key_id_extraction_regex must have exactly one capturing group";
-    pub const KEY_IDENTIFIER_TOO_LONG: &str =
+    pub(crate) const KEY_IDENTIFIER_TOO_LONG: &str =
         "Key identifier must not be longer than 256 characters";
-    pub const KEY_IDENTIFIER_REQUIRED: &str =
+    pub(crate) const KEY_IDENTIFIER_REQUIRED: &str =
         "configuration requires a key identifier file or a key identifier value";
-    pub const KEY_IDENTIFIER_BOTH: &str =
+    pub(crate) const KEY_IDENTIFIER_BOTH: &str =
         "configuration can't have a key identifier file and a key identifier value at the same time";
-    pub const MISSING_TENANT_ID: &str = "invalid configuration, missing tenant id";
-    pub const MISSING_APP_ID: &str = "invalid configuration, missing application id";
-    pub const MISSING_APP_SECRET: &str = "invalid configuration, missing app secret";
+    pub(crate) const MISSING_TENANT_ID: &str = "invalid configuration, missing tenant id";
+    pub(crate) const MISSING_APP_ID: &str = "invalid configuration, missing application id";
+    pub(crate) const MISSING_APP_SECRET: &str = "invalid configuration, missing app secret";
 }
 
 /// Azure tag values are limited to 256 characters; the server id lands in a tag.
-pub const MAX_KEY_IDENTIFIER_LEN: usize = 256;
+pub(crate) const MAX_KEY_IDENTIFIER_LEN: usize = 256;
 
 /// `CoreConfiguration` from the request (bare trust-domain name, e.g. `example.org`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CoreConfig {
+pub(crate) struct CoreConfig {
     pub trust_domain: String,
 }
 
@@ -126,7 +127,7 @@ impl PluginConfig {
 }
 
 /// The note for an ignored key (see the module docs for `lock_tag_template`).
-pub fn ignored_key_note(key: &str) -> String {
+pub(crate) fn ignored_key_note(key: &str) -> String {
     let is_lock_tag = key.split_once('.').is_some_and(|(parent, child)| {
         eq_fold(parent, "shared_keys") && eq_fold(child, "lock_tag_template")
     });
@@ -142,12 +143,12 @@ pub fn ignored_key_note(key: &str) -> String {
 /// A configuration the plugin refuses; the message is the gRPC InvalidArgument text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
-pub struct ConfigError {
+pub(crate) struct ConfigError {
     message: String,
 }
 
 impl ConfigError {
-    pub fn message(&self) -> &str {
+    pub(crate) fn message(&self) -> &str {
         &self.message
     }
 }
@@ -155,7 +156,7 @@ impl ConfigError {
 /// Outcome of [`validate`]: every problem in reference order, the ignored keys, and the
 /// config when there is no problem.
 #[derive(Debug)]
-pub struct Validation {
+pub(crate) struct Validation {
     errors: Vec<String>,
     unknown_keys: Vec<String>,
     config: Option<PluginConfig>,
@@ -163,33 +164,35 @@ pub struct Validation {
 
 impl Validation {
     /// Every problem, in the order the reference reports them.
-    pub fn errors(&self) -> &[String] {
+    #[cfg(test)]
+    pub(crate) fn errors(&self) -> &[String] {
         &self.errors
     }
 
-    pub fn is_valid(&self) -> bool {
+    pub(crate) fn is_valid(&self) -> bool {
         self.errors.is_empty()
     }
 
     /// Keys the plugin ignores (known even when other checks fail, as long as decoding worked).
-    pub fn unknown_keys(&self) -> &[String] {
+    #[cfg(test)]
+    pub(crate) fn unknown_keys(&self) -> &[String] {
         &self.unknown_keys
     }
 
     /// `ValidateResponse.notes`: all problems, then one note per ignored key. Empty for a
     /// valid config without ignored keys (SPIRE treats any note as "invalid").
-    pub fn notes(&self) -> Vec<String> {
+    pub(crate) fn notes(&self) -> Vec<String> {
         let mut notes = self.errors.clone();
         notes.extend(self.unknown_keys.iter().map(|k| ignored_key_note(k)));
         notes
     }
 
-    pub fn config(&self) -> Option<&PluginConfig> {
+    pub(crate) fn config(&self) -> Option<&PluginConfig> {
         self.config.as_ref()
     }
 
     /// The config, or the first problem (what `Configure` returns as InvalidArgument).
-    pub fn into_result(self) -> Result<PluginConfig, ConfigError> {
+    pub(crate) fn into_result(self) -> Result<PluginConfig, ConfigError> {
         if let Some(first) = self.errors.into_iter().next() {
             return Err(ConfigError { message: first });
         }
@@ -200,7 +203,7 @@ impl Validation {
 }
 
 /// Validates a `ConfigureRequest` / `ValidateRequest`.
-pub fn validate(core: Option<&CoreConfig>, hcl_configuration: &str) -> Validation {
+pub(crate) fn validate(core: Option<&CoreConfig>, hcl_configuration: &str) -> Validation {
     use messages::*;
 
     let mut errors: Vec<String> = Vec::new();

@@ -5,7 +5,7 @@ use crate::plugin::proto::keymanager::{HashAlgorithm, KeyType};
 use crate::plugin::SignerOpts;
 
 /// Go's protobuf enum names, used verbatim in the reference's error messages.
-pub fn key_type_name(t: KeyType) -> &'static str {
+pub(crate) fn key_type_name(t: KeyType) -> &'static str {
     match t {
         KeyType::UnspecifiedKeyType => "UNSPECIFIED_KEY_TYPE",
         KeyType::EcP256 => "EC_P256",
@@ -15,7 +15,7 @@ pub fn key_type_name(t: KeyType) -> &'static str {
     }
 }
 
-pub fn hash_name(h: HashAlgorithm) -> &'static str {
+pub(crate) fn hash_name(h: HashAlgorithm) -> &'static str {
     match h {
         HashAlgorithm::UnspecifiedHashAlgorithm => "UNSPECIFIED_HASH_ALGORITHM",
         HashAlgorithm::Sha224 => "SHA224",
@@ -40,7 +40,7 @@ fn digest_len(h: HashAlgorithm) -> usize {
 }
 
 /// The JOSE algorithm name Key Vault expects, after checking the digest length.
-pub fn select(
+pub(crate) fn select(
     key_type: KeyType,
     opts: SignerOpts,
     digest: &[u8],

@@ -14,7 +14,7 @@ const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
 
 /// Decodes base64url with or without padding; standard base64 is accepted too.
-pub fn decode_b64(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
+pub(crate) fn decode_b64(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
     use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
     let trimmed = s.trim().trim_end_matches('=');
     URL_SAFE_NO_PAD
@@ -27,7 +27,7 @@ const MAX_RSA_EXPONENT: u64 = (1 << 31) - 1;
 
 /// A public key taken from a Key Vault JWK.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParsedKey {
+pub(crate) struct ParsedKey {
     pub key_type: KeyType,
     pub pkix: Vec<u8>,
 }
@@ -35,7 +35,7 @@ pub struct ParsedKey {
 /// Why a JWK cannot be served; `Display` names what is unsupported. Values from Key Vault
 /// are shortened and cleaned for messages (`shown`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum JwkError {
+pub(crate) enum JwkError {
     #[error("invalid base64: {0}")]
     Base64(#[from] base64::DecodeError),
     #[error("unsupported RSA key size: {0} bits")]
@@ -75,7 +75,7 @@ fn spki(alg: &[Vec<u8>], key: &[u8]) -> Vec<u8> {
 /// which SPIRE verifies with, refuses larger ones), EC coordinates of the curve's size on the
 /// curve, and no members of the other family (an RSA key with `crv`, an EC key with `n`).
 /// Errors name what is unsupported.
-pub fn parse_jwk(jwk: &JsonWebKey) -> Result<ParsedKey, JwkError> {
+pub(crate) fn parse_jwk(jwk: &JsonWebKey) -> Result<ParsedKey, JwkError> {
     let kty = jwk.kty.as_deref().ok_or(Invalid("key type is missing"))?;
     match kty {
         "RSA" | "RSA-HSM" => {
@@ -175,7 +175,7 @@ fn fixed_width(b: &[u8], size: usize) -> Option<Vec<u8>> {
 
 /// Why Key Vault's signature cannot be handed to SPIRE.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureError {
+pub(crate) enum SignatureError {
     /// An EC signature of the wrong length, or with a zero `r` or `s`.
     #[error("{MALFORMED_SIGNATURE}")]
     Malformed,
@@ -190,7 +190,7 @@ pub const MALFORMED_SIGNATURE: &str = "failed to convert Key Vault signature to 
 
 /// Converts Key Vault's signature into what SPIRE's Go signers expect: ASN.1 DER
 /// `SEQUENCE { r, s }` for ECDSA (from raw `r||s`), the raw bytes for RSA. Lengths are checked.
-pub fn signature_to_spire(key_type: KeyType, raw: &[u8]) -> Result<Vec<u8>, SignatureError> {
+pub(crate) fn signature_to_spire(key_type: KeyType, raw: &[u8]) -> Result<Vec<u8>, SignatureError> {
     let (rsa, want) = match key_type {
         KeyType::EcP256 => (false, 64),
         KeyType::EcP384 => (false, 96),
@@ -219,7 +219,7 @@ pub fn signature_to_spire(key_type: KeyType, raw: &[u8]) -> Result<Vec<u8>, Sign
 }
 
 /// Lowercase hex SHA-256 of the PKIX DER, the fingerprint convention of every SPIRE built-in.
-pub fn fingerprint(pkix: &[u8]) -> String {
+pub(crate) fn fingerprint(pkix: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, pkix);
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -14,13 +14,13 @@ use crate::plugin::proto::keymanager::PublicKey;
 pub const FETCH_PARALLELISM: usize = 16;
 
 /// How to recognize shared keys (shared keys mode); `None` in standard mode.
-pub trait SharedKeyMatcher: Sync {
+pub(crate) trait SharedKeyMatcher: Sync {
     /// The SPIRE key id of `name` when it is one of this configuration's shared keys.
     fn shared_key_id(&self, name: &str) -> Option<String>;
 }
 
 #[derive(Debug, Default)]
-pub struct Discovered {
+pub(crate) struct Discovered {
     pub entries: Vec<KeyEntry>,
     /// Older keys of this server for a SPIRE id that has a newer one (a crash between
     /// rotation and deletion): to be deleted.
@@ -34,7 +34,7 @@ struct Candidate {
     shared: bool,
 }
 
-pub fn discover(
+pub(crate) fn discover(
     vault: &dyn KeyVaultApi,
     trust_domain: &str,
     server_id: &str,
@@ -202,7 +202,7 @@ pub(crate) fn fetch_failed(e: AzureError) -> PluginError {
     azure_to_plugin("failed to fetch key details", e)
 }
 
-pub fn fetch_one_entry(
+pub(crate) fn fetch_one_entry(
     vault: &dyn KeyVaultApi,
     spire_id: &str,
     name: &str,
@@ -261,7 +261,7 @@ fn fetch_one(vault: &dyn KeyVaultApi, c: &Candidate) -> Result<Option<KeyEntry>,
 }
 
 /// The newest enabled version of a shared key (what a restarted server loads).
-pub fn latest_enabled_version(
+pub(crate) fn latest_enabled_version(
     vault: &dyn KeyVaultApi,
     name: &str,
 ) -> Result<Option<String>, PluginError> {
@@ -275,12 +275,12 @@ pub fn latest_enabled_version(
 }
 
 /// Versions by `created` (a missing time counts as 0).
-pub fn by_created(a: &KeyItem, b: &KeyItem) -> std::cmp::Ordering {
+pub(crate) fn by_created(a: &KeyItem, b: &KeyItem) -> std::cmp::Ordering {
     let created = |i: &KeyItem| i.attributes.created.unwrap_or(0.0);
     (created(a).partial_cmp(&created(b))).unwrap_or(std::cmp::Ordering::Equal)
 }
 
-pub fn entry_from_parts(
+pub(crate) fn entry_from_parts(
     spire_id: &str,
     name: &str,
     version: &str,

@@ -2,23 +2,23 @@
 //! public keys. It talks to Key Vault only through `KeyVaultApi`, so it is tested without a
 //! network; the transport reaches it through `PluginCore`.
 
-pub mod algorithm;
-pub mod cache;
-pub mod convert;
-pub mod discovery;
+pub(crate) mod algorithm;
+pub(crate) mod cache;
+pub(crate) mod convert;
+pub(crate) mod discovery;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
 mod interleaving_tests;
 pub mod maintenance;
-pub mod naming;
-pub mod server_id;
+pub(crate) mod naming;
+pub(crate) mod server_id;
 pub mod shared;
 #[cfg(test)]
-pub mod testing;
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
-pub mod verify;
+pub(crate) mod verify;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -37,7 +37,7 @@ use maintenance::{DeletionQueue, Maintenance, MaintenanceHandle};
 
 /// Builds the Key Vault client for a configuration (the Azure layer in production, an
 /// in-memory vault in tests).
-pub type VaultConnector =
+pub(crate) type VaultConnector =
     dyn Fn(&PluginConfig) -> Result<Arc<dyn KeyVaultApi>, PluginError> + Send + Sync;
 
 /// How long `stop` waits for a maintenance call in flight.

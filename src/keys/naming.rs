@@ -8,22 +8,22 @@
 
 use std::collections::HashMap;
 
-pub const TAG_TRUST_DOMAIN: &str = "spire-server-td";
-pub const TAG_SERVER_ID: &str = "spire-server-id";
-pub const TAG_KEY_ID: &str = "spire-key-id";
+pub(crate) const TAG_TRUST_DOMAIN: &str = "spire-server-td";
+pub(crate) const TAG_SERVER_ID: &str = "spire-server-id";
+pub(crate) const TAG_KEY_ID: &str = "spire-key-id";
 /// A tag every shared-keys-mode key carries; sweeps never delete such keys.
-pub const TAG_SHARED: &str = "spire-shared-key";
+pub(crate) const TAG_SHARED: &str = "spire-shared-key";
 /// Shared keys mode: the tag on a key's latest version claiming the next rotation,
 /// `<nonce>|<unix secs>` (the claim protocol is described in `keys::shared`).
-pub const TAG_ROTATION_CLAIM: &str = "spire-rotation-claim";
+pub(crate) const TAG_ROTATION_CLAIM: &str = "spire-rotation-claim";
 
-pub const NAME_PREFIX: &str = "spire-key-";
+pub(crate) const NAME_PREFIX: &str = "spire-key-";
 /// `spire-key-` + 36-char UUID + `-`: the offset where the Go plugin reads the SPIRE key id.
-pub const ID_OFFSET: usize = 47;
-pub const MAX_NAME_LEN: usize = 127;
+pub(crate) const ID_OFFSET: usize = 47;
+pub(crate) const MAX_NAME_LEN: usize = 127;
 const MAX_ID_PART: usize = MAX_NAME_LEN - ID_OFFSET;
 
-pub fn is_valid_name(name: &str) -> bool {
+pub(crate) fn is_valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_NAME_LEN && name.bytes().all(name_byte)
 }
 
@@ -35,7 +35,7 @@ fn name_byte(b: u8) -> bool {
 /// (the Go plugin's layout), otherwise each byte outside `[0-9a-zA-Z-]` becomes `-xHH`
 /// (`.` → `-x2e`), and an id still too long is cut and suffixed with a hash of the full id so
 /// distinct ids never share a name.
-pub fn encode_key_id(id: &str) -> String {
+pub(crate) fn encode_key_id(id: &str) -> String {
     let mut out = String::with_capacity(id.len() + 8);
     for b in id.bytes() {
         if name_byte(b) {
@@ -59,7 +59,7 @@ pub fn encode_key_id(id: &str) -> String {
 
 /// Whether `name` has the standard layout `spire-key-<uuid>-<id part>` (the Go plugin's, and
 /// ours with encoded ids): the only keys the stale sweep may ever delete.
-pub fn is_standard_name(name: &str) -> bool {
+pub(crate) fn is_standard_name(name: &str) -> bool {
     let Some(rest) = name.strip_prefix(NAME_PREFIX) else {
         return false;
     };
@@ -71,7 +71,7 @@ pub fn is_standard_name(name: &str) -> bool {
 }
 
 /// A fresh standard name for `id`.
-pub fn new_key_name(id: &str) -> Result<String, crate::random::RandomError> {
+pub(crate) fn new_key_name(id: &str) -> Result<String, crate::random::RandomError> {
     let (uuid, id_part) = (fresh_uuid()?, encode_key_id(id));
     Ok(format!("{NAME_PREFIX}{uuid}-{id_part}"))
 }
@@ -87,7 +87,7 @@ fn fresh_uuid() -> Result<uuid::Uuid, crate::random::RandomError> {
 /// Reproducible key names for property tests: a failing seed must replay the same names, since
 /// discovery breaks `created` ties by name.
 #[cfg(test)]
-pub mod test_uuids {
+pub(crate) mod test_uuids {
     use std::cell::RefCell;
 
     use azkv_testkit::Rng;
@@ -97,13 +97,13 @@ pub mod test_uuids {
     }
 
     /// Names made on this thread come from `seed` until `clear`.
-    pub fn seed(seed: u64) {
+    pub(crate) fn seed(seed: u64) {
         // Scrambled so that seed 0 (a zero state, which the generator lifts to 1) stays apart
         // from seed 1.
         STATE.with(|s| *s.borrow_mut() = Some(Rng::new(seed ^ 0x9E37_79B9_7F4A_7C15)));
     }
 
-    pub fn clear() {
+    pub(crate) fn clear() {
         STATE.with(|s| *s.borrow_mut() = None);
     }
 
@@ -121,7 +121,7 @@ pub mod test_uuids {
 
 /// The SPIRE key id of a key owned by a server: tag `spire-key-id` when present (our keys),
 /// otherwise the Go plugin's layout (everything after byte 47 of the name).
-pub fn spire_key_id(name: &str, tags: &HashMap<String, String>) -> Option<String> {
+pub(crate) fn spire_key_id(name: &str, tags: &HashMap<String, String>) -> Option<String> {
     if let Some(id) = tags.get(TAG_KEY_ID).filter(|v| !v.is_empty()) {
         return Some(id.clone());
     }
@@ -132,7 +132,11 @@ pub fn spire_key_id(name: &str, tags: &HashMap<String, String>) -> Option<String
     }
 }
 
-pub fn key_tags(trust_domain: &str, server_id: &str, key_id: &str) -> HashMap<String, String> {
+pub(crate) fn key_tags(
+    trust_domain: &str,
+    server_id: &str,
+    key_id: &str,
+) -> HashMap<String, String> {
     HashMap::from([
         (TAG_TRUST_DOMAIN.to_string(), trust_domain.to_string()),
         (TAG_SERVER_ID.to_string(), server_id.to_string()),

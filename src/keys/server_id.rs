@@ -26,7 +26,7 @@ const ATTEMPTS: usize = 3;
 
 /// Reads the server id from `path`, creating the file with a new UUIDv4 when it does not exist.
 /// Returns the canonical lowercase UUID and whether it was newly created.
-pub fn load_or_create(path: &Path) -> Result<(String, bool), PluginError> {
+pub(crate) fn load_or_create(path: &Path) -> Result<(String, bool), PluginError> {
     for _ in 0..ATTEMPTS {
         if let Some(id) = read_existing(path)? {
             return Ok((id, false));

@@ -12,7 +12,7 @@ use crate::clock::{unix_seconds, Clock};
 
 /// A sign answer that is a 200 but wrong (see `MemoryVault::fault_signatures`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SignFault {
+pub(crate) enum SignFault {
     /// A valid signature by a fresh key of the same type: a substituted key or answer.
     OtherKey,
     /// The real signature with one bit flipped.
@@ -20,7 +20,7 @@ pub enum SignFault {
 }
 
 #[derive(Default)]
-pub struct State {
+pub(crate) struct State {
     pub keys: KeyStore,
     pub failures: Vec<(&'static str, AzureError, usize)>,
     /// The next `.1` successful signs answer wrongly.
@@ -35,7 +35,7 @@ pub struct State {
     pub whole_seconds: bool,
 }
 
-pub struct MemoryVault {
+pub(crate) struct MemoryVault {
     pub state: Mutex<State>,
     pub clock: Arc<dyn Clock>,
 }
@@ -48,7 +48,7 @@ fn find<'a>(s: &'a State, name: &str, version: &str) -> Option<(&'a StoredKey, &
 }
 
 impl MemoryVault {
-    pub fn new(clock: Arc<dyn Clock>) -> Arc<Self> {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> Arc<Self> {
         Arc::new(MemoryVault {
             state: Mutex::new(State::default()),
             clock,
@@ -65,12 +65,12 @@ impl MemoryVault {
     }
 
     /// Key times in whole seconds from now on, as Key Vault reports them.
-    pub fn use_whole_seconds(&self) {
+    pub(crate) fn use_whole_seconds(&self) {
         self.state.lock().unwrap().whole_seconds = true;
     }
 
     /// The next `times` calls of `op` take effect, but their answer is lost.
-    pub fn lose(&self, op: &'static str, times: usize) {
+    pub(crate) fn lose(&self, op: &'static str, times: usize) {
         self.state.lock().unwrap().lost.push((op, times));
     }
 
@@ -85,26 +85,26 @@ impl MemoryVault {
     }
 
     /// Whether `name` exists (not deleted) and its `version` is enabled.
-    pub fn is_live(&self, name: &str, version: &str) -> bool {
+    pub(crate) fn is_live(&self, name: &str, version: &str) -> bool {
         find(&self.state.lock().unwrap(), name, version).is_some_and(|(_, v)| v.enabled)
     }
 
     /// The next `times` calls of `op` fail with `err`.
-    pub fn fail(&self, op: &'static str, err: AzureError, times: usize) {
+    pub(crate) fn fail(&self, op: &'static str, err: AzureError, times: usize) {
         self.state.lock().unwrap().failures.push((op, err, times));
     }
 
-    pub fn clear_failures(&self) {
+    pub(crate) fn clear_failures(&self) {
         self.state.lock().unwrap().failures.clear();
     }
 
     /// The next `times` signs succeed with a wrong signature of the right length.
-    pub fn fault_signatures(&self, fault: SignFault, times: usize) {
+    pub(crate) fn fault_signatures(&self, fault: SignFault, times: usize) {
         self.state.lock().unwrap().sign_fault = Some((fault, times));
     }
 
     /// `get` answers the JWK of `name` rewritten by `edit`.
-    pub fn edit_jwk(&self, name: &str, edit: fn(&mut JsonWebKey)) {
+    pub(crate) fn edit_jwk(&self, name: &str, edit: fn(&mut JsonWebKey)) {
         self.state
             .lock()
             .unwrap()
@@ -112,16 +112,16 @@ impl MemoryVault {
             .insert(name.to_string(), edit);
     }
 
-    pub fn calls(&self, op: &'static str) -> usize {
+    pub(crate) fn calls(&self, op: &'static str) -> usize {
         *self.state.lock().unwrap().calls.get(op).unwrap_or(&0)
     }
 
     /// Live key names, sorted.
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         self.state.lock().unwrap().keys.names(false)
     }
 
-    pub fn versions(&self, name: &str) -> usize {
+    pub(crate) fn versions(&self, name: &str) -> usize {
         self.state
             .lock()
             .unwrap()
@@ -131,12 +131,16 @@ impl MemoryVault {
     }
 
     /// `updated` of the live key `name`'s latest version.
-    pub fn updated(&self, name: &str) -> f64 {
+    pub(crate) fn updated(&self, name: &str) -> f64 {
         self.with_versions(name, |vs| vs.last().unwrap().updated)
     }
 
     /// Runs `f` on the versions of the live key `name` (panics when there is none).
-    pub fn with_versions<T>(&self, name: &str, f: impl FnOnce(&mut Vec<KeyVersion>) -> T) -> T {
+    pub(crate) fn with_versions<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut Vec<KeyVersion>) -> T,
+    ) -> T {
         let mut s = self.state.lock().unwrap();
         f(&mut s.keys.live_mut(name).unwrap().versions)
     }
@@ -152,7 +156,7 @@ impl MemoryVault {
         Ok(s)
     }
 
-    pub fn not_found() -> AzureError {
+    pub(crate) fn not_found() -> AzureError {
         AzureError::Service {
             status: 404,
             code: Some("KeyNotFound".into()),
@@ -167,7 +171,7 @@ impl MemoryVault {
     }
 
     /// Inserts a key version directly (a fixture made "by another plugin").
-    pub fn insert(
+    pub(crate) fn insert(
         &self,
         name: &str,
         kty: &str,
@@ -183,7 +187,7 @@ impl MemoryVault {
         version
     }
 
-    pub fn set_enabled(&self, name: &str, enabled: bool) {
+    pub(crate) fn set_enabled(&self, name: &str, enabled: bool) {
         self.with_versions(name, |vs| vs.last_mut().unwrap().enabled = enabled);
     }
 

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const COOKIE_KEY: &str = "KeyManager";
-pub const COOKIE_VALUE: &str = "KeyManager";
+pub(crate) const COOKIE_VALUE: &str = "KeyManager";
 
 /// What a person running the binary by hand sees.
 pub const NOT_A_PROGRAM: &str =
@@ -23,7 +23,7 @@ pub fn cookie_ok(value: Option<&str>) -> bool {
 }
 
 /// A 0700 directory holding the plugin's socket, removed (with the socket) on drop.
-pub struct SocketDir {
+pub(crate) struct SocketDir {
     dir: PathBuf,
     socket: PathBuf,
 }
@@ -31,7 +31,7 @@ pub struct SocketDir {
 impl SocketDir {
     /// Creates the private directory under `base` (`PLUGIN_UNIX_SOCKET_DIR`, else `TMPDIR`,
     /// else `/tmp`). Falls back to `/tmp` when the socket path would not fit in `sun_path`.
-    pub fn create(base: Option<&Path>) -> std::io::Result<SocketDir> {
+    pub(crate) fn create(base: Option<&Path>) -> std::io::Result<SocketDir> {
         let default = std::env::temp_dir();
         let base = base.map(Path::to_path_buf).unwrap_or(default);
         match Self::create_in(&base) {
@@ -56,12 +56,12 @@ impl SocketDir {
         Ok(SocketDir { dir, socket })
     }
 
-    pub fn socket_path(&self) -> &Path {
+    pub(crate) fn socket_path(&self) -> &Path {
         &self.socket
     }
 
     #[cfg(test)]
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
@@ -69,7 +69,7 @@ impl SocketDir {
     /// go-plugin does: the socket becomes group-owned with mode 0660, and the private directory
     /// group-owned with mode 0710 so members can reach the socket but not list the directory.
     /// Call once the socket exists, before the handshake line.
-    pub fn share_with_group(&self, group: &str) -> std::io::Result<()> {
+    pub(crate) fn share_with_group(&self, group: &str) -> std::io::Result<()> {
         let etc_group = std::fs::read_to_string("/etc/group").unwrap_or_default();
         let gid = resolve_group(group, &etc_group).ok_or_else(|| {
             std::io::Error::new(
@@ -86,7 +86,7 @@ impl SocketDir {
     }
 
     /// Removes the socket and the directory (also done on drop).
-    pub fn remove(&self) {
+    pub(crate) fn remove(&self) {
         let _ = std::fs::remove_file(&self.socket);
         let _ = std::fs::remove_dir(&self.dir);
     }
@@ -117,12 +117,12 @@ fn resolve_group(group: &str, etc_group: &str) -> Option<u32> {
 }
 
 /// `CORE|APP|NETWORK|ADDR|PROTOCOL|` exactly as a Go SDK plugin prints it on Linux.
-pub fn handshake_line(socket: &Path) -> String {
+pub(crate) fn handshake_line(socket: &Path) -> String {
     format!("1|1|unix|{}|grpc|\n", socket.display())
 }
 
 /// Writes the handshake line to stdout and flushes. Nothing else is ever written to stdout.
-pub fn announce(socket: &Path) -> std::io::Result<()> {
+pub(crate) fn announce(socket: &Path) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(handshake_line(socket).as_bytes())?;
     out.flush()

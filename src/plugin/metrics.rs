@@ -14,13 +14,13 @@ use crate::telemetry::{self, Kind, Metric, Sink, SinkError};
 
 /// The broker id spire-server announces its host services under (the plugin SDK's
 /// `HostServiceProviderID`).
-pub const HOST_SERVICES_ID: u32 = 1;
+pub(crate) const HOST_SERVICES_ID: u32 = 1;
 /// One metric's longest wait for the host: the flush thread stops at the first failure and
 /// waits out a backoff before trying again, so this bounds what a hung host costs per attempt.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Sends metrics to the host's Metrics service.
-pub struct MetricsClient {
+pub(crate) struct MetricsClient {
     env: Arc<Environment>,
     address: String,
     client: Client,
@@ -32,7 +32,7 @@ impl MetricsClient {
     /// connections (grpc core shares its pollers), which in examples/bench.rs scenario 7 cost
     /// every signature 10-20 µs of CPU even with no metric sent. The connection is made at the
     /// first call.
-    pub fn new(info: &ConnInfo, env: Arc<Environment>) -> Result<Self, UnsupportedNetwork> {
+    pub(crate) fn new(info: &ConnInfo, env: Arc<Environment>) -> Result<Self, UnsupportedNetwork> {
         if info.network != "unix" {
             return Err(UnsupportedNetwork(info.network.clone()));
         }
@@ -70,7 +70,7 @@ impl MetricsClient {
 /// The broker announced host services on another network than a unix socket.
 #[derive(Debug, thiserror::Error)]
 #[error("host services on network {0:?} are not supported (only unix)")]
-pub struct UnsupportedNetwork(String);
+pub(crate) struct UnsupportedNetwork(String);
 
 /// A channel to the host-services socket at `address`; it connects at its first call.
 fn dial(env: &Arc<Environment>, address: &str) -> Client {
@@ -122,7 +122,7 @@ impl Sink for MetricsClient {
 
 /// What the host told us about its services, from the broker stream and from Init, in
 /// whichever order they arrive.
-pub struct HostServices {
+pub(crate) struct HostServices {
     state: Mutex<HostState>,
     env: Arc<Environment>,
 }
@@ -137,7 +137,7 @@ struct HostState {
 
 impl HostServices {
     /// `env`: the gRPC environment the Metrics client will run on.
-    pub fn new(env: Arc<Environment>) -> Self {
+    pub(crate) fn new(env: Arc<Environment>) -> Self {
         HostServices {
             state: Mutex::new(HostState::default()),
             env,
@@ -145,7 +145,7 @@ impl HostServices {
     }
 
     /// A ConnInfo arrived on the broker stream.
-    pub fn conn_info(&self, info: ConnInfo) {
+    pub(crate) fn conn_info(&self, info: ConnInfo) {
         if info.service_id != HOST_SERVICES_ID {
             return;
         }
@@ -155,7 +155,7 @@ impl HostServices {
     }
 
     /// Init named the host's services.
-    pub fn host_service_names(&self, names: &[String]) {
+    pub(crate) fn host_service_names(&self, names: &[String]) {
         let mut s = self.lock();
         s.metrics_offered = Some(names.iter().any(|n| n == metrics::SERVICE_NAME));
         Self::decide(&mut s, &self.env);

@@ -1,12 +1,12 @@
 //! Everything spire-server sees: the go-plugin handshake and unix socket, the grpcio server, and
 //! the go-plugin, Init, Config and KeyManager services. The real work is behind `PluginCore`.
 
-pub mod handshake;
-pub mod metrics;
-pub mod pool;
+pub(crate) mod handshake;
+pub(crate) mod metrics;
+pub(crate) mod pool;
 pub mod proto;
-pub mod server;
-pub mod services;
+pub(crate) mod server;
+pub(crate) mod services;
 
 use crate::error::PluginError;
 use proto::config::CoreConfiguration;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
-pub struct WorkerPool {
+pub(crate) struct WorkerPool {
     shared: Arc<Shared>,
 }
 
@@ -44,7 +44,7 @@ impl Shared {
 }
 
 impl WorkerPool {
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         WorkerPool {
             shared: Arc::new(Shared {
                 max: max.max(1),
@@ -56,7 +56,7 @@ impl WorkerPool {
 
     /// Runs `job` on a worker thread. When more jobs wait than workers do and the pool is below
     /// its maximum, a new worker is started; otherwise the job waits in the queue.
-    pub fn execute(&self, job: impl FnOnce() + Send + 'static) {
+    pub(crate) fn execute(&self, job: impl FnOnce() + Send + 'static) {
         let mut st = self.shared.lock();
         st.jobs.push_back(Box::new(job));
         // A woken worker counts as idle until it runs, so a second job arriving before it wakes

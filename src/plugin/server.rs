@@ -10,7 +10,7 @@ use super::handshake::{announce, SocketDir};
 use super::pool::WorkerPool;
 use super::services::{Services, StopReason};
 use super::PluginCore;
-pub use crate::sys::SignalSet;
+pub(crate) use crate::sys::SignalSet;
 
 /// Most blocking RPCs in flight at once (SignData fan-out from a busy SPIRE server).
 const MAX_WORKERS: usize = 64;

@@ -19,7 +19,7 @@ use crate::error::{Code, PluginError};
 
 /// Why the process should exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
+pub(crate) enum StopReason {
     ControllerShutdown,
     /// SIGTERM: leave after a grace period unless the host unloads us first.
     Terminated,
@@ -27,7 +27,7 @@ pub enum StopReason {
     HostGone,
 }
 
-pub struct Services {
+pub(crate) struct Services {
     core: Arc<dyn PluginCore>,
     host: Arc<HostServices>,
     pool: Arc<WorkerPool>,
@@ -65,7 +65,7 @@ fn reply<T: Send + 'static>(
 
 impl Services {
     /// `env`: the server's gRPC environment, which the Metrics host-service client shares.
-    pub fn new(
+    pub(crate) fn new(
         core: Arc<dyn PluginCore>,
         pool: Arc<WorkerPool>,
         stop: Sender<StopReason>,
@@ -115,7 +115,7 @@ impl Services {
 
     /// Every method the plugin serves (go-plugin's services, health, Init, Config, KeyManager)
     /// in one grpcio `Service`, which is only a map from method path to handler.
-    pub fn build(self) -> Service {
+    pub(crate) fn build(self) -> Service {
         let this = Arc::new(self);
         let b = go_plugin_services(ServiceBuilder::new(), &this);
         let b = health_service(b);

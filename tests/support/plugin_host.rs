@@ -15,12 +15,12 @@ use grpcio::{
     WriteFlags,
 };
 
-use azkv::plugin::proto::config::*;
-use azkv::plugin::proto::goplugin::{self, ConnInfo};
-use azkv::plugin::proto::init::*;
-use azkv::plugin::proto::keymanager::*;
-use azkv::plugin::proto::metrics::{self, AddSampleRequest, IncrCounterRequest};
-use azkv::plugin::proto::{health, init};
+use azkv::proto::config::*;
+use azkv::proto::goplugin::{self, ConnInfo};
+use azkv::proto::init::*;
+use azkv::proto::keymanager::*;
+use azkv::proto::metrics::{self, AddSampleRequest, IncrCounterRequest};
+use azkv::proto::{health, init};
 
 /// The plugin binary Cargo built for the integration tests. Targets Cargo does not give it to
 /// (the benchmark example) name a binary with `PluginProcess::launch_bin`.

@@ -2,7 +2,7 @@
 
 use sha2::Digest;
 
-use azkv::plugin::proto::keymanager::HashAlgorithm;
+use azkv::proto::keymanager::HashAlgorithm;
 
 pub fn digest(h: HashAlgorithm, msg: &[u8]) -> Vec<u8> {
     match h {

@@ -23,7 +23,7 @@ use crate::clock::Clock;
 use crate::secret::Secret;
 
 /// How long before expiry a token is refreshed (capped at half the token's lifetime).
-pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
+pub(crate) const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
 /// Minimum gap between proactive refresh attempts after one failed.
 const FAILED_REFRESH_BACKOFF: Duration = Duration::from_secs(30);
 

@@ -42,7 +42,7 @@ const MAX_FILE_SIZE: u64 = 1 << 20;
 
 /// Why the contents of a certificate file cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum CertificateError {
+pub(crate) enum CertificateError {
     /// A password-protected PKCS#12 file, and no `AZURE_CLIENT_CERTIFICATE_PASSWORD`.
     #[error("the PKCS#12 file is password-protected: set AZURE_CLIENT_CERTIFICATE_PASSWORD")]
     PasswordMissing,
@@ -65,7 +65,7 @@ pub enum CertificateError {
 use CertificateError::Unusable;
 
 /// A parsed certificate + RSA key, ready to sign assertions.
-pub struct ClientCertificate {
+pub(crate) struct ClientCertificate {
     cert_der: Vec<u8>,
     /// The file's other certificates (its chain), in file order: sent in `x5c` on request.
     others: Vec<Vec<u8>>,
@@ -96,7 +96,7 @@ struct Claims<'a> {
 impl ClientCertificate {
     /// Parses the file `AZURE_CLIENT_CERTIFICATE_PATH` names: PEM, or else PKCS#12, decrypted
     /// with `password` when one is set.
-    pub fn from_file(data: &[u8], password: Option<&str>) -> Result<Self, CertificateError> {
+    pub(crate) fn from_file(data: &[u8], password: Option<&str>) -> Result<Self, CertificateError> {
         let text_start = &data[..data.len().min(4096)];
         let looks_pem = text_start.windows(11).any(|w| w == b"-----BEGIN ");
         if looks_pem {
@@ -139,7 +139,7 @@ impl ClientCertificate {
     /// Parses a PEM bundle: the first `CERTIFICATE` is the client certificate; the key is a
     /// `PRIVATE KEY` (PKCS#8), `RSA PRIVATE KEY` (PKCS#1) or, with a password,
     /// `ENCRYPTED PRIVATE KEY` block matching it (an encrypted key wins over a plain one).
-    pub fn from_pem(data: &[u8], password: Option<&str>) -> Result<Self, CertificateError> {
+    pub(crate) fn from_pem(data: &[u8], password: Option<&str>) -> Result<Self, CertificateError> {
         let blocks = pem::parse_many(data).map_err(CertificateError::Pem)?;
         if blocks.is_empty() {
             return Err(Unusable("no PEM blocks found"));
@@ -208,14 +208,14 @@ impl ClientCertificate {
     }
 
     /// base64url(SHA-256(certificate DER)), the `x5t#S256` header value.
-    pub fn thumbprint_s256(&self) -> String {
+    pub(crate) fn thumbprint_s256(&self) -> String {
         URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, &self.cert_der))
     }
 
     /// A signed client assertion for `audience` (the token endpoint URL). With `send_chain`
     /// the header also carries the certificate and the file's other certificates in `x5c`
     /// (`AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`, for subject name / issuer authentication).
-    pub fn assertion(
+    pub(crate) fn assertion(
         &self,
         client_id: &str,
         audience: &str,

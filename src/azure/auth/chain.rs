@@ -11,13 +11,13 @@ use super::{AccessToken, Credential, CredentialError};
 use crate::azure::deadline::Deadline;
 use crate::azure::types::AzureError;
 
-pub struct ChainCredential {
+pub(crate) struct ChainCredential {
     sources: Vec<Box<dyn Credential>>,
     selected: Mutex<Option<usize>>,
 }
 
 impl ChainCredential {
-    pub fn new(sources: Vec<Box<dyn Credential>>) -> Self {
+    pub(crate) fn new(sources: Vec<Box<dyn Credential>>) -> Self {
         ChainCredential {
             sources,
             selected: Mutex::new(None),
@@ -25,12 +25,14 @@ impl ChainCredential {
     }
 
     /// The names of the sources, in the order they are tried.
-    pub fn source_names(&self) -> Vec<&'static str> {
+    #[cfg(test)]
+    pub(crate) fn source_names(&self) -> Vec<&'static str> {
         self.sources.iter().map(|c| c.name()).collect()
     }
 
     /// Name of the credential in use, once one has succeeded.
-    pub fn selected_name(&self) -> Option<&'static str> {
+    #[cfg(test)]
+    pub(crate) fn selected_name(&self) -> Option<&'static str> {
         let i = (*self.selected.lock().unwrap_or_else(|e| e.into_inner()))?;
         self.sources.get(i).map(|c| c.name())
     }

@@ -25,7 +25,7 @@ pub(super) enum Proof {
 }
 
 /// An Entra ID application (tenant, client id, proof) asking for tokens.
-pub struct EntraCredential {
+pub(crate) struct EntraCredential {
     name: &'static str,
     tenant: String,
     client_id: String,
@@ -35,11 +35,11 @@ pub struct EntraCredential {
 }
 
 /// Client id + client secret: [`EntraCredential::new`].
-pub type ClientSecretCredential = EntraCredential;
+pub(crate) type ClientSecretCredential = EntraCredential;
 
 impl EntraCredential {
     /// Client id + client secret; `name` is for logs.
-    pub fn new(
+    pub(crate) fn new(
         name: &'static str,
         tenant: &str,
         client_id: &str,
@@ -163,7 +163,7 @@ impl HttpCredential for EntraCredential {
 
 /// A credential the environment configures, or why it cannot be used: `Unavailable` (not
 /// configured: the chain moves on) or `Failed` (configured wrongly: the chain stops).
-pub struct FromEnv {
+pub(super) struct FromEnv {
     name: &'static str,
     setup: Result<EntraCredential, CredentialError>,
 }
@@ -195,7 +195,7 @@ impl Credential for FromEnv {
 
 /// EnvironmentCredential: `AZURE_TENANT_ID` + `AZURE_CLIENT_ID` + (`AZURE_CLIENT_SECRET` or
 /// `AZURE_CLIENT_CERTIFICATE_PATH` [+ `AZURE_CLIENT_CERTIFICATE_PASSWORD`]).
-pub fn environment(env: &EnvSnapshot, authority: &str, http: Arc<HttpClient>) -> FromEnv {
+pub(super) fn environment(env: &EnvSnapshot, authority: &str, http: Arc<HttpClient>) -> FromEnv {
     let tenant = env_get(env, "AZURE_TENANT_ID");
     let client = env_get(env, "AZURE_CLIENT_ID");
     let secret = env_get(env, "AZURE_CLIENT_SECRET");
@@ -234,7 +234,11 @@ pub fn environment(env: &EnvSnapshot, authority: &str, http: Arc<HttpClient>) ->
 
 /// WorkloadIdentityCredential (AKS): `AZURE_FEDERATED_TOKEN_FILE` + `AZURE_CLIENT_ID` +
 /// `AZURE_TENANT_ID`.
-pub fn workload_identity(env: &EnvSnapshot, authority: &str, http: Arc<HttpClient>) -> FromEnv {
+pub(super) fn workload_identity(
+    env: &EnvSnapshot,
+    authority: &str,
+    http: Arc<HttpClient>,
+) -> FromEnv {
     let name = "WorkloadIdentityCredential";
     let vars = [
         "AZURE_FEDERATED_TOKEN_FILE",

@@ -48,7 +48,7 @@ enum Source {
     Broken(String),
 }
 
-pub struct ManagedIdentityCredential {
+pub(crate) struct ManagedIdentityCredential {
     source: Source,
     /// User-assigned identity (`AZURE_CLIENT_ID`); `None` = system-assigned.
     client_id: Option<String>,
@@ -78,7 +78,7 @@ fn imds_endpoint(env: &EnvSnapshot) -> (&'static str, &str) {
 }
 
 impl ManagedIdentityCredential {
-    pub fn from_env(env: &EnvSnapshot, http: Arc<HttpClient>) -> Self {
+    pub(crate) fn from_env(env: &EnvSnapshot, http: Arc<HttpClient>) -> Self {
         Self::from_env_with_arc_dir(env, http, std::path::Path::new(ARC_KEY_DIR))
     }
 

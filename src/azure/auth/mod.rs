@@ -32,11 +32,12 @@ use crate::azure::types::AzureError;
 use crate::azure::{EnvSnapshot, StaticCredentials};
 use crate::secret::Secret;
 
-pub use cache::{TokenCache, REFRESH_BEFORE_EXPIRY};
-pub use certificate::ClientCertificate;
-pub use chain::ChainCredential;
-pub use entra::{ClientSecretCredential, EntraCredential};
-pub use managed_identity::ManagedIdentityCredential;
+pub(crate) use cache::TokenCache;
+#[cfg(test)]
+pub(crate) use certificate::ClientCertificate;
+pub(crate) use chain::ChainCredential;
+pub(crate) use entra::ClientSecretCredential;
+pub(crate) use managed_identity::ManagedIdentityCredential;
 
 /// An access token and when it stops being valid (`Debug` redacts the token).
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -113,7 +114,7 @@ impl<T: HttpCredential> Credential for T {
 
 /// Builds the credential the plugin uses: the static secret alone when configured, else the
 /// default chain. Reads configuration only (no network, no token files).
-pub fn build_credential(
+pub(crate) fn build_credential(
     static_credentials: Option<StaticCredentials>,
     env: &EnvSnapshot,
     authority: &str,
@@ -137,7 +138,7 @@ pub fn build_credential(
 /// `tenant_id`, else `AZURE_TENANT_ID` when the chain holds the environment or workload
 /// identity credential (both read it). `None` when only managed identity can be used: it has
 /// no tenant of its own.
-pub fn configured_tenant(
+pub(crate) fn configured_tenant(
     static_credentials: Option<&StaticCredentials>,
     env: &EnvSnapshot,
 ) -> Option<String> {
@@ -235,7 +236,7 @@ fn number_or_numeric_string(v: Option<&Value>) -> Option<f64> {
 /// Parses an Entra or managed identity token response. `expires_in` (seconds from now) wins
 /// over `expires_on` (epoch seconds); both may be numbers or numeric strings. Errors never
 /// quote the body: it holds the token.
-pub fn parse_token_response(
+pub(crate) fn parse_token_response(
     body: &[u8],
     now: SystemTime,
 ) -> Result<AccessToken, TokenResponseError> {
@@ -261,7 +262,7 @@ pub fn parse_token_response(
 /// Why a token response cannot be used. `Display` never quotes the body (it holds the token);
 /// serde_json's error only gives a position.
 #[derive(Debug, thiserror::Error)]
-pub enum TokenResponseError {
+pub(crate) enum TokenResponseError {
     #[error("token response is not JSON ({0})")]
     NotJson(#[source] serde_json::Error),
     #[error("token response has no access_token")]
@@ -272,7 +273,7 @@ pub enum TokenResponseError {
 
 /// A readable reason from an OAuth2 / managed identity error body: `error` + the first line of
 /// `error_description` (AADSTS code and text), or `error.code` + `error.message`. Bounded.
-pub fn describe_token_error(status: u16, body: &[u8]) -> String {
+pub(crate) fn describe_token_error(status: u16, body: &[u8]) -> String {
     let mut parts = Vec::new();
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
         match v.get("error") {

@@ -29,7 +29,7 @@ use crate::der::{
 
 /// Why a PKCS#12 file or an encrypted PKCS#8 key cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Pkcs12Error {
+pub(crate) enum Pkcs12Error {
     #[error(transparent)]
     Der(#[from] DerError),
     /// The MAC does not verify, or the decrypted bytes are not what they should be.
@@ -69,7 +69,7 @@ use Pkcs12Error::Unusable;
 
 /// What a PKCS#12 file holds that a client credential needs.
 #[derive(Default)]
-pub struct Decoded {
+pub(crate) struct Decoded {
     /// PKCS#8 `PrivateKeyInfo` DER of each private key found.
     pub keys: Vec<Zeroizing<Vec<u8>>>,
     /// DER of each X.509 certificate found, in file order.
@@ -301,7 +301,7 @@ where
 
 /// Decrypts an `EncryptedPrivateKeyInfo` (the DER of an `ENCRYPTED PRIVATE KEY` PEM block) to
 /// PKCS#8 `PrivateKeyInfo` DER.
-pub fn decrypt_pkcs8(der: &[u8], password: &str) -> Result<Zeroizing<Vec<u8>>> {
+pub(crate) fn decrypt_pkcs8(der: &[u8], password: &str) -> Result<Zeroizing<Vec<u8>>> {
     decrypt_pkcs8_with(der, password, &mut Work::new())
 }
 
@@ -355,7 +355,7 @@ fn verify_mac(mac_data: &[u8], content: &[u8], password: &str, work: &mut Work) 
 
 /// Reads a PKCS#12 file: checks its MAC, decrypts its safes and returns its keys and
 /// certificates.
-pub fn decode_pfx(data: &[u8], password: &str) -> Result<Decoded> {
+pub(crate) fn decode_pfx(data: &[u8], password: &str) -> Result<Decoded> {
     let work = &mut Work::new();
     let mut pfx = Reader::new(data).sequence("PFX")?;
     if pfx.expect(INTEGER, "PFX version")? != [3] {

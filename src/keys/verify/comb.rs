@@ -23,7 +23,7 @@ const ROW: usize = 16;
 
 /// `rows[i][j] = j · 16^i · P` for every 4-bit window `i` of a scalar, in affine form (mixed
 /// additions are the cheapest the crates offer).
-pub struct Table<C: CurveArithmetic> {
+pub(super) struct Table<C: CurveArithmetic> {
     rows: Vec<[C::AffinePoint; ROW]>,
 }
 
@@ -38,7 +38,7 @@ impl<C: CurveArithmetic> std::fmt::Debug for Table<C> {
 impl<C: CurveArithmetic> Table<C> {
     /// The table of `point` (a thousand point additions and normalizations: once per key, not
     /// per signature).
-    pub fn new(point: C::ProjectivePoint) -> Self {
+    pub(super) fn new(point: C::ProjectivePoint) -> Self {
         let windows = 2 * FieldBytesSize::<C>::USIZE;
         let mut rows = Vec::with_capacity(windows);
         let mut base = point;
@@ -94,7 +94,7 @@ fn bits2field<C: CurveArithmetic>(digest: &[u8]) -> Option<FieldBytes<C>> {
 /// Whether `(r, s)` (both non-zero, below the group order: the signature parser's checks) is
 /// a signature of `digest` by the key whose table is `key`; `generator` is the curve
 /// generator's table.
-pub fn verify_prehash<C: CurveArithmetic>(
+pub(super) fn verify_prehash<C: CurveArithmetic>(
     generator: &Table<C>,
     key: &Table<C>,
     digest: &[u8],
