@@ -2,8 +2,8 @@
 //! authority host; `AZURE_AUTHORITY_HOST` overrides the authority.
 
 use crate::azure::http::Url;
+use crate::azure::settings::{env_get, EnvSnapshot};
 use crate::azure::types::AzureError;
-use crate::azure::{env_get, EnvSnapshot};
 
 /// Public-cloud Key Vault scope, also used for hosts matching no known suffix (emulators,
 /// loopback, custom DNS): a challenge then corrects it if needed.

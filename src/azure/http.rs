@@ -21,11 +21,11 @@ use log::{debug, warn};
 use crate::azure::deadline::{trim_float, Deadline, OPERATION_DEADLINE};
 // A back-off or `Retry-After` wait is taken only if at least `MIN_ATTEMPT` is left after it
 // for the retry to run.
+use crate::azure::settings::{env_get, EnvSnapshot};
 use crate::azure::throttle::{
     NotAdmitted, Outcome, Throttle, Throttles, MAX_SHARED_PAUSE, MIN_ATTEMPT,
 };
 use crate::azure::types::AzureError;
-use crate::azure::{env_get, EnvSnapshot};
 use crate::clock::Clock;
 use crate::uri::{parse_http_url, UrlError};
 

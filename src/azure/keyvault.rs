@@ -25,11 +25,11 @@ use crate::azure::auth::TokenCache;
 use crate::azure::challenge::{decide, AllowedTenants, Challenge, Decision};
 use crate::azure::deadline::{Deadline, OPERATION_DEADLINE};
 use crate::azure::http::{percent_encode, HttpClient, HttpRequest, HttpResponse, Url};
+use crate::azure::settings::DEFAULT_API_VERSION;
 use crate::azure::throttle::Throttle;
 use crate::azure::types::{
     AzureError, CreateKeyParams, KeyBundle, KeyItem, KeyVaultApi, UpdateKeyParams,
 };
-use crate::azure::DEFAULT_API_VERSION;
 use crate::secret::Secret;
 
 /// Safety stop for a server that keeps handing out `nextLink`s.

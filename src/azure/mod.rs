@@ -12,63 +12,20 @@ pub(crate) mod deadline;
 mod fuzz_tests;
 pub(crate) mod http;
 pub(crate) mod keyvault;
+pub(crate) mod settings;
 pub(crate) mod throttle;
 pub(crate) mod transport;
 pub(crate) mod types;
 
-use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::secret::Secret;
 
 use auth::TokenCache;
 pub use keyvault::KeyVaultClient;
+use settings::env_get;
+pub use settings::{AzureSettings, EnvSnapshot, StaticCredentials};
 use types::AzureError;
-
-/// A snapshot of the process environment (`std::env::vars().collect()` in production). Passed
-/// in rather than read globally so tests never mutate the real process environment.
-pub type EnvSnapshot = HashMap<String, String>;
-
-/// Default Key Vault REST api-version: accepted by real Azure and every lowkey-vault release.
-pub(crate) const DEFAULT_API_VERSION: &str = "7.6";
-
-/// `tenant_id` + `app_id` + `app_secret` from the plugin configuration.
-#[derive(Clone, Debug)]
-pub struct StaticCredentials {
-    pub tenant_id: String,
-    pub client_id: String,
-    pub client_secret: Secret,
-}
-
-/// Everything [`connect`] needs.
-#[derive(Clone)]
-pub struct AzureSettings {
-    /// `key_vault_uri`; must be `https`.
-    pub vault_uri: String,
-    /// Static credentials from the plugin config; when set they win over the default chain.
-    pub static_credentials: Option<StaticCredentials>,
-    /// Environment snapshot (credential variables, `AZURE_AUTHORITY_HOST`,
-    /// `AZURE_ADDITIONALLY_ALLOWED_TENANTS`, proxies, CA files).
-    pub env: EnvSnapshot,
-    /// Key Vault api-version; empty means [`DEFAULT_API_VERSION`].
-    pub api_version: String,
-}
-
-impl fmt::Debug for AzureSettings {
-    // The environment can hold AZURE_CLIENT_SECRET and proxy passwords: list names only.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut names: Vec<&String> = self.env.keys().collect();
-        names.sort();
-        f.debug_struct("AzureSettings")
-            .field("vault_uri", &self.vault_uri)
-            .field("static_credentials", &self.static_credentials)
-            .field("env_names", &names)
-            .field("api_version", &self.api_version)
-            .finish()
-    }
-}
 
 /// Builds the Key Vault client: validates the vault URI, loads TLS roots and proxy settings,
 /// and assembles the credential chain and token cache. Performs no network I/O; the first
@@ -116,15 +73,12 @@ pub fn connect_with_deadline(
     ))
 }
 
-/// A non-empty, trimmed environment value.
-pub(crate) fn env_get<'a>(env: &'a EnvSnapshot, name: &str) -> Option<&'a str> {
-    env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::azure::settings::DEFAULT_API_VERSION;
     use crate::clock::ManualClock;
+    use crate::secret::Secret;
     use std::time::SystemTime;
 
     fn settings(uri: &str) -> AzureSettings {

@@ -10,8 +10,8 @@ use crate::azure::http::{
     first_env, load_root_certs, never_proxied, proxy_from_env, HttpRequest, HttpResponse, NoProxy,
     Transport, TransportError, Url, CALL_TIMEOUT,
 };
+use crate::azure::settings::EnvSnapshot;
 use crate::azure::types::AzureError;
-use crate::azure::EnvSnapshot;
 
 /// Largest response body read; Key Vault pages and token responses are a few KiB.
 const MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;

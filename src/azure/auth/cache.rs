@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use log::{debug, warn};
 
-use super::{Credential, CredentialError};
+use super::credential::{Credential, CredentialError};
 use crate::azure::deadline::Deadline;
 use crate::azure::types::AzureError;
 use crate::clock::Clock;

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use log::info;
 
-use super::{AccessToken, Credential, CredentialError};
+use super::credential::{AccessToken, Credential, CredentialError};
 use crate::azure::deadline::Deadline;
 use crate::azure::types::AzureError;
 

@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::certificate::CertificateFile;
-use super::{
+use super::credential::{
     describe_token_error, failed, parse_token_response, validate_tenant, AccessToken, Credential,
     CredentialError, HttpCredential,
 };
 use crate::azure::deadline::Deadline;
 use crate::azure::http::{form_encode, HttpClient, HttpRequest};
+use crate::azure::settings::{env_get, EnvSnapshot};
 use crate::azure::types::AzureError;
-use crate::azure::{env_get, EnvSnapshot};
 use crate::secret::Secret;
 
 /// How the client proves who it is.

@@ -12,14 +12,14 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::{
+use super::credential::{
     describe_token_error, failed, parse_token_response, AccessToken, CredentialError,
     HttpCredential,
 };
 use crate::azure::cloud::resource_from_scope;
 use crate::azure::http::{percent_encode, HttpClient, HttpRequest, Url};
+use crate::azure::settings::{env_get, EnvSnapshot};
 use crate::azure::types::AzureError;
-use crate::azure::{env_get, EnvSnapshot};
 use crate::secret::Secret;
 
 const DEFAULT_IMDS: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
