@@ -7,10 +7,10 @@
 //! of steps quickly instead of burning CPU. At most `MAX_STEPS` in all, which keeps any
 //! template well under a second.
 
+use super::error::TemplateError;
 use super::parse::{Node, Operand, Pipe, Term};
 use super::sprig::{self, Spec};
 use super::value::{Value, MAX_DEPTH};
-use super::TemplateError;
 
 /// Most steps in one render.
 const MAX_STEPS: u64 = 200_000;

@@ -1,7 +1,7 @@
 //! Lexer for Go `text/template` syntax (`{{ }}` delimiters, trim markers, comments), a port
 //! of the state machine of Go's `text/template` lexer.
 
-use super::TemplateError;
+use super::error::TemplateError;
 
 #[derive(Clone, Debug, PartialEq)]
 pub(super) enum Tok {

@@ -18,6 +18,7 @@
 //! pipelines with field access, `if`/`else if`/`else`, `with`/`else with`, `range` (with
 //! `$i, $e :=`, `{{else}}`, `break`, `continue`). Not supported: `define`/`template`/`block`.
 
+mod error;
 mod exec;
 mod lex;
 mod literal;
@@ -30,6 +31,7 @@ mod value;
 use std::fmt;
 use std::rc::Rc;
 
+pub(crate) use error::TemplateError;
 use value::{Data, Value};
 
 /// Longest accepted template source.
@@ -62,13 +64,10 @@ impl KeyNameTemplate {
     /// non-deterministic functions are reported here.
     pub fn parse(src: &str) -> Result<KeyNameTemplate, TemplateError> {
         if src.len() > MAX_SOURCE {
-            return Err(TemplateError {
-                msg: format!(
-                    "template is {} bytes long; the limit is {MAX_SOURCE}",
-                    src.len()
-                ),
-                at: None,
-            });
+            return Err(TemplateError::whole(format!(
+                "template is {} bytes long; the limit is {MAX_SOURCE}",
+                src.len()
+            )));
         }
         let nodes = parse::parse(src)?;
         Ok(KeyNameTemplate {
@@ -92,31 +91,6 @@ impl KeyNameTemplate {
     /// The template text as configured.
     pub fn source(&self) -> &str {
         &self.source
-    }
-}
-
-/// A parse or execution error, as Go's text/template words it, with the line and column of
-/// the action at fault (none for a template refused as a whole).
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "{msg}{}",
-    .at.map(|(line, column)| format!(" (line {line}, column {column})")).unwrap_or_default()
-)]
-pub struct TemplateError {
-    msg: String,
-    at: Option<(usize, usize)>,
-}
-
-impl TemplateError {
-    pub(crate) fn at(src: &str, pos: usize, msg: impl Into<String>) -> TemplateError {
-        let before = src.get(..pos.min(src.len())).unwrap_or(src);
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let column = before.get(line_start..).map_or(0, |l| l.chars().count()) + 1;
-        TemplateError {
-            msg: msg.into(),
-            at: Some((line, column)),
-        }
     }
 }
 

@@ -2,11 +2,11 @@
 //! Functions are resolved here, so unknown and non-deterministic functions, wrong argument
 //! counts, mistyped literal arguments and undefined variables are all parse errors.
 
+use super::error::TemplateError;
 use super::lex::{lex, unquote_body, Kw, Tok, Token};
 use super::literal::{parse_number, Lit, NumLit};
 use super::sprig::{self, Lookup, Spec, P};
 use super::value::DATA_FIELDS;
-use super::TemplateError;
 
 /// Deepest nesting of parentheses and control structures (keeps recursion bounded).
 const MAX_DEPTH: usize = 64;
