@@ -134,24 +134,10 @@ pub(crate) const DROPPED: &[&str] = &["telemetry", "dropped"];
 
 /// Where flushed metrics go besides the status line: the host's Metrics service.
 pub trait Sink: Send {
-    fn send(&mut self, m: &Metric) -> Result<(), SinkError>;
-    /// Sends `batch`: the outcome of each, in order. The default sends one at a time and
-    /// stops at the first error (the rest fail with it).
-    fn send_batch(&mut self, batch: &[Metric]) -> Vec<Result<(), SinkError>> {
-        let mut out: Vec<Result<(), SinkError>> = Vec::with_capacity(batch.len());
-        for m in batch {
-            let result = match out.last() {
-                Some(Err(e)) => Err(e.clone()),
-                _ => self.send(m),
-            };
-            out.push(result);
-        }
-        out
-    }
-    /// Dial the host again after a failed send. The default keeps the same connection.
-    fn reconnect(&mut self) -> Result<(), SinkError> {
-        Ok(())
-    }
+    /// Sends `batch`: the outcome of each, in order (missing ones count as not sent).
+    fn send_batch(&mut self, batch: &[Metric]) -> Vec<Result<(), SinkError>>;
+    /// Dial the host again after a failed send.
+    fn reconnect(&mut self);
 }
 
 /// Why a sink could not take a metric. Shared, so a failed batch reports the one cause for
@@ -359,16 +345,12 @@ impl Flusher {
     }
 
     fn send(&mut self, sink: &mut dyn Sink, samples: &[Samples], now: SystemTime) {
-        if let Some((at, backoff)) = self.retry {
-            let redialed = now >= at
-                && sink
-                    .reconnect()
-                    .map_err(|e| self.failed(&e, now, backoff))
-                    .is_ok();
-            if !redialed {
+        if let Some((at, _)) = self.retry {
+            if now < at {
                 self.dropped += samples.iter().map(|s| s.kept.len() as u64).sum::<u64>();
                 return;
             }
+            sink.reconnect();
         }
         match self.send_all(sink, samples) {
             Ok(()) => {
@@ -376,10 +358,21 @@ impl Flusher {
                     log::info!("Sending metrics to spire-server works again");
                 }
             }
-            Err((e, not_sent)) => {
-                let backoff = self.retry.map_or(RETRY_BACKOFF, |(_, b)| b);
-                self.failed(&e, now, backoff);
+            Err((reason, not_sent)) => {
                 self.dropped += not_sent;
+                let backoff = match self.retry {
+                    // One warning per outage; counters keep summing and go out once the host
+                    // answers.
+                    None => {
+                        log::warn!(reason:% = reason; "Sending metrics to spire-server failed; retrying with backoff (the hourly status line goes on)");
+                        RETRY_BACKOFF
+                    }
+                    Some((_, backoff)) => {
+                        log::debug!(reason:% = reason, retry_in = format!("{}s", backoff.as_secs()); "Sending metrics to spire-server failed again");
+                        backoff
+                    }
+                };
+                self.retry = Some((now + backoff, (backoff * 2).min(RETRY_BACKOFF_MAX)));
             }
         }
     }
@@ -418,16 +411,6 @@ impl Flusher {
             }
         }
         first_error.map_or(Ok(()), |e| Err((e, not_sent)))
-    }
-
-    fn failed(&mut self, reason: &SinkError, now: SystemTime, backoff: Duration) {
-        if self.retry.is_none() {
-            // One warning per outage; counters keep summing and go out once the host answers.
-            log::warn!(reason:% = reason; "Sending metrics to spire-server failed; retrying with backoff (the hourly status line goes on)");
-        } else {
-            log::debug!(reason:% = reason, retry_in = format!("{}s", backoff.as_secs()); "Sending metrics to spire-server failed again");
-        }
-        self.retry = Some((now + backoff, (backoff * 2).min(RETRY_BACKOFF_MAX)));
     }
 }
 
@@ -660,17 +643,26 @@ mod tests {
         fail: Arc<Mutex<Vec<u64>>>,
     }
     impl Sink for Recorder {
-        fn send(&mut self, m: &Metric) -> Result<(), SinkError> {
-            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-            if self.fail.lock().unwrap().contains(&n) {
-                return Err(sink_error("host gone"));
+        /// One call per metric, up to the first failed one (the rest fail with it).
+        fn send_batch(&mut self, batch: &[Metric]) -> Vec<Result<(), SinkError>> {
+            let mut out: Vec<Result<(), SinkError>> = Vec::new();
+            for m in batch {
+                if let Some(Err(e)) = out.last() {
+                    out.push(Err(e.clone()));
+                    continue;
+                }
+                let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+                if self.fail.lock().unwrap().contains(&n) {
+                    out.push(Err(sink_error("host gone")));
+                } else {
+                    self.got.lock().unwrap().push(*m);
+                    out.push(Ok(()));
+                }
             }
-            self.got.lock().unwrap().push(*m);
-            Ok(())
+            out
         }
-        fn reconnect(&mut self) -> Result<(), SinkError> {
+        fn reconnect(&mut self) {
             self.reconnects.fetch_add(1, Ordering::SeqCst);
-            Ok(())
         }
     }
     impl Recorder {

@@ -94,10 +94,6 @@ fn finish(call: Call) -> Result<(), SinkError> {
 }
 
 impl Sink for MetricsClient {
-    fn send(&mut self, m: &Metric) -> Result<(), SinkError> {
-        finish(self.start(m))
-    }
-
     fn send_batch(&mut self, batch: &[Metric]) -> Vec<Result<(), SinkError>> {
         let mut out: Vec<Result<(), SinkError>> = Vec::with_capacity(batch.len());
         for window in batch.chunks(WINDOW) {
@@ -114,9 +110,8 @@ impl Sink for MetricsClient {
 
     /// A fresh channel to the socket the broker announced: a channel whose calls failed may
     /// hold a broken connection or a long reconnect backoff of its own.
-    fn reconnect(&mut self) -> Result<(), SinkError> {
+    fn reconnect(&mut self) {
         self.client = dial(&self.env, &self.address);
-        Ok(())
     }
 }
 
