@@ -1,8 +1,6 @@
 //! The error every RPC returns: a gRPC status code plus the exact message SPIRE shows.
 //! Kept free of grpcio so the key manager core builds and tests without the transport.
 
-use std::fmt;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     InvalidArgument,
@@ -13,7 +11,8 @@ pub enum Code {
     Internal,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
 pub struct PluginError {
     pub code: Code,
     pub message: String,
@@ -47,11 +46,3 @@ impl PluginError {
         }
     }
 }
-
-impl fmt::Display for PluginError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}: {}", self.code, self.message)
-    }
-}
-
-impl std::error::Error for PluginError {}

@@ -3,28 +3,15 @@
 //! glibc build the `getrandom` crate finds no `getrandom` symbol and reads /dev/urandom instead,
 //! which a container without /dev lacks; `uuid::Uuid::new_v4` would panic there.
 
-use std::fmt;
-
 use crate::error::PluginError;
 
 /// The system could not give random bytes for `purpose`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("failed to get random bytes for {purpose}: {cause}; is /dev/urandom available?")]
 pub struct RandomError {
     purpose: &'static str,
     cause: String,
 }
-
-impl fmt::Display for RandomError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "failed to get random bytes for {}: {}; is /dev/urandom available?",
-            self.purpose, self.cause
-        )
-    }
-}
-
-impl std::error::Error for RandomError {}
 
 impl From<RandomError> for PluginError {
     fn from(e: RandomError) -> Self {
