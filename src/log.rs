@@ -13,16 +13,6 @@ pub(crate) const FILTER_ENV: &str = "AZKV_LOG";
 pub(crate) const DEFAULT_FILTER: &str =
     "info,azkv=debug,azure_key_vault=debug,grpc=warn,grpcio=warn";
 
-pub(crate) fn level_name(level: log::Level) -> &'static str {
-    match level {
-        log::Level::Error => "error",
-        log::Level::Warn => "warn",
-        log::Level::Info => "info",
-        log::Level::Debug => "debug",
-        log::Level::Trace => "trace",
-    }
-}
-
 /// `2006-01-02T15:04:05.000000Z`.
 pub(crate) fn format_timestamp(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -61,15 +51,12 @@ impl<'kvs> log::kv::VisitSource<'kvs> for FieldCollector<'_> {
         key: log::kv::Key<'kvs>,
         value: log::kv::Value<'kvs>,
     ) -> Result<(), log::kv::Error> {
-        let k = key.as_str();
         // The three hclog keys are reserved: a field named like them would break SPIRE's parser.
-        let k = if k.starts_with('@') {
-            format!("_{k}")
-        } else {
-            k.to_string()
+        let k = match key.as_str() {
+            k if k.starts_with('@') => format!("_{k}"),
+            k => k.to_owned(),
         };
-        self.0
-            .insert(k, serde_json::Value::String(value.to_string()));
+        self.0.insert(k, value.to_string().into());
         Ok(())
     }
 }
@@ -77,7 +64,8 @@ impl<'kvs> log::kv::VisitSource<'kvs> for FieldCollector<'_> {
 /// One hclog JSON line (without the newline) for `record` at `now`.
 pub(crate) fn format_record(record: &log::Record<'_>, now: SystemTime) -> String {
     let mut map = serde_json::Map::new();
-    map.insert("@level".into(), level_name(record.level()).into());
+    let level = record.level().as_str().to_ascii_lowercase();
+    map.insert("@level".into(), level.into());
     map.insert("@message".into(), record.args().to_string().into());
     map.insert("@timestamp".into(), format_timestamp(now).into());
     if !record.target().starts_with("azkv") && !record.target().starts_with("azure_key_vault") {
@@ -167,5 +155,21 @@ mod tests {
         assert_eq!(v["@timestamp"], "1970-01-01T00:00:00.000000Z");
         assert_eq!(v["count"], "3");
         assert!(v.get("@module").is_none());
+    }
+
+    #[test]
+    fn levels_are_hclog_names() {
+        for (level, name) in [
+            (log::Level::Error, "error"),
+            (log::Level::Warn, "warn"),
+            (log::Level::Info, "info"),
+            (log::Level::Debug, "debug"),
+            (log::Level::Trace, "trace"),
+        ] {
+            let record = log::Record::builder().level(level).build();
+            let v: serde_json::Value =
+                serde_json::from_str(&format_record(&record, UNIX_EPOCH)).unwrap();
+            assert_eq!(v["@level"], name);
+        }
     }
 }
