@@ -18,19 +18,22 @@ fn main() {
     grpcio::redirect_log();
     // A panic message must reach spire-server's log as an hclog line, not as bare stderr text.
     std::panic::set_hook(Box::new(|info| {
-        let thread = std::thread::current()
-            .name()
-            .unwrap_or("unnamed")
-            .to_string();
-        log::error!(thread = thread, panic = info.to_string(); "Plugin thread panicked");
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        log::error!(thread = name, panic = info.to_string(); "Plugin thread panicked");
     }));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    if let Err(e) = azkv::spawn_telemetry(
-        azkv::telemetry_global(),
-        Arc::clone(&clock),
-        flush_interval(),
-        status_interval(),
-    ) {
+    // Metrics go to spire-server every second, the status line is hourly; test builds may
+    // shorten both.
+    #[cfg(feature = "test-hooks")]
+    let (flush, status) = (
+        env_duration(azkv::FLUSH_INTERVAL_ENV).unwrap_or(azkv::FLUSH_INTERVAL),
+        env_duration(azkv::STATUS_INTERVAL_ENV).unwrap_or(azkv::STATUS_INTERVAL),
+    );
+    #[cfg(not(feature = "test-hooks"))]
+    let (flush, status) = (azkv::FLUSH_INTERVAL, azkv::STATUS_INTERVAL);
+    let registry = azkv::telemetry_global();
+    if let Err(e) = azkv::spawn_telemetry(registry, Arc::clone(&clock), flush, status) {
         // Metrics then only sum up in memory (bounded); signing is unaffected.
         log::warn!(reason = e.to_string(); "Could not start the telemetry thread; no metrics or status line");
     }
@@ -40,29 +43,10 @@ fn main() {
     std::process::exit(code);
 }
 
-/// The status line's period: an hour, or `AZKV_TEST_STATUS_INTERVAL` in test builds.
-fn status_interval() -> std::time::Duration {
-    #[cfg(feature = "test-hooks")]
-    if let Some(d) = std::env::var(azkv::STATUS_INTERVAL_ENV)
-        .ok()
-        .and_then(|v| maintenance::parse_duration(&v))
-    {
-        return d;
-    }
-    azkv::STATUS_INTERVAL
-}
-
-/// How often metrics are sent to spire-server: every second, or `AZKV_TEST_METRICS_FLUSH` in
-/// test builds.
-fn flush_interval() -> std::time::Duration {
-    #[cfg(feature = "test-hooks")]
-    if let Some(d) = std::env::var(azkv::FLUSH_INTERVAL_ENV)
-        .ok()
-        .and_then(|v| maintenance::parse_duration(&v))
-    {
-        return d;
-    }
-    azkv::FLUSH_INTERVAL
+/// A duration such as `100ms` in the environment variable `var` (test builds only).
+#[cfg(feature = "test-hooks")]
+fn env_duration(var: &str) -> Option<std::time::Duration> {
+    maintenance::parse_duration(&std::env::var(var).ok()?)
 }
 
 /// The production wiring: system clock, the Azure layer, the process environment.
