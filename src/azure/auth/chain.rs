@@ -36,9 +36,7 @@ impl ChainCredential {
         let i = (*self.selected.lock().unwrap_or_else(|e| e.into_inner()))?;
         self.sources.get(i).map(|c| c.name())
     }
-}
 
-impl ChainCredential {
     /// Runs the chain, asking each source with `fetch`.
     fn run(
         &self,

@@ -57,12 +57,13 @@ pub(crate) struct ManagedIdentityCredential {
     imds_seen: AtomicBool,
 }
 
-/// `value` as a normalised URL (a fragment is dropped), else the reason the credential reports
-/// when asked for a token.
-fn checked_endpoint(var: &str, value: &str) -> Result<String, String> {
-    Url::parse(value)
-        .map(|url| url.to_string())
-        .map_err(|e| format!("{var}: {e}"))
+/// The source `make` builds from `value` as a normalised URL (a fragment is dropped), else a
+/// broken one with the reason the credential reports when asked for a token.
+fn checked_endpoint(var: &str, value: &str, make: impl FnOnce(String) -> Source) -> Source {
+    match Url::parse(value) {
+        Ok(url) => make(url.to_string()),
+        Err(e) => Source::Broken(format!("{var}: {e}")),
+    }
 }
 
 /// The IMDS token URL. Test builds (the `test-hooks` feature) let `AZURE_IMDS_ENDPOINT`
@@ -101,37 +102,27 @@ impl ManagedIdentityCredential {
                 )
             }
             (Some(endpoint), Some(header), _) => {
-                match checked_endpoint("IDENTITY_ENDPOINT", endpoint) {
-                    Ok(endpoint) => Source::AppService {
-                        endpoint,
-                        header: Secret::new(header),
-                    },
-                    Err(m) => Source::Broken(m),
-                }
+                checked_endpoint("IDENTITY_ENDPOINT", endpoint, |endpoint| {
+                    let header = Secret::new(header);
+                    Source::AppService { endpoint, header }
+                })
+            }
+            (Some(_), None, Some(_)) if env_get(env, "AZURE_CLIENT_ID").is_some() => {
+                Source::Broken(
+                    "Azure Arc managed identity supports only the system-assigned identity; \
+                     unset AZURE_CLIENT_ID"
+                        .into(),
+                )
             }
             (Some(endpoint), None, Some(_)) => {
-                if env_get(env, "AZURE_CLIENT_ID").is_some() {
-                    Source::Broken(
-                        "Azure Arc managed identity supports only the system-assigned identity; \
-                         unset AZURE_CLIENT_ID"
-                            .into(),
-                    )
-                } else {
-                    match checked_endpoint("IDENTITY_ENDPOINT", endpoint) {
-                        Ok(endpoint) => Source::Arc {
-                            endpoint,
-                            key_dir: arc_key_dir.to_path_buf(),
-                        },
-                        Err(m) => Source::Broken(m),
-                    }
-                }
+                checked_endpoint("IDENTITY_ENDPOINT", endpoint, |endpoint| {
+                    let key_dir = arc_key_dir.to_path_buf();
+                    Source::Arc { endpoint, key_dir }
+                })
             }
             _ => {
                 let (var, value) = imds_endpoint(env);
-                match checked_endpoint(var, value) {
-                    Ok(endpoint) => Source::Imds { endpoint },
-                    Err(m) => Source::Broken(m),
-                }
+                checked_endpoint(var, value, |endpoint| Source::Imds { endpoint })
             }
         };
         ManagedIdentityCredential {
