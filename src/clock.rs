@@ -52,27 +52,26 @@ impl ManualClock {
         }
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, ManualState> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn advance(&self, d: Duration) {
-        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        s.now += d;
+        self.state().now += d;
     }
 
     /// Every duration passed to `sleep`, in order.
     pub fn slept(&self) -> Vec<Duration> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .slept
-            .clone()
+        self.state().slept.clone()
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).now
+        self.state().now
     }
     fn sleep(&self, d: Duration) {
-        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.state();
         s.now += d;
         s.slept.push(d);
     }

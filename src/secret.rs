@@ -44,18 +44,6 @@ impl fmt::Display for Secret {
     }
 }
 
-impl From<String> for Secret {
-    fn from(value: String) -> Self {
-        Secret(value)
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(value: &str) -> Self {
-        Secret(value.to_owned())
-    }
-}
-
 /// Test support: a global allocator for the unit tests that can tell whether a secret was still
 /// in a block when the block was freed.
 #[cfg(test)]
@@ -134,7 +122,7 @@ mod tests {
         let ((), found) = freed::blocks_holding(VALUE.as_bytes(), || {
             let s = Secret::new(VALUE);
             let copy = s.clone();
-            let from_string = Secret::from(String::from(VALUE));
+            let from_string = Secret::new(String::from(VALUE));
             assert_eq!(copy.expose(), VALUE);
             drop((s, copy, from_string));
         });
