@@ -5,8 +5,8 @@
 //! the one Configure reports, is the built-in's), plus our own: `subscription_id` is optional,
 //! tenant/app id/secret are required together, unknown keys are reported. It collects every
 //! problem. `Configure` fails with the first one (gRPC InvalidArgument,
-//! [`Validation::into_result`]); `Validate` returns them all as notes ([`Validation::notes`]), plus one note per ignored key, and no notes at all
-//! for a valid config without ignored keys.
+//! [`Validation::into_result`]); `Validate` returns them all as notes ([`Validation::notes`]),
+//! plus one note per ignored key, and no notes at all for a valid config without ignored keys.
 //!
 //! Decoding follows HCL1's `hcl.Decode` semantics: key names match case-insensitively, a
 //! repeated key's last value wins, repeated `shared_keys` blocks merge, numbers and booleans
@@ -379,21 +379,16 @@ fn regex_error(pattern: &str, err: &regex::Error) -> String {
 /// `crate::uri`.
 fn uri_for_display(uri: &str) -> String {
     let base = uri.split(['?', '#']).next().unwrap_or("");
-    let (scheme, rest) = match base.split_once("://") {
-        Some((scheme, rest)) => (Some(scheme), rest),
-        None => (None, base),
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
+    let (scheme, rest) = base
+        .find("://")
+        .map_or(("", base), |i| base.split_at(i + 3));
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let authority = match authority.rsplit_once('@') {
         Some((_, host)) => format!("<redacted>@{host}"),
         None => authority.to_owned(),
     };
     let trimmed = if base.len() < uri.len() { "…" } else { "" };
-    let shown = match scheme {
-        Some(scheme) => format!("{scheme}://{authority}{path}{trimmed}"),
-        None => format!("{authority}{path}{trimmed}"),
-    };
+    let shown = format!("{scheme}{authority}{path}{trimmed}");
     // One line, bounded: a newline or a huge value in the config must not reshape the error.
     let mut out: String = shown
         .chars()
