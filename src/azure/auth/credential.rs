@@ -157,28 +157,25 @@ pub(crate) enum TokenResponseError {
 /// A readable reason from an OAuth2 / managed identity error body: `error` + the first line of
 /// `error_description` (AADSTS code and text), or `error.code` + `error.message`. Bounded.
 pub(crate) fn describe_token_error(status: u16, body: &[u8]) -> String {
-    let mut parts = Vec::new();
+    let mut parts = vec![format!("HTTP {status}")];
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
         match v.get("error") {
             Some(Value::String(code)) => parts.push(code.clone()),
             Some(Value::Object(o)) => {
-                if let Some(c) = o.get("code").and_then(Value::as_str) {
-                    parts.push(c.to_string());
-                }
-                if let Some(m) = o.get("message").and_then(Value::as_str) {
-                    parts.push(m.to_string());
-                }
+                let fields = ["code", "message"]
+                    .iter()
+                    .filter_map(|k| o.get(*k)?.as_str());
+                parts.extend(fields.map(str::to_owned));
             }
             _ => {}
         }
-        for key in ["error_description", "message", "Message"] {
-            if let Some(d) = v.get(key).and_then(Value::as_str) {
-                parts.push(d.lines().next().unwrap_or("").to_string());
-                break;
-            }
+        let description = ["error_description", "message", "Message"]
+            .iter()
+            .find_map(|k| v.get(*k)?.as_str());
+        if let Some(d) = description {
+            parts.push(d.lines().next().unwrap_or("").to_string());
         }
     }
-    parts.insert(0, format!("HTTP {status}"));
     truncate(parts.join(": "), 400)
 }
 

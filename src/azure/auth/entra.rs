@@ -168,19 +168,13 @@ pub(super) struct FromEnv {
     setup: Result<EntraCredential, CredentialError>,
 }
 
-impl FromEnv {
-    fn ready(&self) -> Result<&EntraCredential, CredentialError> {
-        self.setup.as_ref().map_err(Clone::clone)
-    }
-}
-
 impl Credential for FromEnv {
     fn name(&self) -> &'static str {
         self.name
     }
 
     fn fetch(&self, tenant: Option<&str>, scope: &str) -> Result<AccessToken, CredentialError> {
-        self.ready()?.fetch(tenant, scope)
+        (self.setup.as_ref().map_err(Clone::clone)?).fetch(tenant, scope)
     }
 
     fn fetch_within(
@@ -189,7 +183,7 @@ impl Credential for FromEnv {
         scope: &str,
         deadline: Deadline,
     ) -> Result<AccessToken, CredentialError> {
-        self.ready()?.fetch_within(tenant, scope, deadline)
+        (self.setup.as_ref().map_err(Clone::clone)?).fetch_within(tenant, scope, deadline)
     }
 }
 
