@@ -571,12 +571,11 @@ pub(crate) fn retry_reason_of_status(status: u16) -> &'static str {
 /// One credential of the chain was asked for a token: counted by kind (see
 /// [`credential_kind`]) and `outcome` ok|unavailable|error.
 pub(crate) fn token_fetch(credential: &str, outcome: &'static str) {
-    let kind = credential_kind(credential);
-    counter(
-        TOKEN_FETCH,
-        Labels::two(("credential", kind), ("outcome", outcome)),
-        1.0,
+    let labels = Labels::two(
+        ("credential", credential_kind(credential)),
+        ("outcome", outcome),
     );
+    counter(TOKEN_FETCH, labels, 1.0);
 }
 
 /// The `credential` label for a credential's log name (the first matching prefix wins).
