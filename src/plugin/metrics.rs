@@ -97,10 +97,9 @@ impl Sink for MetricsClient {
     fn send_batch(&mut self, batch: &[Metric]) -> Vec<Result<(), SinkError>> {
         let mut out: Vec<Result<(), SinkError>> = Vec::with_capacity(batch.len());
         for window in batch.chunks(WINDOW) {
-            // After a failed window the host is in trouble: the rest is not tried.
-            if let Some(e) = out.iter().find_map(|r| r.clone().err()) {
-                out.extend(window.iter().map(|_| Err(e.clone())));
-                continue;
+            // After a failed window the host is in trouble: the rest is not tried (not sent).
+            if out.iter().any(Result::is_err) {
+                break;
             }
             let calls: Vec<_> = window.iter().map(|m| self.start(m)).collect();
             out.extend(calls.into_iter().map(finish));
