@@ -244,24 +244,18 @@ impl<'a> Lexer<'a> {
             let Some(c) = self.bump() else {
                 return self.err(at, "literal not terminated");
             };
-            if c == '\n' && braces == 0 {
-                return self.err(at, "literal not terminated");
-            }
-            if c == '"' && braces == 0 {
-                break;
-            }
-            if braces == 0 && c == '$' && self.peek(0) == Some('{') {
-                self.bump();
-                braces = 1;
-                out.extend_from_slice(b"${");
-                continue;
-            }
-            if braces > 0 {
-                match c {
-                    '{' => braces += 1,
-                    '}' => braces -= 1,
-                    _ => {}
+            match (c, braces) {
+                ('\n', 0) => return self.err(at, "literal not terminated"),
+                ('"', 0) => break,
+                ('$', 0) if self.peek(0) == Some('{') => {
+                    self.bump();
+                    braces = 1;
+                    out.extend_from_slice(b"${");
+                    continue;
                 }
+                ('{', 1..) => braces += 1,
+                ('}', 1..) => braces -= 1,
+                _ => {}
             }
             if c == '\\' {
                 let raw_start = at;
@@ -299,10 +293,7 @@ impl<'a> Lexer<'a> {
             '"' => b'"',
             '0'..='7' => {
                 let v = c.to_digit(8).unwrap_or(0) * 64 + self.digits(at, 2, 8)?;
-                match u8::try_from(v) {
-                    Ok(b) => b,
-                    Err(_) => return self.err(at, "illegal char escape"),
-                }
+                u8::try_from(v).or_else(|_| self.err(at, "illegal char escape"))?
             }
             // Two hex digits always fit a byte.
             'x' => u8::try_from(self.digits(at, 2, 16)?).unwrap_or(0),
@@ -322,13 +313,11 @@ impl<'a> Lexer<'a> {
     fn digits(&mut self, at: usize, n: usize, radix: u32) -> LexResult<u32> {
         let mut v: u32 = 0;
         for _ in 0..n {
-            match self.peek(0).and_then(|d| d.to_digit(radix)) {
-                Some(d) => {
-                    self.bump();
-                    v = v.wrapping_mul(radix).wrapping_add(d);
-                }
-                None => return self.err(at, "illegal char escape"),
-            }
+            let Some(d) = self.peek(0).and_then(|d| d.to_digit(radix)) else {
+                return self.err(at, "illegal char escape");
+            };
+            self.bump();
+            v = v.wrapping_mul(radix).wrapping_add(d);
         }
         Ok(v)
     }
