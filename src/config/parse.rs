@@ -177,13 +177,7 @@ impl<'de> Visitor<'de> for RawVisitor {
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Raw, E> {
         Ok(Raw::Str(v.to_owned()))
     }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Raw, E> {
-        Ok(Raw::Str(v))
-    }
     fn visit_unit<E: de::Error>(self) -> Result<Raw, E> {
-        Ok(Raw::Null)
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Raw, E> {
         Ok(Raw::Null)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Raw, A::Error> {
