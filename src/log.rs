@@ -16,11 +16,8 @@ pub(crate) const DEFAULT_FILTER: &str =
 /// `2006-01-02T15:04:05.000000Z`.
 pub(crate) fn format_timestamp(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let micros = d.subsec_micros();
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, day) = civil_from_days(days);
+    let (secs, micros) = (d.as_secs() as i64, d.subsec_micros());
+    let (sod, (y, m, day)) = (secs % 86_400, civil_from_days(secs / 86_400));
     format!(
         "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
         sod / 3600,
