@@ -57,10 +57,6 @@ impl Labels {
         Labels([(name, value), ("", "")])
     }
 
-    pub const fn two(a: (&'static str, &'static str), b: (&'static str, &'static str)) -> Labels {
-        Labels([a, b])
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = &(&'static str, &'static str)> {
         self.0.iter().filter(|(name, _)| !name.is_empty())
     }
@@ -506,11 +502,8 @@ pub fn spawn(
                     log::info!(counts = counts, period = format!("{}s", status_interval.as_secs()); "Key Vault status");
                 }
                 let next = (now + flush_interval).min(status.due());
-                let wait = next
-                    .duration_since(clock.now())
-                    .unwrap_or_default()
-                    .min(MAX_WAIT);
-                std::thread::sleep(wait);
+                let wait = next.duration_since(clock.now()).unwrap_or_default();
+                std::thread::sleep(wait.min(MAX_WAIT));
             }
         })
 }
@@ -530,7 +523,7 @@ fn sample_ms(key: &'static [&'static str], labels: Labels, d: Duration) {
 /// A Key Vault REST call ended: `operation` is sign|create|get|list|update|delete, `outcome`
 /// ok|4xx|429|5xx|transport (see [`outcome_of_status`]).
 pub(crate) fn key_vault_call(operation: &'static str, outcome: &'static str) {
-    let labels = Labels::two(("operation", operation), ("outcome", outcome));
+    let labels = Labels([("operation", operation), ("outcome", outcome)]);
     counter(KEY_VAULT_CALL, labels, 1.0);
 }
 
@@ -571,10 +564,10 @@ pub(crate) fn retry_reason_of_status(status: u16) -> &'static str {
 /// One credential of the chain was asked for a token: counted by kind (see
 /// [`credential_kind`]) and `outcome` ok|unavailable|error.
 pub(crate) fn token_fetch(credential: &str, outcome: &'static str) {
-    let labels = Labels::two(
+    let labels = Labels([
         ("credential", credential_kind(credential)),
         ("outcome", outcome),
-    );
+    ]);
     counter(TOKEN_FETCH, labels, 1.0);
 }
 
@@ -627,7 +620,7 @@ mod tests {
     fn call(op: &'static str, outcome: &'static str) -> Series {
         Series::new(
             KEY_VAULT_CALL,
-            Labels::two(("operation", op), ("outcome", outcome)),
+            Labels([("operation", op), ("outcome", outcome)]),
         )
     }
 
