@@ -344,14 +344,9 @@ impl CertificateFile {
         let stamp = FileStamp::of(&file.metadata().map_err(unreadable)?);
         // Held while parsing, so that concurrent token requests decrypt the file once. No
         // network I/O happens under it.
-        let mut parsed = self
-            .parsed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((seen, outcome)) = parsed.as_ref() {
-            if *seen == stamp {
-                return outcome.clone();
-            }
+        let mut parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, outcome)) = parsed.as_ref().filter(|(seen, _)| *seen == stamp) {
+            return outcome.clone();
         }
         if stamp.size > MAX_FILE_SIZE {
             return Err(AzureError::Auth(format!(
