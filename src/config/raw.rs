@@ -47,17 +47,11 @@ impl DecodeError {
 /// 1-based line and column (in characters, as HCL1 counts) of a byte offset. Offsets past
 /// the end, or inside a character, resolve to the next character boundary.
 pub(crate) fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    let mut line = 1;
-    let mut col = 1;
-    for (i, c) in src.char_indices() {
-        if i >= offset {
-            break;
-        }
+    let (mut line, mut col) = (1, 1);
+    for (_, c) in src.char_indices().take_while(|&(i, _)| i < offset) {
+        col += 1;
         if c == '\n' {
-            line += 1;
-            col = 1;
-        } else {
-            col += 1;
+            (line, col) = (line + 1, 1);
         }
     }
     (line, col)
