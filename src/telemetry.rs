@@ -381,11 +381,8 @@ impl Flusher {
         samples: &[Samples],
     ) -> Result<(), (SinkError, u64)> {
         let names: Vec<String> = self.unsent.keys().cloned().collect();
-        let mut batch: Vec<Metric> = self
-            .unsent
-            .values()
-            .map(|(series, val)| series.metric(Kind::Counter, *val as f32))
-            .collect();
+        let counter = |(series, val): &(Series, f64)| series.metric(Kind::Counter, *val as f32);
+        let mut batch: Vec<Metric> = self.unsent.values().map(counter).collect();
         for s in samples {
             batch.extend(s.kept.iter().map(|v| s.series.metric(Kind::Sample, *v)));
         }

@@ -16,6 +16,8 @@ use crate::azure::settings::{env_get, EnvSnapshot};
 use crate::azure::types::AzureError;
 use crate::secret::Secret;
 
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
 /// How the client proves who it is.
 pub(super) enum Proof {
     Secret(Secret),
@@ -95,10 +97,7 @@ impl EntraCredential {
         match self.proof {
             Proof::Secret(_) => form.push(("client_secret", proof.expose())),
             _ => form.extend([
-                (
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ),
+                ("client_assertion_type", JWT_BEARER),
                 ("client_assertion", proof.expose()),
             ]),
         }
