@@ -165,10 +165,8 @@ impl TokenCache {
                 let lifetime = t.expires_at.duration_since(now).unwrap_or_default();
                 let early = REFRESH_BEFORE_EXPIRY.min(lifetime / 2);
                 let refresh_at = t.expires_at.checked_sub(early).unwrap_or(t.expires_at);
-                debug!(
-                    "obtained an access token for {scope} valid for {}s",
-                    lifetime.as_secs()
-                );
+                let secs = lifetime.as_secs();
+                debug!("obtained an access token for {scope} valid for {secs}s");
                 entry.token = Some(Cached {
                     token: t.token.clone(),
                     expires_at: t.expires_at,

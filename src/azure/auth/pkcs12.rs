@@ -405,13 +405,8 @@ pub(crate) fn decode_pfx(data: &[u8], password: &str) -> Result<Decoded> {
     Ok(out)
 }
 
-fn read_bags(
-    safe_contents: &[u8],
-    password: &str,
-    out: &mut Decoded,
-    work: &mut Work,
-) -> Result<()> {
-    let mut bags = Reader::new(safe_contents).sequence("SafeContents")?;
+fn read_bags(bags: &[u8], password: &str, out: &mut Decoded, work: &mut Work) -> Result<()> {
+    let mut bags = Reader::new(bags).sequence("SafeContents")?;
     while !bags.is_empty() {
         let mut bag = bags.sequence("SafeBag")?;
         let kind = bag.expect(OID, "SafeBag type")?;
