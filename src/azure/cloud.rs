@@ -13,41 +13,21 @@ const PUBLIC_AUTHORITY: &str = "https://login.microsoftonline.com/";
 const CHINA_AUTHORITY: &str = "https://login.chinacloudapi.cn/";
 const US_GOV_AUTHORITY: &str = "https://login.microsoftonline.us/";
 
-/// (vault host suffix, resource, authority host)
-const CLOUDS: &[(&str, &str, &str)] = &[
-    (
-        "vault.azure.net",
-        "https://vault.azure.net",
-        PUBLIC_AUTHORITY,
-    ),
-    (
-        "managedhsm.azure.net",
-        "https://managedhsm.azure.net",
-        PUBLIC_AUTHORITY,
-    ),
-    ("vault.azure.cn", "https://vault.azure.cn", CHINA_AUTHORITY),
-    (
-        "managedhsm.azure.cn",
-        "https://managedhsm.azure.cn",
-        CHINA_AUTHORITY,
-    ),
-    (
-        "vault.usgovcloudapi.net",
-        "https://vault.usgovcloudapi.net",
-        US_GOV_AUTHORITY,
-    ),
-    (
-        "managedhsm.usgovcloudapi.net",
-        "https://managedhsm.usgovcloudapi.net",
-        US_GOV_AUTHORITY,
-    ),
+/// (vault host suffix, authority host); the cloud's resource is `https://` + the suffix.
+const CLOUDS: &[(&str, &str)] = &[
+    ("vault.azure.net", PUBLIC_AUTHORITY),
+    ("managedhsm.azure.net", PUBLIC_AUTHORITY),
+    ("vault.azure.cn", CHINA_AUTHORITY),
+    ("managedhsm.azure.cn", CHINA_AUTHORITY),
+    ("vault.usgovcloudapi.net", US_GOV_AUTHORITY),
+    ("managedhsm.usgovcloudapi.net", US_GOV_AUTHORITY),
 ];
 
-fn cloud_for(host: &str) -> Option<&'static (&'static str, &'static str, &'static str)> {
+fn cloud_for(host: &str) -> Option<&'static (&'static str, &'static str)> {
     let host = host_without_port(host).to_ascii_lowercase();
     CLOUDS
         .iter()
-        .find(|(suffix, _, _)| host.ends_with(&format!(".{suffix}")))
+        .find(|(suffix, _)| host.ends_with(&format!(".{suffix}")))
 }
 
 /// Strips a `:port` (not from a bracketed IPv6 literal's inside).
@@ -65,14 +45,14 @@ pub(crate) fn host_without_port(host: &str) -> &str {
 /// `https://vault.azure.cn/.default`); unknown hosts get [`PUBLIC_VAULT_SCOPE`].
 pub(crate) fn scope_for_vault_host(host: &str) -> String {
     cloud_for(host)
-        .map(|(_, resource, _)| format!("{resource}/.default"))
+        .map(|(suffix, _)| format!("https://{suffix}/.default"))
         .unwrap_or_else(|| PUBLIC_VAULT_SCOPE.to_string())
 }
 
 /// The default authority host for a vault host's cloud (public for unknown hosts).
 pub(crate) fn default_authority_for_vault_host(host: &str) -> &'static str {
     cloud_for(host)
-        .map(|(_, _, authority)| *authority)
+        .map(|(_, authority)| *authority)
         .unwrap_or(PUBLIC_AUTHORITY)
 }
 
