@@ -8,8 +8,7 @@
 //! tenant is followed only when it is the configured one or listed in
 //! `AZURE_ADDITIONALLY_ALLOWED_TENANTS` (see [`AllowedTenants`]), as the Azure SDKs do.
 
-use crate::azure::cloud::host_without_port;
-use crate::azure::cloud::normalize_resource;
+use crate::azure::cloud::{host_without_port, normalize_resource};
 use crate::azure::http::Url;
 
 /// The parameters of a `Bearer` challenge.
@@ -146,8 +145,11 @@ impl Parser<'_> {
         }
     }
     fn token(&mut self) -> String {
+        self.take(|b| !(b.is_ascii_whitespace() || b == b',' || b == b'=' || b == b'"'))
+    }
+    fn take(&mut self, f: impl Fn(u8) -> bool) -> String {
         let start = self.i;
-        self.skip(|b| !(b.is_ascii_whitespace() || b == b',' || b == b'=' || b == b'"'));
+        self.skip(f);
         String::from_utf8_lossy(self.s.get(start..self.i).unwrap_or_default()).into_owned()
     }
     fn value(&mut self) -> String {
@@ -173,9 +175,7 @@ impl Parser<'_> {
     }
     /// Unquoted values may contain `=` (base64 padding in `claims`).
     fn token_allowing_equals(&mut self) -> String {
-        let start = self.i;
-        self.skip(|b| !(b.is_ascii_whitespace() || b == b','));
-        String::from_utf8_lossy(self.s.get(start..self.i).unwrap_or_default()).into_owned()
+        self.take(|b| !(b.is_ascii_whitespace() || b == b','))
     }
 }
 
@@ -259,17 +259,11 @@ pub(crate) enum Decision {
     Refuse(String),
 }
 
-/// The host of a resource URL without port, lower-cased.
-fn resource_host(resource: &str) -> Option<String> {
-    let url = Url::parse(resource).ok()?;
-    Some(url.host)
-}
-
 /// Whether `vault_host` lies inside the resource's domain: it must end with `"." + resource
 /// host` (case-insensitive, ports ignored). `myvault.vault.azure.net` passes against
 /// `https://vault.azure.net`; `127.0.0.1` passes against nothing.
 pub(crate) fn vault_in_resource_domain(vault_host: &str, resource: &str) -> bool {
-    let Some(rhost) = resource_host(resource) else {
+    let Ok(Url { host: rhost, .. }) = Url::parse(resource) else {
         return false;
     };
     let vhost = host_without_port(vault_host).to_ascii_lowercase();

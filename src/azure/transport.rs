@@ -216,15 +216,11 @@ fn run<B: ureq::AsSendBody>(
         CONNECT_TIMEOUT
     };
     if probe || timeout < CALL_TIMEOUT {
-        let request = agent
-            .configure_request(request)
-            .timeout_connect(Some(connect.min(timeout)))
-            .timeout_global(Some(timeout))
-            .build();
-        agent.run(request)
-    } else {
-        agent.run(request)
+        let request = agent.configure_request(request);
+        let request = request.timeout_connect(Some(connect.min(timeout)));
+        return agent.run(request.timeout_global(Some(timeout)).build());
     }
+    agent.run(request)
 }
 
 impl Transport for UreqTransport {
