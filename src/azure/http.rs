@@ -3,8 +3,8 @@
 //! `https` proxies from `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY`, and the retry
 //! policy (408/429/5xx and transport errors, `Retry-After` honored, bounded back-off slept
 //! through the injectable [`Clock`]), all of a call within its operation's [`Deadline`]. Key
-//! Vault requests go through [`HttpClient::send_throttled`] instead, which shares the vault's
-//! `429`s among all callers (src/azure/throttle.rs); token requests do not.
+//! Vault requests also pass [`HttpClient::send_within`] their vault's throttle, which shares
+//! its `429`s among all callers (src/azure/throttle.rs); token requests do not.
 //!
 //! Requests and responses are plain structs so the retry logic can be unit-tested with a
 //! scripted [`Transport`]. Neither type implements a `Debug` that could print a header value
@@ -19,8 +19,6 @@ use std::time::{Duration, SystemTime};
 use log::{debug, warn};
 
 use crate::azure::deadline::{trim_float, Deadline, OPERATION_DEADLINE};
-// A back-off or `Retry-After` wait is taken only if at least `MIN_ATTEMPT` is left after it
-// for the retry to run.
 use crate::azure::settings::{env_get, EnvSnapshot};
 use crate::azure::throttle::{
     NotAdmitted, Outcome, Throttle, Throttles, MAX_SHARED_PAUSE, MIN_ATTEMPT,
@@ -174,20 +172,17 @@ impl HttpRequest {
         self
     }
 
-    pub fn json_body(mut self, body: Vec<u8>) -> Self {
-        self.headers
-            .push(("Content-Type".into(), "application/json".into()));
-        self.body = Some(body);
-        self
+    pub fn json_body(self, body: Vec<u8>) -> Self {
+        self.body("application/json", body)
     }
 
-    pub fn form_body(mut self, body: Vec<u8>) -> Self {
-        self.headers.push((
-            "Content-Type".into(),
-            "application/x-www-form-urlencoded".into(),
-        ));
+    pub fn form_body(self, body: Vec<u8>) -> Self {
+        self.body("application/x-www-form-urlencoded", body)
+    }
+
+    fn body(mut self, content_type: &str, body: Vec<u8>) -> Self {
         self.body = Some(body);
-        self
+        self.header("Content-Type", content_type)
     }
 
     /// `METHOD scheme://host/path` without the query: what logs and errors may show.
@@ -323,10 +318,9 @@ pub(crate) fn retry_after_hint(resp: &HttpResponse, now: SystemTime) -> Option<D
 pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<f64>() {
-        if (0.0..1e9).contains(&secs) {
-            return Some(Duration::from_secs_f64(secs));
-        }
-        return None;
+        return (0.0..1e9)
+            .contains(&secs)
+            .then(|| Duration::from_secs_f64(secs));
     }
     let when = httpdate::parse_http_date(v).ok()?;
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
@@ -336,6 +330,7 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
 // Client
 
 /// The transport plus the retry policy and the clock the back-offs sleep on.
+#[derive(Clone)]
 pub struct HttpClient {
     transport: Arc<dyn Transport>,
     clock: Arc<dyn Clock>,
@@ -365,26 +360,23 @@ impl HttpClient {
     /// (the certificate credential's token request).
     pub fn within(&self, deadline: Deadline) -> HttpClient {
         HttpClient {
-            transport: self.transport.clone(),
-            clock: self.clock.clone(),
-            policy: self.policy,
             deadline: Some(deadline),
-            throttles: self.throttles.clone(),
+            ..self.clone()
         }
     }
 
-    /// The shared throttle of a vault host (`host[:port]`), for [`HttpClient::send_throttled`].
+    /// The shared throttle of a vault host (`host[:port]`), for [`HttpClient::send_within`].
     pub fn throttle_for(&self, authority: &str) -> Arc<Throttle> {
         self.throttles.for_host(authority, &self.clock)
     }
 
     /// [`HttpClient::send_within`] the deadline this client is bound to, else one of the
-    /// policy's budget from now.
+    /// policy's budget from now; no throttle.
     pub fn send(&self, req: &HttpRequest) -> Result<HttpResponse, AzureError> {
         let deadline = self
             .deadline
             .unwrap_or_else(|| Deadline::after(self.clock.as_ref(), self.policy.budget));
-        self.send_within(req, deadline)
+        self.send_within(req, deadline, None)
     }
 
     /// Sends `req`, retrying retryable statuses and transport errors per the policy, all of it
@@ -393,33 +385,15 @@ impl HttpClient {
     /// waited for. Returns the final response whatever its status (callers map non-2xx to
     /// errors; [`HttpResponse::refused_wait`] tells them a wait was refused), or the last
     /// transport error.
-    pub fn send_within(
-        &self,
-        req: &HttpRequest,
-        deadline: Deadline,
-    ) -> Result<HttpResponse, AzureError> {
-        self.send_retrying(req, deadline, None)
-    }
-
-    /// [`HttpClient::send_within`] for a Key Vault request, through the vault's shared
-    /// `throttle`: every attempt waits for its turn there (shared pause, learned rate, FIFO),
+    ///
+    /// A Key Vault request goes through the vault's shared `throttle`: every attempt waits for its turn there (shared pause, learned rate, FIFO),
     /// and reports how the vault answered. A `429` is retried for as long as the deadline
     /// allows, not a fixed number of times (its `Retry-After` is honored if it ends in time,
     /// else the answer is returned with [`HttpResponse::refused_wait`]); 5xx and transport
     /// errors keep the policy's bounded retries. When no attempt can start in time the last
     /// answer is returned, or, if that was a `429` or nothing, an [`AzureError::Throttled`].
-    pub fn send_throttled(
-        &self,
-        req: &HttpRequest,
-        deadline: Deadline,
-        throttle: &Throttle,
-    ) -> Result<HttpResponse, AzureError> {
-        self.send_retrying(req, deadline, Some(throttle))
-    }
-
-    /// The one retry loop of [`HttpClient::send_within`] (no `throttle`: a `429` is one more
-    /// retryable status) and [`HttpClient::send_throttled`].
-    fn send_retrying(
+    /// Without a throttle a `429` is one more retryable status.
+    pub fn send_within(
         &self,
         req: &HttpRequest,
         deadline: Deadline,
@@ -435,6 +409,19 @@ impl HttpClient {
         let fits = |delay: Duration| delay.saturating_add(MIN_ATTEMPT) <= deadline.remaining(clock);
         let transport_error = |e: &TransportError| {
             AzureError::Transport(format!("{}: {}", req.describe(), e.message))
+        };
+        // The answer, marked as asking for a wait `h` that does not fit.
+        let refuse_wait = |mut resp: HttpResponse, h: Duration| {
+            warn!(
+                "{} returned HTTP {} asking to wait {} s, past {} ({} s left); not waiting",
+                req.describe(),
+                resp.status,
+                trim_float(h.as_secs_f64()),
+                deadline.describe(),
+                trim_float(deadline.remaining(clock).as_secs_f64())
+            );
+            resp.refused_wait = Some(h);
+            resp
         };
         let mut turn = throttle.map(|t| (t, t.ticket()));
         // Bounded retries (5xx, transport) and `429`s retried through the throttle.
@@ -464,20 +451,12 @@ impl HttpClient {
                 )));
             }
             let (delay, reason) = match self.transport.execute(req, cap.min(left)) {
-                Ok(mut resp) if resp.status == 429 && permit.is_some() => {
+                Ok(resp) if resp.status == 429 && permit.is_some() => {
                     let hint = retry_after_hint(&resp, clock.now());
                     record(Outcome::Throttled(hint));
                     throttled += 1;
                     if let Some(h) = hint.filter(|h| !fits(*h)) {
-                        warn!(
-                            "{} returned HTTP 429 asking to wait {} s, past {} ({} s left); not waiting",
-                            req.describe(),
-                            trim_float(h.as_secs_f64()),
-                            deadline.describe(),
-                            trim_float(deadline.remaining(clock).as_secs_f64())
-                        );
-                        resp.refused_wait = Some(h);
-                        return Ok(resp);
+                        return Ok(refuse_wait(resp, h));
                     }
                     debug!(
                         "{} throttled (HTTP 429, {throttled} so far); waiting for its turn",
@@ -492,7 +471,7 @@ impl HttpClient {
                     }
                     continue;
                 }
-                Ok(mut resp) => {
+                Ok(resp) => {
                     record(if resp.status >= 500 {
                         Outcome::Neutral
                     } else {
@@ -504,18 +483,10 @@ impl HttpClient {
                     let hint = retry_after_hint(&resp, clock.now());
                     let delay = hint.unwrap_or_else(|| self.policy.backoff(retry));
                     if !fits(delay) {
-                        if let Some(hint) = hint {
-                            warn!(
-                                "{} returned HTTP {} asking to wait {} s, past {} ({} s left); not waiting",
-                                req.describe(),
-                                resp.status,
-                                trim_float(hint.as_secs_f64()),
-                                deadline.describe(),
-                                trim_float(deadline.remaining(clock).as_secs_f64())
-                            );
-                            resp.refused_wait = Some(hint);
-                        }
-                        return Ok(resp);
+                        return Ok(match hint {
+                            Some(h) => refuse_wait(resp, h),
+                            None => resp,
+                        });
                     }
                     let reason = crate::telemetry::retry_reason_of_status(resp.status);
                     crate::telemetry::http_retry(reason, hint.map(|_| delay));
@@ -556,7 +527,7 @@ impl HttpClient {
         }
     }
 
-    /// What [`HttpClient::send_throttled`] returns when the throttle could not admit the next
+    /// What [`HttpClient::send_within`] returns when the throttle could not admit the next
     /// attempt before the deadline: the last answer if it was a 5xx or a lost request (it
     /// stands as it was: a create may have happened), else an [`AzureError::Throttled`].
     fn not_admitted(
@@ -669,10 +640,7 @@ fn parse_no_proxy_entry(e: &str) -> Option<NoProxyEntry> {
             None => (e, None),
         }
     };
-    let port = match port {
-        Some(p) => Some(p.parse::<u16>().ok()?),
-        None => None,
-    };
+    let port = port.map(str::parse::<u16>).transpose().ok()?;
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Some(NoProxyEntry::Ip { ip, port });
     }
@@ -769,6 +737,11 @@ const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
+/// The certificates of a PEM file; none when it cannot be read.
+fn pem_file(path: &Path) -> Vec<Vec<u8>> {
+    std::fs::read(path).map_or_else(|_| Vec::new(), |data| pem_certs(&data))
+}
+
 fn pem_certs(data: &[u8]) -> Vec<Vec<u8>> {
     pem::parse_many(data)
         .map(|items| {
@@ -794,9 +767,7 @@ pub(crate) fn load_root_certs(env: &EnvSnapshot) -> Result<Vec<Vec<u8>>, AzureEr
         std::env::var_os("SSL_CERT_FILE").is_some() || std::env::var_os("SSL_CERT_DIR").is_some();
     if process_overrides || roots.is_empty() {
         if let Some(bundle) = SYSTEM_BUNDLES.iter().find(|p| Path::new(p).is_file()) {
-            if let Ok(data) = std::fs::read(bundle) {
-                roots.extend(pem_certs(&data));
-            }
+            roots.extend(pem_file(Path::new(bundle)));
         }
     }
     if let Some(file) = env_get(env, "SSL_CERT_FILE") {
@@ -813,20 +784,12 @@ pub(crate) fn load_root_certs(env: &EnvSnapshot) -> Result<Vec<Vec<u8>>, AzureEr
     }
     if let Some(dirs) = env_get(env, "SSL_CERT_DIR") {
         for dir in dirs.split(':').filter(|d| !d.is_empty()) {
-            let entries = match std::fs::read_dir(dir) {
-                Ok(e) => e,
-                Err(e) => {
-                    warn!("SSL_CERT_DIR entry {dir:?} cannot be read: {e}");
-                    continue;
+            match std::fs::read_dir(dir) {
+                Ok(entries) => {
+                    let files = entries.flatten().map(|e| e.path()).filter(|p| p.is_file());
+                    files.for_each(|path| roots.extend(pem_file(&path)));
                 }
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.is_file() {
-                    if let Ok(data) = std::fs::read(&path) {
-                        roots.extend(pem_certs(&data));
-                    }
-                }
+                Err(e) => warn!("SSL_CERT_DIR entry {dir:?} cannot be read: {e}"),
             }
         }
     }
@@ -1145,7 +1108,7 @@ pub(crate) mod tests {
         let c = HttpClient::new(t.clone(), Arc::new(clock.clone()), RetryPolicy::default());
         let deadline = Deadline::after(&clock, Duration::from_secs(25));
         let r = c
-            .send_within(&HttpRequest::new("POST", "https://x/sign"), deadline)
+            .send_within(&HttpRequest::new("POST", "https://x/sign"), deadline, None)
             .unwrap();
         // 2 s + 8 s + 2 s + 8 s + 2 s = 22 s; another 8 s wait would end at 30 s.
         assert_eq!(r.status, 429);
@@ -1165,7 +1128,7 @@ pub(crate) mod tests {
         // Past the deadline nothing is sent at all.
         clock.advance(Duration::from_secs(10));
         let e = c
-            .send_within(&HttpRequest::new("POST", "https://x/sign"), deadline)
+            .send_within(&HttpRequest::new("POST", "https://x/sign"), deadline, None)
             .unwrap_err();
         assert!(
             matches!(&e, AzureError::Transport(m) if m.contains("the 25 s deadline of this operation passed")),

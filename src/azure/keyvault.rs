@@ -60,10 +60,6 @@ impl VaultEndpoint {
         let base = format!("{}{}", url.origin(), url.path().trim_end_matches('/'));
         Ok(VaultEndpoint { url, base })
     }
-
-    pub fn base(&self) -> &str {
-        &self.base
-    }
 }
 
 /// An api-version safe to put in a query; empty means the default.
@@ -217,24 +213,6 @@ impl KeyVaultClient {
         self
     }
 
-    /// The tenants a challenge may name.
-    pub fn allowed_tenants(&self) -> &AllowedTenants {
-        &self.tenants
-    }
-
-    pub fn api_version(&self) -> &str {
-        &self.api_version
-    }
-
-    /// The scope tokens are currently requested for.
-    pub fn scope(&self) -> String {
-        self.target_now().scope
-    }
-
-    pub fn vault_base(&self) -> &str {
-        self.vault.base()
-    }
-
     fn target_now(&self) -> AuthTarget {
         self.target
             .lock()
@@ -265,7 +243,9 @@ impl KeyVaultClient {
         if let Some(b) = body {
             req = req.json_body(b.to_vec());
         }
-        let resp = self.http.send_throttled(&req, *deadline, &self.throttle)?;
+        let resp = self
+            .http
+            .send_within(&req, *deadline, Some(&self.throttle))?;
         // Routine successes at trace: one line per signature is CPU for the plugin and a JSON
         // line spire-server must parse and drop at its default level.
         if resp.is_success() {
@@ -404,11 +384,14 @@ impl KeyVaultClient {
 }
 
 fn require(what: &str, value: &str) -> Result<(), AzureError> {
-    if value.is_empty() {
-        Err(AzureError::Config(format!("{what} must not be empty")))
-    } else {
-        Ok(())
-    }
+    let empty = || AzureError::Config(format!("{what} must not be empty"));
+    (!value.is_empty()).then_some(()).ok_or_else(empty)
+}
+
+/// A request body, as JSON.
+fn encode(op: Op, body: &impl Serialize) -> Result<Vec<u8>, AzureError> {
+    serde_json::to_vec(body)
+        .map_err(|e| AzureError::Config(format!("{}: cannot encode request: {e}", op.what())))
 }
 
 fn check(op: Op, resp: HttpResponse) -> Result<HttpResponse, AzureError> {
@@ -510,8 +493,7 @@ impl KeyVaultApi for KeyVaultClient {
     fn create_key(&self, name: &str, params: &CreateKeyParams) -> Result<KeyBundle, AzureError> {
         let deadline = self.start();
         require("key name", name)?;
-        let body = serde_json::to_vec(params)
-            .map_err(|e| AzureError::Config(format!("create key: cannot encode request: {e}")))?;
+        let body = encode(Op::Create, params)?;
         let url = self.url(&format!("/keys/{}/create", percent_encode(name)), "");
         let resp = self.execute(Op::Create, "POST", &url, Some(&body), &deadline)?;
         decode(Op::Create, &resp)
@@ -546,8 +528,7 @@ impl KeyVaultApi for KeyVaultClient {
     ) -> Result<KeyBundle, AzureError> {
         let deadline = self.start();
         require("key name", name)?;
-        let body = serde_json::to_vec(params)
-            .map_err(|e| AzureError::Config(format!("update key: cannot encode request: {e}")))?;
+        let body = encode(Op::Update, params)?;
         // An empty version addresses the latest one (`/keys/<name>/`), as the SDKs do.
         let path = format!("/keys/{}/{}", percent_encode(name), percent_encode(version));
         let url = self.url(&path, "");
@@ -574,26 +555,18 @@ impl KeyVaultApi for KeyVaultClient {
         require("key name", name)?;
         require("key version", version)?;
         require("signature algorithm", alg)?;
-        let body = serde_json::to_vec(&SignRequest {
-            alg,
-            value: URL_SAFE_NO_PAD.encode(digest),
-        })
-        .map_err(|e| AzureError::Config(format!("sign: cannot encode request: {e}")))?;
+        let value = URL_SAFE_NO_PAD.encode(digest);
+        let body = encode(Op::Sign, &SignRequest { alg, value })?;
         let path = format!(
             "/keys/{}/{}/sign",
             percent_encode(name),
             percent_encode(version)
         );
         let url = self.url(&path, "");
-        let started = self.http.clock().now();
+        let clock = self.http.clock();
+        let started = clock.now();
         let resp = self.execute(Op::Sign, "POST", &url, Some(&body), &deadline);
-        crate::telemetry::sign_elapsed(
-            self.http
-                .clock()
-                .now()
-                .duration_since(started)
-                .unwrap_or_default(),
-        );
+        crate::telemetry::sign_elapsed(clock.now().duration_since(started).unwrap_or_default());
         let resp = resp?;
         let result: SignResult = decode(Op::Sign, &resp)?;
         let value = result
@@ -630,6 +603,30 @@ fn request_id() -> uuid::Uuid {
     // The counter changes only the low bits (XOR keeps ids distinct); the builder then sets the
     // version bits (high half) and the variant bits (bits 62-63, which no count reaches).
     uuid::Builder::from_random_bytes((base ^ n).to_be_bytes()).into_uuid()
+}
+
+#[cfg(test)]
+impl VaultEndpoint {
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+}
+
+#[cfg(test)]
+impl KeyVaultClient {
+    /// The tenants a challenge may name.
+    pub(crate) fn allowed_tenants(&self) -> &AllowedTenants {
+        &self.tenants
+    }
+
+    pub(crate) fn api_version(&self) -> &str {
+        &self.api_version
+    }
+
+    /// The scope tokens are currently requested for.
+    pub(crate) fn scope(&self) -> String {
+        self.target_now().scope
+    }
 }
 
 #[cfg(test)]

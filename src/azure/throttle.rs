@@ -3,7 +3,7 @@
 //! Key Vault limits requests per vault and answers `429` with `Retry-After` over the limit. If
 //! each caller retried on its own, every one of them would hit the limit again (a `429` storm)
 //! and run out of retries while the vault's capacity went unused. Instead, every request to the
-//! vault (see `HttpClient::send_throttled` in src/azure/http.rs) passes through the host's
+//! vault (see `HttpClient::send_within` in src/azure/http.rs) passes through the host's
 //! [`Throttle`]:
 //!
 //! - **Shared pause.** A `429` pauses every new request to the host until its `Retry-After`
@@ -214,8 +214,7 @@ impl State {
     /// before the first `429` less what `L` refilled meanwhile. `None` without enough answers
     /// or a span of [`MIN_SPAN`].
     fn estimate(&mut self, now: SystemTime) -> Option<f64> {
-        self.prune(now);
-        if self.successes.len() + self.throttled.len() < MIN_SAMPLE {
+        if self.sparse(now) {
             return None;
         }
         let from = self.since_pause(now)?;
@@ -239,11 +238,14 @@ impl State {
     /// The burst before the first `429` over [`MIN_SPAN`] at least: the first `429`'s rough
     /// guess, when the vault answered a burst too fast for [`State::estimate`].
     fn rough_estimate(&mut self, now: SystemTime) -> Option<f64> {
+        let rate = self.burst as f64 / self.burst_span.max(MIN_SPAN).as_secs_f64();
+        (!self.sparse(now)).then_some(rate)
+    }
+
+    /// Fewer than [`MIN_SAMPLE`] answers over the window ending `now`.
+    fn sparse(&mut self, now: SystemTime) -> bool {
         self.prune(now);
-        if self.successes.len() + self.throttled.len() < MIN_SAMPLE {
-            return None;
-        }
-        Some(self.burst as f64 / self.burst_span.max(MIN_SPAN).as_secs_f64())
+        self.successes.len() + self.throttled.len() < MIN_SAMPLE
     }
 
     /// The start of the estimates' window: the first answer, or the end of the last pause
@@ -257,13 +259,10 @@ impl State {
     }
 
     fn prune(&mut self, now: SystemTime) {
+        let old = |t: &SystemTime| now.duration_since(*t).unwrap_or(Duration::ZERO) > WINDOW;
         for times in [&mut self.successes, &mut self.throttled] {
-            while let Some(t) = times.front() {
-                if now.duration_since(*t).unwrap_or(Duration::ZERO) > WINDOW {
-                    times.pop_front();
-                } else {
-                    break;
-                }
+            while times.front().is_some_and(old) {
+                times.pop_front();
             }
         }
     }
@@ -382,16 +381,6 @@ impl Throttle {
         Ticket { seq, waited: false }
     }
 
-    /// The learned rate (requests/s), if any.
-    pub fn rate(&self) -> Option<f64> {
-        self.lock().rate
-    }
-
-    /// Requests waiting for their turn.
-    pub fn queued(&self) -> usize {
-        self.lock().queue.len()
-    }
-
     /// Waits for the ticket's turn: after every older waiting operation, after the shared
     /// pause, at the learned rate. Fails, without waiting in vain, when the request could not
     /// start at least [`MIN_ATTEMPT`] before `deadline`; the error says why.
@@ -478,7 +467,7 @@ impl Throttle {
 /// One [`Throttle`] per vault host (`host[:port]`), created on first use.
 #[derive(Default)]
 pub(crate) struct Throttles {
-    hosts: Mutex<std::collections::HashMap<String, Arc<Throttle>>>,
+    hosts: Mutex<HashMap<String, Arc<Throttle>>>,
 }
 
 impl Throttles {
@@ -488,6 +477,19 @@ impl Throttles {
             .entry(authority.to_ascii_lowercase())
             .or_insert_with(|| Arc::new(Throttle::new(clock.clone())))
             .clone()
+    }
+}
+
+#[cfg(test)]
+impl Throttle {
+    /// The learned rate (requests/s), if any.
+    pub(crate) fn rate(&self) -> Option<f64> {
+        self.lock().rate
+    }
+
+    /// Requests waiting for their turn.
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().queue.len()
     }
 }
 
@@ -778,7 +780,11 @@ mod tests {
         while since(&clock, start()) < 120 * S {
             let deadline = Deadline::after(&clock, 25 * S);
             let r = http
-                .send_throttled(&HttpRequest::new("POST", "https://v/sign"), deadline, &t)
+                .send_within(
+                    &HttpRequest::new("POST", "https://v/sign"),
+                    deadline,
+                    Some(&t),
+                )
                 .unwrap();
             assert_eq!(r.status, 200, "throttling alone failed a signature");
         }
@@ -940,7 +946,11 @@ mod tests {
         let t = http.throttle_for("v");
         let deadline = Deadline::after(&clock, 25 * S);
         let r = http
-            .send_throttled(&HttpRequest::new("POST", "https://v/sign"), deadline, &t)
+            .send_within(
+                &HttpRequest::new("POST", "https://v/sign"),
+                deadline,
+                Some(&t),
+            )
             .unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(vault.calls.load(Ordering::SeqCst), 11);
@@ -952,7 +962,11 @@ mod tests {
         let t = http.throttle_for("v");
         let deadline = Deadline::after(&clock, 25 * S);
         let r = http
-            .send_throttled(&HttpRequest::new("POST", "https://v/sign"), deadline, &t)
+            .send_within(
+                &HttpRequest::new("POST", "https://v/sign"),
+                deadline,
+                Some(&t),
+            )
             .unwrap();
         assert_eq!((r.status, r.refused_wait), (429, Some(S)));
         let starts = vault.starts.lock().unwrap().clone();
@@ -971,7 +985,7 @@ mod tests {
         let sent = vault.starts.lock().unwrap().len();
         let short = Deadline::after(&clock, 5 * S);
         let e = http
-            .send_throttled(&HttpRequest::new("POST", "https://v/sign"), short, &t)
+            .send_within(&HttpRequest::new("POST", "https://v/sign"), short, Some(&t))
             .unwrap_err();
         let AzureError::Throttled(m) = &e else {
             panic!("{e:?}")
@@ -1047,8 +1061,11 @@ mod tests {
                 let begin = Clock::now(&clock);
                 let deadline = Deadline::after(&clock, 25 * S);
                 let first = vault.starts.lock().unwrap().len();
-                let _ =
-                    http.send_throttled(&HttpRequest::new("POST", "https://v/sign"), deadline, &t);
+                let _ = http.send_within(
+                    &HttpRequest::new("POST", "https://v/sign"),
+                    deadline,
+                    Some(&t),
+                );
                 let spent = since(&clock, begin);
                 assert!(spent <= 25 * S, "seed {seed}: {spent:?}");
                 // Every retry started with at least MIN_ATTEMPT left.
