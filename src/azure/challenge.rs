@@ -85,17 +85,12 @@ impl Challenge {
 
     /// `scope`, else `resource` + `/.default`.
     pub(crate) fn scope(&self) -> Option<String> {
-        if let Some(s) = &self.scope {
-            return Some(s.clone());
+        if self.scope.is_some() {
+            return self.scope.clone();
         }
-        self.resource.as_ref().map(|r| {
-            let r = r.trim_end_matches('/');
-            if r.ends_with("/.default") {
-                r.to_string()
-            } else {
-                format!("{r}/.default")
-            }
-        })
+        let r = self.resource.as_deref()?.trim_end_matches('/');
+        let r = r.strip_suffix("/.default").unwrap_or(r);
+        Some(format!("{r}/.default"))
     }
 
     /// The tenant: first path segment of the authorization URL, when it looks like a tenant
@@ -306,6 +301,25 @@ mod tests {
     use super::*;
 
     const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+
+    #[test]
+    fn scope_from_resource_gets_one_default_suffix() {
+        let scope = |resource: &str| {
+            let c = Challenge {
+                resource: Some(resource.into()),
+                ..Challenge::default()
+            };
+            c.scope()
+        };
+        assert_eq!(
+            scope("https://r.example/").as_deref(),
+            Some("https://r.example/.default")
+        );
+        assert_eq!(
+            scope("https://r.example/.default/").as_deref(),
+            Some("https://r.example/.default")
+        );
+    }
 
     #[test]
     fn parses_real_key_vault_form() {

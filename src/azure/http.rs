@@ -101,10 +101,8 @@ impl Url {
 
     /// The path without the query.
     pub fn path(&self) -> &str {
-        self.path_and_query
-            .split('?')
-            .next()
-            .unwrap_or(&self.path_and_query)
+        let pq = &self.path_and_query;
+        pq.split_once('?').map_or(pq, |(path, _)| path)
     }
 
     pub fn query(&self) -> Option<&str> {

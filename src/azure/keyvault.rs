@@ -220,12 +220,14 @@ impl KeyVaultClient {
             .clone()
     }
 
-    fn url(&self, path: &str, extra_query: &str) -> String {
-        format!(
-            "{}{path}?api-version={}{extra_query}",
-            self.vault.base,
-            percent_encode(&self.api_version)
-        )
+    /// `<base>/keys/<segment>/...?api-version=...<extra_query>`, each segment percent-encoded.
+    fn url(&self, segments: &[&str], extra_query: &str) -> String {
+        let mut url = format!("{}/keys", self.vault.base);
+        for s in segments {
+            url += &format!("/{}", percent_encode(s));
+        }
+        let v = percent_encode(&self.api_version);
+        url + &format!("?api-version={v}{extra_query}")
     }
 
     fn send(
@@ -359,27 +361,22 @@ impl KeyVaultClient {
     fn checked_next_link(&self, link: &str) -> Result<String, AzureError> {
         let url =
             Url::parse(link).map_err(|e| AzureError::Decode(format!("invalid nextLink: {e}")))?;
-        if url.scheme != "https"
-            || !url
-                .authority()
-                .eq_ignore_ascii_case(&self.vault.url.authority())
-        {
+        let vault = &self.vault.url;
+        if url.scheme != "https" || !url.authority().eq_ignore_ascii_case(&vault.authority()) {
             return Err(AzureError::Decode(format!(
                 "nextLink points to {}, not the vault {}; refusing to send the vault token there",
                 url.origin(),
-                self.vault.url.origin()
+                vault.origin()
             )));
         }
-        let mut next = format!("{}{}", self.vault.url.origin(), url.path_and_query);
-        let has_version = url
-            .query()
-            .is_some_and(|q| q.split('&').any(|p| p.starts_with("api-version=")));
-        if !has_version {
-            next.push(if url.query().is_some() { '&' } else { '?' });
-            next.push_str("api-version=");
-            next.push_str(&percent_encode(&self.api_version));
-        }
-        Ok(next)
+        let next = format!("{}{}", vault.origin(), url.path_and_query);
+        let sep = match url.query() {
+            Some(q) if q.split('&').any(|p| p.starts_with("api-version=")) => return Ok(next),
+            Some(_) => '&',
+            None => '?',
+        };
+        let v = percent_encode(&self.api_version);
+        Ok(format!("{next}{sep}api-version={v}"))
     }
 }
 
@@ -433,24 +430,16 @@ fn service_error(op: Op, resp: &HttpResponse) -> AzureError {
         .and_then(Value::as_str)
         .map(str::to_string);
     let inner_code = err.and_then(innermost_code);
-    let mut message = err
-        .and_then(|e| e.get("message"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            if parsed.is_some() {
-                String::new()
-            } else {
-                // Not JSON (a proxy or gateway page): a short, single-line excerpt.
-                let text = String::from_utf8_lossy(&resp.body);
-                let line: String = text
-                    .chars()
-                    .map(|c| if c.is_control() { ' ' } else { c })
-                    .take(200)
-                    .collect();
-                line.trim().to_string()
-            }
-        });
+    let mut message = match (err.and_then(|e| e.get("message")), &parsed) {
+        (Some(m), _) => m.as_str().unwrap_or_default().to_string(),
+        (None, Some(_)) => String::new(),
+        // Not JSON (a proxy or gateway page): a short, single-line excerpt.
+        (None, None) => {
+            let text = String::from_utf8_lossy(&resp.body);
+            let line = text.chars().map(|c| if c.is_control() { ' ' } else { c });
+            line.take(200).collect::<String>().trim().to_string()
+        }
+    };
     if message.is_empty() {
         message = format!("{} failed", op.what());
     }
@@ -494,7 +483,7 @@ impl KeyVaultApi for KeyVaultClient {
         let deadline = self.start();
         require("key name", name)?;
         let body = encode(Op::Create, params)?;
-        let url = self.url(&format!("/keys/{}/create", percent_encode(name)), "");
+        let url = self.url(&[name, "create"], "");
         let resp = self.execute(Op::Create, "POST", &url, Some(&body), &deadline)?;
         decode(Op::Create, &resp)
     }
@@ -502,22 +491,22 @@ impl KeyVaultApi for KeyVaultClient {
     fn get_key(&self, name: &str, version: Option<&str>) -> Result<KeyBundle, AzureError> {
         let deadline = self.start();
         require("key name", name)?;
-        let path = match version.filter(|v| !v.is_empty()) {
-            Some(v) => format!("/keys/{}/{}", percent_encode(name), percent_encode(v)),
-            None => format!("/keys/{}", percent_encode(name)),
+        let url = match version.filter(|v| !v.is_empty()) {
+            Some(v) => self.url(&[name, v], ""),
+            None => self.url(&[name], ""),
         };
-        let resp = self.execute(Op::Get, "GET", &self.url(&path, ""), None, &deadline)?;
+        let resp = self.execute(Op::Get, "GET", &url, None, &deadline)?;
         decode(Op::Get, &resp)
     }
 
     fn list_keys(&self) -> Result<Vec<KeyItem>, AzureError> {
-        self.list_all(Op::List, self.url("/keys", "&maxresults=25"))
+        self.list_all(Op::List, self.url(&[], "&maxresults=25"))
     }
 
     fn list_key_versions(&self, name: &str) -> Result<Vec<KeyItem>, AzureError> {
         require("key name", name)?;
-        let path = format!("/keys/{}/versions", percent_encode(name));
-        self.list_all(Op::ListVersions, self.url(&path, "&maxresults=25"))
+        let url = self.url(&[name, "versions"], "&maxresults=25");
+        self.list_all(Op::ListVersions, url)
     }
 
     fn update_key(
@@ -530,8 +519,7 @@ impl KeyVaultApi for KeyVaultClient {
         require("key name", name)?;
         let body = encode(Op::Update, params)?;
         // An empty version addresses the latest one (`/keys/<name>/`), as the SDKs do.
-        let path = format!("/keys/{}/{}", percent_encode(name), percent_encode(version));
-        let url = self.url(&path, "");
+        let url = self.url(&[name, version], "");
         let resp = self.execute(Op::Update, "PATCH", &url, Some(&body), &deadline)?;
         decode(Op::Update, &resp)
     }
@@ -539,8 +527,8 @@ impl KeyVaultApi for KeyVaultClient {
     fn delete_key(&self, name: &str) -> Result<(), AzureError> {
         let deadline = self.start();
         require("key name", name)?;
-        let path = format!("/keys/{}", percent_encode(name));
-        self.execute(Op::Delete, "DELETE", &self.url(&path, ""), None, &deadline)
+        let url = self.url(&[name], "");
+        self.execute(Op::Delete, "DELETE", &url, None, &deadline)
             .map(|_| ())
     }
 
@@ -557,12 +545,7 @@ impl KeyVaultApi for KeyVaultClient {
         require("signature algorithm", alg)?;
         let value = URL_SAFE_NO_PAD.encode(digest);
         let body = encode(Op::Sign, &SignRequest { alg, value })?;
-        let path = format!(
-            "/keys/{}/{}/sign",
-            percent_encode(name),
-            percent_encode(version)
-        );
-        let url = self.url(&path, "");
+        let url = self.url(&[name, version, "sign"], "");
         let clock = self.http.clock();
         let started = clock.now();
         let resp = self.execute(Op::Sign, "POST", &url, Some(&body), &deadline);
@@ -957,6 +940,11 @@ mod tests {
                 "{bad}"
             );
         }
+        assert_eq!(
+            c.checked_next_link("https://v.vault.azure.net/keys")
+                .unwrap(),
+            "https://v.vault.azure.net/keys?api-version=7.6"
+        );
         let (c, script, _) = client(
             "https://v.vault.azure.net",
             vec![resp(

@@ -161,6 +161,11 @@ fn pacing(st: &State) -> String {
     }
 }
 
+/// `both(a, b)` when both are known, else whichever is.
+fn either(a: Option<f64>, b: Option<f64>, both: fn(f64, f64) -> f64) -> Option<f64> {
+    a.zip(b).map(|(a, b)| both(a, b)).or(a).or(b)
+}
+
 fn interval(rate: f64) -> Duration {
     Duration::from_secs_f64(1.0 / rate.clamp(MIN_RATE, MAX_RATE))
 }
@@ -330,10 +335,9 @@ impl State {
                 let estimate = match (repeat, self.rate) {
                     (true, _) => None,
                     (false, Some(_)) => self.estimate(sent),
-                    (false, None) => match (self.estimate(sent), self.rough_estimate(sent)) {
-                        (Some(e), Some(r)) => Some(e.max(r)),
-                        (e, r) => e.or(r),
-                    },
+                    (false, None) => {
+                        either(self.estimate(sent), self.rough_estimate(sent), f64::max)
+                    }
                 };
                 self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
                 if repeat {
@@ -342,12 +346,7 @@ impl State {
                 // What the vault accepted lately (before this pause), if it is less than the
                 // rate (a burst at the start, or another client of the vault, can leave the
                 // rate far too high).
-                let base = match (self.rate, estimate) {
-                    (Some(r), Some(e)) => r.min(e),
-                    (Some(r), None) => r,
-                    (None, Some(e)) => e,
-                    (None, None) => return None,
-                };
+                let base = either(self.rate, estimate, f64::min)?;
                 // The first estimate is rough (a burst, few answers): grow fast from it.
                 self.slow_start = self.rate.is_none();
                 self.probing = 0.0;
