@@ -41,7 +41,7 @@ impl Challenge {
         };
         loop {
             p.skip(|b| b == b',' || b.is_ascii_whitespace());
-            if p.done() {
+            if p.peek().is_none() {
                 break;
             }
             let token = p.token();
@@ -128,9 +128,6 @@ struct Parser<'a> {
 }
 
 impl Parser<'_> {
-    fn done(&self) -> bool {
-        self.i >= self.s.len()
-    }
     fn peek(&self) -> Option<u8> {
         self.s.get(self.i).copied()
     }

@@ -32,8 +32,7 @@ use crate::uri::{parse_http_url, UrlError};
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(12);
 const PROBE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-// ---------------------------------------------------------------------------------------------
-// URLs
+// URLs --------------------------------------------------------------------------------------------
 
 /// A parsed absolute `http(s)` URL ([`crate::uri::parse_http_url`], surrounding blanks
 /// trimmed): just enough to build requests, compare hosts and pick a proxy. Scheme and host are
@@ -140,8 +139,7 @@ pub(crate) fn form_encode(fields: &[(&str, &str)]) -> Vec<u8> {
         .into_bytes()
 }
 
-// ---------------------------------------------------------------------------------------------
-// Requests and responses
+// Requests and responses --------------------------------------------------------------------------
 
 /// One HTTP request. Not `Debug`: headers carry bearer tokens and bodies carry secrets.
 pub struct HttpRequest {
@@ -254,8 +252,7 @@ pub trait Transport: Send + Sync {
         -> Result<HttpResponse, TransportError>;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Retry policy
+// Retry policy ------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -298,18 +295,18 @@ pub(crate) fn is_retryable_status(status: u16) -> bool {
 /// The server's requested delay: `retry-after-ms`, `x-ms-retry-after-ms` (milliseconds), then
 /// `Retry-After` (seconds or an HTTP date, relative to `now`). A date in the past is zero.
 pub(crate) fn retry_after_hint(resp: &HttpResponse, now: SystemTime) -> Option<Duration> {
-    for name in ["retry-after-ms", "x-ms-retry-after-ms"] {
-        if let Some(ms) = resp
-            .header(name)
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|v| v.is_finite() && *v >= 0.0)
-        {
-            // `from_secs_f64` panics past `Duration::MAX`; such a hint just means "too long".
-            return Some(Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX));
-        }
+    let names = ["retry-after-ms", "x-ms-retry-after-ms"];
+    let ms = names.iter().find_map(|name| {
+        let ms = resp.header(name)?.trim().parse::<f64>().ok();
+        ms.filter(|v| v.is_finite() && *v >= 0.0)
+    });
+    match ms {
+        // `from_secs_f64` panics past `Duration::MAX`; such a hint just means "too long".
+        Some(ms) => Some(Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX)),
+        None => resp
+            .header("retry-after")
+            .and_then(|v| parse_retry_after(v, now)),
     }
-    resp.header("retry-after")
-        .and_then(|v| parse_retry_after(v, now))
 }
 
 /// `Retry-After` value: delta seconds or an HTTP date.
@@ -324,8 +321,7 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-// ---------------------------------------------------------------------------------------------
-// Client
+// Client ------------------------------------------------------------------------------------------
 
 /// The transport plus the retry policy and the clock the back-offs sleep on.
 #[derive(Clone)]
@@ -551,8 +547,7 @@ impl HttpClient {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Proxy selection
+// Proxy selection ---------------------------------------------------------------------------------
 
 /// One `NO_PROXY` entry (curl/Go semantics).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -721,8 +716,7 @@ pub(crate) fn proxy_from_env(
         .map_err(|_| invalid())
 }
 
-// ---------------------------------------------------------------------------------------------
-// TLS roots
+// TLS roots ---------------------------------------------------------------------------------------
 
 /// Well-known CA bundle locations, used when `SSL_CERT_FILE`/`SSL_CERT_DIR` made
 /// rustls-native-certs skip the platform store (we want the system roots *plus* those).

@@ -295,22 +295,12 @@ impl KeyVaultClient {
         if resp.status != 401 {
             return check(op, resp);
         }
-        let challenge = Challenge::parse_headers(
-            resp.headers
-                .iter()
-                .filter(|(k, _)| k == "www-authenticate")
-                .map(|(_, v)| v.as_str()),
-        );
-        let Some(challenge) = challenge else {
+        let challenges = resp.headers.iter().filter(|(k, _)| k == "www-authenticate");
+        let Some(challenge) = Challenge::parse_headers(challenges.map(|(_, v)| v.as_str())) else {
             return Err(service_error(op, &resp));
         };
-        let decision = decide(
-            &challenge,
-            &target.scope,
-            &self.vault.url.authority(),
-            &self.tenants,
-        );
-        let (tenant, scope) = match decision {
+        let vault = self.vault.url.authority();
+        let (tenant, scope) = match decide(&challenge, &target.scope, &vault, &self.tenants) {
             Decision::RetrySameScope { tenant } => (tenant.or(target.tenant), target.scope),
             Decision::SwitchScope { scope, tenant } => (tenant.or(target.tenant), scope),
             Decision::Refuse(m) => return Err(AzureError::Auth(m)),
