@@ -69,13 +69,7 @@ pub(crate) fn authority_host(vault_host: &str, env: &EnvSnapshot) -> Result<Stri
             "AZURE_AUTHORITY_HOST must be an https URL, got {configured:?}"
         )));
     }
-    if url.query().is_some() {
-        return Err(AzureError::Config(format!(
-            "AZURE_AUTHORITY_HOST must not have a query, got {configured:?}"
-        )));
-    }
-    let path = url.path().trim_end_matches('/');
-    Ok(format!("{}{path}/", url.origin()))
+    Ok(url.base_without_query("AZURE_AUTHORITY_HOST", configured)? + "/")
 }
 
 /// `https://vault.azure.net/.default` → `https://vault.azure.net`: the v1 "resource" form
@@ -158,6 +152,14 @@ mod tests {
         assert_eq!(
             authority_host("x", &env).unwrap(),
             "https://login.example/base/"
+        );
+        env.insert(
+            "AZURE_AUTHORITY_HOST".into(),
+            "https://login.example/?x=1".into(),
+        );
+        assert_eq!(
+            authority_host("x", &env).unwrap_err().to_string(),
+            "invalid Azure settings: AZURE_AUTHORITY_HOST must not have a query, got \"https://login.example/?x=1\""
         );
         env.insert(
             "AZURE_AUTHORITY_HOST".into(),

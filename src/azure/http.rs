@@ -98,6 +98,20 @@ impl Url {
         format!("{}://{}", self.scheme, self.authority())
     }
 
+    /// The origin and the path without a trailing `/`, of a URL that must have no query
+    /// (`what` names the setting `raw` came from).
+    pub(crate) fn base_without_query(&self, what: &str, raw: &str) -> Result<String, AzureError> {
+        if self.query().is_some() {
+            let e = format!("{what} must not have a query, got {raw:?}");
+            return Err(AzureError::Config(e));
+        }
+        Ok(format!(
+            "{}{}",
+            self.origin(),
+            self.path().trim_end_matches('/')
+        ))
+    }
+
     /// The path without the query.
     pub fn path(&self) -> &str {
         let pq = &self.path_and_query;
@@ -380,13 +394,14 @@ impl HttpClient {
     /// errors; [`HttpResponse::refused_wait`] tells them a wait was refused), or the last
     /// transport error.
     ///
-    /// A Key Vault request goes through the vault's shared `throttle`: every attempt waits for its turn there (shared pause, learned rate, FIFO),
-    /// and reports how the vault answered. A `429` is retried for as long as the deadline
-    /// allows, not a fixed number of times (its `Retry-After` is honored if it ends in time,
-    /// else the answer is returned with [`HttpResponse::refused_wait`]); 5xx and transport
-    /// errors keep the policy's bounded retries. When no attempt can start in time the last
-    /// answer is returned, or, if that was a `429` or nothing, an [`AzureError::Throttled`].
-    /// Without a throttle a `429` is one more retryable status.
+    /// A Key Vault request passes the vault's shared `throttle`: every attempt waits for its
+    /// turn there (shared pause, learned rate, FIFO), and reports how the vault answered. A
+    /// `429` is retried for as long as the deadline allows, not a fixed number of times (its
+    /// `Retry-After` is honored if it ends in time, else the answer is returned with
+    /// [`HttpResponse::refused_wait`]); 5xx and transport errors keep the policy's bounded
+    /// retries. When no attempt can start in time the last answer is returned, or, if that was
+    /// a `429` or nothing, an [`AzureError::Throttled`]. Without a throttle a `429` is one more
+    /// retryable status.
     pub fn send_within(
         &self,
         req: &HttpRequest,

@@ -52,12 +52,7 @@ impl VaultEndpoint {
                 "key_vault_uri must use https, got {uri:?}"
             )));
         }
-        if url.query().is_some() {
-            return Err(AzureError::Config(format!(
-                "key_vault_uri must not have a query, got {uri:?}"
-            )));
-        }
-        let base = format!("{}{}", url.origin(), url.path().trim_end_matches('/'));
+        let base = url.base_without_query("key_vault_uri", uri)?;
         Ok(VaultEndpoint { url, base })
     }
 }
@@ -747,7 +742,10 @@ mod tests {
             matches!(VaultEndpoint::parse("http://v.vault.azure.net"), Err(AzureError::Config(m)) if m.contains("https"))
         );
         assert!(VaultEndpoint::parse("v.vault.azure.net").is_err());
-        assert!(VaultEndpoint::parse("https://v.vault.azure.net/?x=1").is_err());
+        assert_eq!(
+            VaultEndpoint::parse(" https://v.vault.azure.net/?x=1").unwrap_err().to_string(),
+            "invalid Azure settings: key_vault_uri must not have a query, got \" https://v.vault.azure.net/?x=1\""
+        );
         let e = VaultEndpoint::parse("https://V.vault.azure.net:443/").unwrap();
         assert_eq!(e.base(), "https://v.vault.azure.net");
         let e = VaultEndpoint::parse("https://127.0.0.1:8443").unwrap();
