@@ -98,18 +98,14 @@ impl Url {
         format!("{}://{}", self.scheme, self.authority())
     }
 
-    /// The origin and the path without a trailing `/`, of a URL that must have no query
-    /// (`what` names the setting `raw` came from).
+    /// Origin and path, no trailing `/`, of the setting `what` (= `raw`), which has no query.
     pub(crate) fn base_without_query(&self, what: &str, raw: &str) -> Result<String, AzureError> {
+        let path = self.path().trim_end_matches('/');
         if self.query().is_some() {
             let e = format!("{what} must not have a query, got {raw:?}");
             return Err(AzureError::Config(e));
         }
-        Ok(format!(
-            "{}{}",
-            self.origin(),
-            self.path().trim_end_matches('/')
-        ))
+        Ok(format!("{}{path}", self.origin()))
     }
 
     /// The path without the query.
