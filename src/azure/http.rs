@@ -564,20 +564,13 @@ impl HttpClient {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum NoProxyEntry {
     All,
-    /// `example.com`, `.example.com` and `*.example.com` all match `example.com` and its
-    /// subdomains (curl semantics); an optional `:port` restricts the match to that port.
-    Domain {
-        name: String,
-        port: Option<u16>,
-    },
-    Ip {
-        ip: IpAddr,
-        port: Option<u16>,
-    },
-    Cidr {
-        net: IpAddr,
-        prefix: u8,
-    },
+    /// A name and an optional port: `example.com`, `.example.com` and `*.example.com` all match
+    /// `example.com` and its subdomains (curl semantics); a port restricts the match to it.
+    Domain(String, Option<u16>),
+    /// An address and an optional port.
+    Ip(IpAddr, Option<u16>),
+    /// A network and its prefix length.
+    Cidr(IpAddr, u8),
 }
 
 /// Parsed `NO_PROXY` list.
@@ -607,12 +600,12 @@ impl NoProxy {
         let ip = host.parse::<IpAddr>().ok();
         self.entries.iter().any(|e| match e {
             NoProxyEntry::All => true,
-            NoProxyEntry::Domain { name, port: p } => {
+            NoProxyEntry::Domain(name, p) => {
                 p.is_none_or(|p| p == port)
                     && (host == *name || host.ends_with(&format!(".{name}")))
             }
-            NoProxyEntry::Ip { ip: e, port: p } => p.is_none_or(|p| p == port) && ip == Some(*e),
-            NoProxyEntry::Cidr { net, prefix } => ip.is_some_and(|ip| in_cidr(ip, *net, *prefix)),
+            NoProxyEntry::Ip(e, p) => p.is_none_or(|p| p == port) && ip == Some(*e),
+            NoProxyEntry::Cidr(net, prefix) => ip.is_some_and(|ip| in_cidr(ip, *net, *prefix)),
         })
     }
 }
@@ -625,14 +618,14 @@ fn parse_no_proxy_entry(e: &str) -> Option<NoProxyEntry> {
         let net = net.parse::<IpAddr>().ok()?;
         let prefix = prefix.parse::<u8>().ok()?;
         let max = if net.is_ipv4() { 32 } else { 128 };
-        return (prefix <= max).then_some(NoProxyEntry::Cidr { net, prefix });
+        return (prefix <= max).then_some(NoProxyEntry::Cidr(net, prefix));
     }
     if let Ok(ip) = e
         .trim_start_matches('[')
         .trim_end_matches(']')
         .parse::<IpAddr>()
     {
-        return Some(NoProxyEntry::Ip { ip, port: None });
+        return Some(NoProxyEntry::Ip(ip, None));
     }
     // `[v6]:port`, `v4:port`, `name:port`
     let (host, port) = if let Some(rest) = e.strip_prefix('[') {
@@ -646,14 +639,14 @@ fn parse_no_proxy_entry(e: &str) -> Option<NoProxyEntry> {
     };
     let port = port.map(str::parse::<u16>).transpose().ok()?;
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return Some(NoProxyEntry::Ip { ip, port });
+        return Some(NoProxyEntry::Ip(ip, port));
     }
     let name = host
         .trim_start_matches('*')
         .trim_start_matches('.')
         .trim_end_matches('.')
         .to_ascii_lowercase();
-    (!name.is_empty()).then_some(NoProxyEntry::Domain { name, port })
+    (!name.is_empty()).then_some(NoProxyEntry::Domain(name, port))
 }
 
 fn in_cidr(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
