@@ -8,8 +8,7 @@
 //! tenant is followed only when it is the configured one or listed in
 //! `AZURE_ADDITIONALLY_ALLOWED_TENANTS` (see [`AllowedTenants`]), as the Azure SDKs do.
 
-use crate::azure::cloud::host_without_port;
-use crate::azure::cloud::normalize_resource;
+use crate::azure::cloud::{host_without_port, normalize_resource};
 use crate::azure::http::Url;
 
 /// The parameters of a `Bearer` challenge.
@@ -42,7 +41,7 @@ impl Challenge {
         };
         loop {
             p.skip(|b| b == b',' || b.is_ascii_whitespace());
-            if p.done() {
+            if p.peek().is_none() {
                 break;
             }
             let token = p.token();
@@ -86,17 +85,12 @@ impl Challenge {
 
     /// `scope`, else `resource` + `/.default`.
     pub(crate) fn scope(&self) -> Option<String> {
-        if let Some(s) = &self.scope {
-            return Some(s.clone());
+        if self.scope.is_some() {
+            return self.scope.clone();
         }
-        self.resource.as_ref().map(|r| {
-            let r = r.trim_end_matches('/');
-            if r.ends_with("/.default") {
-                r.to_string()
-            } else {
-                format!("{r}/.default")
-            }
-        })
+        let r = self.resource.as_deref()?.trim_end_matches('/');
+        let r = r.strip_suffix("/.default").unwrap_or(r);
+        Some(format!("{r}/.default"))
     }
 
     /// The tenant: first path segment of the authorization URL, when it looks like a tenant
@@ -134,9 +128,6 @@ struct Parser<'a> {
 }
 
 impl Parser<'_> {
-    fn done(&self) -> bool {
-        self.i >= self.s.len()
-    }
     fn peek(&self) -> Option<u8> {
         self.s.get(self.i).copied()
     }
@@ -146,8 +137,11 @@ impl Parser<'_> {
         }
     }
     fn token(&mut self) -> String {
+        self.take(|b| !(b.is_ascii_whitespace() || b == b',' || b == b'=' || b == b'"'))
+    }
+    fn take(&mut self, f: impl Fn(u8) -> bool) -> String {
         let start = self.i;
-        self.skip(|b| !(b.is_ascii_whitespace() || b == b',' || b == b'=' || b == b'"'));
+        self.skip(f);
         String::from_utf8_lossy(self.s.get(start..self.i).unwrap_or_default()).into_owned()
     }
     fn value(&mut self) -> String {
@@ -173,9 +167,7 @@ impl Parser<'_> {
     }
     /// Unquoted values may contain `=` (base64 padding in `claims`).
     fn token_allowing_equals(&mut self) -> String {
-        let start = self.i;
-        self.skip(|b| !(b.is_ascii_whitespace() || b == b','));
-        String::from_utf8_lossy(self.s.get(start..self.i).unwrap_or_default()).into_owned()
+        self.take(|b| !(b.is_ascii_whitespace() || b == b','))
     }
 }
 
@@ -259,17 +251,11 @@ pub(crate) enum Decision {
     Refuse(String),
 }
 
-/// The host of a resource URL without port, lower-cased.
-fn resource_host(resource: &str) -> Option<String> {
-    let url = Url::parse(resource).ok()?;
-    Some(url.host)
-}
-
 /// Whether `vault_host` lies inside the resource's domain: it must end with `"." + resource
 /// host` (case-insensitive, ports ignored). `myvault.vault.azure.net` passes against
 /// `https://vault.azure.net`; `127.0.0.1` passes against nothing.
 pub(crate) fn vault_in_resource_domain(vault_host: &str, resource: &str) -> bool {
-    let Some(rhost) = resource_host(resource) else {
+    let Ok(Url { host: rhost, .. }) = Url::parse(resource) else {
         return false;
     };
     let vhost = host_without_port(vault_host).to_ascii_lowercase();
@@ -312,6 +298,25 @@ mod tests {
     use super::*;
 
     const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+
+    #[test]
+    fn scope_from_resource_gets_one_default_suffix() {
+        let scope = |resource: &str| {
+            let c = Challenge {
+                resource: Some(resource.into()),
+                ..Challenge::default()
+            };
+            c.scope()
+        };
+        assert_eq!(
+            scope("https://r.example/").as_deref(),
+            Some("https://r.example/.default")
+        );
+        assert_eq!(
+            scope("https://r.example/.default/").as_deref(),
+            Some("https://r.example/.default")
+        );
+    }
 
     #[test]
     fn parses_real_key_vault_form() {

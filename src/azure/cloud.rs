@@ -13,41 +13,21 @@ const PUBLIC_AUTHORITY: &str = "https://login.microsoftonline.com/";
 const CHINA_AUTHORITY: &str = "https://login.chinacloudapi.cn/";
 const US_GOV_AUTHORITY: &str = "https://login.microsoftonline.us/";
 
-/// (vault host suffix, resource, authority host)
-const CLOUDS: &[(&str, &str, &str)] = &[
-    (
-        "vault.azure.net",
-        "https://vault.azure.net",
-        PUBLIC_AUTHORITY,
-    ),
-    (
-        "managedhsm.azure.net",
-        "https://managedhsm.azure.net",
-        PUBLIC_AUTHORITY,
-    ),
-    ("vault.azure.cn", "https://vault.azure.cn", CHINA_AUTHORITY),
-    (
-        "managedhsm.azure.cn",
-        "https://managedhsm.azure.cn",
-        CHINA_AUTHORITY,
-    ),
-    (
-        "vault.usgovcloudapi.net",
-        "https://vault.usgovcloudapi.net",
-        US_GOV_AUTHORITY,
-    ),
-    (
-        "managedhsm.usgovcloudapi.net",
-        "https://managedhsm.usgovcloudapi.net",
-        US_GOV_AUTHORITY,
-    ),
+/// (vault host suffix, authority host); the cloud's resource is `https://` + the suffix.
+const CLOUDS: &[(&str, &str)] = &[
+    ("vault.azure.net", PUBLIC_AUTHORITY),
+    ("managedhsm.azure.net", PUBLIC_AUTHORITY),
+    ("vault.azure.cn", CHINA_AUTHORITY),
+    ("managedhsm.azure.cn", CHINA_AUTHORITY),
+    ("vault.usgovcloudapi.net", US_GOV_AUTHORITY),
+    ("managedhsm.usgovcloudapi.net", US_GOV_AUTHORITY),
 ];
 
-fn cloud_for(host: &str) -> Option<&'static (&'static str, &'static str, &'static str)> {
+fn cloud_for(host: &str) -> Option<&'static (&'static str, &'static str)> {
     let host = host_without_port(host).to_ascii_lowercase();
     CLOUDS
         .iter()
-        .find(|(suffix, _, _)| host.ends_with(&format!(".{suffix}")))
+        .find(|(suffix, _)| host.ends_with(&format!(".{suffix}")))
 }
 
 /// Strips a `:port` (not from a bracketed IPv6 literal's inside).
@@ -65,14 +45,14 @@ pub(crate) fn host_without_port(host: &str) -> &str {
 /// `https://vault.azure.cn/.default`); unknown hosts get [`PUBLIC_VAULT_SCOPE`].
 pub(crate) fn scope_for_vault_host(host: &str) -> String {
     cloud_for(host)
-        .map(|(_, resource, _)| format!("{resource}/.default"))
+        .map(|(suffix, _)| format!("https://{suffix}/.default"))
         .unwrap_or_else(|| PUBLIC_VAULT_SCOPE.to_string())
 }
 
 /// The default authority host for a vault host's cloud (public for unknown hosts).
 pub(crate) fn default_authority_for_vault_host(host: &str) -> &'static str {
     cloud_for(host)
-        .map(|(_, _, authority)| *authority)
+        .map(|(_, authority)| *authority)
         .unwrap_or(PUBLIC_AUTHORITY)
 }
 
@@ -89,13 +69,7 @@ pub(crate) fn authority_host(vault_host: &str, env: &EnvSnapshot) -> Result<Stri
             "AZURE_AUTHORITY_HOST must be an https URL, got {configured:?}"
         )));
     }
-    if url.query().is_some() {
-        return Err(AzureError::Config(format!(
-            "AZURE_AUTHORITY_HOST must not have a query, got {configured:?}"
-        )));
-    }
-    let path = url.path().trim_end_matches('/');
-    Ok(format!("{}{path}/", url.origin()))
+    Ok(url.base_without_query("AZURE_AUTHORITY_HOST", configured)? + "/")
 }
 
 /// `https://vault.azure.net/.default` → `https://vault.azure.net`: the v1 "resource" form
@@ -178,6 +152,14 @@ mod tests {
         assert_eq!(
             authority_host("x", &env).unwrap(),
             "https://login.example/base/"
+        );
+        env.insert(
+            "AZURE_AUTHORITY_HOST".into(),
+            "https://login.example/?x=1".into(),
+        );
+        assert_eq!(
+            authority_host("x", &env).unwrap_err().to_string(),
+            "invalid Azure settings: AZURE_AUTHORITY_HOST must not have a query, got \"https://login.example/?x=1\""
         );
         env.insert(
             "AZURE_AUTHORITY_HOST".into(),

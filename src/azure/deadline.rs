@@ -41,10 +41,6 @@ impl Deadline {
             .min(self.budget)
     }
 
-    pub fn budget(&self) -> Duration {
-        self.budget
-    }
-
     /// `"the 25 s deadline of this operation"`, for messages.
     pub fn describe(&self) -> String {
         format!(

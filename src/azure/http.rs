@@ -3,8 +3,8 @@
 //! `https` proxies from `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY`, and the retry
 //! policy (408/429/5xx and transport errors, `Retry-After` honored, bounded back-off slept
 //! through the injectable [`Clock`]), all of a call within its operation's [`Deadline`]. Key
-//! Vault requests go through [`HttpClient::send_throttled`] instead, which shares the vault's
-//! `429`s among all callers (src/azure/throttle.rs); token requests do not.
+//! Vault requests also pass [`HttpClient::send_within`] their vault's throttle, which shares
+//! its `429`s among all callers (src/azure/throttle.rs); token requests do not.
 //!
 //! Requests and responses are plain structs so the retry logic can be unit-tested with a
 //! scripted [`Transport`]. Neither type implements a `Debug` that could print a header value
@@ -19,8 +19,6 @@ use std::time::{Duration, SystemTime};
 use log::{debug, warn};
 
 use crate::azure::deadline::{trim_float, Deadline, OPERATION_DEADLINE};
-// A back-off or `Retry-After` wait is taken only if at least `MIN_ATTEMPT` is left after it
-// for the retry to run.
 use crate::azure::settings::{env_get, EnvSnapshot};
 use crate::azure::throttle::{
     NotAdmitted, Outcome, Throttle, Throttles, MAX_SHARED_PAUSE, MIN_ATTEMPT,
@@ -34,8 +32,7 @@ use crate::uri::{parse_http_url, UrlError};
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(12);
 const PROBE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-// ---------------------------------------------------------------------------------------------
-// URLs
+// URLs --------------------------------------------------------------------------------------------
 
 /// A parsed absolute `http(s)` URL ([`crate::uri::parse_http_url`], surrounding blanks
 /// trimmed): just enough to build requests, compare hosts and pick a proxy. Scheme and host are
@@ -101,12 +98,20 @@ impl Url {
         format!("{}://{}", self.scheme, self.authority())
     }
 
+    /// Origin and path, no trailing `/`, of the setting `what` (= `raw`), which has no query.
+    pub(crate) fn base_without_query(&self, what: &str, raw: &str) -> Result<String, AzureError> {
+        let path = self.path().trim_end_matches('/');
+        if self.query().is_some() {
+            let e = format!("{what} must not have a query, got {raw:?}");
+            return Err(AzureError::Config(e));
+        }
+        Ok(format!("{}{path}", self.origin()))
+    }
+
     /// The path without the query.
     pub fn path(&self) -> &str {
-        self.path_and_query
-            .split('?')
-            .next()
-            .unwrap_or(&self.path_and_query)
+        let pq = &self.path_and_query;
+        pq.split_once('?').map_or(pq, |(path, _)| path)
     }
 
     pub fn query(&self) -> Option<&str> {
@@ -144,8 +149,7 @@ pub(crate) fn form_encode(fields: &[(&str, &str)]) -> Vec<u8> {
         .into_bytes()
 }
 
-// ---------------------------------------------------------------------------------------------
-// Requests and responses
+// Requests and responses --------------------------------------------------------------------------
 
 /// One HTTP request. Not `Debug`: headers carry bearer tokens and bodies carry secrets.
 pub struct HttpRequest {
@@ -174,20 +178,17 @@ impl HttpRequest {
         self
     }
 
-    pub fn json_body(mut self, body: Vec<u8>) -> Self {
-        self.headers
-            .push(("Content-Type".into(), "application/json".into()));
-        self.body = Some(body);
-        self
+    pub fn json_body(self, body: Vec<u8>) -> Self {
+        self.body("application/json", body)
     }
 
-    pub fn form_body(mut self, body: Vec<u8>) -> Self {
-        self.headers.push((
-            "Content-Type".into(),
-            "application/x-www-form-urlencoded".into(),
-        ));
+    pub fn form_body(self, body: Vec<u8>) -> Self {
+        self.body("application/x-www-form-urlencoded", body)
+    }
+
+    fn body(mut self, content_type: &str, body: Vec<u8>) -> Self {
         self.body = Some(body);
-        self
+        self.header("Content-Type", content_type)
     }
 
     /// `METHOD scheme://host/path` without the query: what logs and errors may show.
@@ -261,8 +262,7 @@ pub trait Transport: Send + Sync {
         -> Result<HttpResponse, TransportError>;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Retry policy
+// Retry policy ------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -305,37 +305,36 @@ pub(crate) fn is_retryable_status(status: u16) -> bool {
 /// The server's requested delay: `retry-after-ms`, `x-ms-retry-after-ms` (milliseconds), then
 /// `Retry-After` (seconds or an HTTP date, relative to `now`). A date in the past is zero.
 pub(crate) fn retry_after_hint(resp: &HttpResponse, now: SystemTime) -> Option<Duration> {
-    for name in ["retry-after-ms", "x-ms-retry-after-ms"] {
-        if let Some(ms) = resp
-            .header(name)
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|v| v.is_finite() && *v >= 0.0)
-        {
-            // `from_secs_f64` panics past `Duration::MAX`; such a hint just means "too long".
-            return Some(Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX));
-        }
+    let names = ["retry-after-ms", "x-ms-retry-after-ms"];
+    let ms = names.iter().find_map(|name| {
+        let ms = resp.header(name)?.trim().parse::<f64>().ok();
+        ms.filter(|v| v.is_finite() && *v >= 0.0)
+    });
+    match ms {
+        // `from_secs_f64` panics past `Duration::MAX`; such a hint just means "too long".
+        Some(ms) => Some(Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX)),
+        None => resp
+            .header("retry-after")
+            .and_then(|v| parse_retry_after(v, now)),
     }
-    resp.header("retry-after")
-        .and_then(|v| parse_retry_after(v, now))
 }
 
 /// `Retry-After` value: delta seconds or an HTTP date.
 pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<f64>() {
-        if (0.0..1e9).contains(&secs) {
-            return Some(Duration::from_secs_f64(secs));
-        }
-        return None;
+        return (0.0..1e9)
+            .contains(&secs)
+            .then(|| Duration::from_secs_f64(secs));
     }
     let when = httpdate::parse_http_date(v).ok()?;
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-// ---------------------------------------------------------------------------------------------
-// Client
+// Client ------------------------------------------------------------------------------------------
 
 /// The transport plus the retry policy and the clock the back-offs sleep on.
+#[derive(Clone)]
 pub struct HttpClient {
     transport: Arc<dyn Transport>,
     clock: Arc<dyn Clock>,
@@ -365,26 +364,23 @@ impl HttpClient {
     /// (the certificate credential's token request).
     pub fn within(&self, deadline: Deadline) -> HttpClient {
         HttpClient {
-            transport: self.transport.clone(),
-            clock: self.clock.clone(),
-            policy: self.policy,
             deadline: Some(deadline),
-            throttles: self.throttles.clone(),
+            ..self.clone()
         }
     }
 
-    /// The shared throttle of a vault host (`host[:port]`), for [`HttpClient::send_throttled`].
+    /// The shared throttle of a vault host (`host[:port]`), for [`HttpClient::send_within`].
     pub fn throttle_for(&self, authority: &str) -> Arc<Throttle> {
         self.throttles.for_host(authority, &self.clock)
     }
 
     /// [`HttpClient::send_within`] the deadline this client is bound to, else one of the
-    /// policy's budget from now.
+    /// policy's budget from now; no throttle.
     pub fn send(&self, req: &HttpRequest) -> Result<HttpResponse, AzureError> {
         let deadline = self
             .deadline
             .unwrap_or_else(|| Deadline::after(self.clock.as_ref(), self.policy.budget));
-        self.send_within(req, deadline)
+        self.send_within(req, deadline, None)
     }
 
     /// Sends `req`, retrying retryable statuses and transport errors per the policy, all of it
@@ -393,33 +389,16 @@ impl HttpClient {
     /// waited for. Returns the final response whatever its status (callers map non-2xx to
     /// errors; [`HttpResponse::refused_wait`] tells them a wait was refused), or the last
     /// transport error.
+    ///
+    /// A Key Vault request passes the vault's shared `throttle`: every attempt waits for its
+    /// turn there (shared pause, learned rate, FIFO), and reports how the vault answered. A
+    /// `429` is retried for as long as the deadline allows, not a fixed number of times (its
+    /// `Retry-After` is honored if it ends in time, else the answer is returned with
+    /// [`HttpResponse::refused_wait`]); 5xx and transport errors keep the policy's bounded
+    /// retries. When no attempt can start in time the last answer is returned, or, if that was
+    /// a `429` or nothing, an [`AzureError::Throttled`]. Without a throttle a `429` is one more
+    /// retryable status.
     pub fn send_within(
-        &self,
-        req: &HttpRequest,
-        deadline: Deadline,
-    ) -> Result<HttpResponse, AzureError> {
-        self.send_retrying(req, deadline, None)
-    }
-
-    /// [`HttpClient::send_within`] for a Key Vault request, through the vault's shared
-    /// `throttle`: every attempt waits for its turn there (shared pause, learned rate, FIFO),
-    /// and reports how the vault answered. A `429` is retried for as long as the deadline
-    /// allows, not a fixed number of times (its `Retry-After` is honored if it ends in time,
-    /// else the answer is returned with [`HttpResponse::refused_wait`]); 5xx and transport
-    /// errors keep the policy's bounded retries. When no attempt can start in time the last
-    /// answer is returned, or, if that was a `429` or nothing, an [`AzureError::Throttled`].
-    pub fn send_throttled(
-        &self,
-        req: &HttpRequest,
-        deadline: Deadline,
-        throttle: &Throttle,
-    ) -> Result<HttpResponse, AzureError> {
-        self.send_retrying(req, deadline, Some(throttle))
-    }
-
-    /// The one retry loop of [`HttpClient::send_within`] (no `throttle`: a `429` is one more
-    /// retryable status) and [`HttpClient::send_throttled`].
-    fn send_retrying(
         &self,
         req: &HttpRequest,
         deadline: Deadline,
@@ -435,6 +414,19 @@ impl HttpClient {
         let fits = |delay: Duration| delay.saturating_add(MIN_ATTEMPT) <= deadline.remaining(clock);
         let transport_error = |e: &TransportError| {
             AzureError::Transport(format!("{}: {}", req.describe(), e.message))
+        };
+        // The answer, marked as asking for a wait `h` that does not fit.
+        let refuse_wait = |mut resp: HttpResponse, h: Duration| {
+            warn!(
+                "{} returned HTTP {} asking to wait {} s, past {} ({} s left); not waiting",
+                req.describe(),
+                resp.status,
+                trim_float(h.as_secs_f64()),
+                deadline.describe(),
+                trim_float(deadline.remaining(clock).as_secs_f64())
+            );
+            resp.refused_wait = Some(h);
+            resp
         };
         let mut turn = throttle.map(|t| (t, t.ticket()));
         // Bounded retries (5xx, transport) and `429`s retried through the throttle.
@@ -464,20 +456,12 @@ impl HttpClient {
                 )));
             }
             let (delay, reason) = match self.transport.execute(req, cap.min(left)) {
-                Ok(mut resp) if resp.status == 429 && permit.is_some() => {
+                Ok(resp) if resp.status == 429 && permit.is_some() => {
                     let hint = retry_after_hint(&resp, clock.now());
                     record(Outcome::Throttled(hint));
                     throttled += 1;
                     if let Some(h) = hint.filter(|h| !fits(*h)) {
-                        warn!(
-                            "{} returned HTTP 429 asking to wait {} s, past {} ({} s left); not waiting",
-                            req.describe(),
-                            trim_float(h.as_secs_f64()),
-                            deadline.describe(),
-                            trim_float(deadline.remaining(clock).as_secs_f64())
-                        );
-                        resp.refused_wait = Some(h);
-                        return Ok(resp);
+                        return Ok(refuse_wait(resp, h));
                     }
                     debug!(
                         "{} throttled (HTTP 429, {throttled} so far); waiting for its turn",
@@ -492,7 +476,7 @@ impl HttpClient {
                     }
                     continue;
                 }
-                Ok(mut resp) => {
+                Ok(resp) => {
                     record(if resp.status >= 500 {
                         Outcome::Neutral
                     } else {
@@ -504,18 +488,10 @@ impl HttpClient {
                     let hint = retry_after_hint(&resp, clock.now());
                     let delay = hint.unwrap_or_else(|| self.policy.backoff(retry));
                     if !fits(delay) {
-                        if let Some(hint) = hint {
-                            warn!(
-                                "{} returned HTTP {} asking to wait {} s, past {} ({} s left); not waiting",
-                                req.describe(),
-                                resp.status,
-                                trim_float(hint.as_secs_f64()),
-                                deadline.describe(),
-                                trim_float(deadline.remaining(clock).as_secs_f64())
-                            );
-                            resp.refused_wait = Some(hint);
-                        }
-                        return Ok(resp);
+                        return Ok(match hint {
+                            Some(h) => refuse_wait(resp, h),
+                            None => resp,
+                        });
                     }
                     let reason = crate::telemetry::retry_reason_of_status(resp.status);
                     crate::telemetry::http_retry(reason, hint.map(|_| delay));
@@ -556,7 +532,7 @@ impl HttpClient {
         }
     }
 
-    /// What [`HttpClient::send_throttled`] returns when the throttle could not admit the next
+    /// What [`HttpClient::send_within`] returns when the throttle could not admit the next
     /// attempt before the deadline: the last answer if it was a 5xx or a lost request (it
     /// stands as it was: a create may have happened), else an [`AzureError::Throttled`].
     fn not_admitted(
@@ -582,27 +558,19 @@ impl HttpClient {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Proxy selection
+// Proxy selection ---------------------------------------------------------------------------------
 
 /// One `NO_PROXY` entry (curl/Go semantics).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum NoProxyEntry {
     All,
-    /// `example.com`, `.example.com` and `*.example.com` all match `example.com` and its
-    /// subdomains (curl semantics); an optional `:port` restricts the match to that port.
-    Domain {
-        name: String,
-        port: Option<u16>,
-    },
-    Ip {
-        ip: IpAddr,
-        port: Option<u16>,
-    },
-    Cidr {
-        net: IpAddr,
-        prefix: u8,
-    },
+    /// A name and an optional port: `example.com`, `.example.com` and `*.example.com` all match
+    /// `example.com` and its subdomains (curl semantics); a port restricts the match to it.
+    Domain(String, Option<u16>),
+    /// An address and an optional port.
+    Ip(IpAddr, Option<u16>),
+    /// A network and its prefix length.
+    Cidr(IpAddr, u8),
 }
 
 /// Parsed `NO_PROXY` list.
@@ -632,12 +600,12 @@ impl NoProxy {
         let ip = host.parse::<IpAddr>().ok();
         self.entries.iter().any(|e| match e {
             NoProxyEntry::All => true,
-            NoProxyEntry::Domain { name, port: p } => {
+            NoProxyEntry::Domain(name, p) => {
                 p.is_none_or(|p| p == port)
                     && (host == *name || host.ends_with(&format!(".{name}")))
             }
-            NoProxyEntry::Ip { ip: e, port: p } => p.is_none_or(|p| p == port) && ip == Some(*e),
-            NoProxyEntry::Cidr { net, prefix } => ip.is_some_and(|ip| in_cidr(ip, *net, *prefix)),
+            NoProxyEntry::Ip(e, p) => p.is_none_or(|p| p == port) && ip == Some(*e),
+            NoProxyEntry::Cidr(net, prefix) => ip.is_some_and(|ip| in_cidr(ip, *net, *prefix)),
         })
     }
 }
@@ -650,14 +618,14 @@ fn parse_no_proxy_entry(e: &str) -> Option<NoProxyEntry> {
         let net = net.parse::<IpAddr>().ok()?;
         let prefix = prefix.parse::<u8>().ok()?;
         let max = if net.is_ipv4() { 32 } else { 128 };
-        return (prefix <= max).then_some(NoProxyEntry::Cidr { net, prefix });
+        return (prefix <= max).then_some(NoProxyEntry::Cidr(net, prefix));
     }
     if let Ok(ip) = e
         .trim_start_matches('[')
         .trim_end_matches(']')
         .parse::<IpAddr>()
     {
-        return Some(NoProxyEntry::Ip { ip, port: None });
+        return Some(NoProxyEntry::Ip(ip, None));
     }
     // `[v6]:port`, `v4:port`, `name:port`
     let (host, port) = if let Some(rest) = e.strip_prefix('[') {
@@ -669,19 +637,16 @@ fn parse_no_proxy_entry(e: &str) -> Option<NoProxyEntry> {
             None => (e, None),
         }
     };
-    let port = match port {
-        Some(p) => Some(p.parse::<u16>().ok()?),
-        None => None,
-    };
+    let port = port.map(str::parse::<u16>).transpose().ok()?;
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return Some(NoProxyEntry::Ip { ip, port });
+        return Some(NoProxyEntry::Ip(ip, port));
     }
     let name = host
         .trim_start_matches('*')
         .trim_start_matches('.')
         .trim_end_matches('.')
         .to_ascii_lowercase();
-    (!name.is_empty()).then_some(NoProxyEntry::Domain { name, port })
+    (!name.is_empty()).then_some(NoProxyEntry::Domain(name, port))
 }
 
 fn in_cidr(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
@@ -755,8 +720,7 @@ pub(crate) fn proxy_from_env(
         .map_err(|_| invalid())
 }
 
-// ---------------------------------------------------------------------------------------------
-// TLS roots
+// TLS roots ---------------------------------------------------------------------------------------
 
 /// Well-known CA bundle locations, used when `SSL_CERT_FILE`/`SSL_CERT_DIR` made
 /// rustls-native-certs skip the platform store (we want the system roots *plus* those).
@@ -768,6 +732,11 @@ const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
     "/etc/ssl/cert.pem",
 ];
+
+/// The certificates of a PEM file; none when it cannot be read.
+fn pem_file(path: &Path) -> Vec<Vec<u8>> {
+    std::fs::read(path).map_or_else(|_| Vec::new(), |data| pem_certs(&data))
+}
 
 fn pem_certs(data: &[u8]) -> Vec<Vec<u8>> {
     pem::parse_many(data)
@@ -794,9 +763,7 @@ pub(crate) fn load_root_certs(env: &EnvSnapshot) -> Result<Vec<Vec<u8>>, AzureEr
         std::env::var_os("SSL_CERT_FILE").is_some() || std::env::var_os("SSL_CERT_DIR").is_some();
     if process_overrides || roots.is_empty() {
         if let Some(bundle) = SYSTEM_BUNDLES.iter().find(|p| Path::new(p).is_file()) {
-            if let Ok(data) = std::fs::read(bundle) {
-                roots.extend(pem_certs(&data));
-            }
+            roots.extend(pem_file(Path::new(bundle)));
         }
     }
     if let Some(file) = env_get(env, "SSL_CERT_FILE") {
@@ -813,20 +780,12 @@ pub(crate) fn load_root_certs(env: &EnvSnapshot) -> Result<Vec<Vec<u8>>, AzureEr
     }
     if let Some(dirs) = env_get(env, "SSL_CERT_DIR") {
         for dir in dirs.split(':').filter(|d| !d.is_empty()) {
-            let entries = match std::fs::read_dir(dir) {
-                Ok(e) => e,
-                Err(e) => {
-                    warn!("SSL_CERT_DIR entry {dir:?} cannot be read: {e}");
-                    continue;
+            match std::fs::read_dir(dir) {
+                Ok(entries) => {
+                    let files = entries.flatten().map(|e| e.path()).filter(|p| p.is_file());
+                    files.for_each(|path| roots.extend(pem_file(&path)));
                 }
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.is_file() {
-                    if let Ok(data) = std::fs::read(&path) {
-                        roots.extend(pem_certs(&data));
-                    }
-                }
+                Err(e) => warn!("SSL_CERT_DIR entry {dir:?} cannot be read: {e}"),
             }
         }
     }
@@ -1145,7 +1104,7 @@ pub(crate) mod tests {
         let c = HttpClient::new(t.clone(), Arc::new(clock.clone()), RetryPolicy::default());
         let deadline = Deadline::after(&clock, Duration::from_secs(25));
         let r = c
-            .send_within(&HttpRequest::new("POST", "https://x/sign"), deadline)
+            .send_within(&HttpRequest::new("POST", "https://x/sign"), deadline, None)
             .unwrap();
         // 2 s + 8 s + 2 s + 8 s + 2 s = 22 s; another 8 s wait would end at 30 s.
         assert_eq!(r.status, 429);
@@ -1165,7 +1124,7 @@ pub(crate) mod tests {
         // Past the deadline nothing is sent at all.
         clock.advance(Duration::from_secs(10));
         let e = c
-            .send_within(&HttpRequest::new("POST", "https://x/sign"), deadline)
+            .send_within(&HttpRequest::new("POST", "https://x/sign"), deadline, None)
             .unwrap_err();
         assert!(
             matches!(&e, AzureError::Transport(m) if m.contains("the 25 s deadline of this operation passed")),

@@ -52,17 +52,8 @@ impl VaultEndpoint {
                 "key_vault_uri must use https, got {uri:?}"
             )));
         }
-        if url.query().is_some() {
-            return Err(AzureError::Config(format!(
-                "key_vault_uri must not have a query, got {uri:?}"
-            )));
-        }
-        let base = format!("{}{}", url.origin(), url.path().trim_end_matches('/'));
+        let base = url.base_without_query("key_vault_uri", uri)?;
         Ok(VaultEndpoint { url, base })
-    }
-
-    pub fn base(&self) -> &str {
-        &self.base
     }
 }
 
@@ -217,24 +208,6 @@ impl KeyVaultClient {
         self
     }
 
-    /// The tenants a challenge may name.
-    pub fn allowed_tenants(&self) -> &AllowedTenants {
-        &self.tenants
-    }
-
-    pub fn api_version(&self) -> &str {
-        &self.api_version
-    }
-
-    /// The scope tokens are currently requested for.
-    pub fn scope(&self) -> String {
-        self.target_now().scope
-    }
-
-    pub fn vault_base(&self) -> &str {
-        self.vault.base()
-    }
-
     fn target_now(&self) -> AuthTarget {
         self.target
             .lock()
@@ -242,12 +215,14 @@ impl KeyVaultClient {
             .clone()
     }
 
-    fn url(&self, path: &str, extra_query: &str) -> String {
-        format!(
-            "{}{path}?api-version={}{extra_query}",
-            self.vault.base,
-            percent_encode(&self.api_version)
-        )
+    /// `<base>/keys/<segment>/...?api-version=...<extra_query>`, each segment percent-encoded.
+    fn url(&self, segments: &[&str], extra_query: &str) -> String {
+        let mut url = format!("{}/keys", self.vault.base);
+        for s in segments {
+            url += &format!("/{}", percent_encode(s));
+        }
+        let v = percent_encode(&self.api_version);
+        url + &format!("?api-version={v}{extra_query}")
     }
 
     fn send(
@@ -265,7 +240,9 @@ impl KeyVaultClient {
         if let Some(b) = body {
             req = req.json_body(b.to_vec());
         }
-        let resp = self.http.send_throttled(&req, *deadline, &self.throttle)?;
+        let resp = self
+            .http
+            .send_within(&req, *deadline, Some(&self.throttle))?;
         // Routine successes at trace: one line per signature is CPU for the plugin and a JSON
         // line spire-server must parse and drop at its default level.
         if resp.is_success() {
@@ -313,22 +290,12 @@ impl KeyVaultClient {
         if resp.status != 401 {
             return check(op, resp);
         }
-        let challenge = Challenge::parse_headers(
-            resp.headers
-                .iter()
-                .filter(|(k, _)| k == "www-authenticate")
-                .map(|(_, v)| v.as_str()),
-        );
-        let Some(challenge) = challenge else {
+        let challenges = resp.headers.iter().filter(|(k, _)| k == "www-authenticate");
+        let Some(challenge) = Challenge::parse_headers(challenges.map(|(_, v)| v.as_str())) else {
             return Err(service_error(op, &resp));
         };
-        let decision = decide(
-            &challenge,
-            &target.scope,
-            &self.vault.url.authority(),
-            &self.tenants,
-        );
-        let (tenant, scope) = match decision {
+        let vault = self.vault.url.authority();
+        let (tenant, scope) = match decide(&challenge, &target.scope, &vault, &self.tenants) {
             Decision::RetrySameScope { tenant } => (tenant.or(target.tenant), target.scope),
             Decision::SwitchScope { scope, tenant } => (tenant.or(target.tenant), scope),
             Decision::Refuse(m) => return Err(AzureError::Auth(m)),
@@ -379,36 +346,34 @@ impl KeyVaultClient {
     fn checked_next_link(&self, link: &str) -> Result<String, AzureError> {
         let url =
             Url::parse(link).map_err(|e| AzureError::Decode(format!("invalid nextLink: {e}")))?;
-        if url.scheme != "https"
-            || !url
-                .authority()
-                .eq_ignore_ascii_case(&self.vault.url.authority())
-        {
+        let vault = &self.vault.url;
+        if url.scheme != "https" || !url.authority().eq_ignore_ascii_case(&vault.authority()) {
             return Err(AzureError::Decode(format!(
                 "nextLink points to {}, not the vault {}; refusing to send the vault token there",
                 url.origin(),
-                self.vault.url.origin()
+                vault.origin()
             )));
         }
-        let mut next = format!("{}{}", self.vault.url.origin(), url.path_and_query);
-        let has_version = url
-            .query()
-            .is_some_and(|q| q.split('&').any(|p| p.starts_with("api-version=")));
-        if !has_version {
-            next.push(if url.query().is_some() { '&' } else { '?' });
-            next.push_str("api-version=");
-            next.push_str(&percent_encode(&self.api_version));
-        }
-        Ok(next)
+        let next = format!("{}{}", vault.origin(), url.path_and_query);
+        let sep = match url.query() {
+            Some(q) if q.split('&').any(|p| p.starts_with("api-version=")) => return Ok(next),
+            Some(_) => '&',
+            None => '?',
+        };
+        let v = percent_encode(&self.api_version);
+        Ok(format!("{next}{sep}api-version={v}"))
     }
 }
 
 fn require(what: &str, value: &str) -> Result<(), AzureError> {
-    if value.is_empty() {
-        Err(AzureError::Config(format!("{what} must not be empty")))
-    } else {
-        Ok(())
-    }
+    let empty = || AzureError::Config(format!("{what} must not be empty"));
+    (!value.is_empty()).then_some(()).ok_or_else(empty)
+}
+
+/// A request body, as JSON.
+fn encode(op: Op, body: &impl Serialize) -> Result<Vec<u8>, AzureError> {
+    serde_json::to_vec(body)
+        .map_err(|e| AzureError::Config(format!("{}: cannot encode request: {e}", op.what())))
 }
 
 fn check(op: Op, resp: HttpResponse) -> Result<HttpResponse, AzureError> {
@@ -450,24 +415,16 @@ fn service_error(op: Op, resp: &HttpResponse) -> AzureError {
         .and_then(Value::as_str)
         .map(str::to_string);
     let inner_code = err.and_then(innermost_code);
-    let mut message = err
-        .and_then(|e| e.get("message"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            if parsed.is_some() {
-                String::new()
-            } else {
-                // Not JSON (a proxy or gateway page): a short, single-line excerpt.
-                let text = String::from_utf8_lossy(&resp.body);
-                let line: String = text
-                    .chars()
-                    .map(|c| if c.is_control() { ' ' } else { c })
-                    .take(200)
-                    .collect();
-                line.trim().to_string()
-            }
-        });
+    let mut message = match (err.and_then(|e| e.get("message")), &parsed) {
+        (Some(m), _) => m.as_str().unwrap_or_default().to_string(),
+        (None, Some(_)) => String::new(),
+        // Not JSON (a proxy or gateway page): a short, single-line excerpt.
+        (None, None) => {
+            let text = String::from_utf8_lossy(&resp.body);
+            let line = text.chars().map(|c| if c.is_control() { ' ' } else { c });
+            line.take(200).collect::<String>().trim().to_string()
+        }
+    };
     if message.is_empty() {
         message = format!("{} failed", op.what());
     }
@@ -510,9 +467,8 @@ impl KeyVaultApi for KeyVaultClient {
     fn create_key(&self, name: &str, params: &CreateKeyParams) -> Result<KeyBundle, AzureError> {
         let deadline = self.start();
         require("key name", name)?;
-        let body = serde_json::to_vec(params)
-            .map_err(|e| AzureError::Config(format!("create key: cannot encode request: {e}")))?;
-        let url = self.url(&format!("/keys/{}/create", percent_encode(name)), "");
+        let body = encode(Op::Create, params)?;
+        let url = self.url(&[name, "create"], "");
         let resp = self.execute(Op::Create, "POST", &url, Some(&body), &deadline)?;
         decode(Op::Create, &resp)
     }
@@ -520,22 +476,22 @@ impl KeyVaultApi for KeyVaultClient {
     fn get_key(&self, name: &str, version: Option<&str>) -> Result<KeyBundle, AzureError> {
         let deadline = self.start();
         require("key name", name)?;
-        let path = match version.filter(|v| !v.is_empty()) {
-            Some(v) => format!("/keys/{}/{}", percent_encode(name), percent_encode(v)),
-            None => format!("/keys/{}", percent_encode(name)),
+        let url = match version.filter(|v| !v.is_empty()) {
+            Some(v) => self.url(&[name, v], ""),
+            None => self.url(&[name], ""),
         };
-        let resp = self.execute(Op::Get, "GET", &self.url(&path, ""), None, &deadline)?;
+        let resp = self.execute(Op::Get, "GET", &url, None, &deadline)?;
         decode(Op::Get, &resp)
     }
 
     fn list_keys(&self) -> Result<Vec<KeyItem>, AzureError> {
-        self.list_all(Op::List, self.url("/keys", "&maxresults=25"))
+        self.list_all(Op::List, self.url(&[], "&maxresults=25"))
     }
 
     fn list_key_versions(&self, name: &str) -> Result<Vec<KeyItem>, AzureError> {
         require("key name", name)?;
-        let path = format!("/keys/{}/versions", percent_encode(name));
-        self.list_all(Op::ListVersions, self.url(&path, "&maxresults=25"))
+        let url = self.url(&[name, "versions"], "&maxresults=25");
+        self.list_all(Op::ListVersions, url)
     }
 
     fn update_key(
@@ -546,11 +502,9 @@ impl KeyVaultApi for KeyVaultClient {
     ) -> Result<KeyBundle, AzureError> {
         let deadline = self.start();
         require("key name", name)?;
-        let body = serde_json::to_vec(params)
-            .map_err(|e| AzureError::Config(format!("update key: cannot encode request: {e}")))?;
+        let body = encode(Op::Update, params)?;
         // An empty version addresses the latest one (`/keys/<name>/`), as the SDKs do.
-        let path = format!("/keys/{}/{}", percent_encode(name), percent_encode(version));
-        let url = self.url(&path, "");
+        let url = self.url(&[name, version], "");
         let resp = self.execute(Op::Update, "PATCH", &url, Some(&body), &deadline)?;
         decode(Op::Update, &resp)
     }
@@ -558,8 +512,8 @@ impl KeyVaultApi for KeyVaultClient {
     fn delete_key(&self, name: &str) -> Result<(), AzureError> {
         let deadline = self.start();
         require("key name", name)?;
-        let path = format!("/keys/{}", percent_encode(name));
-        self.execute(Op::Delete, "DELETE", &self.url(&path, ""), None, &deadline)
+        let url = self.url(&[name], "");
+        self.execute(Op::Delete, "DELETE", &url, None, &deadline)
             .map(|_| ())
     }
 
@@ -574,26 +528,13 @@ impl KeyVaultApi for KeyVaultClient {
         require("key name", name)?;
         require("key version", version)?;
         require("signature algorithm", alg)?;
-        let body = serde_json::to_vec(&SignRequest {
-            alg,
-            value: URL_SAFE_NO_PAD.encode(digest),
-        })
-        .map_err(|e| AzureError::Config(format!("sign: cannot encode request: {e}")))?;
-        let path = format!(
-            "/keys/{}/{}/sign",
-            percent_encode(name),
-            percent_encode(version)
-        );
-        let url = self.url(&path, "");
-        let started = self.http.clock().now();
+        let value = URL_SAFE_NO_PAD.encode(digest);
+        let body = encode(Op::Sign, &SignRequest { alg, value })?;
+        let url = self.url(&[name, version, "sign"], "");
+        let clock = self.http.clock();
+        let started = clock.now();
         let resp = self.execute(Op::Sign, "POST", &url, Some(&body), &deadline);
-        crate::telemetry::sign_elapsed(
-            self.http
-                .clock()
-                .now()
-                .duration_since(started)
-                .unwrap_or_default(),
-        );
+        crate::telemetry::sign_elapsed(clock.now().duration_since(started).unwrap_or_default());
         let resp = resp?;
         let result: SignResult = decode(Op::Sign, &resp)?;
         let value = result
@@ -630,6 +571,30 @@ fn request_id() -> uuid::Uuid {
     // The counter changes only the low bits (XOR keeps ids distinct); the builder then sets the
     // version bits (high half) and the variant bits (bits 62-63, which no count reaches).
     uuid::Builder::from_random_bytes((base ^ n).to_be_bytes()).into_uuid()
+}
+
+#[cfg(test)]
+impl VaultEndpoint {
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+}
+
+#[cfg(test)]
+impl KeyVaultClient {
+    /// The tenants a challenge may name.
+    pub(crate) fn allowed_tenants(&self) -> &AllowedTenants {
+        &self.tenants
+    }
+
+    pub(crate) fn api_version(&self) -> &str {
+        &self.api_version
+    }
+
+    /// The scope tokens are currently requested for.
+    pub(crate) fn scope(&self) -> String {
+        self.target_now().scope
+    }
 }
 
 #[cfg(test)]
@@ -777,7 +742,10 @@ mod tests {
             matches!(VaultEndpoint::parse("http://v.vault.azure.net"), Err(AzureError::Config(m)) if m.contains("https"))
         );
         assert!(VaultEndpoint::parse("v.vault.azure.net").is_err());
-        assert!(VaultEndpoint::parse("https://v.vault.azure.net/?x=1").is_err());
+        assert_eq!(
+            VaultEndpoint::parse(" https://v.vault.azure.net/?x=1").unwrap_err().to_string(),
+            "invalid Azure settings: key_vault_uri must not have a query, got \" https://v.vault.azure.net/?x=1\""
+        );
         let e = VaultEndpoint::parse("https://V.vault.azure.net:443/").unwrap();
         assert_eq!(e.base(), "https://v.vault.azure.net");
         let e = VaultEndpoint::parse("https://127.0.0.1:8443").unwrap();
@@ -960,6 +928,11 @@ mod tests {
                 "{bad}"
             );
         }
+        assert_eq!(
+            c.checked_next_link("https://v.vault.azure.net/keys")
+                .unwrap(),
+            "https://v.vault.azure.net/keys?api-version=7.6"
+        );
         let (c, script, _) = client(
             "https://v.vault.azure.net",
             vec![resp(

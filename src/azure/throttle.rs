@@ -3,7 +3,7 @@
 //! Key Vault limits requests per vault and answers `429` with `Retry-After` over the limit. If
 //! each caller retried on its own, every one of them would hit the limit again (a `429` storm)
 //! and run out of retries while the vault's capacity went unused. Instead, every request to the
-//! vault (see `HttpClient::send_throttled` in src/azure/http.rs) passes through the host's
+//! vault (see `HttpClient::send_within` in src/azure/http.rs) passes through the host's
 //! [`Throttle`]:
 //!
 //! - **Shared pause.** A `429` pauses every new request to the host until its `Retry-After`
@@ -161,6 +161,11 @@ fn pacing(st: &State) -> String {
     }
 }
 
+/// `both(a, b)` when both are known, else whichever is.
+fn either(a: Option<f64>, b: Option<f64>, both: fn(f64, f64) -> f64) -> Option<f64> {
+    a.zip(b).map(|(a, b)| both(a, b)).or(a).or(b)
+}
+
 fn interval(rate: f64) -> Duration {
     Duration::from_secs_f64(1.0 / rate.clamp(MIN_RATE, MAX_RATE))
 }
@@ -214,8 +219,7 @@ impl State {
     /// before the first `429` less what `L` refilled meanwhile. `None` without enough answers
     /// or a span of [`MIN_SPAN`].
     fn estimate(&mut self, now: SystemTime) -> Option<f64> {
-        self.prune(now);
-        if self.successes.len() + self.throttled.len() < MIN_SAMPLE {
+        if self.sparse(now) {
             return None;
         }
         let from = self.since_pause(now)?;
@@ -239,11 +243,14 @@ impl State {
     /// The burst before the first `429` over [`MIN_SPAN`] at least: the first `429`'s rough
     /// guess, when the vault answered a burst too fast for [`State::estimate`].
     fn rough_estimate(&mut self, now: SystemTime) -> Option<f64> {
+        let rate = self.burst as f64 / self.burst_span.max(MIN_SPAN).as_secs_f64();
+        (!self.sparse(now)).then_some(rate)
+    }
+
+    /// Fewer than [`MIN_SAMPLE`] answers over the window ending `now`.
+    fn sparse(&mut self, now: SystemTime) -> bool {
         self.prune(now);
-        if self.successes.len() + self.throttled.len() < MIN_SAMPLE {
-            return None;
-        }
-        Some(self.burst as f64 / self.burst_span.max(MIN_SPAN).as_secs_f64())
+        self.successes.len() + self.throttled.len() < MIN_SAMPLE
     }
 
     /// The start of the estimates' window: the first answer, or the end of the last pause
@@ -257,13 +264,10 @@ impl State {
     }
 
     fn prune(&mut self, now: SystemTime) {
+        let old = |t: &SystemTime| now.duration_since(*t).unwrap_or(Duration::ZERO) > WINDOW;
         for times in [&mut self.successes, &mut self.throttled] {
-            while let Some(t) = times.front() {
-                if now.duration_since(*t).unwrap_or(Duration::ZERO) > WINDOW {
-                    times.pop_front();
-                } else {
-                    break;
-                }
+            while times.front().is_some_and(old) {
+                times.pop_front();
             }
         }
     }
@@ -331,10 +335,9 @@ impl State {
                 let estimate = match (repeat, self.rate) {
                     (true, _) => None,
                     (false, Some(_)) => self.estimate(sent),
-                    (false, None) => match (self.estimate(sent), self.rough_estimate(sent)) {
-                        (Some(e), Some(r)) => Some(e.max(r)),
-                        (e, r) => e.or(r),
-                    },
+                    (false, None) => {
+                        either(self.estimate(sent), self.rough_estimate(sent), f64::max)
+                    }
                 };
                 self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
                 if repeat {
@@ -343,12 +346,7 @@ impl State {
                 // What the vault accepted lately (before this pause), if it is less than the
                 // rate (a burst at the start, or another client of the vault, can leave the
                 // rate far too high).
-                let base = match (self.rate, estimate) {
-                    (Some(r), Some(e)) => r.min(e),
-                    (Some(r), None) => r,
-                    (None, Some(e)) => e,
-                    (None, None) => return None,
-                };
+                let base = either(self.rate, estimate, f64::min)?;
                 // The first estimate is rough (a burst, few answers): grow fast from it.
                 self.slow_start = self.rate.is_none();
                 self.probing = 0.0;
@@ -380,16 +378,6 @@ impl Throttle {
         let seq = st.next_seq;
         st.next_seq += 1;
         Ticket { seq, waited: false }
-    }
-
-    /// The learned rate (requests/s), if any.
-    pub fn rate(&self) -> Option<f64> {
-        self.lock().rate
-    }
-
-    /// Requests waiting for their turn.
-    pub fn queued(&self) -> usize {
-        self.lock().queue.len()
     }
 
     /// Waits for the ticket's turn: after every older waiting operation, after the shared
@@ -478,7 +466,7 @@ impl Throttle {
 /// One [`Throttle`] per vault host (`host[:port]`), created on first use.
 #[derive(Default)]
 pub(crate) struct Throttles {
-    hosts: Mutex<std::collections::HashMap<String, Arc<Throttle>>>,
+    hosts: Mutex<HashMap<String, Arc<Throttle>>>,
 }
 
 impl Throttles {
@@ -488,6 +476,19 @@ impl Throttles {
             .entry(authority.to_ascii_lowercase())
             .or_insert_with(|| Arc::new(Throttle::new(clock.clone())))
             .clone()
+    }
+}
+
+#[cfg(test)]
+impl Throttle {
+    /// The learned rate (requests/s), if any.
+    pub(crate) fn rate(&self) -> Option<f64> {
+        self.lock().rate
+    }
+
+    /// Requests waiting for their turn.
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().queue.len()
     }
 }
 
@@ -778,7 +779,11 @@ mod tests {
         while since(&clock, start()) < 120 * S {
             let deadline = Deadline::after(&clock, 25 * S);
             let r = http
-                .send_throttled(&HttpRequest::new("POST", "https://v/sign"), deadline, &t)
+                .send_within(
+                    &HttpRequest::new("POST", "https://v/sign"),
+                    deadline,
+                    Some(&t),
+                )
                 .unwrap();
             assert_eq!(r.status, 200, "throttling alone failed a signature");
         }
@@ -940,7 +945,11 @@ mod tests {
         let t = http.throttle_for("v");
         let deadline = Deadline::after(&clock, 25 * S);
         let r = http
-            .send_throttled(&HttpRequest::new("POST", "https://v/sign"), deadline, &t)
+            .send_within(
+                &HttpRequest::new("POST", "https://v/sign"),
+                deadline,
+                Some(&t),
+            )
             .unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(vault.calls.load(Ordering::SeqCst), 11);
@@ -952,7 +961,11 @@ mod tests {
         let t = http.throttle_for("v");
         let deadline = Deadline::after(&clock, 25 * S);
         let r = http
-            .send_throttled(&HttpRequest::new("POST", "https://v/sign"), deadline, &t)
+            .send_within(
+                &HttpRequest::new("POST", "https://v/sign"),
+                deadline,
+                Some(&t),
+            )
             .unwrap();
         assert_eq!((r.status, r.refused_wait), (429, Some(S)));
         let starts = vault.starts.lock().unwrap().clone();
@@ -971,7 +984,7 @@ mod tests {
         let sent = vault.starts.lock().unwrap().len();
         let short = Deadline::after(&clock, 5 * S);
         let e = http
-            .send_throttled(&HttpRequest::new("POST", "https://v/sign"), short, &t)
+            .send_within(&HttpRequest::new("POST", "https://v/sign"), short, Some(&t))
             .unwrap_err();
         let AzureError::Throttled(m) = &e else {
             panic!("{e:?}")
@@ -1047,8 +1060,11 @@ mod tests {
                 let begin = Clock::now(&clock);
                 let deadline = Deadline::after(&clock, 25 * S);
                 let first = vault.starts.lock().unwrap().len();
-                let _ =
-                    http.send_throttled(&HttpRequest::new("POST", "https://v/sign"), deadline, &t);
+                let _ = http.send_within(
+                    &HttpRequest::new("POST", "https://v/sign"),
+                    deadline,
+                    Some(&t),
+                );
                 let spent = since(&clock, begin);
                 assert!(spent <= 25 * S, "seed {seed}: {spent:?}");
                 // Every retry started with at least MIN_ATTEMPT left.

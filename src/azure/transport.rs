@@ -166,18 +166,15 @@ impl UreqTransport {
     }
 
     fn agent_for(&self, url: &Url) -> &ureq::Agent {
+        let bypass =
+            never_proxied(&url.host) || self.no_proxy.matches(&url.host, url.effective_port());
         let route = if url.scheme == "https" {
             &self.https_proxy
         } else {
             &self.http_proxy
         };
         match route {
-            Some(r)
-                if !never_proxied(&url.host)
-                    && !self.no_proxy.matches(&url.host, url.effective_port()) =>
-            {
-                &r.agent
-            }
+            Some(r) if !bypass => &r.agent,
             _ => &self.direct,
         }
     }
@@ -216,15 +213,11 @@ fn run<B: ureq::AsSendBody>(
         CONNECT_TIMEOUT
     };
     if probe || timeout < CALL_TIMEOUT {
-        let request = agent
-            .configure_request(request)
-            .timeout_connect(Some(connect.min(timeout)))
-            .timeout_global(Some(timeout))
-            .build();
-        agent.run(request)
-    } else {
-        agent.run(request)
+        let request = agent.configure_request(request);
+        let request = request.timeout_connect(Some(connect.min(timeout)));
+        return agent.run(request.timeout_global(Some(timeout)).build());
     }
+    agent.run(request)
 }
 
 impl Transport for UreqTransport {
@@ -275,15 +268,12 @@ impl Transport for UreqTransport {
             })
             .collect();
         let mut body = response.into_body();
-        let body = body
-            .with_config()
-            .limit(MAX_BODY_BYTES)
-            .read_to_vec()
-            .map_err(|e| {
-                let mut t = classify(e);
-                t.message = format!("reading the response body (HTTP {status}): {}", t.message);
-                t
-            })?;
+        let read = body.with_config().limit(MAX_BODY_BYTES).read_to_vec();
+        let body = read.map_err(|e| {
+            let mut t = classify(e);
+            t.message = format!("reading the response body (HTTP {status}): {}", t.message);
+            t
+        })?;
         Ok(HttpResponse {
             status,
             headers,

@@ -72,18 +72,12 @@ pub struct KeyBundle {
 impl KeyBundle {
     /// Key name parsed from `key.kid` (`https://vault/keys/<name>/<version>`).
     pub fn name(&self) -> Option<&str> {
-        self.key
-            .kid
-            .as_deref()
-            .and_then(|kid| parse_kid(kid).map(|(n, _)| n))
+        Some(parse_kid(self.key.kid.as_deref()?)?.0)
     }
 
     /// Key version parsed from `key.kid`.
     pub fn version(&self) -> Option<&str> {
-        self.key
-            .kid
-            .as_deref()
-            .and_then(|kid| parse_kid(kid).and_then(|(_, v)| v))
+        parse_kid(self.key.kid.as_deref()?)?.1
     }
 }
 
@@ -99,11 +93,11 @@ pub struct KeyItem {
 
 impl KeyItem {
     pub fn name(&self) -> Option<&str> {
-        parse_kid(&self.kid).map(|(n, _)| n)
+        Some(parse_kid(&self.kid)?.0)
     }
 
     pub fn version(&self) -> Option<&str> {
-        parse_kid(&self.kid).and_then(|(_, v)| v)
+        parse_kid(&self.kid)?.1
     }
 }
 
@@ -116,9 +110,7 @@ pub(crate) fn parse_kid(kid: &str) -> Option<(&str, Option<&str>)> {
     if parts.next()? != "keys" {
         return None;
     }
-    let name = parts.next()?;
-    let version = parts.next();
-    Some((name, version))
+    Some((parts.next()?, parts.next()))
 }
 
 /// Parameters of `POST /keys/<name>/create`.
