@@ -47,6 +47,20 @@ pub(super) enum Kw {
     Block,
 }
 
+impl Kw {
+    const ALL: [Kw; 10] = {
+        use Kw::*;
+        [
+            If, Else, End, With, Range, Break, Continue, Define, Template, Block,
+        ]
+    };
+
+    /// The keyword as written in a template.
+    pub(super) fn name(self) -> String {
+        format!("{self:?}").to_lowercase()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(super) struct Token {
     pub(super) tok: Tok,
@@ -264,17 +278,10 @@ impl<'a> Lexer<'a> {
                         "true" => Tok::Bool(true),
                         "false" => Tok::Bool(false),
                         "nil" => Tok::Nil,
-                        "if" => Tok::Kw(Kw::If),
-                        "else" => Tok::Kw(Kw::Else),
-                        "end" => Tok::Kw(Kw::End),
-                        "with" => Tok::Kw(Kw::With),
-                        "range" => Tok::Kw(Kw::Range),
-                        "break" => Tok::Kw(Kw::Break),
-                        "continue" => Tok::Kw(Kw::Continue),
-                        "define" => Tok::Kw(Kw::Define),
-                        "template" => Tok::Kw(Kw::Template),
-                        "block" => Tok::Kw(Kw::Block),
-                        _ => Tok::Ident(word),
+                        w => Kw::ALL
+                            .into_iter()
+                            .find(|k| k.name() == w)
+                            .map_or_else(|| Tok::Ident(w.to_string()), Tok::Kw),
                     };
                     self.push(tok, start);
                 }
