@@ -952,24 +952,32 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 const B32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
 fn f_b64enc(a: &[Value]) -> Result<Value, String> {
-    let src = s(a, 0)?.as_bytes();
-    let mut out = String::with_capacity(src.len().div_ceil(3) * 4);
-    for chunk in src.chunks(3) {
-        let b = [
-            chunk.first().copied().unwrap_or(0),
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for k in 0..4 {
-            if k <= chunk.len() {
-                out.push(char::from(B64[((v >> (18 - 6 * k)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
+    string(encode(s(a, 0)?.as_bytes(), B64, 6))
+}
+
+/// Standard base64 (`bits` 6) or base32 (`bits` 5) encoding: each output character takes the
+/// next `bits` bits (the last zero-filled), `=` pads to whole groups of 4 or 8 characters.
+fn encode(src: &[u8], alphabet: &[u8], bits: u32) -> String {
+    let group = if bits == 6 { 4 } else { 8 };
+    let mask = (1u32 << bits) - 1;
+    let mut out = String::with_capacity(src.len() * 8 / bits as usize + group);
+    let (mut acc, mut n) = (0u32, 0u32);
+    for &b in src {
+        acc = (acc << 8) | u32::from(b);
+        n += 8;
+        while n >= bits {
+            n -= bits;
+            out.push(char::from(alphabet[((acc >> n) & mask) as usize]));
         }
+        acc &= (1 << n) - 1;
     }
-    string(out)
+    if n > 0 {
+        out.push(char::from(alphabet[((acc << (bits - n)) & mask) as usize]));
+    }
+    while out.len() % group != 0 {
+        out.push('=');
+    }
+    out
 }
 
 /// Go's `base64.StdEncoding.DecodeString` (newlines ignored, lenient trailing bits);
@@ -1049,28 +1057,7 @@ fn decoded(r: Result<Vec<u8>, usize>, encoding: &str) -> Result<Value, String> {
 }
 
 fn f_b32enc(a: &[Value]) -> Result<Value, String> {
-    let src = s(a, 0)?.as_bytes();
-    let mut out = String::with_capacity(src.len().div_ceil(5) * 8);
-    for chunk in src.chunks(5) {
-        let mut buf = [0u8; 5];
-        buf[..chunk.len()].copy_from_slice(chunk);
-        let v = buf.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
-        let chars = match chunk.len() {
-            1 => 2,
-            2 => 4,
-            3 => 5,
-            4 => 7,
-            _ => 8,
-        };
-        for k in 0..8 {
-            if k < chars {
-                out.push(char::from(B32[((v >> (35 - 5 * k)) & 31) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    string(out)
+    string(encode(s(a, 0)?.as_bytes(), B32, 5))
 }
 
 /// Go's `base32.StdEncoding.DecodeString` (newlines stripped first).
