@@ -1033,15 +1033,9 @@ fn b64_decode(src: &[u8]) -> Result<Vec<u8>, usize> {
             dlen = j;
             break;
         }
-        let v = (dbuf[0] << 18) | (dbuf[1] << 12) | (dbuf[2] << 6) | dbuf[3];
-        let bytes = [(v >> 16) as u8, (v >> 8) as u8, v as u8];
-        let take = match dlen {
-            4 => 3,
-            3 => 2,
-            2 => 1,
-            _ => 0,
-        };
-        out.extend_from_slice(&bytes[..take]);
+        // The group's 3 bytes, as many as its characters carry whole.
+        let v = dbuf.iter().fold(0u32, |acc, &d| (acc << 6) | d);
+        out.extend_from_slice(&v.to_be_bytes()[1..1 + dlen * 6 / 8]);
         if dlen < 4 {
             return Ok(out);
         }
@@ -1103,23 +1097,9 @@ fn b32_decode(input: &[u8]) -> Result<Vec<u8>, usize> {
             }
             j += 1;
         }
+        // The group's 5 bytes, as many as its characters carry whole.
         let v = dbuf.iter().fold(0u64, |acc, &d| (acc << 5) | d);
-        let bytes = [
-            (v >> 32) as u8,
-            (v >> 24) as u8,
-            (v >> 16) as u8,
-            (v >> 8) as u8,
-            v as u8,
-        ];
-        let take = match dlen {
-            8 => 5,
-            7 => 4,
-            5 => 3,
-            4 => 2,
-            2 => 1,
-            _ => 0,
-        };
-        out.extend_from_slice(&bytes[..take]);
+        out.extend_from_slice(&v.to_be_bytes()[3..3 + dlen * 5 / 8]);
     }
     Ok(out)
 }
