@@ -84,10 +84,10 @@ fn has_left_trim(s: &str) -> bool {
     b.len() >= 2 && b[0] == b'-' && is_space(char::from(b[1]))
 }
 
-/// ` -` right before `}}`.
+/// A right delimiter with its trim marker: ` -}}`.
 fn has_right_trim(s: &str) -> bool {
     let b = s.as_bytes();
-    b.len() >= 2 && is_space(char::from(b[0])) && b[1] == b'-'
+    b.len() >= 2 && is_space(char::from(b[0])) && b[1] == b'-' && s[2..].starts_with(RIGHT)
 }
 
 struct Lexer<'a> {
@@ -129,7 +129,7 @@ impl<'a> Lexer<'a> {
     /// (at `}}`, with a trim marker).
     fn at_right_delim(&self) -> (bool, bool) {
         let rest = self.rest();
-        if has_right_trim(rest) && rest.get(2..).is_some_and(|r| r.starts_with(RIGHT)) {
+        if has_right_trim(rest) {
             return (true, true);
         }
         (rest.starts_with(RIGHT), false)
@@ -230,10 +230,7 @@ impl<'a> Lexer<'a> {
                         if !is_space(n) {
                             break;
                         }
-                        let rest = self.rest();
-                        if has_right_trim(rest)
-                            && rest.get(2..).is_some_and(|r| r.starts_with(RIGHT))
-                        {
+                        if has_right_trim(self.rest()) {
                             break;
                         }
                         self.pos += n.len_utf8();
