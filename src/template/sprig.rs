@@ -984,7 +984,9 @@ fn encode(src: &[u8], alphabet: &[u8], bits: u32) -> String {
 /// Err carries the offending input offset.
 fn b64_decode(src: &[u8]) -> Result<Vec<u8>, usize> {
     let val = |c: u8| B64.iter().position(|&x| x == c).map(|p| p as u32);
-    let is_nl = |c: u8| c == b'\n' || c == b'\r';
+    let is_nl = |c: &u8| *c == b'\n' || *c == b'\r';
+    // The index of the first non-newline byte from `si` on.
+    let skip_nl = |si: usize| si + src.iter().skip(si).take_while(|c| is_nl(c)).count();
     let mut out = Vec::with_capacity(src.len() / 4 * 3);
     let mut si = 0usize;
     loop {
@@ -999,7 +1001,7 @@ fn b64_decode(src: &[u8]) -> Result<Vec<u8>, usize> {
                 return Err(si - j);
             };
             si += 1;
-            if is_nl(c) {
+            if is_nl(&c) {
                 continue;
             }
             if let Some(v) = val(c) {
@@ -1013,9 +1015,7 @@ fn b64_decode(src: &[u8]) -> Result<Vec<u8>, usize> {
             match j {
                 0 | 1 => return Err(si - 1),
                 2 => {
-                    while src.get(si).is_some_and(|&c| is_nl(c)) {
-                        si += 1;
-                    }
+                    si = skip_nl(si);
                     match src.get(si) {
                         None => return Err(src.len()),
                         Some(&b'=') => si += 1,
@@ -1024,9 +1024,7 @@ fn b64_decode(src: &[u8]) -> Result<Vec<u8>, usize> {
                 }
                 _ => {}
             }
-            while src.get(si).is_some_and(|&c| is_nl(c)) {
-                si += 1;
-            }
+            si = skip_nl(si);
             if si < src.len() {
                 return Err(si);
             }
