@@ -203,13 +203,7 @@ impl Exec {
         // Declared variables hold the whole value first (visible in {{else}}), then each
         // iteration's index and element.
         let base = self.vars.len();
-        for name in &pipe.decl {
-            if pipe.is_assign {
-                self.set_var(pipe.pos, name, v.clone())?;
-            } else {
-                self.vars.push((name.clone(), v.clone()));
-            }
-        }
+        self.declare(pipe, &v)?;
         if items.is_empty() {
             if let Some(list) = otherwise {
                 self.walk(dot, list)?;
@@ -284,6 +278,12 @@ impl Exec {
 
     fn pipeline(&mut self, dot: &Value, pipe: &Pipe) -> R<Value> {
         let v = self.commands(dot, pipe)?;
+        self.declare(pipe, &v)?;
+        Ok(v)
+    }
+
+    /// Declares or assigns the pipeline's variables to `v`.
+    fn declare(&mut self, pipe: &Pipe, v: &Value) -> R<()> {
         for name in &pipe.decl {
             if pipe.is_assign {
                 self.set_var(pipe.pos, name, v.clone())?;
@@ -291,7 +291,7 @@ impl Exec {
                 self.vars.push((name.clone(), v.clone()));
             }
         }
-        Ok(v)
+        Ok(())
     }
 
     fn call(

@@ -47,6 +47,20 @@ pub(super) enum Kw {
     Block,
 }
 
+impl Kw {
+    const ALL: [Kw; 10] = {
+        use Kw::*;
+        [
+            If, Else, End, With, Range, Break, Continue, Define, Template, Block,
+        ]
+    };
+
+    /// The keyword as written in a template.
+    pub(super) fn name(self) -> String {
+        format!("{self:?}").to_lowercase()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(super) struct Token {
     pub(super) tok: Tok,
@@ -70,10 +84,10 @@ fn has_left_trim(s: &str) -> bool {
     b.len() >= 2 && b[0] == b'-' && is_space(char::from(b[1]))
 }
 
-/// ` -` right before `}}`.
+/// A right delimiter with its trim marker: ` -}}`.
 fn has_right_trim(s: &str) -> bool {
     let b = s.as_bytes();
-    b.len() >= 2 && is_space(char::from(b[0])) && b[1] == b'-'
+    b.len() >= 2 && is_space(char::from(b[0])) && b[1] == b'-' && s[2..].starts_with(RIGHT)
 }
 
 struct Lexer<'a> {
@@ -115,7 +129,7 @@ impl<'a> Lexer<'a> {
     /// (at `}}`, with a trim marker).
     fn at_right_delim(&self) -> (bool, bool) {
         let rest = self.rest();
-        if has_right_trim(rest) && rest.get(2..).is_some_and(|r| r.starts_with(RIGHT)) {
+        if has_right_trim(rest) {
             return (true, true);
         }
         (rest.starts_with(RIGHT), false)
@@ -216,10 +230,7 @@ impl<'a> Lexer<'a> {
                         if !is_space(n) {
                             break;
                         }
-                        let rest = self.rest();
-                        if has_right_trim(rest)
-                            && rest.get(2..).is_some_and(|r| r.starts_with(RIGHT))
-                        {
+                        if has_right_trim(self.rest()) {
                             break;
                         }
                         self.pos += n.len_utf8();
@@ -264,17 +275,10 @@ impl<'a> Lexer<'a> {
                         "true" => Tok::Bool(true),
                         "false" => Tok::Bool(false),
                         "nil" => Tok::Nil,
-                        "if" => Tok::Kw(Kw::If),
-                        "else" => Tok::Kw(Kw::Else),
-                        "end" => Tok::Kw(Kw::End),
-                        "with" => Tok::Kw(Kw::With),
-                        "range" => Tok::Kw(Kw::Range),
-                        "break" => Tok::Kw(Kw::Break),
-                        "continue" => Tok::Kw(Kw::Continue),
-                        "define" => Tok::Kw(Kw::Define),
-                        "template" => Tok::Kw(Kw::Template),
-                        "block" => Tok::Kw(Kw::Block),
-                        _ => Tok::Ident(word),
+                        w => Kw::ALL
+                            .into_iter()
+                            .find(|k| k.name() == w)
+                            .map_or_else(|| Tok::Ident(w.to_string()), Tok::Kw),
                     };
                     self.push(tok, start);
                 }

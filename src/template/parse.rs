@@ -118,7 +118,7 @@ fn describe_tok(t: &Tok) -> String {
         Tok::Nil => "\"nil\"".into(),
         Tok::Dot => "\".\"".into(),
         Tok::Field(f) => format!("\".{f}\""),
-        Tok::Kw(k) => format!("<{}>", format!("{k:?}").to_lowercase()),
+        Tok::Kw(k) => format!("<{}>", k.name()),
         Tok::Eof => "end of template".into(),
     }
 }
@@ -226,19 +226,18 @@ impl Parser<'_> {
     fn action(&mut self) -> Result<Node, TemplateError> {
         let t = self.next_non_space();
         match t.tok {
-            Tok::Kw(Kw::If) => self.control(t.pos, Kw::If),
-            Tok::Kw(Kw::With) => self.control(t.pos, Kw::With),
-            Tok::Kw(Kw::Range) => self.control(t.pos, Kw::Range),
+            Tok::Kw(kw @ (Kw::If | Kw::With | Kw::Range)) => self.control(t.pos, kw),
             Tok::Kw(kw @ (Kw::Break | Kw::Continue)) => {
-                let (name, node) = match kw {
-                    Kw::Break => ("break", Node::Break),
-                    _ => ("continue", Node::Continue),
-                };
+                let name = kw.name();
                 if self.range_depth == 0 {
                     return Err(self.err(t.pos, format!("{{{{{name}}}}} outside {{{{range}}}}")));
                 }
-                self.expect_right_delim(name)?;
-                Ok(node)
+                self.expect_right_delim(&name)?;
+                Ok(if kw == Kw::Break {
+                    Node::Break
+                } else {
+                    Node::Continue
+                })
             }
             Tok::Kw(Kw::Define | Kw::Template | Kw::Block) => Err(self.err(
                 t.pos,
@@ -255,13 +254,9 @@ impl Parser<'_> {
     /// `if`, `with` or `range`, after the keyword.
     fn control(&mut self, pos: usize, kw: Kw) -> Result<Node, TemplateError> {
         self.enter(pos)?;
-        let context = match kw {
-            Kw::If => "if",
-            Kw::With => "with",
-            _ => "range",
-        };
+        let context = kw.name();
         let mark = self.vars.len();
-        let pipe = self.pipeline(context, true)?;
+        let pipe = self.pipeline(&context, true)?;
         let after_pipe = self.vars.len();
         let outer_root = self.dot_is_root;
         if kw != Kw::If {
@@ -283,14 +278,10 @@ impl Parser<'_> {
             Stop::End(_) => None,
             Stop::Eof(p) => return Err(eof(p)),
             Stop::Else(p, Some(chained)) => {
-                let ok =
-                    (kw == Kw::If && chained == Kw::If) || (kw == Kw::With && chained == Kw::With);
-                if !ok {
-                    return Err(self.err(
-                        p,
-                        format!("unexpected {{{{else {chained:?}}}}} in {{{{{context}}}}}")
-                            .to_lowercase(),
-                    ));
+                if kw != chained {
+                    let chained = chained.name();
+                    let msg = format!("unexpected {{{{else {chained}}}}} in {{{{{context}}}}}");
+                    return Err(self.err(p, msg));
                 }
                 // `{{else if x}}` is `{{else}}{{if x}}...{{end}}{{end}}` sharing the final end.
                 Some(vec![self.control(p, chained)?])

@@ -952,31 +952,41 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 const B32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
 fn f_b64enc(a: &[Value]) -> Result<Value, String> {
-    let src = s(a, 0)?.as_bytes();
-    let mut out = String::with_capacity(src.len().div_ceil(3) * 4);
-    for chunk in src.chunks(3) {
-        let b = [
-            chunk.first().copied().unwrap_or(0),
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for k in 0..4 {
-            if k <= chunk.len() {
-                out.push(char::from(B64[((v >> (18 - 6 * k)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
+    string(encode(s(a, 0)?.as_bytes(), B64, 6))
+}
+
+/// Standard base64 (`bits` 6) or base32 (`bits` 5) encoding: each output character takes the
+/// next `bits` bits (the last zero-filled), `=` pads to whole groups of 4 or 8 characters.
+fn encode(src: &[u8], alphabet: &[u8], bits: u32) -> String {
+    let group = if bits == 6 { 4 } else { 8 };
+    let mask = (1u32 << bits) - 1;
+    let mut out = String::with_capacity(src.len() * 8 / bits as usize + group);
+    let (mut acc, mut n) = (0u32, 0u32);
+    for &b in src {
+        acc = (acc << 8) | u32::from(b);
+        n += 8;
+        while n >= bits {
+            n -= bits;
+            out.push(char::from(alphabet[((acc >> n) & mask) as usize]));
         }
+        acc &= (1 << n) - 1;
     }
-    string(out)
+    if n > 0 {
+        out.push(char::from(alphabet[((acc << (bits - n)) & mask) as usize]));
+    }
+    while out.len() % group != 0 {
+        out.push('=');
+    }
+    out
 }
 
 /// Go's `base64.StdEncoding.DecodeString` (newlines ignored, lenient trailing bits);
 /// Err carries the offending input offset.
 fn b64_decode(src: &[u8]) -> Result<Vec<u8>, usize> {
     let val = |c: u8| B64.iter().position(|&x| x == c).map(|p| p as u32);
-    let is_nl = |c: u8| c == b'\n' || c == b'\r';
+    let is_nl = |c: &u8| *c == b'\n' || *c == b'\r';
+    // The index of the first non-newline byte from `si` on.
+    let skip_nl = |si: usize| si + src.iter().skip(si).take_while(|c| is_nl(c)).count();
     let mut out = Vec::with_capacity(src.len() / 4 * 3);
     let mut si = 0usize;
     loop {
@@ -991,7 +1001,7 @@ fn b64_decode(src: &[u8]) -> Result<Vec<u8>, usize> {
                 return Err(si - j);
             };
             si += 1;
-            if is_nl(c) {
+            if is_nl(&c) {
                 continue;
             }
             if let Some(v) = val(c) {
@@ -1005,9 +1015,7 @@ fn b64_decode(src: &[u8]) -> Result<Vec<u8>, usize> {
             match j {
                 0 | 1 => return Err(si - 1),
                 2 => {
-                    while src.get(si).is_some_and(|&c| is_nl(c)) {
-                        si += 1;
-                    }
+                    si = skip_nl(si);
                     match src.get(si) {
                         None => return Err(src.len()),
                         Some(&b'=') => si += 1,
@@ -1016,24 +1024,16 @@ fn b64_decode(src: &[u8]) -> Result<Vec<u8>, usize> {
                 }
                 _ => {}
             }
-            while src.get(si).is_some_and(|&c| is_nl(c)) {
-                si += 1;
-            }
+            si = skip_nl(si);
             if si < src.len() {
                 return Err(si);
             }
             dlen = j;
             break;
         }
-        let v = (dbuf[0] << 18) | (dbuf[1] << 12) | (dbuf[2] << 6) | dbuf[3];
-        let bytes = [(v >> 16) as u8, (v >> 8) as u8, v as u8];
-        let take = match dlen {
-            4 => 3,
-            3 => 2,
-            2 => 1,
-            _ => 0,
-        };
-        out.extend_from_slice(&bytes[..take]);
+        // The group's 3 bytes, as many as its characters carry whole.
+        let v = dbuf.iter().fold(0u32, |acc, &d| (acc << 6) | d);
+        out.extend_from_slice(&v.to_be_bytes()[1..1 + dlen * 6 / 8]);
         if dlen < 4 {
             return Ok(out);
         }
@@ -1049,28 +1049,7 @@ fn decoded(r: Result<Vec<u8>, usize>, encoding: &str) -> Result<Value, String> {
 }
 
 fn f_b32enc(a: &[Value]) -> Result<Value, String> {
-    let src = s(a, 0)?.as_bytes();
-    let mut out = String::with_capacity(src.len().div_ceil(5) * 8);
-    for chunk in src.chunks(5) {
-        let mut buf = [0u8; 5];
-        buf[..chunk.len()].copy_from_slice(chunk);
-        let v = buf.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
-        let chars = match chunk.len() {
-            1 => 2,
-            2 => 4,
-            3 => 5,
-            4 => 7,
-            _ => 8,
-        };
-        for k in 0..8 {
-            if k < chars {
-                out.push(char::from(B32[((v >> (35 - 5 * k)) & 31) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    string(out)
+    string(encode(s(a, 0)?.as_bytes(), B32, 5))
 }
 
 /// Go's `base32.StdEncoding.DecodeString` (newlines stripped first).
@@ -1116,23 +1095,9 @@ fn b32_decode(input: &[u8]) -> Result<Vec<u8>, usize> {
             }
             j += 1;
         }
+        // The group's 5 bytes, as many as its characters carry whole.
         let v = dbuf.iter().fold(0u64, |acc, &d| (acc << 5) | d);
-        let bytes = [
-            (v >> 32) as u8,
-            (v >> 24) as u8,
-            (v >> 16) as u8,
-            (v >> 8) as u8,
-            v as u8,
-        ];
-        let take = match dlen {
-            8 => 5,
-            7 => 4,
-            5 => 3,
-            4 => 2,
-            2 => 1,
-            _ => 0,
-        };
-        out.extend_from_slice(&bytes[..take]);
+        out.extend_from_slice(&v.to_be_bytes()[3..3 + dlen * 5 / 8]);
     }
     Ok(out)
 }

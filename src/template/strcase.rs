@@ -425,37 +425,19 @@ pub(crate) fn wrap_custom(
             offset += 1;
             continue;
         }
-        let end = offset + wl + 1;
-        let space = b[offset..end].iter().rposition(|&c| c == b' ');
-        match space {
-            Some(rel) => {
-                let at = offset + rel;
-                out.extend_from_slice(&b[offset..at]);
-                out.extend_from_slice(newline.as_bytes());
-                offset = at + 1;
-            }
-            None if wrap_long_words => {
-                let end = offset + wl;
-                out.extend_from_slice(&b[offset..end]);
-                out.extend_from_slice(newline.as_bytes());
-                offset += wl;
-            }
-            None => {
-                let end = offset + wl;
-                match b[end..].iter().position(|&c| c == b' ') {
-                    Some(rel) => {
-                        let at = end + rel;
-                        out.extend_from_slice(&b[offset..at]);
-                        out.extend_from_slice(newline.as_bytes());
-                        offset = at + 1;
-                    }
-                    None => {
-                        out.extend_from_slice(&b[offset..]);
-                        offset = n;
-                    }
-                }
-            }
-        }
+        let end = offset + wl;
+        // Where the line ends, and whether a space is dropped there.
+        let (at, skip) = match b[offset..=end].iter().rposition(|&c| c == b' ') {
+            Some(rel) => (offset + rel, 1),
+            None if wrap_long_words => (end, 0),
+            None => match b[end..].iter().position(|&c| c == b' ') {
+                Some(rel) => (end + rel, 1),
+                None => break,
+            },
+        };
+        out.extend_from_slice(&b[offset..at]);
+        out.extend_from_slice(newline.as_bytes());
+        offset = at + skip;
     }
     out.extend_from_slice(&b[offset..]);
     bytes_to_string(out)

@@ -72,29 +72,24 @@ impl Value {
 
     /// Go's `%T` spelling of the value's type.
     pub(crate) fn type_name(&self) -> &'static str {
-        match self {
-            Value::Nil => "<nil>",
-            Value::Bool(_) => "bool",
-            Value::Int(_) => "int",
-            Value::Float(_) => "float64",
-            Value::Str(_) => "string",
-            Value::List(_) => "[]interface {}",
-            Value::Map(_) => "map[string]interface {}",
-            Value::Data(_) => "keyNameData",
-        }
+        self.names().0
     }
 
     /// Go's `reflect.Kind` spelling.
     pub(crate) fn kind_name(&self) -> &'static str {
+        self.names().1
+    }
+
+    fn names(&self) -> (&'static str, &'static str) {
         match self {
-            Value::Nil => "invalid",
-            Value::Bool(_) => "bool",
-            Value::Int(_) => "int",
-            Value::Float(_) => "float64",
-            Value::Str(_) => "string",
-            Value::List(_) => "slice",
-            Value::Map(_) => "map",
-            Value::Data(_) => "struct",
+            Value::Nil => ("<nil>", "invalid"),
+            Value::Bool(_) => ("bool", "bool"),
+            Value::Int(_) => ("int", "int"),
+            Value::Float(_) => ("float64", "float64"),
+            Value::Str(_) => ("string", "string"),
+            Value::List(_) => ("[]interface {}", "slice"),
+            Value::Map(_) => ("map[string]interface {}", "map"),
+            Value::Data(_) => ("keyNameData", "struct"),
         }
     }
 
@@ -121,34 +116,30 @@ impl Value {
         /// Per element: about a `Value`'s size, and what printing a number costs.
         const ELEMENT: usize = 16;
         fn walk(v: &Value, depth: usize, cap: usize, acc: &mut usize) -> Option<()> {
-            match v {
-                Value::Str(s) => *acc = acc.saturating_add(s.len() + ELEMENT),
-                Value::List(l) => {
-                    if depth >= MAX_DEPTH {
-                        return None;
-                    }
-                    *acc = acc.saturating_add(ELEMENT);
-                    for x in l.iter() {
-                        if *acc > cap {
-                            break;
-                        }
-                        walk(x, depth + 1, cap, acc)?;
-                    }
+            // Each child with what its key costs (map keys are elements with text too).
+            let children: Box<dyn Iterator<Item = (usize, &Value)>> = match v {
+                Value::List(l) => Box::new(l.iter().map(|x| (0, x))),
+                Value::Map(m) => Box::new(m.iter().map(|(k, x)| (k.len() + ELEMENT, x))),
+                other => {
+                    let text = if let Value::Str(s) = other {
+                        s.len()
+                    } else {
+                        0
+                    };
+                    *acc = acc.saturating_add(text + ELEMENT);
+                    return Some(());
                 }
-                Value::Map(m) => {
-                    if depth >= MAX_DEPTH {
-                        return None;
-                    }
-                    *acc = acc.saturating_add(ELEMENT);
-                    for (k, x) in m.iter() {
-                        if *acc > cap {
-                            break;
-                        }
-                        *acc = acc.saturating_add(k.len() + ELEMENT);
-                        walk(x, depth + 1, cap, acc)?;
-                    }
+            };
+            if depth >= MAX_DEPTH {
+                return None;
+            }
+            *acc = acc.saturating_add(ELEMENT);
+            for (key, x) in children {
+                if *acc > cap {
+                    break;
                 }
-                _ => *acc = acc.saturating_add(ELEMENT),
+                *acc = acc.saturating_add(key);
+                walk(x, depth + 1, cap, acc)?;
             }
             Some(())
         }
@@ -205,7 +196,7 @@ fn join_formatted(args: &[Value], space: fn(&Value, &Value) -> bool) -> String {
 }
 
 /// Flags, width and precision of one `fmt` directive.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct FmtSpec {
     plus: bool,
     minus: bool,
@@ -250,19 +241,26 @@ pub(crate) fn sprintf(format: &str, args: &[Value]) -> String {
             rest = &rest[1..];
         }
         // Width.
+        // A `*` takes an int operand no larger than the limit.
+        let star = |argi: &mut usize| {
+            *argi += 1;
+            match args.get(*argi - 1) {
+                Some(Value::Int(n)) if n.unsigned_abs() <= FMT_MAX_NUM as u64 => Some(*n),
+                _ => None,
+            }
+        };
         if let Some(after) = rest.strip_prefix('*') {
             rest = after;
-            match args.get(argi) {
-                Some(Value::Int(n)) if n.unsigned_abs() <= FMT_MAX_NUM as u64 => {
-                    if *n < 0 {
+            match star(&mut argi) {
+                Some(n) => {
+                    if n < 0 {
                         spec.minus = true;
                         spec.zero = false;
                     }
                     spec.width = usize::try_from(n.unsigned_abs()).ok();
                 }
-                _ => out.push_str("%!(BADWIDTH)"),
+                None => out.push_str("%!(BADWIDTH)"),
             }
-            argi += 1;
         } else {
             let (n, used) = parse_num(rest);
             rest = &rest[used..];
@@ -277,13 +275,10 @@ pub(crate) fn sprintf(format: &str, args: &[Value]) -> String {
             rest = after;
             if let Some(after) = rest.strip_prefix('*') {
                 rest = after;
-                match args.get(argi) {
-                    Some(Value::Int(n)) if *n >= 0 && (*n as u64) <= FMT_MAX_NUM as u64 => {
-                        spec.prec = usize::try_from(*n).ok();
-                    }
+                match star(&mut argi) {
+                    Some(n) if n >= 0 => spec.prec = usize::try_from(n).ok(),
                     _ => out.push_str("%!(BADPREC)"),
                 }
-                argi += 1;
             } else {
                 let (n, used) = parse_num(rest);
                 rest = &rest[used..];
@@ -331,20 +326,11 @@ pub(crate) fn sprintf(format: &str, args: &[Value]) -> String {
 
 /// Leading decimal digits of `s`: (value, bytes used). Saturates instead of overflowing.
 fn parse_num(s: &str) -> (Option<usize>, usize) {
-    let mut n: usize = 0;
-    let mut used = 0;
-    for b in s.bytes() {
-        if !b.is_ascii_digit() {
-            break;
-        }
-        n = n.saturating_mul(10).saturating_add(usize::from(b - b'0'));
-        used += 1;
-    }
-    if used == 0 {
-        (None, 0)
-    } else {
-        (Some(n), used)
-    }
+    let used = s.bytes().take_while(u8::is_ascii_digit).count();
+    let n = s.bytes().take(used).fold(0usize, |n, b| {
+        n.saturating_mul(10).saturating_add(usize::from(b - b'0'))
+    });
+    ((used > 0).then_some(n), used)
 }
 
 /// One operand formatted with one verb, as Go's `fmt` printValue does.
@@ -456,12 +442,14 @@ fn pad_number(out: &mut String, sign: &str, body: &str, spec: &FmtSpec, zero_ok:
         out.extend(std::iter::repeat_n('0', width - len));
         out.push_str(body);
     } else {
-        let s = format!("{sign}{body}");
-        let spaces = FmtSpec {
-            zero: false,
-            ..spec.clone()
-        };
-        pad(out, &s, &spaces);
+        pad(
+            out,
+            &format!("{sign}{body}"),
+            &FmtSpec {
+                zero: false,
+                ..*spec
+            },
+        );
     }
 }
 
@@ -528,16 +516,31 @@ fn format_int(out: &mut String, verb: char, spec: &FmtSpec, n: i64, v: &Value) {
 }
 
 fn format_float(out: &mut String, verb: char, spec: &FmtSpec, f: f64, v: &Value) {
+    let known = match verb {
+        'v' | 'g' | 'G' | 'e' | 'E' | 'f' | 'F' => true,
+        'x' | 'X' | 'b' => f.is_finite(),
+        _ => false,
+    };
+    if !known {
+        return bad_verb(out, verb, spec, v);
+    }
+    // Go never zero-pads infinities and NaN.
+    let spaces = FmtSpec {
+        zero: false,
+        ..*spec
+    };
+    let neg = f.is_sign_negative();
+    if f.is_nan() {
+        return pad(out, "NaN", &spaces);
+    } else if f.is_infinite() {
+        return pad(out, if neg { "-Inf" } else { "+Inf" }, &spaces);
+    }
     let body = match verb {
         'v' | 'g' | 'G' => fmt_g(f.abs(), spec.prec),
         'e' | 'E' => fmt_e(f.abs(), spec.prec.unwrap_or(6)),
         'f' | 'F' => format!("{:.*}", spec.prec.unwrap_or(6), f.abs()),
-        'x' | 'X' if f.is_finite() => fmt_hex_float(f.abs()),
-        'b' if f.is_finite() => fmt_binary_float(f.abs()),
-        _ => {
-            bad_verb(out, verb, spec, v);
-            return;
-        }
+        'x' | 'X' => fmt_hex_float(f.abs()),
+        _ => fmt_binary_float(f.abs()),
     };
     // The upper-case verbs (`G`, `E`, `X`) print their letters in upper case too.
     let body = if verb.is_ascii_uppercase() {
@@ -545,21 +548,6 @@ fn format_float(out: &mut String, verb: char, spec: &FmtSpec, f: f64, v: &Value)
     } else {
         body
     };
-    // Go never zero-pads infinities and NaN.
-    let spaces = FmtSpec {
-        zero: false,
-        ..spec.clone()
-    };
-    if f.is_nan() {
-        pad(out, "NaN", &spaces);
-        return;
-    }
-    let neg = f.is_sign_negative();
-    if f.is_infinite() {
-        let sign = if neg { "-" } else { "+" };
-        pad(out, &format!("{sign}Inf"), &spaces);
-        return;
-    }
     pad_number(out, sign_of(neg, spec), &body, spec, true);
 }
 
@@ -604,8 +592,7 @@ fn float_digits(x: f64, prec: Option<usize>) -> (String, i64) {
         None => format!("{x:e}"),
         Some(p) => format!("{:.*e}", p.max(1) - 1, x),
     };
-    let (mant, exp) = s.split_once('e').unwrap_or((s.as_str(), "0"));
-    let exp: i64 = exp.parse().unwrap_or(0);
+    let (mant, exp) = split_exp(&s);
     let mut digits: String = mant.chars().filter(char::is_ascii_digit).collect();
     while digits.len() > 1 && digits.ends_with('0') {
         digits.pop();
@@ -613,11 +600,14 @@ fn float_digits(x: f64, prec: Option<usize>) -> (String, i64) {
     (digits, exp + 1)
 }
 
-/// Go's `%g` (and `%v` when `prec` is None) for `x >= 0`.
+/// Mantissa and exponent of Rust's `{:e}` output.
+fn split_exp(s: &str) -> (&str, i64) {
+    let (mant, exp) = s.split_once('e').unwrap_or((s, "0"));
+    (mant, exp.parse().unwrap_or(0))
+}
+
+/// Go's `%g` (and `%v` when `prec` is None) for finite `x >= 0`.
 fn fmt_g(x: f64, prec: Option<usize>) -> String {
-    if !x.is_finite() {
-        return String::new(); // Handled by the caller.
-    }
     let (digits, dp) = float_digits(x, prec);
     let nd = digits.len() as i64;
     let eprec = match prec {
@@ -652,14 +642,10 @@ fn fmt_g(x: f64, prec: Option<usize>) -> String {
     }
 }
 
-/// Go's `%e` for `x >= 0`: at least two exponent digits.
+/// Go's `%e` for finite `x >= 0`: at least two exponent digits.
 fn fmt_e(x: f64, prec: usize) -> String {
-    if !x.is_finite() {
-        return String::new();
-    }
     let s = format!("{x:.prec$e}");
-    let (mant, exp) = s.split_once('e').unwrap_or((s.as_str(), "0"));
-    let exp: i64 = exp.parse().unwrap_or(0);
+    let (mant, exp) = split_exp(&s);
     let mut out = mant.to_string();
     push_exponent(&mut out, 'e', exp);
     out
