@@ -56,8 +56,19 @@ impl Kw {
     };
 
     /// The keyword as written in a template.
-    pub(super) fn name(self) -> String {
-        format!("{self:?}").to_lowercase()
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Kw::If => "if",
+            Kw::Else => "else",
+            Kw::End => "end",
+            Kw::With => "with",
+            Kw::Range => "range",
+            Kw::Break => "break",
+            Kw::Continue => "continue",
+            Kw::Define => "define",
+            Kw::Template => "template",
+            Kw::Block => "block",
+        }
     }
 }
 

@@ -232,7 +232,7 @@ impl Parser<'_> {
                 if self.range_depth == 0 {
                     return Err(self.err(t.pos, format!("{{{{{name}}}}} outside {{{{range}}}}")));
                 }
-                self.expect_right_delim(&name)?;
+                self.expect_right_delim(name)?;
                 Ok(if kw == Kw::Break {
                     Node::Break
                 } else {
@@ -256,7 +256,7 @@ impl Parser<'_> {
         self.enter(pos)?;
         let context = kw.name();
         let mark = self.vars.len();
-        let pipe = self.pipeline(&context, true)?;
+        let pipe = self.pipeline(context, true)?;
         let after_pipe = self.vars.len();
         let outer_root = self.dot_is_root;
         if kw != Kw::If {
