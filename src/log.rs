@@ -13,6 +13,17 @@ pub(crate) const FILTER_ENV: &str = "AZKV_LOG";
 pub(crate) const DEFAULT_FILTER: &str =
     "info,azkv=debug,azure_key_vault=debug,grpc=warn,grpcio=warn";
 
+/// hclog's name for `level`.
+fn level_name(level: log::Level) -> &'static str {
+    match level {
+        log::Level::Error => "error",
+        log::Level::Warn => "warn",
+        log::Level::Info => "info",
+        log::Level::Debug => "debug",
+        log::Level::Trace => "trace",
+    }
+}
+
 /// `2006-01-02T15:04:05.000000Z`.
 pub(crate) fn format_timestamp(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -61,8 +72,7 @@ impl<'kvs> log::kv::VisitSource<'kvs> for FieldCollector<'_> {
 /// One hclog JSON line (without the newline) for `record` at `now`.
 pub(crate) fn format_record(record: &log::Record<'_>, now: SystemTime) -> String {
     let mut map = serde_json::Map::new();
-    let level = record.level().as_str().to_ascii_lowercase();
-    map.insert("@level".into(), level.into());
+    map.insert("@level".into(), level_name(record.level()).into());
     map.insert("@message".into(), record.args().to_string().into());
     map.insert("@timestamp".into(), format_timestamp(now).into());
     if !record.target().starts_with("azkv") && !record.target().starts_with("azure_key_vault") {
